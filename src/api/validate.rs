@@ -1,0 +1,206 @@
+//! Checks of one object on its own, mirroring the CRD's schema and CEL rules.
+//!
+//! On a cluster the API server refuses what these catch; in standalone mode nothing else
+//! does, so the same rules run here and their errors name the field like the API server would.
+
+use std::net::IpAddr;
+
+use super::{
+    ALLOW_ALL, IdentityOidcAuthSpec, OidcAssignment, OidcClientSpec, OidcKeySpec, OidcProviderSpec, OidcScope,
+};
+use crate::template;
+
+/// An invalid field of one object.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    /// JSON path of the field, e.g. `spec.rotationPeriod`.
+    pub field: String,
+    pub message: String,
+}
+
+fn field_error(field: &str, message: impl Into<String>) -> FieldError {
+    FieldError { field: field.into(), message: message.into() }
+}
+
+/// Infisical's exclusive upper bound of access token TTLs, in seconds.
+pub const MAX_ACCESS_TOKEN_TTL: i64 = 315_360_000;
+
+pub fn key(spec: &OidcKeySpec) -> Result<(), FieldError> {
+    if spec.rotation_period.as_secs() < 60 {
+        return Err(field_error("spec.rotationPeriod", "must be at least 1m"));
+    }
+    if spec.verification_ttl.as_secs() == 0 {
+        return Err(field_error("spec.verificationTTL", "must be greater than 0"));
+    }
+    if spec.verification_ttl.as_secs() > spec.rotation_period.as_secs().saturating_mul(10) {
+        return Err(field_error("spec.verificationTTL", "must not exceed 10 x rotationPeriod"));
+    }
+    Ok(())
+}
+
+pub fn client(spec: &OidcClientSpec) -> Result<(), FieldError> {
+    if spec.key.is_empty() {
+        return Err(field_error("spec.key", "must not be empty"));
+    }
+    for (i, uri) in spec.redirect_uris.iter().enumerate() {
+        let field = format!("spec.redirectUris[{i}]");
+        let parsed = url::Url::parse(uri).map_err(|e| field_error(&field, format!("not an absolute URI: {e}")))?;
+        if parsed.fragment().is_some() {
+            return Err(field_error(&field, "must not contain a fragment (RFC 6749 §3.1.2)"));
+        }
+    }
+    if spec.id_token_ttl.as_secs() == 0 {
+        return Err(field_error("spec.idTokenTTL", "must be greater than 0"));
+    }
+    if spec.access_token_ttl.as_secs() == 0 {
+        return Err(field_error("spec.accessTokenTTL", "must be greater than 0"));
+    }
+    if matches!(&spec.client_id, Some(id) if id.trim().is_empty() || id.contains(':')) {
+        return Err(field_error("spec.clientId", "must be non-empty and must not contain ':'"));
+    }
+    Ok(())
+}
+
+/// Validates a scope and returns the top-level claim names its template sets.
+pub fn scope(scope: &OidcScope) -> Result<Vec<String>, FieldError> {
+    if scope.metadata.name.as_deref() == Some("openid") {
+        return Err(field_error("metadata.name", "the scope name openid is reserved"));
+    }
+    match &scope.spec.template {
+        None => Ok(Vec::new()),
+        Some(text) => template::Template::parse(text)
+            .map(|t| t.claim_names())
+            .map_err(|e| field_error("spec.template", e.to_string())),
+    }
+}
+
+pub fn assignment(assignment: &OidcAssignment) -> Result<(), FieldError> {
+    if assignment.metadata.name.as_deref() == Some(ALLOW_ALL) {
+        return Err(field_error("metadata.name", "the assignment name allow_all is built in"));
+    }
+    Ok(())
+}
+
+pub fn provider(spec: &OidcProviderSpec) -> Result<(), FieldError> {
+    if let Some(issuer) = &spec.issuer {
+        issuer_base(issuer).map_err(|m| field_error("spec.issuer", m))?;
+    }
+    if spec.scopes_supported.iter().any(|s| s == "openid") {
+        return Err(field_error("spec.scopesSupported", "openid is always supported and is not an OidcScope"));
+    }
+    Ok(())
+}
+
+/// The `scheme://host:port` of an issuer override, without a trailing slash.
+pub fn issuer_base(issuer: &str) -> Result<String, String> {
+    let url = url::Url::parse(issuer).map_err(|e| format!("not a URL: {e}"))?;
+    if !matches!(url.scheme(), "https" | "http") {
+        return Err("scheme must be https or http".into());
+    }
+    if url.host_str().is_none() {
+        return Err("must name a host".into());
+    }
+    if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some() {
+        return Err("must be scheme://host:port only; the provider path is appended".into());
+    }
+    Ok(issuer.trim_end_matches('/').to_owned())
+}
+
+pub fn identity(spec: &IdentityOidcAuthSpec) -> Result<(), FieldError> {
+    url::Url::parse(&spec.oidc_discovery_url)
+        .map_err(|e| field_error("spec.oidcDiscoveryUrl", format!("not a URL: {e}")))?;
+    if spec.bound_issuer.is_empty() {
+        return Err(field_error("spec.boundIssuer", "must not be empty"));
+    }
+    for (field, v) in
+        [("spec.accessTokenTTL", spec.access_token_ttl), ("spec.accessTokenMaxTTL", spec.access_token_max_ttl)]
+    {
+        if !(0 < v && v < MAX_ACCESS_TOKEN_TTL) {
+            return Err(field_error(field, format!("must be in 0 < x < {MAX_ACCESS_TOKEN_TTL}")));
+        }
+    }
+    if spec.access_token_ttl > spec.access_token_max_ttl {
+        return Err(field_error("spec.accessTokenTTL", "must not exceed accessTokenMaxTTL"));
+    }
+    if spec.access_token_num_uses_limit < 0 {
+        return Err(field_error("spec.accessTokenNumUsesLimit", "must be 0 (unlimited) or more"));
+    }
+    for (i, ip) in spec.access_token_trusted_ips.iter().enumerate() {
+        parse_cidr(&ip.ip_address)
+            .map_err(|m| field_error(&format!("spec.accessTokenTrustedIps[{i}].ipAddress"), m))?;
+    }
+    if let Some(pem) = spec.ca_cert.as_deref().filter(|p| !p.trim().is_empty()) {
+        let certs: Result<Vec<_>, _> = rustls_pemfile::certs(&mut pem.as_bytes()).collect();
+        match certs {
+            Ok(c) if !c.is_empty() => {}
+            _ => return Err(field_error("spec.caCert", "is not a PEM certificate")),
+        }
+    }
+    Ok(())
+}
+
+/// Parses an address or CIDR range (`10.0.0.0/8`, `::/0`, `192.0.2.7`) into (network, prefix).
+pub fn parse_cidr(text: &str) -> Result<(IpAddr, u8), String> {
+    let (addr, prefix) = match text.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (text, None),
+    };
+    let addr: IpAddr = addr.trim().parse().map_err(|_| format!("{text:?} is not an IP address or CIDR range"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix = match prefix {
+        None => max,
+        Some(p) => p
+            .trim()
+            .parse::<u8>()
+            .ok()
+            .filter(|p| *p <= max)
+            .ok_or_else(|| format!("{text:?} has an invalid prefix length"))?,
+    };
+    Ok((addr, prefix))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{Duration, OidcScopeSpec};
+
+    fn key_spec(rot: u64, ver: u64) -> OidcKeySpec {
+        OidcKeySpec {
+            rotation_period: Duration::from_secs(rot),
+            verification_ttl: Duration::from_secs(ver),
+            ..OidcKeySpec::builtin_default()
+        }
+    }
+
+    #[test]
+    fn key_limits_follow_openbao() {
+        assert!(key(&key_spec(60, 600)).is_ok());
+        assert_eq!(key(&key_spec(59, 59)).unwrap_err().field, "spec.rotationPeriod");
+        assert_eq!(key(&key_spec(60, 601)).unwrap_err().field, "spec.verificationTTL");
+    }
+
+    #[test]
+    fn scope_named_openid_is_refused() {
+        let mut s = OidcScope::new("openid", OidcScopeSpec::default());
+        assert_eq!(scope(&s).unwrap_err().field, "metadata.name");
+        s.metadata.name = Some("groups".into());
+        assert!(scope(&s).is_ok());
+    }
+
+    #[test]
+    fn issuer_override_must_be_scheme_host_port() {
+        assert_eq!(issuer_base("https://id.example.com:8443/").unwrap(), "https://id.example.com:8443");
+        assert!(issuer_base("https://id.example.com/v1/x").is_err());
+        assert!(issuer_base("ftp://id.example.com").is_err());
+    }
+
+    #[test]
+    fn cidrs() {
+        assert_eq!(parse_cidr("10.0.0.0/8").unwrap().1, 8);
+        assert_eq!(parse_cidr("::/0").unwrap().1, 0);
+        assert_eq!(parse_cidr("192.0.2.7").unwrap().1, 32);
+        assert!(parse_cidr("10.0.0.0/33").is_err());
+        assert!(parse_cidr("nope").is_err());
+    }
+}

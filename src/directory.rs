@@ -1,0 +1,699 @@
+//! The directory: one immutable snapshot of everything the server needs, resolved by
+//! namespace, rebuilt when inputs change and swapped atomically (see [`SharedDirectory`]).
+//!
+//! Building it is pure: (objects, key rings, credentials, identity ids, now) -> snapshot and
+//! a readiness for every object. A reference to a missing object or an invalid field marks
+//! that object not Ready with a reason naming the field, and the rest keep serving.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+
+use crate::api::{
+    self, ALLOW_ALL, ClientType, DEFAULT_KEY, IdentityOidcAuth, Kind, OidcAssignment, OidcClient, OidcKey, OidcKeySpec,
+    OidcProvider, OidcScope, Readiness,
+};
+use crate::credentials::ClientCredentials;
+use crate::keys::ring::{KeyPolicy, KeyRing};
+use crate::keys::{Jwk, JwkSet, KeyError, SigningAlgorithm, SigningKey};
+use crate::paths::{self, ProviderEndpoint};
+
+/// Namespace and name of an object.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjectKey {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self { namespace: namespace.into(), name: name.into() }
+    }
+
+    /// The key of a Kubernetes object (namespace `default` when unset).
+    pub fn of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Self {
+        Self::new(meta.namespace.clone().unwrap_or_else(|| "default".into()), meta.name.clone().unwrap_or_default())
+    }
+}
+
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// The declared objects, as read from manifests or reflector stores.
+#[derive(Clone, Debug, Default)]
+pub struct Inputs {
+    pub keys: Vec<OidcKey>,
+    pub clients: Vec<OidcClient>,
+    pub scopes: Vec<OidcScope>,
+    pub assignments: Vec<OidcAssignment>,
+    pub providers: Vec<OidcProvider>,
+    pub identities: Vec<IdentityOidcAuth>,
+}
+
+/// Generated state the shells keep (Secrets on a cluster, files standalone).
+#[derive(Clone, Debug, Default)]
+pub struct Materials {
+    pub key_rings: BTreeMap<ObjectKey, KeyRing>,
+    pub credentials: BTreeMap<ObjectKey, ClientCredentials>,
+    /// Identity ids generated for IdentityOidcAuth objects without `spec.identityId`
+    /// (the UID on a cluster).
+    pub identity_ids: BTreeMap<ObjectKey, String>,
+}
+
+/// Where the server is reached: `scheme://host:port`, no trailing slash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExternalUrl(String);
+
+impl ExternalUrl {
+    pub fn new(url: &str) -> Self {
+        Self(url.trim_end_matches('/').to_owned())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The key specs the shells must keep rings for: every valid OidcKey, plus the built-in
+/// `default` key in each namespace where a client uses it and no OidcKey `default` exists.
+pub fn required_keys(inputs: &Inputs) -> BTreeMap<ObjectKey, OidcKeySpec> {
+    let mut out: BTreeMap<ObjectKey, OidcKeySpec> = inputs
+        .keys
+        .iter()
+        .filter(|k| api::validate::key(&k.spec).is_ok())
+        .map(|k| (ObjectKey::of(&k.metadata), k.spec.clone()))
+        .collect();
+    let declared: BTreeSet<ObjectKey> = inputs.keys.iter().map(|k| ObjectKey::of(&k.metadata)).collect();
+    for client in &inputs.clients {
+        if client.spec.key == DEFAULT_KEY {
+            let key = ObjectKey::new(ObjectKey::of(&client.metadata).namespace, DEFAULT_KEY);
+            if !declared.contains(&key) {
+                out.entry(key).or_insert_with(OidcKeySpec::builtin_default);
+            }
+        }
+    }
+    out
+}
+
+/// A key as the server uses it.
+pub struct ResolvedKey {
+    pub name: String,
+    pub policy: KeyPolicy,
+    pub allowed_clients: Vec<String>,
+    /// Signs now.
+    pub current: Arc<SigningKey>,
+    /// Everything in JWKS: current, next, retired inside their window.
+    pub published: Vec<Jwk>,
+    pub rotation_due: i64,
+}
+
+/// A client as the server uses it.
+pub struct ResolvedClient {
+    pub name: String,
+    pub namespace: String,
+    pub client_id: String,
+    /// Never logged; compared in constant time.
+    pub client_secret: Option<String>,
+    pub client_type: ClientType,
+    pub key: Arc<ResolvedKey>,
+    pub redirect_uris: Vec<String>,
+    pub assignments: Vec<String>,
+    pub id_token_ttl: u64,
+    pub access_token_ttl: u64,
+}
+
+/// A provider with its documents rendered once per snapshot.
+pub struct ResolvedProvider {
+    pub name: String,
+    pub namespace: String,
+    pub issuer: String,
+    /// Names of the Ready clients it serves.
+    pub clients: BTreeSet<String>,
+    pub scopes: Vec<String>,
+    pub discovery_json: Arc<str>,
+    pub jwks_json: Arc<str>,
+    /// `Cache-Control: max-age` of the JWKS, below min(verificationTTL, rotationPeriod).
+    pub jwks_max_age: u64,
+}
+
+/// A scope as the server uses it.
+pub struct ResolvedScope {
+    pub name: String,
+    pub template: Option<crate::template::Template>,
+}
+
+/// An identity (entity) as templates and assignments see it.
+pub struct ResolvedIdentity {
+    pub id: String,
+    pub name: String,
+    pub spec: api::IdentityOidcAuthSpec,
+    pub group_ids: Vec<String>,
+}
+
+/// Everything one namespace (tenant) serves.
+#[derive(Default)]
+pub struct NamespaceView {
+    pub providers: HashMap<String, Arc<ResolvedProvider>>,
+    /// By `client_id`.
+    pub clients: HashMap<String, Arc<ResolvedClient>>,
+    pub keys: HashMap<String, Arc<ResolvedKey>>,
+    pub scopes: HashMap<String, Arc<ResolvedScope>>,
+    pub assignments: HashMap<String, OidcAssignment>,
+    /// By identity id.
+    pub identities: HashMap<String, Arc<ResolvedIdentity>>,
+}
+
+/// Status facts beyond `Ready`, per kind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StatusFacts {
+    Key {
+        current_kid: Option<String>,
+        next_kid: Option<String>,
+        next_rotation: Option<i64>,
+        published_kids: Vec<String>,
+    },
+    Client {
+        client_id: Option<String>,
+        secret_name: String,
+    },
+    Scope {
+        claims: Vec<String>,
+    },
+    Assignment {
+        resolved_entities: i64,
+    },
+    Provider {
+        issuer: String,
+    },
+    Identity {
+        identity_id: Option<String>,
+        login_url: String,
+    },
+}
+
+/// The readiness of one object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectStatus {
+    pub kind: Kind,
+    pub key: ObjectKey,
+    pub generation: Option<i64>,
+    pub readiness: Readiness,
+    pub facts: StatusFacts,
+}
+
+/// The immutable snapshot request handlers read.
+#[derive(Default)]
+pub struct Directory {
+    pub namespaces: HashMap<String, NamespaceView>,
+    /// Every declared object's readiness, sorted by kind, namespace and name.
+    pub statuses: Vec<ObjectStatus>,
+    /// Parsed signing keys by kid, reused by the next build.
+    signing_keys: HashMap<String, Arc<SigningKey>>,
+}
+
+impl Directory {
+    pub fn provider(&self, namespace: &str, name: &str) -> Option<&Arc<ResolvedProvider>> {
+        self.namespaces.get(namespace)?.providers.get(name)
+    }
+
+    pub fn namespace(&self, namespace: &str) -> Option<&NamespaceView> {
+        self.namespaces.get(namespace)
+    }
+
+    /// The parsed signing key of a kid, if any key in the snapshot has it.
+    pub fn signing_key(&self, kid: &str) -> Option<&Arc<SigningKey>> {
+        self.signing_keys.get(kid)
+    }
+}
+
+/// The current snapshot, swapped atomically; readers never block.
+#[derive(Default)]
+pub struct SharedDirectory(ArcSwapOption<Directory>);
+
+impl SharedDirectory {
+    pub fn load(&self) -> Option<Arc<Directory>> {
+        self.0.load_full()
+    }
+
+    pub fn store(&self, directory: Directory) {
+        self.0.store(Some(Arc::new(directory)));
+    }
+
+    /// True once a first snapshot exists (`/readyz`).
+    pub fn is_ready(&self) -> bool {
+        self.0.load().is_some()
+    }
+}
+
+/// Stable id of a group, derived from its namespace and name (a name-based UUID shape).
+pub fn group_id(namespace: &str, group: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("oidc-operator.dev/group\0{namespace}\0{group}"));
+    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+}
+
+fn not_ready(reason: &str, message: String) -> Readiness {
+    Readiness::not_ready(reason, message)
+}
+
+fn invalid(e: &api::validate::FieldError) -> Readiness {
+    not_ready("InvalidSpec", e.to_string())
+}
+
+/// Builds a snapshot. `previous` lends its parsed keys so unchanged keys are not re-parsed.
+pub fn build(
+    inputs: &Inputs,
+    materials: &Materials,
+    external: &ExternalUrl,
+    now: i64,
+    previous: Option<&Directory>,
+) -> Directory {
+    let mut dir = Directory::default();
+    let mut statuses = Vec::new();
+    let mut parse = |v: &crate::keys::KeyVersion| -> Result<Arc<SigningKey>, KeyError> {
+        let cached = dir.signing_keys.get(&v.kid).or_else(|| previous.and_then(|p| p.signing_keys.get(&v.kid)));
+        if let Some(k) = cached.filter(|k| k.algorithm() == v.alg) {
+            let k = Arc::clone(k);
+            dir.signing_keys.insert(v.kid.clone(), Arc::clone(&k));
+            return Ok(k);
+        }
+        let k = Arc::new(v.parse()?);
+        dir.signing_keys.insert(v.kid.clone(), Arc::clone(&k));
+        Ok(k)
+    };
+
+    // Keys: declared ones and built-in defaults.
+    let declared: BTreeMap<ObjectKey, &OidcKey> = inputs.keys.iter().map(|k| (ObjectKey::of(&k.metadata), k)).collect();
+    let mut keys: BTreeMap<ObjectKey, Arc<ResolvedKey>> = BTreeMap::new();
+    for (key, spec) in required_keys(inputs) {
+        let policy = KeyPolicy::from(&spec);
+        let resolved = materials.key_rings.get(&key).map(|ring| -> Result<ResolvedKey, KeyError> {
+            let current = parse(&ring.current)?;
+            let published = ring
+                .published(&policy, now)
+                .into_iter()
+                .map(|v| parse(v).map(|k| k.jwk().clone()))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(ResolvedKey {
+                name: key.name.clone(),
+                policy,
+                allowed_clients: spec.allowed_clients.clone(),
+                current,
+                published,
+                rotation_due: ring.rotation_due(&policy),
+            })
+        });
+        match resolved {
+            Some(Ok(r)) => {
+                keys.insert(key.clone(), Arc::new(r));
+            }
+            Some(Err(e)) => {
+                if let Some(obj) = declared.get(&key) {
+                    statuses.push(key_status(obj, not_ready("KeyMaterialInvalid", e.to_string()), None, &policy, now));
+                }
+            }
+            None => {}
+        }
+    }
+    for obj in &inputs.keys {
+        let k = ObjectKey::of(&obj.metadata);
+        if statuses.iter().any(|s: &ObjectStatus| s.kind == Kind::OidcKey && s.key == k) {
+            continue;
+        }
+        let policy = KeyPolicy::from(&obj.spec);
+        let readiness = match (api::validate::key(&obj.spec), keys.get(&k)) {
+            (Err(e), _) => invalid(&e),
+            (Ok(()), None) => not_ready("KeyMaterialPending", "key material is being generated".into()),
+            (Ok(()), Some(r)) => Readiness::ready(format!("signing with kid {}", r.current.kid())),
+        };
+        let ring = materials.key_rings.get(&k).filter(|_| readiness.ready);
+        statuses.push(key_status(obj, readiness, ring, &policy, now));
+    }
+
+    // Identities (entities).
+    let mut identities: BTreeMap<ObjectKey, Arc<ResolvedIdentity>> = BTreeMap::new();
+    for obj in &inputs.identities {
+        let k = ObjectKey::of(&obj.metadata);
+        let login_url = format!("{}{}", external.as_str(), paths::LOGIN);
+        let id = obj.spec.identity_id.clone().or_else(|| materials.identity_ids.get(&k).cloned());
+        let readiness = match (api::validate::identity(&obj.spec), &id) {
+            (Err(e), _) => invalid(&e),
+            (Ok(()), None) => not_ready("IdentityIdPending", "the identity id is being generated".into()),
+            (Ok(()), Some(id)) => {
+                identities.insert(
+                    k.clone(),
+                    Arc::new(ResolvedIdentity {
+                        id: id.clone(),
+                        name: k.name.clone(),
+                        spec: obj.spec.clone(),
+                        group_ids: obj.spec.groups.iter().map(|g| group_id(&k.namespace, g)).collect(),
+                    }),
+                );
+                Readiness::ready(format!("logs in at {login_url} with identityId {id}"))
+            }
+        };
+        statuses.push(ObjectStatus {
+            kind: Kind::IdentityOidcAuth,
+            key: k,
+            generation: obj.metadata.generation,
+            readiness,
+            facts: StatusFacts::Identity { identity_id: id, login_url },
+        });
+    }
+
+    // Assignments.
+    let mut assignments: BTreeMap<ObjectKey, &OidcAssignment> = BTreeMap::new();
+    for obj in &inputs.assignments {
+        let k = ObjectKey::of(&obj.metadata);
+        let readiness = match api::validate::assignment(obj) {
+            Err(e) => invalid(&e),
+            Ok(()) => {
+                assignments.insert(k.clone(), obj);
+                Readiness::ready("resolved")
+            }
+        };
+        let resolved =
+            identities.iter().filter(|(ik, ident)| ik.namespace == k.namespace && admits(obj, ident)).count();
+        statuses.push(ObjectStatus {
+            kind: Kind::OidcAssignment,
+            key: k,
+            generation: obj.metadata.generation,
+            readiness,
+            facts: StatusFacts::Assignment { resolved_entities: i64::try_from(resolved).unwrap_or(i64::MAX) },
+        });
+    }
+
+    // Scopes.
+    let mut scopes: BTreeMap<ObjectKey, Arc<ResolvedScope>> = BTreeMap::new();
+    for obj in &inputs.scopes {
+        let k = ObjectKey::of(&obj.metadata);
+        let (readiness, claims) = match api::validate::scope(obj) {
+            Err(e) => {
+                let reason = if e.field == "spec.template" { "TemplateInvalid" } else { "InvalidSpec" };
+                (not_ready(reason, format!("OidcScope {}: {e}", k.name)), Vec::new())
+            }
+            Ok(claims) => {
+                let template = obj.spec.template.as_deref().and_then(|t| crate::template::Template::parse(t).ok());
+                scopes.insert(k.clone(), Arc::new(ResolvedScope { name: k.name.clone(), template }));
+                (Readiness::ready(format!("sets claims [{}]", claims.join(", "))), claims)
+            }
+        };
+        statuses.push(ObjectStatus {
+            kind: Kind::OidcScope,
+            key: k,
+            generation: obj.metadata.generation,
+            readiness,
+            facts: StatusFacts::Scope { claims },
+        });
+    }
+
+    // Clients, sorted so a client_id conflict is decided the same way every time.
+    let mut sorted_clients: Vec<&OidcClient> = inputs.clients.iter().collect();
+    sorted_clients.sort_by_key(|c| ObjectKey::of(&c.metadata));
+    let mut clients: BTreeMap<ObjectKey, Arc<ResolvedClient>> = BTreeMap::new();
+    let mut client_ids: HashMap<(String, String), String> = HashMap::new();
+    for obj in sorted_clients {
+        let k = ObjectKey::of(&obj.metadata);
+        let creds = materials.credentials.get(&k);
+        let readiness = resolve_client(obj, &k, creds, &keys, &declared, &assignments, &client_ids);
+        let readiness = match (readiness, creds) {
+            (Ok(key), Some(creds)) => {
+                client_ids.insert((k.namespace.clone(), creds.client_id.clone()), k.name.clone());
+                clients.insert(
+                    k.clone(),
+                    Arc::new(ResolvedClient {
+                        name: k.name.clone(),
+                        namespace: k.namespace.clone(),
+                        client_id: creds.client_id.clone(),
+                        client_secret: match obj.spec.client_type {
+                            ClientType::Confidential => creds.client_secret.clone(),
+                            ClientType::Public => None,
+                        },
+                        client_type: obj.spec.client_type,
+                        key,
+                        redirect_uris: obj.spec.redirect_uris.clone(),
+                        assignments: obj.spec.assignments.clone(),
+                        id_token_ttl: obj.spec.id_token_ttl.as_secs(),
+                        access_token_ttl: obj.spec.access_token_ttl.as_secs(),
+                    }),
+                );
+                Readiness::ready(format!("client_id {}", creds.client_id))
+            }
+            (Ok(_), None) => not_ready("CredentialsPending", "credentials are being generated".into()),
+            (Err(r), _) => r,
+        };
+        statuses.push(ObjectStatus {
+            kind: Kind::OidcClient,
+            key: k,
+            generation: obj.metadata.generation,
+            readiness,
+            facts: StatusFacts::Client {
+                client_id: creds.map(|c| c.client_id.clone()),
+                secret_name: obj.credentials_name(),
+            },
+        });
+    }
+
+    // Providers.
+    let mut providers: BTreeMap<ObjectKey, Arc<ResolvedProvider>> = BTreeMap::new();
+    for obj in &inputs.providers {
+        let k = ObjectKey::of(&obj.metadata);
+        let base = obj
+            .spec
+            .issuer
+            .as_deref()
+            .and_then(|i| api::validate::issuer_base(i).ok())
+            .unwrap_or_else(|| external.as_str().to_owned());
+        let issuer = format!("{base}{}", paths::provider_path(&k.namespace, &k.name));
+        let readiness = match resolve_provider(obj, &k, inputs, &scopes) {
+            Err(r) => r,
+            Ok(()) => {
+                let served: Vec<&Arc<ResolvedClient>> = clients
+                    .iter()
+                    .filter(|(ck, c)| {
+                        ck.namespace == k.namespace && obj.spec.allowed_clients.iter().any(|a| a == "*" || *a == c.name)
+                    })
+                    .map(|(_, c)| c)
+                    .collect();
+                let provider = render_provider(&k, &issuer, obj, &served);
+                let message = format!("issuer {issuer}, serving {} client(s)", provider.clients.len());
+                providers.insert(k.clone(), Arc::new(provider));
+                Readiness::ready(message)
+            }
+        };
+        statuses.push(ObjectStatus {
+            kind: Kind::OidcProvider,
+            key: k,
+            generation: obj.metadata.generation,
+            readiness,
+            facts: StatusFacts::Provider { issuer },
+        });
+    }
+
+    // Assemble the namespace views.
+    for (k, v) in keys {
+        dir.namespaces.entry(k.namespace).or_default().keys.insert(k.name, v);
+    }
+    for (k, v) in clients {
+        dir.namespaces.entry(k.namespace).or_default().clients.insert(v.client_id.clone(), v);
+    }
+    for (k, v) in providers {
+        dir.namespaces.entry(k.namespace).or_default().providers.insert(k.name, v);
+    }
+    for (k, v) in scopes {
+        dir.namespaces.entry(k.namespace).or_default().scopes.insert(k.name, v);
+    }
+    for (k, v) in assignments {
+        dir.namespaces.entry(k.namespace).or_default().assignments.insert(k.name, v.clone());
+    }
+    for (k, v) in identities {
+        dir.namespaces.entry(k.namespace).or_default().identities.insert(v.id.clone(), v);
+    }
+    statuses.sort_by(|a, b| (a.kind, &a.key).cmp(&(b.kind, &b.key)));
+    dir.statuses = statuses;
+    dir
+}
+
+/// Whether an assignment admits an entity, by entity id or name, or by group id or name.
+pub fn admits(assignment: &OidcAssignment, identity: &ResolvedIdentity) -> bool {
+    let s = &assignment.spec;
+    s.entity_ids.contains(&identity.id)
+        || s.entities.contains(&identity.name)
+        || identity.group_ids.iter().any(|g| s.group_ids.contains(g))
+        || identity.spec.groups.iter().any(|g| s.groups.contains(g))
+}
+
+fn key_status(
+    obj: &OidcKey,
+    readiness: Readiness,
+    ring: Option<&KeyRing>,
+    policy: &KeyPolicy,
+    now: i64,
+) -> ObjectStatus {
+    ObjectStatus {
+        kind: Kind::OidcKey,
+        key: ObjectKey::of(&obj.metadata),
+        generation: obj.metadata.generation,
+        readiness,
+        facts: StatusFacts::Key {
+            current_kid: ring.map(|r| r.current.kid.clone()),
+            next_kid: ring.map(|r| r.next.kid.clone()),
+            next_rotation: ring.map(|r| r.rotation_due(policy)),
+            published_kids: ring
+                .map(|r| r.published(policy, now).into_iter().map(|v| v.kid.clone()).collect())
+                .unwrap_or_default(),
+        },
+    }
+}
+
+fn resolve_client(
+    obj: &OidcClient,
+    k: &ObjectKey,
+    creds: Option<&ClientCredentials>,
+    keys: &BTreeMap<ObjectKey, Arc<ResolvedKey>>,
+    declared: &BTreeMap<ObjectKey, &OidcKey>,
+    assignments: &BTreeMap<ObjectKey, &OidcAssignment>,
+    client_ids: &HashMap<(String, String), String>,
+) -> Result<Arc<ResolvedKey>, Readiness> {
+    api::validate::client(&obj.spec).map_err(|e| invalid(&e))?;
+    let key_ref = ObjectKey::new(k.namespace.clone(), obj.spec.key.clone());
+    let key = match keys.get(&key_ref) {
+        Some(key) => key,
+        None if obj.spec.key != DEFAULT_KEY && !declared.contains_key(&key_ref) => {
+            return Err(not_ready(
+                "KeyNotFound",
+                format!("spec.key: OidcKey {:?} does not exist in namespace {}", obj.spec.key, k.namespace),
+            ));
+        }
+        None => return Err(not_ready("KeyNotReady", format!("spec.key: OidcKey {:?} is not Ready", obj.spec.key))),
+    };
+    if !key.allowed_clients.iter().any(|a| a == "*" || *a == k.name) {
+        return Err(not_ready(
+            "KeyNotAllowed",
+            format!("spec.key: OidcKey {:?} does not list this client in spec.allowedClients", obj.spec.key),
+        ));
+    }
+    if i64::try_from(obj.spec.id_token_ttl.as_secs()).unwrap_or(i64::MAX) > key.policy.verification_ttl {
+        return Err(not_ready(
+            "IdTokenTTLTooLong",
+            format!(
+                "spec.idTokenTTL ({}) exceeds the verificationTTL ({}) of OidcKey {:?}",
+                obj.spec.id_token_ttl,
+                api::Duration::from_secs(u64::try_from(key.policy.verification_ttl).unwrap_or_default()),
+                obj.spec.key
+            ),
+        ));
+    }
+    for (i, a) in obj.spec.assignments.iter().enumerate() {
+        if a != ALLOW_ALL && !assignments.contains_key(&ObjectKey::new(k.namespace.clone(), a.clone())) {
+            return Err(not_ready(
+                "AssignmentNotFound",
+                format!("spec.assignments[{i}]: OidcAssignment {a:?} does not exist or is not Ready"),
+            ));
+        }
+    }
+    let owner = creds.and_then(|c| client_ids.get(&(k.namespace.clone(), c.client_id.clone())).map(|o| (c, o)));
+    if let Some((c, owner)) = owner {
+        return Err(not_ready(
+            "ClientIdConflict",
+            format!("spec.clientId: client_id {:?} is already used by OidcClient {owner:?}", c.client_id),
+        ));
+    }
+    Ok(Arc::clone(key))
+}
+
+fn resolve_provider(
+    obj: &OidcProvider,
+    k: &ObjectKey,
+    inputs: &Inputs,
+    scopes: &BTreeMap<ObjectKey, Arc<ResolvedScope>>,
+) -> Result<(), Readiness> {
+    api::validate::provider(&obj.spec).map_err(|e| invalid(&e))?;
+    for (i, c) in obj.spec.allowed_clients.iter().enumerate() {
+        let exists = inputs
+            .clients
+            .iter()
+            .any(|oc| ObjectKey::of(&oc.metadata) == ObjectKey::new(k.namespace.clone(), c.clone()));
+        if c != "*" && !exists {
+            return Err(not_ready(
+                "ClientNotFound",
+                format!("spec.allowedClients[{i}]: OidcClient {c:?} does not exist"),
+            ));
+        }
+    }
+    for (i, s) in obj.spec.scopes_supported.iter().enumerate() {
+        if !scopes.contains_key(&ObjectKey::new(k.namespace.clone(), s.clone())) {
+            return Err(not_ready(
+                "ScopeNotFound",
+                format!("spec.scopesSupported[{i}]: OidcScope {s:?} does not exist or is not Ready"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Upper bound of the JWKS cache lifetime, whatever the keys' periods.
+const MAX_JWKS_MAX_AGE: u64 = 3600;
+
+fn render_provider(
+    k: &ObjectKey,
+    issuer: &str,
+    obj: &OidcProvider,
+    served: &[&Arc<ResolvedClient>],
+) -> ResolvedProvider {
+    let mut jwks = JwkSet::default();
+    let mut algs: BTreeSet<SigningAlgorithm> = BTreeSet::new();
+    let mut seen_keys = BTreeSet::new();
+    let mut max_age = MAX_JWKS_MAX_AGE;
+    for c in served {
+        if !seen_keys.insert(c.key.name.clone()) {
+            continue;
+        }
+        algs.insert(c.key.current.algorithm());
+        let window = c.key.policy.verification_ttl.min(c.key.policy.rotation_period);
+        max_age = max_age.min(u64::try_from(window / 2).unwrap_or(0));
+        for jwk in &c.key.published {
+            if !jwks.keys.iter().any(|j| j.kid == jwk.kid) {
+                jwks.keys.push(jwk.clone());
+            }
+        }
+    }
+    // With no clients yet, advertise what the built-in default key would sign with.
+    if algs.is_empty() {
+        algs.insert(SigningAlgorithm::RS256);
+    }
+    let mut scopes = vec!["openid".to_owned()];
+    scopes.extend(obj.spec.scopes_supported.iter().cloned());
+    let discovery = serde_json::json!({
+        "issuer": issuer,
+        "jwks_uri": ProviderEndpoint::Jwks.url(issuer),
+        "authorization_endpoint": ProviderEndpoint::Authorize.url(issuer),
+        "token_endpoint": ProviderEndpoint::Token.url(issuer),
+        "userinfo_endpoint": ProviderEndpoint::Userinfo.url(issuer),
+        "request_parameter_supported": false,
+        "request_uri_parameter_supported": false,
+        "id_token_signing_alg_values_supported": algs.iter().map(|a| a.as_str()).collect::<Vec<_>>(),
+        "response_types_supported": ["code"],
+        "scopes_supported": scopes,
+        "subject_types_supported": ["public"],
+        "grant_types_supported": ["authorization_code"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "code_challenge_methods_supported": ["S256", "plain"],
+        "claims_supported": ["iss", "sub", "aud", "exp", "iat", "nonce", "auth_time", "at_hash", "c_hash"],
+    });
+    ResolvedProvider {
+        name: k.name.clone(),
+        namespace: k.namespace.clone(),
+        issuer: issuer.to_owned(),
+        clients: served.iter().map(|c| c.name.clone()).collect(),
+        scopes: obj.spec.scopes_supported.clone(),
+        discovery_json: discovery.to_string().into(),
+        jwks_json: serde_json::to_string(&jwks).unwrap_or_else(|_| "{\"keys\":[]}".into()).into(),
+        jwks_max_age: max_age.max(1),
+    }
+}

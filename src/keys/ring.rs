@@ -1,0 +1,73 @@
+//! A key's versions: the one that signs, the one published to sign next, and retired ones.
+
+use serde::{Deserialize, Serialize};
+
+use super::{KeyVersion, SigningAlgorithm};
+use crate::api::OidcKeySpec;
+
+/// The stored state of one OidcKey (a Secret on a cluster, a 0600 file standalone).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyRing {
+    /// Signs ID tokens now.
+    pub current: KeyVersion,
+    /// Published in JWKS already; becomes `current` at the next rotation.
+    pub next: KeyVersion,
+    /// Former current keys, published until `retiredAt + verificationTTL`.
+    #[serde(default)]
+    pub retired: Vec<RetiredKey>,
+    /// When `current` started signing (unix seconds).
+    pub rotated_at: i64,
+}
+
+/// A former current key that still verifies tokens it signed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetiredKey {
+    pub version: KeyVersion,
+    /// When it stopped signing (unix seconds).
+    pub retired_at: i64,
+}
+
+/// The parts of an OidcKey spec that rotation obeys, in seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyPolicy {
+    pub algorithm: SigningAlgorithm,
+    pub rotation_period: i64,
+    pub verification_ttl: i64,
+}
+
+impl From<&OidcKeySpec> for KeyPolicy {
+    fn from(spec: &OidcKeySpec) -> Self {
+        Self {
+            algorithm: spec.algorithm,
+            rotation_period: spec.rotation_period.as_secs_i64(),
+            verification_ttl: spec.verification_ttl.as_secs_i64(),
+        }
+    }
+}
+
+impl KeyRing {
+    /// When the next rotation falls due.
+    pub fn rotation_due(&self, policy: &KeyPolicy) -> i64 {
+        self.rotated_at.saturating_add(policy.rotation_period)
+    }
+
+    /// When a retired key leaves JWKS.
+    pub fn retired_until(retired: &RetiredKey, policy: &KeyPolicy) -> i64 {
+        retired.retired_at.saturating_add(policy.verification_ttl)
+    }
+
+    /// The versions published in JWKS at `now`: current, next, and retired keys still inside
+    /// their verification window.
+    pub fn published(&self, policy: &KeyPolicy, now: i64) -> Vec<&KeyVersion> {
+        let mut out = vec![&self.current, &self.next];
+        out.extend(self.retired.iter().filter(|r| Self::retired_until(r, policy) > now).map(|r| &r.version));
+        out
+    }
+
+    /// The earliest moment the ring needs attention: a rotation or a retired key's expiry.
+    pub fn next_event(&self, policy: &KeyPolicy) -> i64 {
+        self.retired.iter().map(|r| Self::retired_until(r, policy)).fold(self.rotation_due(policy), i64::min)
+    }
+}

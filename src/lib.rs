@@ -1,0 +1,14 @@
+//! oidc-operator: a Kubernetes operator that makes a cluster an OpenID Connect identity
+//! provider for workloads and machines.
+//!
+//! Functional core, imperative shell: `api`, `keys`, `credentials`, `template` and
+//! `directory` decide without I/O; `standalone` and `server` do the I/O.
+
+pub mod api;
+pub mod credentials;
+pub mod directory;
+pub mod keys;
+pub mod paths;
+pub mod server;
+pub mod standalone;
+pub mod template;

@@ -1,0 +1,60 @@
+//! Prometheus metrics. Labels are bounded: endpoint names, status codes and kinds, never an
+//! object's name.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub endpoint: String,
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ObjectLabels {
+    pub kind: String,
+    pub ready: String,
+}
+
+/// The operator's metrics and the registry that renders them.
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub objects: Family<ObjectLabels, Gauge>,
+    pub rotations: Counter,
+    pub snapshot_builds: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("oidc_operator");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let objects = Family::<ObjectLabels, Gauge>::default();
+        let rotations = Counter::default();
+        let snapshot_builds = Counter::default();
+        registry.register("http_requests", "HTTP requests served, by endpoint and status code", requests.clone());
+        registry.register("objects", "Declared objects, by kind and readiness", objects.clone());
+        registry.register("key_rotations", "Key ring changes (creations, rotations, prunes)", rotations.clone());
+        registry.register("snapshot_builds", "Directory snapshots built", snapshot_builds.clone());
+        Self { registry, requests, objects, rotations, snapshot_builds }
+    }
+}
+
+impl Metrics {
+    /// Counts one request.
+    pub fn request(&self, endpoint: &str, code: u16) {
+        self.requests.get_or_create(&RequestLabels { endpoint: endpoint.into(), code: code.to_string() }).inc();
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

@@ -1,0 +1,105 @@
+//! HTTPS: a user-provided certificate, or a CA kept in the state folder that signs a fresh
+//! leaf certificate at every start.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls;
+
+use crate::standalone::state::write_private_bytes;
+
+/// Why TLS could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error("making a certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("TLS configuration: {0}")]
+    Config(#[from] rustls::Error),
+    #[error("{0} holds no PEM certificate or private key")]
+    Empty(PathBuf),
+}
+
+fn file_err(path: &Path, e: impl std::fmt::Display) -> TlsError {
+    TlsError::File { path: path.to_owned(), reason: e.to_string() }
+}
+
+/// A server certificate chain and key, PEM.
+pub struct CertifiedKey {
+    pub chain_pem: String,
+    pub key_pem: String,
+}
+
+fn ca_params() -> Result<CertificateParams, rcgen::Error> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.distinguished_name.push(DnType::CommonName, "oidc-operator standalone CA");
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params.not_before = rcgen::date_time_ymd(2025, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2045, 1, 1);
+    Ok(params)
+}
+
+/// Loads the CA from `dir` (making it on first use), writes `ca.crt` for clients to trust, and
+/// issues a leaf certificate for `hosts`. Returns the leaf and the CA certificate's path.
+pub fn self_signed(dir: &Path, hosts: &[String]) -> Result<(CertifiedKey, PathBuf), TlsError> {
+    let (ca_crt, ca_key) = (dir.join("ca.crt"), dir.join("ca.key"));
+    let key = if ca_crt.exists() && ca_key.exists() {
+        let pem = std::fs::read_to_string(&ca_key).map_err(|e| file_err(&ca_key, e))?;
+        KeyPair::from_pem(&pem)?
+    } else {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let cert = ca_params()?.self_signed(&key)?;
+        write_private_bytes(&ca_key, key.serialize_pem().as_bytes()).map_err(|e| file_err(&ca_key, e))?;
+        std::fs::write(&ca_crt, cert.pem()).map_err(|e| file_err(&ca_crt, e))?;
+        key
+    };
+    let issuer = Issuer::new(ca_params()?, key);
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name.push(DnType::CommonName, "oidc-operator");
+    for host in hosts {
+        let san = match host.parse::<IpAddr>() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) => SanType::DnsName(host.as_str().try_into()?),
+        };
+        if !params.subject_alt_names.contains(&san) {
+            params.subject_alt_names.push(san);
+        }
+    }
+    let leaf_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let leaf = params.signed_by(&leaf_key, &issuer)?;
+    let ca_pem = std::fs::read_to_string(&ca_crt).map_err(|e| file_err(&ca_crt, e))?;
+    Ok((CertifiedKey { chain_pem: format!("{}{}", leaf.pem(), ca_pem), key_pem: leaf_key.serialize_pem() }, ca_crt))
+}
+
+/// Reads a user-provided certificate chain and key.
+pub fn from_files(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
+    Ok(CertifiedKey {
+        chain_pem: std::fs::read_to_string(cert).map_err(|e| file_err(cert, e))?,
+        key_pem: std::fs::read_to_string(key).map_err(|e| file_err(key, e))?,
+    })
+}
+
+/// A TLS acceptor (TLS 1.2/1.3, h2 and http/1.1) for a certificate, with aws-lc-rs.
+pub fn acceptor(cert: &CertifiedKey) -> Result<TlsAcceptor, TlsError> {
+    let chain: Vec<_> = rustls_pemfile::certs(&mut cert.chain_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| file_err(Path::new("certificate"), e))?;
+    if chain.is_empty() {
+        return Err(TlsError::Empty("certificate".into()));
+    }
+    let key = rustls_pemfile::private_key(&mut cert.key_pem.as_bytes())
+        .map_err(|e| file_err(Path::new("private key"), e))?
+        .ok_or_else(|| TlsError::Empty("private key".into()))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}

@@ -1,0 +1,303 @@
+//! Reading manifests of the six kinds from a folder of (multi-document) YAML or JSON files.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::api::{self, Kind};
+use crate::directory::{Inputs, ObjectKey};
+
+/// A manifest that could not be used, with where it is and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestProblem {
+    pub file: PathBuf,
+    /// 1-based document number inside the file.
+    pub document: usize,
+    /// `Kind namespace/name`, when the document got that far.
+    pub resource: Option<String>,
+    /// The field at fault, when known.
+    pub field: Option<String>,
+    pub message: String,
+    /// Whether an earlier good version of the object keeps serving.
+    pub kept_last_good: bool,
+}
+
+impl std::fmt::Display for ManifestProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (document {})", self.file.display(), self.document)?;
+        if let Some(r) = &self.resource {
+            write!(f, ", {r}")?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, ", field {field}")?;
+        }
+        write!(f, ": {}", self.message)?;
+        if self.kept_last_good {
+            write!(f, " (the last good version keeps serving)")?;
+        }
+        Ok(())
+    }
+}
+
+/// One parsed object of any kind.
+#[derive(Clone, Debug)]
+pub enum Object {
+    Key(api::OidcKey),
+    Client(api::OidcClient),
+    Scope(api::OidcScope),
+    Assignment(api::OidcAssignment),
+    Provider(api::OidcProvider),
+    Identity(api::IdentityOidcAuth),
+}
+
+/// The files of a manifest folder, read in a stable order, as (path, content).
+pub fn read_folder(dir: &Path) -> std::io::Result<Vec<(PathBuf, String)>> {
+    let mut files = Vec::new();
+    collect(dir, &mut files)?;
+    files.sort();
+    files.into_iter().map(|p| std::fs::read_to_string(&p).map(|c| (p, c))).collect()
+}
+
+fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if name.starts_with('.') {
+            continue;
+        }
+        if path.is_dir() {
+            collect(&path, out)?;
+        } else if name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".json") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// The objects of the last load that were good, so a broken edit does not take them away.
+pub type LastGood = HashMap<(Kind, ObjectKey), Object>;
+
+/// Parses every document; invalid new versions of known objects fall back to `last_good`.
+/// Returns the inputs, the problems, and the new last-good set.
+pub fn load(files: &[(PathBuf, String)], last_good: &LastGood) -> (Inputs, Vec<ManifestProblem>, LastGood) {
+    let mut problems = Vec::new();
+    let mut objects: BTreeMap<(Kind, ObjectKey), Object> = BTreeMap::new();
+    let mut good = LastGood::new();
+    for (file, content) in files {
+        for (index, doc) in serde_yaml_ng::Deserializer::from_str(content).enumerate() {
+            let problem = |resource: Option<String>, field: Option<String>, message: String| ManifestProblem {
+                file: file.clone(),
+                document: index + 1,
+                resource,
+                field,
+                message,
+                kept_last_good: false,
+            };
+            let value: Value = match <serde_yaml_ng::Value as serde::Deserialize>::deserialize(doc) {
+                Ok(v) => match serde_json::to_value(v) {
+                    Ok(Value::Null) => continue,
+                    Ok(v) => v,
+                    Err(e) => {
+                        problems.push(problem(None, None, format!("not representable as JSON: {e}")));
+                        continue;
+                    }
+                },
+                Err(e) => {
+                    problems.push(problem(None, None, format!("not valid YAML: {e}")));
+                    break;
+                }
+            };
+            match parse_object(&value) {
+                Ok((kind, key, object)) => {
+                    good.insert((kind, key.clone()), object.clone());
+                    if objects.insert((kind, key.clone()), object).is_some() {
+                        problems.push(problem(
+                            Some(format!("{kind} {key}")),
+                            None,
+                            "declared more than once; the last declaration wins".into(),
+                        ));
+                    }
+                }
+                Err(p) => {
+                    let mut p = *p;
+                    if let Some((kind, key)) = p.identity.take() {
+                        if let Some(previous) = last_good.get(&(kind, key.clone())) {
+                            objects.insert((kind, key.clone()), previous.clone());
+                            good.insert((kind, key), previous.clone());
+                            p.problem.kept_last_good = true;
+                        } else if let Some(object) = p.invalid_object.take() {
+                            // Never good: still listed, so its Ready condition tells what is wrong.
+                            objects.insert((kind, key), *object);
+                        }
+                    }
+                    problems.push(ManifestProblem { file: file.clone(), document: index + 1, ..p.problem });
+                }
+            }
+        }
+    }
+    let mut inputs = Inputs::default();
+    for (_, object) in objects {
+        match object {
+            Object::Key(o) => inputs.keys.push(o),
+            Object::Client(o) => inputs.clients.push(o),
+            Object::Scope(o) => inputs.scopes.push(o),
+            Object::Assignment(o) => inputs.assignments.push(o),
+            Object::Provider(o) => inputs.providers.push(o),
+            Object::Identity(o) => inputs.identities.push(o),
+        }
+    }
+    (inputs, problems, good)
+}
+
+struct ParseFailure {
+    problem: ManifestProblem,
+    identity: Option<(Kind, ObjectKey)>,
+    /// Parsed but invalid: shown as not Ready when there is no earlier good version.
+    invalid_object: Option<Box<Object>>,
+}
+
+fn parse_object(value: &Value) -> Result<(Kind, ObjectKey, Object), Box<ParseFailure>> {
+    let fail = |resource: Option<String>, field: Option<&str>, message: String, identity, invalid_object| {
+        Box::new(ParseFailure {
+            problem: ManifestProblem {
+                file: PathBuf::new(),
+                document: 0,
+                resource,
+                field: field.map(str::to_owned),
+                message,
+                kept_last_good: false,
+            },
+            identity,
+            invalid_object,
+        })
+    };
+    let api_version = value.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
+    let kind_name = value.get("kind").and_then(Value::as_str).unwrap_or_default();
+    let expected = format!("{}/{}", api::GROUP, api::VERSION);
+    if api_version != expected {
+        return Err(fail(None, Some("apiVersion"), format!("expected {expected}, found {api_version:?}"), None, None));
+    }
+    let Some(kind) = Kind::from_name(kind_name) else {
+        return Err(fail(None, Some("kind"), format!("unknown kind {kind_name:?}"), None, None));
+    };
+    let name = value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    if name.is_empty() {
+        return Err(fail(Some(kind.to_string()), Some("metadata.name"), "is required".into(), None, None));
+    }
+    let namespace = value.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("default");
+    let key = ObjectKey::new(namespace, name);
+    let resource = format!("{kind} {key}");
+    let identity = Some((kind, key.clone()));
+    let typed = |value: &Value| -> Result<Object, (String, String)> {
+        Ok(match kind {
+            Kind::OidcKey => Object::Key(typed(value)?),
+            Kind::OidcClient => Object::Client(typed(value)?),
+            Kind::OidcScope => Object::Scope(typed(value)?),
+            Kind::OidcAssignment => Object::Assignment(typed(value)?),
+            Kind::OidcProvider => Object::Provider(typed(value)?),
+            Kind::IdentityOidcAuth => Object::Identity(typed(value)?),
+        })
+    };
+    let mut object = typed(value)
+        .map_err(|(field, message)| fail(Some(resource.clone()), Some(&field), message, identity.clone(), None))?;
+    set_namespace(&mut object, namespace);
+    if let Err(e) = validate(&object) {
+        return Err(fail(Some(resource), Some(&e.field), e.message, identity, Some(Box::new(object))));
+    }
+    Ok((kind, key, object))
+}
+
+fn typed<T: DeserializeOwned>(value: &Value) -> Result<T, (String, String)> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        (if path == "." { "(root)".into() } else { path }, e.into_inner().to_string())
+    })
+}
+
+fn set_namespace(object: &mut Object, namespace: &str) {
+    let meta = match object {
+        Object::Key(o) => &mut o.metadata,
+        Object::Client(o) => &mut o.metadata,
+        Object::Scope(o) => &mut o.metadata,
+        Object::Assignment(o) => &mut o.metadata,
+        Object::Provider(o) => &mut o.metadata,
+        Object::Identity(o) => &mut o.metadata,
+    };
+    meta.namespace = Some(namespace.to_owned());
+}
+
+fn validate(object: &Object) -> Result<(), api::validate::FieldError> {
+    match object {
+        Object::Key(o) => api::validate::key(&o.spec),
+        Object::Client(o) => api::validate::client(&o.spec),
+        Object::Scope(o) => api::validate::scope(o).map(|_| ()),
+        Object::Assignment(o) => api::validate::assignment(o),
+        Object::Provider(o) => api::validate::provider(&o.spec),
+        Object::Identity(o) => api::validate::identity(&o.spec),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(text: &str) -> Vec<(PathBuf, String)> {
+        vec![(PathBuf::from("m.yaml"), text.to_owned())]
+    }
+
+    const GOOD: &str = r#"
+apiVersion: oidc-operator.dev/v1alpha1
+kind: OidcKey
+metadata: {name: k1, namespace: team}
+spec: {algorithm: ES256, rotationPeriod: 1h, verificationTTL: 3600}
+---
+apiVersion: oidc-operator.dev/v1alpha1
+kind: OidcClient
+metadata: {name: app}
+spec: {key: k1, redirectUris: ["https://app.example/cb"]}
+"#;
+
+    #[test]
+    fn reads_multi_document_yaml_with_default_namespace() {
+        let (inputs, problems, good) = load(&files(GOOD), &LastGood::new());
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(inputs.keys.len(), 1);
+        assert_eq!(inputs.keys[0].spec.rotation_period.as_secs(), 3600);
+        assert_eq!(inputs.clients[0].metadata.namespace.as_deref(), Some("default"));
+        assert_eq!(good.len(), 2);
+    }
+
+    #[test]
+    fn a_bad_field_is_named_and_the_last_good_version_is_kept() {
+        let (_, _, good) = load(&files(GOOD), &LastGood::new());
+        let broken = GOOD.replace("rotationPeriod: 1h", "rotationPeriod: 1d");
+        let (inputs, problems, _) = load(&files(&broken), &good);
+        assert_eq!(problems.len(), 1);
+        let p = &problems[0];
+        assert_eq!(p.field.as_deref(), Some("spec.rotationPeriod"));
+        assert_eq!(p.resource.as_deref(), Some("OidcKey team/k1"));
+        assert!(p.kept_last_good);
+        assert_eq!(inputs.keys[0].spec.rotation_period.as_secs(), 3600, "old version serves");
+        assert!(p.to_string().contains("m.yaml (document 1)"), "{p}");
+
+        // A semantic rule (verificationTTL <= 10 x rotationPeriod) without an earlier version:
+        // the object is listed so its Ready condition says why.
+        let invalid = GOOD.replace("verificationTTL: 3600", "verificationTTL: 36001");
+        let (inputs, problems, _) = load(&files(&invalid), &LastGood::new());
+        assert_eq!(problems[0].field.as_deref(), Some("spec.verificationTTL"));
+        assert_eq!(inputs.keys.len(), 1);
+    }
+
+    #[test]
+    fn foreign_and_broken_documents_are_reported_not_fatal() {
+        let text = format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: x}}\n---\n{GOOD}");
+        let (inputs, problems, _) = load(&files(&text), &LastGood::new());
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].field.as_deref(), Some("apiVersion"));
+        assert_eq!(inputs.clients.len(), 1);
+        let (_, problems, _) = load(&files("a: [unclosed"), &LastGood::new());
+        assert!(problems[0].message.contains("YAML"));
+    }
+}

@@ -1,0 +1,172 @@
+//! The state folder: generated key material, client credentials and identity ids as files
+//! (mode 0600), written atomically so a crash never leaves half a key.
+
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::credentials::ClientCredentials;
+use crate::directory::{Materials, ObjectKey};
+use crate::keys::ring::KeyRing;
+
+/// A state file that could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[error("state file {path}: {reason}")]
+pub struct StateError {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+/// The state folder.
+#[derive(Clone, Debug)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+const KEYS: &str = "keys";
+const CLIENTS: &str = "clients";
+const IDENTITIES: &str = "identities";
+
+impl StateDir {
+    pub fn open(root: &Path) -> Result<Self, StateError> {
+        std::fs::create_dir_all(root).map_err(|e| err(root, e))?;
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700)).map_err(|e| err(root, e))?;
+        Ok(Self { root: root.to_owned() })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn key_path(&self, key: &ObjectKey) -> PathBuf {
+        self.root.join(KEYS).join(&key.namespace).join(format!("{}.json", key.name))
+    }
+
+    pub fn client_path(&self, key: &ObjectKey) -> PathBuf {
+        self.root.join(CLIENTS).join(&key.namespace).join(format!("{}.json", key.name))
+    }
+
+    pub fn identity_path(&self, key: &ObjectKey) -> PathBuf {
+        self.root.join(IDENTITIES).join(&key.namespace).join(format!("{}.json", key.name))
+    }
+
+    pub fn tls_dir(&self) -> PathBuf {
+        self.root.join("tls")
+    }
+
+    /// Everything stored so far.
+    pub fn load(&self) -> Result<Materials, StateError> {
+        let mut m = Materials::default();
+        for (key, ring) in self.load_kind::<KeyRing>(KEYS)? {
+            m.key_rings.insert(key, ring);
+        }
+        for (key, creds) in self.load_kind::<ClientCredentials>(CLIENTS)? {
+            m.credentials.insert(key, creds);
+        }
+        for (key, id) in self.load_kind::<IdentityFile>(IDENTITIES)? {
+            m.identity_ids.insert(key, id.identity_id);
+        }
+        Ok(m)
+    }
+
+    fn load_kind<T: DeserializeOwned>(&self, folder: &str) -> Result<Vec<(ObjectKey, T)>, StateError> {
+        let base = self.root.join(folder);
+        let mut out = Vec::new();
+        let Ok(namespaces) = std::fs::read_dir(&base) else {
+            return Ok(out);
+        };
+        for ns in namespaces {
+            let ns = ns.map_err(|e| err(&base, e))?.path();
+            if !ns.is_dir() {
+                continue;
+            }
+            for file in std::fs::read_dir(&ns).map_err(|e| err(&ns, e))? {
+                let path = file.map_err(|e| err(&ns, e))?.path();
+                let (Some(stem), Some("json")) =
+                    (path.file_stem().and_then(|s| s.to_str()), path.extension().and_then(|s| s.to_str()))
+                else {
+                    continue;
+                };
+                let text = std::fs::read_to_string(&path).map_err(|e| err(&path, e))?;
+                let value: T = serde_json::from_str(&text).map_err(|e| err(&path, e))?;
+                let namespace = ns.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                out.push((ObjectKey::new(namespace, stem), value));
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn save_key(&self, key: &ObjectKey, ring: &KeyRing) -> Result<(), StateError> {
+        write_private(&self.key_path(key), ring)
+    }
+
+    pub fn save_client(&self, key: &ObjectKey, creds: &ClientCredentials) -> Result<(), StateError> {
+        write_private(&self.client_path(key), creds)
+    }
+
+    pub fn save_identity(&self, key: &ObjectKey, identity_id: &str) -> Result<(), StateError> {
+        write_private(&self.identity_path(key), &IdentityFile { identity_id: identity_id.to_owned() })
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct IdentityFile {
+    identity_id: String,
+}
+
+fn err(path: &Path, e: impl std::fmt::Display) -> StateError {
+    StateError { path: path.to_owned(), reason: e.to_string() }
+}
+
+/// Writes JSON to `path` with mode 0600: a temporary file, fsync, then rename.
+pub fn write_private<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
+    let bytes = serde_json::to_vec_pretty(value).map_err(|e| err(path, e))?;
+    write_private_bytes(path, &bytes)
+}
+
+/// Writes bytes to `path` with mode 0600, atomically.
+pub fn write_private_bytes(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    let dir = path.parent().ok_or_else(|| err(path, "no parent folder"))?;
+    std::fs::create_dir_all(dir).map_err(|e| err(dir, e))?;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| err(&tmp, e))?;
+    file.write_all(bytes).map_err(|e| err(&tmp, e))?;
+    file.sync_all().map_err(|e| err(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| err(path, e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::{KeyVersion, SigningAlgorithm};
+
+    #[test]
+    fn round_trips_with_private_modes() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let k = ObjectKey::new("ns", "k");
+        let v = KeyVersion::generate(SigningAlgorithm::ES256, 1).unwrap();
+        let ring = KeyRing { current: v.clone(), next: v, retired: vec![], rotated_at: 1 };
+        state.save_key(&k, &ring).unwrap();
+        let creds = ClientCredentials { client_id: "id".into(), client_secret: Some("s".into()) };
+        state.save_client(&k, &creds).unwrap();
+        state.save_identity(&k, "uuid").unwrap();
+        let mode = std::fs::metadata(state.key_path(&k)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let m = state.load().unwrap();
+        assert_eq!(m.key_rings[&k], ring);
+        assert_eq!(m.credentials[&k], creds);
+        assert_eq!(m.identity_ids[&k], "uuid");
+    }
+}
