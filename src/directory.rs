@@ -697,3 +697,212 @@ fn render_provider(
         jwks_max_age: max_age.max(1),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{OidcAssignmentSpec, OidcClientSpec, OidcKeySpec, OidcProviderSpec, OidcScopeSpec};
+    use crate::keys::ring::KeyRing;
+    use crate::keys::{KeyVersion, rotation};
+
+    const NOW: i64 = 1_700_000_000;
+
+    fn meta<T: kube::Resource<DynamicType = ()>>(mut o: T, ns: &str) -> T {
+        o.meta_mut().namespace = Some(ns.into());
+        o
+    }
+
+    fn client(name: &str, key: &str, assignments: &[&str]) -> OidcClient {
+        let spec: OidcClientSpec = serde_json::from_value(serde_json::json!({
+            "key": key, "assignments": assignments, "redirectUris": ["https://app/cb"]
+        }))
+        .unwrap();
+        meta(OidcClient::new(name, spec), "ns")
+    }
+
+    fn key(name: &str, spec: OidcKeySpec) -> OidcKey {
+        meta(OidcKey::new(name, spec), "ns")
+    }
+
+    fn provider(name: &str, clients: &[&str], scopes: &[&str]) -> OidcProvider {
+        let spec = OidcProviderSpec {
+            issuer: None,
+            allowed_clients: clients.iter().map(|s| s.to_string()).collect(),
+            scopes_supported: scopes.iter().map(|s| s.to_string()).collect(),
+        };
+        meta(OidcProvider::new(name, spec), "ns")
+    }
+
+    /// Materials as a shell would make them: rings for required keys, credentials for clients.
+    fn materials(inputs: &Inputs) -> Materials {
+        let mut m = Materials::default();
+        for (k, spec) in required_keys(inputs) {
+            let ring: KeyRing = rotation::advance(None, &KeyPolicy::from(&spec), NOW, |a| KeyVersion::generate(a, NOW))
+                .unwrap()
+                .unwrap();
+            m.key_rings.insert(k, ring);
+        }
+        for c in &inputs.clients {
+            let creds = crate::credentials::reconcile(None, c.spec.client_id.as_deref(), true).unwrap().unwrap();
+            m.credentials.insert(ObjectKey::of(&c.metadata), creds);
+        }
+        m
+    }
+
+    fn status<'a>(dir: &'a Directory, kind: Kind, name: &str) -> &'a ObjectStatus {
+        dir.statuses.iter().find(|s| s.kind == kind && s.key.name == name).unwrap()
+    }
+
+    fn build_all(inputs: &Inputs) -> Directory {
+        build(inputs, &materials(inputs), &ExternalUrl::new("https://op.example:8443/"), NOW, None)
+    }
+
+    #[test]
+    fn a_client_without_key_uses_the_builtin_default() {
+        let inputs = Inputs {
+            clients: vec![client("app", DEFAULT_KEY, &["allow_all"])],
+            providers: vec![provider("p", &["*"], &[])],
+            ..Inputs::default()
+        };
+        let keys = required_keys(&inputs);
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[&ObjectKey::new("ns", "default")], OidcKeySpec::builtin_default());
+        let dir = build_all(&inputs);
+        assert!(status(&dir, Kind::OidcClient, "app").readiness.ready);
+        let p = dir.provider("ns", "p").unwrap();
+        assert_eq!(p.issuer, "https://op.example:8443/v1/ns/identity/oidc/provider/p");
+        let jwks: JwkSet = serde_json::from_str(&p.jwks_json).unwrap();
+        assert_eq!(jwks.keys.len(), 2, "current and next");
+        let discovery: serde_json::Value = serde_json::from_str(&p.discovery_json).unwrap();
+        assert_eq!(discovery["id_token_signing_alg_values_supported"], serde_json::json!(["RS256"]));
+        assert_eq!(discovery["jwks_uri"], format!("{}/.well-known/keys", p.issuer));
+        assert!(p.jwks_max_age < 24 * 3600);
+    }
+
+    #[test]
+    fn missing_references_name_the_field_and_the_rest_keep_serving() {
+        let inputs = Inputs {
+            keys: vec![key(
+                "k",
+                OidcKeySpec {
+                    allowed_clients: vec!["good".into(), "no-assignment".into()],
+                    ..OidcKeySpec::builtin_default()
+                },
+            )],
+            clients: vec![
+                client("good", "k", &["allow_all"]),
+                client("no-key", "missing", &["allow_all"]),
+                client("not-allowed", "k", &["allow_all"]),
+                client("no-assignment", "k", &["ghost"]),
+            ],
+            providers: vec![
+                provider("p", &["*"], &[]),
+                provider("bad-client", &["nope"], &[]),
+                provider("bad-scope", &["*"], &["ghost"]),
+            ],
+            ..Inputs::default()
+        };
+        let dir = build_all(&inputs);
+        let r = &status(&dir, Kind::OidcClient, "no-key").readiness;
+        assert_eq!((r.ready, r.reason.as_str()), (false, "KeyNotFound"));
+        assert!(r.message.starts_with("spec.key"), "{}", r.message);
+        assert_eq!(status(&dir, Kind::OidcClient, "not-allowed").readiness.reason, "KeyNotAllowed");
+        let r = &status(&dir, Kind::OidcClient, "no-assignment").readiness;
+        assert_eq!(r.reason, "AssignmentNotFound");
+        assert!(r.message.starts_with("spec.assignments[0]"), "{}", r.message);
+        let r = &status(&dir, Kind::OidcProvider, "bad-client").readiness;
+        assert_eq!(r.reason, "ClientNotFound");
+        assert!(r.message.starts_with("spec.allowedClients[0]"));
+        assert_eq!(status(&dir, Kind::OidcProvider, "bad-scope").readiness.reason, "ScopeNotFound");
+        assert!(dir.provider("ns", "bad-scope").is_none());
+        // The good ones serve: the provider lists only the Ready client.
+        assert!(status(&dir, Kind::OidcClient, "good").readiness.ready);
+        let p = dir.provider("ns", "p").unwrap();
+        assert_eq!(p.clients.iter().collect::<Vec<_>>(), ["good"]);
+    }
+
+    #[test]
+    fn id_token_ttl_beyond_verification_ttl_is_not_ready() {
+        let mut c = client("app", "k", &["allow_all"]);
+        c.spec.id_token_ttl = crate::api::Duration::from_secs(2 * 3600);
+        let spec = OidcKeySpec {
+            verification_ttl: crate::api::Duration::from_secs(3600),
+            allowed_clients: vec!["*".into()],
+            ..OidcKeySpec::builtin_default()
+        };
+        let inputs = Inputs { keys: vec![key("k", spec)], clients: vec![c], ..Inputs::default() };
+        let dir = build_all(&inputs);
+        let r = &status(&dir, Kind::OidcClient, "app").readiness;
+        assert_eq!(r.reason, "IdTokenTTLTooLong");
+        assert!(r.message.starts_with("spec.idTokenTTL (2h)") && r.message.contains("(1h)"), "{}", r.message);
+    }
+
+    #[test]
+    fn keys_and_scopes_report_their_problems() {
+        let bad_key =
+            OidcKeySpec { rotation_period: crate::api::Duration::from_secs(30), ..OidcKeySpec::builtin_default() };
+        let scope = meta(
+            OidcScope::new("s", OidcScopeSpec { template: Some("{\"a\": {{nope}}}".into()), description: None }),
+            "ns",
+        );
+        let inputs = Inputs { keys: vec![key("k", bad_key)], scopes: vec![scope], ..Inputs::default() };
+        let dir = build_all(&inputs);
+        let r = &status(&dir, Kind::OidcKey, "k").readiness;
+        assert_eq!(r.reason, "InvalidSpec");
+        assert!(r.message.starts_with("spec.rotationPeriod"));
+        let r = &status(&dir, Kind::OidcScope, "s").readiness;
+        assert_eq!(r.reason, "TemplateInvalid");
+        assert!(r.message.contains("OidcScope s") && r.message.contains("character 6"), "{}", r.message);
+    }
+
+    #[test]
+    fn pending_material_is_reported_not_served() {
+        let inputs = Inputs { clients: vec![client("app", DEFAULT_KEY, &["allow_all"])], ..Inputs::default() };
+        let dir = build(&inputs, &Materials::default(), &ExternalUrl::new("https://x"), NOW, None);
+        assert_eq!(status(&dir, Kind::OidcClient, "app").readiness.reason, "KeyNotReady");
+    }
+
+    #[test]
+    fn client_id_conflicts_are_decided_by_name() {
+        let mut a = client("a", DEFAULT_KEY, &["allow_all"]);
+        let mut b = client("b", DEFAULT_KEY, &["allow_all"]);
+        a.spec.client_id = Some("same".into());
+        b.spec.client_id = Some("same".into());
+        let inputs = Inputs { clients: vec![b, a], ..Inputs::default() };
+        let dir = build_all(&inputs);
+        assert!(status(&dir, Kind::OidcClient, "a").readiness.ready);
+        assert_eq!(status(&dir, Kind::OidcClient, "b").readiness.reason, "ClientIdConflict");
+    }
+
+    #[test]
+    fn assignments_admit_by_entity_or_group() {
+        let spec: api::IdentityOidcAuthSpec = serde_json::from_value(serde_json::json!({
+            "oidcDiscoveryUrl": "https://issuer", "boundIssuer": "https://issuer", "groups": ["ops"]
+        }))
+        .unwrap();
+        let ident =
+            ResolvedIdentity { id: "e1".into(), name: "runner".into(), group_ids: vec![group_id("ns", "ops")], spec };
+        let by = |s: OidcAssignmentSpec| admits(&OidcAssignment::new("a", s), &ident);
+        assert!(by(OidcAssignmentSpec { entity_ids: vec!["e1".into()], ..Default::default() }));
+        assert!(by(OidcAssignmentSpec { entities: vec!["runner".into()], ..Default::default() }));
+        assert!(by(OidcAssignmentSpec { groups: vec!["ops".into()], ..Default::default() }));
+        assert!(by(OidcAssignmentSpec { group_ids: vec![group_id("ns", "ops")], ..Default::default() }));
+        assert!(!by(OidcAssignmentSpec {
+            groups: vec!["dev".into()],
+            entity_ids: vec!["e2".into()],
+            ..Default::default()
+        }));
+        assert_ne!(group_id("ns", "ops"), group_id("other", "ops"));
+    }
+
+    #[test]
+    fn unchanged_keys_are_not_parsed_again() {
+        let inputs = Inputs { clients: vec![client("app", DEFAULT_KEY, &["allow_all"])], ..Inputs::default() };
+        let m = materials(&inputs);
+        let ext = ExternalUrl::new("https://x");
+        let first = build(&inputs, &m, &ext, NOW, None);
+        let second = build(&inputs, &m, &ext, NOW + 1, Some(&first));
+        let kid = m.key_rings.values().next().unwrap().current.kid.clone();
+        assert!(Arc::ptr_eq(first.signing_key(&kid).unwrap(), second.signing_key(&kid).unwrap()));
+    }
+}
