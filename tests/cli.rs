@@ -1,5 +1,8 @@
 //! The command line: crdgen, the not-yet-built `run`, and the CRDs as kubectl reads them.
 
+// Test helpers outside #[test] functions stop the test on a failed step.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_oidc-operator");

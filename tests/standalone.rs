@@ -1,5 +1,8 @@
 //! Loopback tests against the real `oidc-operator standalone` process.
 
+// Test helpers outside #[test] functions stop the test on a failed step.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;

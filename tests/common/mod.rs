@@ -2,6 +2,8 @@
 //! back from its output), with manifests and state in temporary folders.
 
 #![allow(dead_code)]
+// Test harness: a failed set-up step should stop the test with its error.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
