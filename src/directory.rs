@@ -17,7 +17,10 @@ use crate::api::{
 use crate::credentials::ClientCredentials;
 use crate::keys::ring::{KeyPolicy, KeyRing};
 use crate::keys::{Jwk, JwkSet, KeyError, SigningAlgorithm, SigningKey};
+use crate::login::cidr::Cidr;
+use crate::login::external::IssuerSource;
 use crate::paths::{self, ProviderEndpoint};
+use crate::sessions::TokenLimits;
 
 /// Namespace and name of an object.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -62,6 +65,9 @@ pub struct Materials {
     /// Identity ids generated for IdentityOidcAuth objects without `spec.identityId`
     /// (the UID on a cluster).
     pub identity_ids: BTreeMap<ObjectKey, String>,
+    /// What fetching each external issuer gave: its `issuer`, or why it failed. Absent while
+    /// the first fetch is under way.
+    pub issuer_health: BTreeMap<IssuerSource, Result<String, String>>,
 }
 
 /// Where the server is reached: `scheme://host:port`, no trailing slash.
@@ -146,12 +152,25 @@ pub struct ResolvedScope {
     pub template: Option<crate::template::Template>,
 }
 
-/// An identity (entity) as templates and assignments see it.
+/// An identity (entity) as login, templates and assignments see it.
 pub struct ResolvedIdentity {
     pub id: String,
     pub name: String,
+    pub key: ObjectKey,
     pub spec: api::IdentityOidcAuthSpec,
     pub group_ids: Vec<String>,
+    pub trusted_ips: Vec<Cidr>,
+    pub limits: TokenLimits,
+    /// Where its external issuer is fetched from.
+    pub source: IssuerSource,
+}
+
+/// The external issuer an identity trusts.
+pub fn issuer_source(spec: &api::IdentityOidcAuthSpec) -> IssuerSource {
+    IssuerSource {
+        discovery_url: crate::login::external::discovery_document_url(&spec.oidc_discovery_url),
+        ca_cert: spec.ca_cert.clone().filter(|c| !c.trim().is_empty()),
+    }
 }
 
 /// Everything one namespace (tenant) serves.
@@ -211,6 +230,8 @@ pub struct Directory {
     pub namespaces: HashMap<String, NamespaceView>,
     /// Every declared object's readiness, sorted by kind, namespace and name.
     pub statuses: Vec<ObjectStatus>,
+    /// Identities of every namespace by identity id (logins name no namespace).
+    pub identities_by_id: HashMap<String, Arc<ResolvedIdentity>>,
     /// Parsed signing keys by kid, reused by the next build.
     signing_keys: HashMap<String, Arc<SigningKey>>,
 }
@@ -222,6 +243,11 @@ impl Directory {
 
     pub fn namespace(&self, namespace: &str) -> Option<&NamespaceView> {
         self.namespaces.get(namespace)
+    }
+
+    /// The identity with this id, in any namespace.
+    pub fn identity_by_id(&self, id: &str) -> Option<&Arc<ResolvedIdentity>> {
+        self.identities_by_id.get(id)
     }
 
     /// The parsed signing key of a kid, if any key in the snapshot has it.
@@ -335,26 +361,58 @@ pub fn build(
         statuses.push(key_status(obj, readiness, ring, &policy, now));
     }
 
-    // Identities (entities).
+    // Identities (entities), sorted so an identity id conflict is decided the same way always.
     let mut identities: BTreeMap<ObjectKey, Arc<ResolvedIdentity>> = BTreeMap::new();
-    for obj in &inputs.identities {
+    let mut sorted_identities: Vec<&IdentityOidcAuth> = inputs.identities.iter().collect();
+    sorted_identities.sort_by_key(|i| ObjectKey::of(&i.metadata));
+    for obj in sorted_identities {
         let k = ObjectKey::of(&obj.metadata);
         let login_url = format!("{}{}", external.as_str(), paths::LOGIN);
         let id = obj.spec.identity_id.clone().or_else(|| materials.identity_ids.get(&k).cloned());
+        let source = issuer_source(&obj.spec);
         let readiness = match (api::validate::identity(&obj.spec), &id) {
             (Err(e), _) => invalid(&e),
             (Ok(()), None) => not_ready("IdentityIdPending", "the identity id is being generated".into()),
+            (Ok(()), Some(id)) if dir.identities_by_id.contains_key(id) => not_ready(
+                "IdentityIdConflict",
+                format!("spec.identityId: {id:?} is already the id of another IdentityOidcAuth"),
+            ),
             (Ok(()), Some(id)) => {
-                identities.insert(
-                    k.clone(),
-                    Arc::new(ResolvedIdentity {
-                        id: id.clone(),
-                        name: k.name.clone(),
-                        spec: obj.spec.clone(),
-                        group_ids: obj.spec.groups.iter().map(|g| group_id(&k.namespace, g)).collect(),
-                    }),
-                );
-                Readiness::ready(format!("logs in at {login_url} with identityId {id}"))
+                let resolved = Arc::new(ResolvedIdentity {
+                    id: id.clone(),
+                    name: k.name.clone(),
+                    key: k.clone(),
+                    spec: obj.spec.clone(),
+                    group_ids: obj.spec.groups.iter().map(|g| group_id(&k.namespace, g)).collect(),
+                    trusted_ips: obj
+                        .spec
+                        .access_token_trusted_ips
+                        .iter()
+                        .filter_map(|t| Cidr::parse(&t.ip_address).ok())
+                        .collect(),
+                    limits: TokenLimits {
+                        ttl: obj.spec.access_token_ttl,
+                        max_ttl: obj.spec.access_token_max_ttl,
+                        num_uses_limit: u64::try_from(obj.spec.access_token_num_uses_limit).unwrap_or(0),
+                    },
+                    source: source.clone(),
+                });
+                dir.identities_by_id.insert(id.clone(), Arc::clone(&resolved));
+                identities.insert(k.clone(), resolved);
+                match materials.issuer_health.get(&source) {
+                    None => not_ready(
+                        "DiscoveryPending",
+                        format!("spec.oidcDiscoveryUrl: fetching {}", source.discovery_url),
+                    ),
+                    Some(Err(e)) => not_ready("DiscoveryFailed", format!("spec.oidcDiscoveryUrl: {e}")),
+                    Some(Ok(issuer)) if *issuer != obj.spec.bound_issuer => not_ready(
+                        "IssuerMismatch",
+                        format!(
+                            "spec.boundIssuer: the discovery document at spec.oidcDiscoveryUrl names issuer {issuer:?}"
+                        ),
+                    ),
+                    Some(Ok(_)) => Readiness::ready(format!("logs in at {login_url} with identityId {id}")),
+                }
             }
         };
         statuses.push(ObjectStatus {
@@ -880,8 +938,16 @@ mod tests {
             "oidcDiscoveryUrl": "https://issuer", "boundIssuer": "https://issuer", "groups": ["ops"]
         }))
         .unwrap();
-        let ident =
-            ResolvedIdentity { id: "e1".into(), name: "runner".into(), group_ids: vec![group_id("ns", "ops")], spec };
+        let ident = ResolvedIdentity {
+            id: "e1".into(),
+            name: "runner".into(),
+            key: ObjectKey::new("ns", "runner"),
+            group_ids: vec![group_id("ns", "ops")],
+            trusted_ips: Vec::new(),
+            limits: TokenLimits { ttl: 1, max_ttl: 1, num_uses_limit: 0 },
+            source: issuer_source(&spec),
+            spec,
+        };
         let by = |s: OidcAssignmentSpec| admits(&OidcAssignment::new("a", s), &ident);
         assert!(by(OidcAssignmentSpec { entity_ids: vec!["e1".into()], ..Default::default() }));
         assert!(by(OidcAssignmentSpec { entities: vec!["runner".into()], ..Default::default() }));

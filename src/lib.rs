@@ -6,9 +6,12 @@
 
 pub mod api;
 pub mod credentials;
+pub mod dev_issuer;
 pub mod directory;
 pub mod keys;
+pub mod login;
 pub mod paths;
 pub mod server;
+pub mod sessions;
 pub mod standalone;
 pub mod template;

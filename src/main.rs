@@ -32,6 +32,8 @@ enum Command {
     Standalone(oidc_operator::standalone::Options),
     /// Run as a Kubernetes operator (controllers + server).
     Run,
+    /// DEVELOPMENT ONLY: a loopback OpenID issuer that mints JWTs for trying machine login.
+    DevIssuer(oidc_operator::dev_issuer::Options),
     /// Write the CustomResourceDefinitions (one file per kind) into a folder, or print them.
     Crdgen {
         /// Folder to write `<plural>.<group>.yaml` files into.
@@ -79,6 +81,7 @@ fn main() -> ExitCode {
                 .into(),
         ),
         Command::Standalone(options) => oidc_operator::standalone::main(options).map_err(|e| e.to_string()),
+        Command::DevIssuer(options) => oidc_operator::dev_issuer::main(options).map_err(|e| e.to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

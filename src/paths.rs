@@ -17,6 +17,12 @@ pub const TOKEN: &str = "token";
 pub const USERINFO: &str = "userinfo";
 /// Machine-identity login (Infisical's path).
 pub const LOGIN: &str = "/api/v1/auth/oidc-auth/login";
+/// Renewal of an identity access token (Infisical's path).
+pub const TOKEN_RENEW: &str = "/api/v1/auth/token/renew";
+/// Revocation of an identity access token (Infisical's path).
+pub const TOKEN_REVOKE: &str = "/api/v1/auth/token/revoke";
+/// What an identity access token is: identity, TTL left, uses left.
+pub const TOKEN_LOOKUP: &str = "/api/v1/auth/token/lookup";
 /// Liveness.
 pub const HEALTHZ: &str = "/healthz";
 /// Readiness: true once the first directory snapshot is built.

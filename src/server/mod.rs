@@ -3,12 +3,16 @@
 //! Handlers read the current [`Directory`](crate::directory::Directory) snapshot and never
 //! touch the inputs or the Kubernetes API.
 
+pub mod identity_api;
 pub mod metrics;
 pub mod tls;
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+
+use bytes::Buf;
+use futures::StreamExt;
 
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -20,7 +24,11 @@ use warp::http::{HeaderValue, Method, StatusCode, header};
 use warp::reply::{Reply, Response};
 
 use crate::directory::SharedDirectory;
+use crate::login::cidr::{self, Cidr};
+use crate::login::external::IssuerRegistry;
 use crate::paths::{self, ProviderEndpoint};
+use crate::sessions::TokenStore;
+use identity_api::{TokenOp, api_error};
 pub use metrics::Metrics;
 
 /// The socket peer of a request, set by the accept loop (login checks trusted IPs with it).
@@ -32,10 +40,41 @@ pub struct PeerAddr(pub SocketAddr);
 pub struct AppState {
     pub directory: Arc<SharedDirectory>,
     pub metrics: Arc<Metrics>,
+    pub issuers: Arc<IssuerRegistry>,
+    pub tokens: Arc<dyn TokenStore>,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Arc<Vec<Cidr>>,
+    /// Least seconds between two refetches of one external issuer's keys.
+    pub refetch_interval: i64,
+}
+
+/// The one place the server reads the clock.
+#[allow(clippy::disallowed_methods)]
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// The caller's address: the socket peer, or, when the peer is a trusted proxy, the
+/// right-most `X-Forwarded-For` address that is not itself a trusted proxy.
+pub fn client_ip(peer: IpAddr, headers: &warp::http::HeaderMap, trusted_proxies: &[Cidr]) -> IpAddr {
+    if !cidr::any_contains(trusted_proxies, peer) {
+        return peer;
+    }
+    let forwarded: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|a| a.trim().parse().ok())
+        .collect();
+    forwarded.into_iter().rev().find(|a| !cidr::any_contains(trusted_proxies, *a)).unwrap_or(peer)
 }
 
 /// A JSON response with a status.
-fn json(status: StatusCode, body: String) -> Response {
+pub(crate) fn json_response(status: StatusCode, body: String) -> Response {
     let mut resp = body.into_response();
     *resp.status_mut() = status;
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -44,7 +83,7 @@ fn json(status: StatusCode, body: String) -> Response {
 
 /// An error body in RFC 6749's shape.
 pub fn error(status: StatusCode, code: &str, description: &str) -> Response {
-    json(status, serde_json::json!({"error": code, "error_description": description}).to_string())
+    json_response(status, serde_json::json!({"error": code, "error_description": description}).to_string())
 }
 
 /// Answers one protocol request.
@@ -70,12 +109,12 @@ pub fn handle(state: &AppState, method: &Method, path: &str) -> (Response, &'sta
             r
         }
         ProviderEndpoint::Discovery => {
-            let mut r = json(StatusCode::OK, provider.discovery_json.to_string());
+            let mut r = json_response(StatusCode::OK, provider.discovery_json.to_string());
             r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=300"));
             r
         }
         ProviderEndpoint::Jwks => {
-            let mut r = json(StatusCode::OK, provider.jwks_json.to_string());
+            let mut r = json_response(StatusCode::OK, provider.jwks_json.to_string());
             let cache = format!("max-age={}", provider.jwks_max_age);
             if let Ok(v) = HeaderValue::from_str(&cache) {
                 r.headers_mut().insert(header::CACHE_CONTROL, v);
@@ -91,13 +130,89 @@ pub fn handle(state: &AppState, method: &Method, path: &str) -> (Response, &'sta
     (resp, label)
 }
 
+/// Reads a body of at most `limit` bytes; `None` when it is larger.
+async fn read_body<S, B>(mut stream: S, limit: usize) -> Option<Vec<u8>>
+where
+    S: futures::Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: Buf,
+{
+    let mut body = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.ok()?;
+        if body.len() + chunk.remaining() > limit {
+            return None;
+        }
+        body.extend_from_slice(chunk.chunk());
+    }
+    Some(body)
+}
+
+async fn dispatch(
+    state: AppState,
+    method: Method,
+    path: warp::path::FullPath,
+    headers: warp::http::HeaderMap,
+    peer: Option<PeerAddr>,
+    body: impl futures::Stream<Item = Result<impl Buf, warp::Error>>,
+) -> Result<Response, Infallible> {
+    let body = Box::pin(body);
+    let peer_ip = peer.map(|p| p.0.ip()).unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let ip = client_ip(peer_ip, &headers, &state.trusted_proxies);
+    let identity_endpoint = match path.as_str() {
+        paths::LOGIN => Some(("login", None)),
+        paths::TOKEN_RENEW => Some(("token_renew", Some(TokenOp::Renew))),
+        paths::TOKEN_REVOKE => Some(("token_revoke", Some(TokenOp::Revoke))),
+        paths::TOKEN_LOOKUP => Some(("token_lookup", Some(TokenOp::Lookup))),
+        _ => None,
+    };
+    let (resp, label) = match identity_endpoint {
+        Some((label, op)) => {
+            let allowed = if op == Some(TokenOp::Lookup) { Method::GET } else { Method::POST };
+            let resp = if method != allowed && !(op == Some(TokenOp::Lookup) && method == Method::POST) {
+                let mut r = api_error(405, "method_not_allowed", &format!("use {allowed}"));
+                if let Ok(v) = HeaderValue::from_str(allowed.as_str()) {
+                    r.headers_mut().insert(header::ALLOW, v);
+                }
+                r
+            } else {
+                match read_body(body, identity_api::MAX_BODY_BYTES).await {
+                    None => api_error(413, "payload_too_large", "the request body is too large"),
+                    Some(bytes) => match op {
+                        None => identity_api::login(&state, &headers, &bytes, ip).await,
+                        Some(op) => identity_api::token_operation(&state, op, &headers, &bytes, ip).await,
+                    },
+                }
+            };
+            (resp, label)
+        }
+        None => handle(&state, &method, path.as_str()),
+    };
+    state.metrics.request(label, resp.status().as_u16());
+    Ok(resp)
+}
+
 /// The protocol routes.
 pub fn api_routes(state: AppState) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
-    warp::method().and(warp::path::full()).map(move |method: Method, path: warp::path::FullPath| {
-        let (resp, label) = handle(&state, &method, path.as_str());
-        state.metrics.request(label, resp.status().as_u16());
-        resp
-    })
+    warp::any()
+        .map(move || state.clone())
+        .and(warp::method())
+        .and(warp::path::full())
+        .and(warp::header::headers_cloned())
+        .and(warp::ext::optional::<PeerAddr>())
+        .and(warp::body::stream())
+        .then(dispatch)
+        .map(|r: Result<Response, Infallible>| match r {
+            Ok(resp) => resp,
+            Err(never) => match never {},
+        })
+        .recover(|_: warp::Rejection| async {
+            Ok::<Response, Infallible>(error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "the request could not be read",
+            ))
+        })
+        .unify()
 }
 
 /// `/healthz`, `/readyz` and `/metrics`.

@@ -16,7 +16,10 @@ use crate::directory::{self, ExternalUrl, Materials, ObjectKey, SharedDirectory}
 use crate::keys::KeyVersion;
 use crate::keys::ring::KeyPolicy;
 use crate::keys::rotation;
+use crate::login::cidr::Cidr;
+use crate::login::external::{IssuerRegistry, IssuerSource, KEYS_MAX_AGE};
 use crate::server::{self, AppState, Metrics};
+use crate::sessions::{MemoryStore, TokenStore};
 use state::StateDir;
 
 /// Flags of `oidc-operator standalone`.
@@ -50,6 +53,16 @@ pub struct Options {
     /// (SIGHUP reloads at once).
     #[arg(long, default_value_t = 1000)]
     pub poll_ms: u64,
+    /// Fetch external issuers over plain http too (local trials with `dev-issuer`, tests).
+    #[arg(long)]
+    pub allow_insecure_issuers: bool,
+    /// Least seconds between two fetches of an external issuer's keys when a JWT names an
+    /// unknown kid.
+    #[arg(long, default_value_t = crate::login::external::REFETCH_INTERVAL)]
+    pub issuer_refetch_interval: i64,
+    /// Proxies (CIDR list) whose X-Forwarded-For header names the caller.
+    #[arg(long, value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
 }
 
 /// Why standalone mode stopped.
@@ -71,6 +84,8 @@ pub enum StandaloneError {
     Random(#[from] credentials::RandomError),
     #[error("starting the runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("--trusted-proxies: {0}")]
+    TrustedProxies(String),
 }
 
 /// Runs standalone mode until interrupted.
@@ -142,7 +157,22 @@ async fn run(options: Options) -> Result<(), StandaloneError> {
 
     let shared = Arc::new(SharedDirectory::default());
     let metrics = Arc::new(Metrics::default());
-    let app = AppState { directory: Arc::clone(&shared), metrics: Arc::clone(&metrics) };
+    let trusted_proxies = options
+        .trusted_proxies
+        .iter()
+        .map(|p| Cidr::parse(p))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(StandaloneError::TrustedProxies)?;
+    let issuers = Arc::new(IssuerRegistry::new(options.allow_insecure_issuers));
+    let tokens: Arc<dyn TokenStore> = Arc::new(MemoryStore::default());
+    let app = AppState {
+        directory: Arc::clone(&shared),
+        metrics: Arc::clone(&metrics),
+        issuers: Arc::clone(&issuers),
+        tokens: Arc::clone(&tokens),
+        trusted_proxies: Arc::new(trusted_proxies),
+        refetch_interval: options.issuer_refetch_interval.max(0),
+    };
     tokio::spawn(server::serve(listener, tls, server::api_routes(app.clone())));
     tokio::spawn(server::serve(management, None, server::management_routes(app)));
     println!("listening: api={scheme}://{local} metrics=http://{mgmt_local} external-url={}", external.as_str());
@@ -162,10 +192,13 @@ async fn run(options: Options) -> Result<(), StandaloneError> {
         last_files: None,
         last_good: manifests::LastGood::new(),
         reporter: report::Reporter::default(),
+        issuers,
+        tokens,
+        last_purge: 0,
     };
     let mut force = true;
     loop {
-        shell.tick(force)?;
+        shell.tick(force).await?;
         force = false;
         let wait = tokio::time::sleep(StdDuration::from_millis(shell.options.poll_ms.max(50)));
         tokio::select! {
@@ -194,12 +227,15 @@ struct Shell {
     last_files: Option<Vec<(PathBuf, String)>>,
     last_good: manifests::LastGood,
     reporter: report::Reporter,
+    issuers: Arc<IssuerRegistry>,
+    tokens: Arc<dyn TokenStore>,
+    last_purge: i64,
 }
 
 impl Shell {
     /// Reloads manifests if they changed, applies due rotations, and rebuilds the snapshot
     /// when anything changed. A broken manifest folder keeps the last snapshot serving.
-    fn tick(&mut self, force: bool) -> Result<(), StandaloneError> {
+    async fn tick(&mut self, force: bool) -> Result<(), StandaloneError> {
         let files = match manifests::read_folder(&self.options.manifests) {
             Ok(f) => f,
             Err(e) => {
@@ -220,15 +256,71 @@ impl Shell {
             self.last_files = Some(files);
         }
         let materials_changed = ensure_materials(&self.state, &self.metrics, &self.inputs, &mut self.materials, now)?;
-        if !(changed || materials_changed) {
+        let health_changed = self.refresh_issuers(now);
+        if !(changed || materials_changed || health_changed) {
+            self.purge(now);
             return Ok(());
         }
         let previous = self.shared.load();
         let dir = directory::build(&self.inputs, &self.materials, &self.external, now, previous.as_deref());
         self.reporter.report(&dir, &self.inputs, &self.state, &self.metrics);
         self.metrics.snapshot_builds.inc();
+        // Tokens of deleted or replaced identities die with them.
+        if let Some(previous) = previous {
+            for old in previous.identities_by_id.values() {
+                let kept = dir.identity_by_id(&old.id).filter(|n| n.key == old.key);
+                if kept.is_none() {
+                    let n = self.tokens.revoke_identity(&old.key, None);
+                    tracing::info!(identity = %old.key, revoked = n, "identity removed; its access tokens are revoked");
+                }
+            }
+        }
         self.shared.store(dir);
         Ok(())
+    }
+
+    /// Starts background fetches of the issuers identities name (first use, or keys older
+    /// than [`KEYS_MAX_AGE`]) and records what the finished ones gave. Returns whether any
+    /// issuer's health changed. Never waits for a fetch.
+    fn refresh_issuers(&mut self, now: i64) -> bool {
+        let sources: Vec<IssuerSource> =
+            self.inputs.identities.iter().map(|i| directory::issuer_source(&i.spec)).collect();
+        self.issuers.retain(&sources);
+        let mut health = std::collections::BTreeMap::new();
+        for source in sources {
+            let issuer = self.issuers.get(&source);
+            let keys = issuer.keys();
+            let stale = keys.as_ref().is_none_or(|k| now - k.fetched_at >= KEYS_MAX_AGE);
+            if stale {
+                let refetch = self.options.issuer_refetch_interval.max(1);
+                let task = Arc::clone(&issuer);
+                tokio::spawn(async move {
+                    task.refresh(now, refetch).await;
+                });
+            }
+            let state = match (issuer.last_error(), keys) {
+                (Some(e), _) => Some(Err(e.to_string())),
+                (None, Some(k)) => Some(Ok(k.issuer.clone())),
+                (None, None) => None,
+            };
+            if let Some(state) = state {
+                health.insert(source, state);
+            }
+        }
+        let changed = health != self.materials.issuer_health;
+        self.materials.issuer_health = health;
+        changed
+    }
+
+    /// Drops expired tokens once a minute.
+    fn purge(&mut self, now: i64) {
+        if now - self.last_purge < 60 {
+            return;
+        }
+        self.last_purge = now;
+        if let Some(dir) = self.shared.load() {
+            self.tokens.purge(now, &|r| dir.identity_by_id(&r.identity_id).map(|i| i.limits));
+        }
     }
 }
 

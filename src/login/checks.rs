@@ -1,0 +1,238 @@
+//! The checks of a login, in order, each with its own error. Pure: keys, spec, peer and the
+//! time are parameters.
+
+use std::net::IpAddr;
+
+use base64::Engine;
+use serde_json::Value;
+
+use super::cidr::{self, Cidr};
+use super::external::{IssuerKeys, SignatureError, verify_signature};
+use super::matching;
+use crate::api::IdentityOidcAuthSpec;
+use crate::keys::SigningAlgorithm;
+
+/// Largest external JWT accepted.
+pub const MAX_JWT_BYTES: usize = 16 * 1024;
+/// Clock skew allowed on `exp`, `nbf` and `iat` (seconds).
+pub const LEEWAY: i64 = 30;
+
+/// Why a login was refused. The text names the failed check and never echoes the token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoginError {
+    #[error("no identity with this identityId")]
+    IdentityNotFound,
+    #[error("the JWT is not a well-formed compact JWS")]
+    Malformed,
+    #[error("the JWT is larger than {MAX_JWT_BYTES} bytes")]
+    TooLarge,
+    #[error("the JWT algorithm {0:?} is not allowed (only RS256/384/512, ES256/384/512 and EdDSA are)")]
+    AlgorithmNotAllowed(String),
+    #[error("the external issuer's keys are not available: {0}")]
+    IssuerUnavailable(String),
+    #[error("no key of the external issuer has the JWT's kid")]
+    UnknownKid,
+    #[error("the JWT's algorithm does not match its key")]
+    AlgorithmMismatch,
+    #[error("the JWT signature does not verify")]
+    BadSignature,
+    #[error("the JWT issuer (iss) does not match boundIssuer")]
+    IssuerMismatch,
+    #[error("the JWT audience (aud) matches none of boundAudiences")]
+    AudienceMismatch,
+    #[error("the JWT subject (sub) does not match boundSubject")]
+    SubjectMismatch,
+    #[error("the JWT claim {0:?} does not match boundClaims")]
+    ClaimMismatch(String),
+    #[error("the JWT has expired (exp)")]
+    Expired,
+    #[error("the JWT is not valid yet (nbf)")]
+    NotYetValid,
+    #[error("the JWT was issued in the future (iat)")]
+    IssuedInFuture,
+    #[error("the caller's address is not in accessTokenTrustedIps")]
+    IpNotAllowed,
+}
+
+impl LoginError {
+    /// HTTP status: 403 for the caller's address, 401 for everything about the token.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::IpNotAllowed => 403,
+            Self::IssuerUnavailable(_) => 503,
+            _ => 401,
+        }
+    }
+
+    /// A stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::IdentityNotFound => "identity_not_found",
+            Self::Malformed => "malformed_jwt",
+            Self::TooLarge => "jwt_too_large",
+            Self::AlgorithmNotAllowed(_) => "algorithm_not_allowed",
+            Self::IssuerUnavailable(_) => "issuer_unavailable",
+            Self::UnknownKid => "unknown_kid",
+            Self::AlgorithmMismatch => "algorithm_mismatch",
+            Self::BadSignature => "bad_signature",
+            Self::IssuerMismatch => "issuer_mismatch",
+            Self::AudienceMismatch => "audience_mismatch",
+            Self::SubjectMismatch => "subject_mismatch",
+            Self::ClaimMismatch(_) => "claim_mismatch",
+            Self::Expired => "token_expired",
+            Self::NotYetValid => "token_not_yet_valid",
+            Self::IssuedInFuture => "token_issued_in_future",
+            Self::IpNotAllowed => "ip_not_allowed",
+        }
+    }
+}
+
+/// The parts of a JWT header a login needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtHeader {
+    pub alg: SigningAlgorithm,
+    pub kid: Option<String>,
+}
+
+/// Shape, size and algorithm: before any key is looked at.
+pub fn check_header(jwt: &str) -> Result<JwtHeader, LoginError> {
+    if jwt.len() > MAX_JWT_BYTES {
+        return Err(LoginError::TooLarge);
+    }
+    let mut parts = jwt.split('.');
+    let (Some(h), Some(_), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return Err(LoginError::Malformed);
+    };
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(h).map_err(|_| LoginError::Malformed)?;
+    let header: Value = serde_json::from_slice(&bytes).map_err(|_| LoginError::Malformed)?;
+    let alg = header.get("alg").and_then(Value::as_str).ok_or(LoginError::Malformed)?;
+    let alg = SigningAlgorithm::from_name(alg).ok_or_else(|| LoginError::AlgorithmNotAllowed(alg.to_owned()))?;
+    let kid = header.get("kid").and_then(Value::as_str).map(str::to_owned);
+    Ok(JwtHeader { alg, kid })
+}
+
+/// The signature against the issuer's keys.
+pub fn check_signature(keys: &IssuerKeys, header: &JwtHeader, jwt: &str) -> Result<Value, LoginError> {
+    verify_signature(keys, header.alg, header.kid.as_deref(), jwt).map_err(|e| match e {
+        SignatureError::UnknownKid => LoginError::UnknownKid,
+        SignatureError::AlgorithmMismatch => LoginError::AlgorithmMismatch,
+        SignatureError::BadSignature => LoginError::BadSignature,
+        SignatureError::Malformed => LoginError::Malformed,
+    })
+}
+
+fn numeric(claims: &Value, name: &str) -> Result<Option<i64>, LoginError> {
+    match claims.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v.as_f64().map(|f| Some(f as i64)).ok_or(LoginError::Malformed),
+    }
+}
+
+/// iss, aud, sub, bound claims, then exp / nbf / iat with [`LEEWAY`].
+pub fn check_claims(claims: &Value, spec: &IdentityOidcAuthSpec, now: i64) -> Result<(), LoginError> {
+    if claims.get("iss").and_then(Value::as_str) != Some(spec.bound_issuer.as_str()) {
+        return Err(LoginError::IssuerMismatch);
+    }
+    if !matching::audience_matches(&spec.bound_audiences, claims.get("aud")) {
+        return Err(LoginError::AudienceMismatch);
+    }
+    if !spec.bound_subject.is_empty() {
+        let sub = claims.get("sub").and_then(Value::as_str).ok_or(LoginError::SubjectMismatch)?;
+        if !matching::glob_match(&spec.bound_subject, sub) {
+            return Err(LoginError::SubjectMismatch);
+        }
+    }
+    for (name, bound) in &spec.bound_claims {
+        if !matching::claim_matches(bound, matching::lookup_claim(claims, name)) {
+            return Err(LoginError::ClaimMismatch(name.clone()));
+        }
+    }
+    // An external JWT without exp would be valid forever: refuse it.
+    let exp = numeric(claims, "exp")?.ok_or(LoginError::Expired)?;
+    if now >= exp.saturating_add(LEEWAY) {
+        return Err(LoginError::Expired);
+    }
+    if numeric(claims, "nbf")?.is_some_and(|nbf| now.saturating_add(LEEWAY) < nbf) {
+        return Err(LoginError::NotYetValid);
+    }
+    if numeric(claims, "iat")?.is_some_and(|iat| now.saturating_add(LEEWAY) < iat) {
+        return Err(LoginError::IssuedInFuture);
+    }
+    Ok(())
+}
+
+/// The caller's address against the identity's trusted ranges.
+pub fn check_ip(trusted: &[Cidr], peer: IpAddr) -> Result<(), LoginError> {
+    if cidr::any_contains(trusted, peer) { Ok(()) } else { Err(LoginError::IpNotAllowed) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec(extra: Value) -> IdentityOidcAuthSpec {
+        let mut base = json!({"oidcDiscoveryUrl": "https://i", "boundIssuer": "https://i"});
+        base.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        serde_json::from_value(base).unwrap()
+    }
+
+    fn jwt(header: Value) -> String {
+        let e = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        format!("{}.{}.c2ln", e(&header), e(&json!({})))
+    }
+
+    #[test]
+    fn header_checks() {
+        assert_eq!(check_header(&jwt(json!({"alg": "RS256", "kid": "k"}))).unwrap().kid.as_deref(), Some("k"));
+        assert_eq!(check_header(&jwt(json!({"alg": "none"}))), Err(LoginError::AlgorithmNotAllowed("none".into())));
+        assert_eq!(check_header(&jwt(json!({"alg": "HS256"}))), Err(LoginError::AlgorithmNotAllowed("HS256".into())));
+        assert_eq!(check_header("a.b"), Err(LoginError::Malformed));
+        assert_eq!(check_header("!!.b.c"), Err(LoginError::Malformed));
+        assert_eq!(check_header(&"a".repeat(MAX_JWT_BYTES + 1)), Err(LoginError::TooLarge));
+    }
+
+    #[test]
+    fn claim_checks_in_order() {
+        let now = 1_000_000;
+        let ok = json!({"iss": "https://i", "aud": ["api"], "sub": "system:serviceaccount:ci:runner",
+                        "exp": now + 60, "iat": now, "nbf": now, "repo": "org/app", "groups": ["a", "b"]});
+        let s = spec(json!({"boundAudiences": "api, other", "boundSubject": "system:serviceaccount:ci:*",
+                            "boundClaims": {"repo": "org/*", "groups": "x,b"}}));
+        assert_eq!(check_claims(&ok, &s, now), Ok(()));
+        let with = |k: &str, v: Value| {
+            let mut c = ok.clone();
+            c[k] = v;
+            c
+        };
+        assert_eq!(check_claims(&with("iss", json!("https://evil")), &s, now), Err(LoginError::IssuerMismatch));
+        assert_eq!(check_claims(&with("aud", json!("web")), &s, now), Err(LoginError::AudienceMismatch));
+        assert_eq!(
+            check_claims(&with("sub", json!("system:serviceaccount:prod:x")), &s, now),
+            Err(LoginError::SubjectMismatch)
+        );
+        assert_eq!(
+            check_claims(&with("repo", json!("other/app")), &s, now),
+            Err(LoginError::ClaimMismatch("repo".into()))
+        );
+        assert_eq!(check_claims(&with("exp", json!(now - LEEWAY)), &s, now), Err(LoginError::Expired));
+        assert_eq!(check_claims(&with("exp", json!(now - LEEWAY + 1)), &s, now), Ok(()), "inside the leeway");
+        assert_eq!(check_claims(&with("nbf", json!(now + LEEWAY + 1)), &s, now), Err(LoginError::NotYetValid));
+        assert_eq!(check_claims(&with("iat", json!(now + 3600)), &s, now), Err(LoginError::IssuedInFuture));
+        let mut no_exp = ok.clone();
+        no_exp.as_object_mut().unwrap().remove("exp");
+        assert_eq!(check_claims(&no_exp, &s, now), Err(LoginError::Expired));
+        // Empty bounds accept anything.
+        assert_eq!(check_claims(&with("aud", json!("anything")), &spec(json!({})), now), Ok(()));
+    }
+
+    #[test]
+    fn ip_checks() {
+        let trusted = vec![Cidr::parse("10.0.0.0/8").unwrap()];
+        assert_eq!(check_ip(&trusted, "10.1.2.3".parse().unwrap()), Ok(()));
+        assert_eq!(check_ip(&trusted, "::ffff:10.1.2.3".parse().unwrap()), Ok(()));
+        assert_eq!(check_ip(&trusted, "127.0.0.1".parse().unwrap()), Err(LoginError::IpNotAllowed));
+        assert_eq!(LoginError::IpNotAllowed.status(), 403);
+        assert_eq!(LoginError::BadSignature.status(), 401);
+    }
+}

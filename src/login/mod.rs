@@ -1,0 +1,196 @@
+//! Machine login (Infisical's OIDC auth): an IdentityOidcAuth verifies a JWT from an external
+//! OpenID issuer and issues an identity access token.
+
+pub mod checks;
+pub mod cidr;
+pub mod external;
+pub mod matching;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::directory::{Directory, ResolvedIdentity};
+use crate::sessions::{Alias, TokenError, TokenLimits, TokenRecord, TokenStore, new_token, token_hash};
+pub use checks::LoginError;
+use external::IssuerRegistry;
+
+/// Infisical's login response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoginResponse {
+    pub access_token: String,
+    pub expires_in: i64,
+    #[serde(rename = "accessTokenMaxTTL")]
+    pub access_token_max_ttl: i64,
+    pub token_type: &'static str,
+}
+
+/// What a login reads and writes besides its request.
+#[derive(Clone, Copy)]
+pub struct LoginContext<'a> {
+    pub dir: &'a Directory,
+    pub issuers: &'a IssuerRegistry,
+    pub tokens: &'a dyn TokenStore,
+    /// Least seconds between two refetches of one issuer's keys.
+    pub refetch_interval: i64,
+}
+
+/// Verifies an external JWT for an identity and issues an access token.
+///
+/// Checks, in order: the identity exists; the JWT is well formed and not oversized; its
+/// algorithm is asymmetric; the signature (refetching the issuer's keys once, rate-limited,
+/// when the kid is unknown); iss; aud; sub; bound claims; exp/nbf/iat; the caller's address.
+pub async fn login(
+    ctx: &LoginContext<'_>,
+    identity_id: &str,
+    jwt: &str,
+    peer: IpAddr,
+    now: i64,
+) -> Result<LoginResponse, LoginError> {
+    let LoginContext { dir, issuers, tokens, refetch_interval } = *ctx;
+    let identity = dir.identity_by_id(identity_id).ok_or(LoginError::IdentityNotFound)?;
+    let header = checks::check_header(jwt)?;
+    let issuer = issuers.get(&identity.source);
+    let mut keys = match issuer.keys() {
+        Some(k) => k,
+        None => issuer.refresh(now, refetch_interval).await.ok_or_else(|| {
+            LoginError::IssuerUnavailable(issuer.last_error().map(|e| e.to_string()).unwrap_or_default())
+        })?,
+    };
+    let claims = match checks::check_signature(&keys, &header, jwt) {
+        Err(LoginError::UnknownKid) => {
+            // The issuer may have rotated: look again, at most once per refetch interval.
+            if let Some(fresh) = issuer.refresh(now, refetch_interval).await {
+                keys = fresh;
+            }
+            checks::check_signature(&keys, &header, jwt)?
+        }
+        other => other?,
+    };
+    if keys.issuer != identity.spec.bound_issuer {
+        return Err(LoginError::IssuerUnavailable(format!(
+            "the discovery document names issuer {:?}, not boundIssuer",
+            keys.issuer
+        )));
+    }
+    checks::check_claims(&claims, &identity.spec, now)?;
+    checks::check_ip(&identity.trusted_ips, peer)?;
+
+    let token = new_token().map_err(|_| LoginError::IssuerUnavailable("no randomness".into()))?;
+    let limits = identity.limits;
+    let record = TokenRecord {
+        identity: identity.key.clone(),
+        identity_id: identity.id.clone(),
+        issued_at: now,
+        renewed_at: now,
+        uses: 0,
+        alias: alias(identity, &claims),
+    };
+    let expires_in = record.expires_at(&limits) - now;
+    tokens.insert(token_hash(&token), record);
+    Ok(LoginResponse { access_token: token, expires_in, access_token_max_ttl: limits.max_ttl, token_type: "Bearer" })
+}
+
+/// The entity alias of a login: the external `sub` and the claims `claimMappings` picks.
+fn alias(identity: &ResolvedIdentity, claims: &Value) -> Alias {
+    let metadata: BTreeMap<String, String> = identity
+        .spec
+        .claim_mappings
+        .iter()
+        .filter_map(|(key, claim)| {
+            let v = matching::lookup_claim(claims, claim)?;
+            let text = match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            Some((key.clone(), text))
+        })
+        .collect();
+    Alias { name: claims.get("sub").and_then(Value::as_str).unwrap_or_default().to_owned(), metadata }
+}
+
+/// Why a presented access token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AccessError {
+    #[error("no access token was presented")]
+    Missing,
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error("the access token may not be used from this address")]
+    IpNotAllowed,
+}
+
+impl AccessError {
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::IpNotAllowed => 403,
+            _ => 401,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Missing => "missing_token",
+            Self::Token(TokenError::Unknown) => "invalid_token",
+            Self::Token(TokenError::Expired) => "token_expired",
+            Self::Token(TokenError::UsesExhausted) => "token_uses_exhausted",
+            Self::IpNotAllowed => "ip_not_allowed",
+        }
+    }
+}
+
+/// What a holder of a valid access token is.
+#[derive(Clone)]
+pub struct Session {
+    pub identity: Arc<ResolvedIdentity>,
+    pub record: TokenRecord,
+    pub limits: TokenLimits,
+}
+
+/// How a token operation treats the use count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Use {
+    /// Counts one use (authorize, lookup).
+    Count,
+    /// Reads only.
+    Peek,
+    /// Restarts the TTL.
+    Renew,
+}
+
+/// Checks a presented token against the store and its identity's current spec, from `peer`.
+pub fn authenticate(
+    dir: &Directory,
+    tokens: &dyn TokenStore,
+    token: &str,
+    peer: IpAddr,
+    now: i64,
+    mode: Use,
+) -> Result<Session, AccessError> {
+    let hash = token_hash(token);
+    // Look the record up without counting, to find the identity whose limits apply.
+    let far = TokenLimits { ttl: i64::MAX, max_ttl: i64::MAX, num_uses_limit: 0 };
+    let peeked = tokens.peek(&hash, &far, now)?;
+    let identity = match dir.identity_by_id(&peeked.identity_id) {
+        Some(i) if i.key == peeked.identity => Arc::clone(i),
+        _ => {
+            // The identity was deleted or replaced: its tokens die with it.
+            tokens.revoke(&hash);
+            return Err(AccessError::Token(TokenError::Unknown));
+        }
+    };
+    let limits = identity.limits;
+    if !cidr::any_contains(&identity.trusted_ips, peer) {
+        return Err(AccessError::IpNotAllowed);
+    }
+    let record = match mode {
+        Use::Count => tokens.use_token(&hash, &limits, now)?,
+        Use::Peek => tokens.peek(&hash, &limits, now)?,
+        Use::Renew => tokens.renew(&hash, &limits, now)?,
+    };
+    Ok(Session { identity, record, limits })
+}

@@ -1,0 +1,157 @@
+//! Identity access tokens behind one store trait: in memory for one replica; the trait leaves
+//! room for a shared (Redis-protocol) store when several replicas serve.
+//!
+//! Tokens are opaque (256 random bits) and stored only as their SHA-256. A token's limits are
+//! read from its identity's *current* spec at every use, so lowering an identity's TTLs or
+//! use limit applies to tokens already issued.
+
+mod memory;
+
+pub use memory::MemoryStore;
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use sha2::{Digest, Sha256};
+
+use crate::directory::ObjectKey;
+
+/// The external login behind a token: templates read it as the entity alias.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Alias {
+    /// The external token's `sub`.
+    pub name: String,
+    /// Claims picked by the identity's `claimMappings`.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// What the store keeps per token (never the token itself).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// The IdentityOidcAuth that issued it.
+    pub identity: ObjectKey,
+    pub identity_id: String,
+    /// Login time (unix seconds): the start of the max TTL and OIDC's `auth_time`.
+    pub issued_at: i64,
+    /// Last renewal (or login): the start of the current TTL.
+    pub renewed_at: i64,
+    /// How many times it was used.
+    pub uses: u64,
+    pub alias: Alias,
+}
+
+/// The limits of an identity's tokens, from its current spec.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenLimits {
+    pub ttl: i64,
+    pub max_ttl: i64,
+    /// 0 means unlimited.
+    pub num_uses_limit: u64,
+}
+
+impl TokenRecord {
+    /// When the token expires under `limits`: TTL after the last renewal, never past max TTL
+    /// after login.
+    pub fn expires_at(&self, limits: &TokenLimits) -> i64 {
+        self.renewed_at.saturating_add(limits.ttl).min(self.issued_at.saturating_add(limits.max_ttl))
+    }
+
+    /// Uses left, or `None` when unlimited.
+    pub fn uses_left(&self, limits: &TokenLimits) -> Option<u64> {
+        (limits.num_uses_limit > 0).then(|| limits.num_uses_limit.saturating_sub(self.uses))
+    }
+}
+
+/// Why a token cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the access token is unknown or revoked")]
+    Unknown,
+    #[error("the access token has expired")]
+    Expired,
+    #[error("the access token has reached its use limit")]
+    UsesExhausted,
+}
+
+/// The hash under which a token is stored.
+pub fn token_hash(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// A new opaque token: 256 random bits, base64url.
+pub fn new_token() -> Result<String, crate::credentials::RandomError> {
+    use aws_lc_rs::rand::SecureRandom;
+    let mut bytes = [0u8; 32];
+    aws_lc_rs::rand::SystemRandom::new().fill(&mut bytes).map_err(|_| crate::credentials::RandomError)?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// Token state. Every method is atomic with respect to the others.
+pub trait TokenStore: Send + Sync {
+    /// Stores a new token's record.
+    fn insert(&self, hash: [u8; 32], record: TokenRecord);
+
+    /// Checks a token for one use and counts it: known, not expired, below its use limit.
+    /// `limits` comes from the identity's current spec.
+    fn use_token(&self, hash: &[u8; 32], limits: &TokenLimits, now: i64) -> Result<TokenRecord, TokenError>;
+
+    /// Reads a token without counting a use.
+    fn peek(&self, hash: &[u8; 32], limits: &TokenLimits, now: i64) -> Result<TokenRecord, TokenError>;
+
+    /// Restarts the TTL at `now` (capped by max TTL); returns the new record.
+    fn renew(&self, hash: &[u8; 32], limits: &TokenLimits, now: i64) -> Result<TokenRecord, TokenError>;
+
+    /// Revokes one token; whether it existed.
+    fn revoke(&self, hash: &[u8; 32]) -> bool;
+
+    /// Revokes every token an identity issued (it was deleted or replaced); how many.
+    fn revoke_identity(&self, identity: &ObjectKey, keep_identity_id: Option<&str>) -> usize;
+
+    /// Drops tokens expired under the limits `limits_of` gives (None: identity gone).
+    fn purge(&self, now: i64, limits_of: &dyn Fn(&TokenRecord) -> Option<TokenLimits>) -> usize;
+
+    /// How many tokens are stored.
+    fn len(&self) -> usize;
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(ttl: i64, max_ttl: i64, uses: u64) -> TokenLimits {
+        TokenLimits { ttl, max_ttl, num_uses_limit: uses }
+    }
+
+    fn record() -> TokenRecord {
+        TokenRecord {
+            identity: ObjectKey::new("ns", "id"),
+            identity_id: "e1".into(),
+            issued_at: 1000,
+            renewed_at: 1000,
+            uses: 0,
+            alias: Alias::default(),
+        }
+    }
+
+    #[test]
+    fn ttl_and_max_ttl_arithmetic() {
+        let r = record();
+        assert_eq!(r.expires_at(&limits(100, 1000, 0)), 1100);
+        let renewed = TokenRecord { renewed_at: 1950, ..r.clone() };
+        assert_eq!(renewed.expires_at(&limits(100, 1000, 0)), 2000, "capped at max TTL from login");
+        assert_eq!(r.uses_left(&limits(1, 1, 0)), None);
+        assert_eq!(TokenRecord { uses: 2, ..r }.uses_left(&limits(1, 1, 3)), Some(1));
+    }
+
+    #[test]
+    fn tokens_are_long_and_random() {
+        let a = new_token().unwrap();
+        assert_eq!(a.len(), 43, "256 bits in base64url");
+        assert_ne!(a, new_token().unwrap());
+        assert_ne!(token_hash(&a), token_hash(&new_token().unwrap()));
+    }
+}
