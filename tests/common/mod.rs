@@ -23,6 +23,12 @@ pub struct Server {
     client: reqwest::Client,
 }
 
+/// Installs aws-lc-rs as the process's rustls provider (the product's only TLS backend), so
+/// the tests' reqwest clients can be built.
+pub fn ensure_crypto() {
+    let _ = tokio_rustls::rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
 /// Writes `yaml` as `dir/name`.
 pub fn write_manifest(dir: &Path, name: &str, yaml: &str) {
     std::fs::write(dir.join(name), yaml).unwrap();
@@ -31,6 +37,7 @@ pub fn write_manifest(dir: &Path, name: &str, yaml: &str) {
 impl Server {
     /// Starts the binary and waits until it listens and has built its first snapshot.
     pub async fn start(manifests: &Path, state: &Path, extra: &[&str]) -> Server {
+        ensure_crypto();
         let log = std::fs::File::create(state.with_extension("log")).unwrap();
         let mut child = Command::new(BIN)
             .args(["standalone", "--manifests"])
@@ -181,4 +188,91 @@ pub fn verify_with_jwcrypto(jwks: &serde_json::Value, tokens: &[String]) -> serd
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The tests' own external issuer (Python jwcrypto over HTTPS); killed when dropped.
+pub struct ExternalIssuer {
+    child: Child,
+    pub base: String,
+    /// PEM of the CA that signed its certificate: what identities put in `caCert`.
+    pub ca_pem: String,
+    http: reqwest::Client,
+}
+
+impl ExternalIssuer {
+    /// Makes a CA and a certificate for 127.0.0.1 (rcgen, in the test) and starts the issuer.
+    pub async fn start(dir: &Path) -> ExternalIssuer {
+        ensure_crypto();
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "test issuer CA");
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .unwrap()
+            .signed_by(&leaf_key, &issuer)
+            .unwrap();
+        let (cert, key) = (dir.join("issuer.crt"), dir.join("issuer.key"));
+        std::fs::write(&cert, leaf.pem()).unwrap();
+        std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/issuer.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .arg("--cert")
+            .arg(&cert)
+            .arg("--key")
+            .arg(&key)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 is required for the test issuer");
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+        let base = first
+            .trim()
+            .strip_prefix("listening ")
+            .unwrap_or_else(|| {
+                panic!("the test issuer did not start (`python3 -m pip install -r tests/requirements.txt`?): {first:?}")
+            })
+            .to_owned();
+        let http = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(ca_cert.pem().as_bytes()).unwrap())
+            .build()
+            .unwrap();
+        ExternalIssuer { child, base, ca_pem: ca_cert.pem(), http }
+    }
+
+    /// Mints a token: `claims` merge over the defaults (null removes one); `mode` as in
+    /// tests/issuer.py.
+    pub async fn mint(&self, alg: &str, claims: serde_json::Value, mode: Option<&str>) -> String {
+        let body = serde_json::json!({"alg": alg, "claims": claims, "mode": mode});
+        let resp: serde_json::Value =
+            self.http.post(format!("{}/mint", self.base)).json(&body).send().await.unwrap().json().await.unwrap();
+        resp["token"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn publish_pending(&self) {
+        self.http.post(format!("{}/publish", self.base)).send().await.unwrap();
+    }
+
+    pub async fn jwks_fetches(&self) -> u64 {
+        let v: serde_json::Value =
+            self.http.get(format!("{}/stats", self.base)).send().await.unwrap().json().await.unwrap();
+        v["jwks_fetches"].as_u64().unwrap()
+    }
+}
+
+impl Drop for ExternalIssuer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Indents a block for a YAML literal (`|`) at `spaces`.
+pub fn yaml_block(text: &str, spaces: usize) -> String {
+    let pad = " ".repeat(spaces);
+    text.lines().map(|l| format!("{pad}{l}\n")).collect()
 }

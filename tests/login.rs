@@ -1,0 +1,374 @@
+//! Machine login against the real `oidc-operator standalone` process, with an external issuer
+//! that the test harness runs (Python jwcrypto over HTTPS, its CA given as `caCert`).
+
+// Test helpers outside #[test] functions stop the test on a failed step.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{ExternalIssuer, Server, write_manifest, yaml_block};
+use serde_json::{Value, json};
+
+const RUNNER_ID: &str = "0b6f3c1e-1111-4a6e-9d7a-5d1f6a2b3c4d";
+
+/// An IdentityOidcAuth bound to the test issuer; `extra` adds spec lines (2-space indented).
+fn identity(name: &str, id: &str, issuer: &ExternalIssuer, extra: &str) -> String {
+    format!(
+        "apiVersion: oidc-operator.dev/v1alpha1\nkind: IdentityOidcAuth\nmetadata: {{name: {name}}}\nspec:\n  identityId: {id}\n  oidcDiscoveryUrl: {base}\n  boundIssuer: {base}\n  boundAudiences: \"oidc-operator, other\"\n  boundSubject: \"system:serviceaccount:ci:*\"\n  claimMappings: {{namespace: kubernetes.io.namespace}}\n{extra}  caCert: |\n{ca}---\n",
+        base = issuer.base,
+        ca = yaml_block(&issuer.ca_pem, 4),
+    )
+}
+
+struct Setup {
+    _tmp: tempfile::TempDir,
+    manifests: std::path::PathBuf,
+    issuer: ExternalIssuer,
+    server: Server,
+}
+
+async fn setup(extra_identities: impl Fn(&ExternalIssuer) -> String) -> Setup {
+    let tmp = tempfile::tempdir().unwrap();
+    let (manifests, state) = (tmp.path().join("m"), tmp.path().join("state"));
+    std::fs::create_dir(&manifests).unwrap();
+    let issuer = ExternalIssuer::start(tmp.path()).await;
+    let mut yaml = identity(
+        "runner",
+        RUNNER_ID,
+        &issuer,
+        "  boundClaims: {team: \"payments, plat*\"}\n  accessTokenTTL: 3600\n  accessTokenMaxTTL: 7200\n",
+    );
+    yaml.push_str(&extra_identities(&issuer));
+    write_manifest(&manifests, "identities.yaml", &yaml);
+    let server = Server::start(&manifests, &state, &["--plain-http", "--issuer-refetch-interval", "1"]).await;
+    let ready = server
+        .wait_for_line(
+            |l| l.contains("IdentityOidcAuth") && l.contains("runner") && l.contains("True"),
+            Duration::from_secs(15),
+        )
+        .await;
+    assert!(ready.is_some(), "identity never Ready:\n{}", server.output());
+    Setup { _tmp: tmp, manifests, issuer, server }
+}
+
+async fn login(server: &Server, identity_id: &str, jwt: &str) -> (u16, Value) {
+    let resp = server
+        .client()
+        .post(format!("{}/api/v1/auth/oidc-auth/login", server.api))
+        .json(&json!({"identityId": identity_id, "jwt": jwt}))
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn lookup(server: &Server, token: &str, header: &str) -> (u16, Value) {
+    let value = if header == "authorization" { format!("Bearer {token}") } else { token.to_owned() };
+    let resp = server
+        .client()
+        .get(format!("{}/api/v1/auth/token/lookup", server.api))
+        .header(header, value)
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn token_op(server: &Server, op: &str, token: &str) -> (u16, Value) {
+    let resp = server
+        .client()
+        .post(format!("{}/api/v1/auth/token/{op}", server.api))
+        .json(&json!({"accessToken": token}))
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
+}
+
+fn good_claims() -> Value {
+    json!({"team": "payments", "kubernetes.io": {"namespace": "ci"}})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logins_with_rsa_ec_and_eddsa_tokens_succeed_and_tokens_work() {
+    let s = setup(|_| String::new()).await;
+    for alg in ["RS256", "ES256", "EdDSA"] {
+        let jwt = s.issuer.mint(alg, good_claims(), None).await;
+        let (status, body) = login(&s.server, RUNNER_ID, &jwt).await;
+        assert_eq!(status, 200, "{alg}: {body}");
+        assert_eq!(body["tokenType"], "Bearer");
+        assert_eq!(body["expiresIn"], 3600);
+        assert_eq!(body["accessTokenMaxTTL"], 7200);
+        let token = body["accessToken"].as_str().unwrap();
+        assert!(token.len() >= 43, "at least 256 bits");
+        for header in ["authorization", "x-vault-token"] {
+            let (status, info) = lookup(&s.server, token, header).await;
+            assert_eq!(status, 200, "{info}");
+            assert_eq!(info["identityId"], RUNNER_ID);
+            assert_eq!(info["identityName"], "runner");
+            assert_eq!(info["subject"], "system:serviceaccount:ci:runner");
+            assert_eq!(info["usesLeft"], Value::Null, "unlimited by default");
+        }
+    }
+    // A form body works as well as JSON.
+    let jwt = s.issuer.mint("ES256", good_claims(), None).await;
+    let resp = s
+        .server
+        .client()
+        .post(format!("{}/api/v1/auth/oidc-auth/login", s.server.api))
+        .form(&[("identityId", RUNNER_ID), ("jwt", jwt.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["cache-control"], "no-store");
+    // A token without kid is tried against the issuer's keys.
+    let jwt = s.issuer.mint("EdDSA", good_claims(), Some("no-kid")).await;
+    assert_eq!(login(&s.server, RUNNER_ID, &jwt).await.0, 200);
+    // The login is counted in bounded metrics.
+    let metrics = reqwest::get(format!("{}/metrics", s.server.metrics)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"oidc_operator_http_requests_total{endpoint="login",code="200"} 5"#), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_bad_login_fails_with_its_own_status_and_error() {
+    let s = setup(|_| String::new()).await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let with = |extra: Value| {
+        let mut c = good_claims();
+        c.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        c
+    };
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        ("alg none", s.issuer.mint("RS256", good_claims(), Some("none")).await, 401, "algorithm_not_allowed"),
+        (
+            "HS256 keyed with the public key",
+            s.issuer.mint("RS256", good_claims(), Some("hs256-pubkey")).await,
+            401,
+            "algorithm_not_allowed",
+        ),
+        ("bad signature", s.issuer.mint("ES256", good_claims(), Some("bad-signature")).await, 401, "bad_signature"),
+        (
+            "wrong issuer",
+            s.issuer.mint("RS256", with(json!({"iss": "https://evil.example"})), None).await,
+            401,
+            "issuer_mismatch",
+        ),
+        ("wrong audience", s.issuer.mint("RS256", with(json!({"aud": ["web"]})), None).await, 401, "audience_mismatch"),
+        (
+            "subject outside the glob",
+            s.issuer.mint("RS256", with(json!({"sub": "system:serviceaccount:prod:x"})), None).await,
+            401,
+            "subject_mismatch",
+        ),
+        (
+            "unmatched bound claim",
+            s.issuer.mint("RS256", with(json!({"team": "marketing"})), None).await,
+            401,
+            "claim_mismatch",
+        ),
+        ("missing bound claim", s.issuer.mint("RS256", with(json!({"team": null})), None).await, 401, "claim_mismatch"),
+        (
+            "expired",
+            s.issuer.mint("EdDSA", with(json!({"exp": now - 600, "iat": now - 900, "nbf": now - 900})), None).await,
+            401,
+            "token_expired",
+        ),
+        (
+            "not yet valid",
+            s.issuer.mint("EdDSA", with(json!({"nbf": now + 600})), None).await,
+            401,
+            "token_not_yet_valid",
+        ),
+        ("malformed", "not-a-jwt".to_owned(), 401, "malformed_jwt"),
+    ];
+    for (what, jwt, status, code) in cases {
+        let (got, body) = login(&s.server, RUNNER_ID, &jwt).await;
+        assert_eq!((got, body["error"].as_str()), (status, Some(code)), "{what}: {body}");
+        assert_eq!(body["statusCode"], status);
+        assert!(!body.to_string().contains(&jwt), "{what}: the token is echoed");
+    }
+
+    // Unknown identity.
+    let jwt = s.issuer.mint("RS256", good_claims(), None).await;
+    let (status, body) = login(&s.server, "no-such-identity", &jwt).await;
+    assert_eq!((status, body["error"].as_str()), (401, Some("identity_not_found")));
+
+    // Unknown kid: refused (one refetch, rate-limited); after the issuer publishes the new key,
+    // the refetch finds it.
+    let rotated = s.issuer.mint("ES256", good_claims(), Some("unpublished")).await;
+    let (status, body) = login(&s.server, RUNNER_ID, &rotated).await;
+    assert_eq!((status, body["error"].as_str()), (401, Some("unknown_kid")), "{body}");
+    let fetches = s.issuer.jwks_fetches().await;
+    for _ in 0..20 {
+        assert_eq!(login(&s.server, RUNNER_ID, &rotated).await.0, 401);
+    }
+    assert!(s.issuer.jwks_fetches().await <= fetches + 1, "a flood of unknown kids is rate-limited");
+    s.issuer.publish_pending().await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, body) = login(&s.server, RUNNER_ID, &rotated).await;
+    assert_eq!(status, 200, "the refetch finds the newly published kid: {body}");
+
+    // Bodies: malformed JSON, missing fields, oversized.
+    let post = |body: String, ct: &'static str| {
+        s.server
+            .client()
+            .post(format!("{}/api/v1/auth/oidc-auth/login", s.server.api))
+            .header("content-type", ct)
+            .body(body)
+            .send()
+    };
+    let resp = post("{\"identityId\": ".into(), "application/json").await.unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(resp.json::<Value>().await.unwrap()["error"], "invalid_request");
+    let resp = post(json!({"identityId": RUNNER_ID}).to_string(), "application/json").await.unwrap();
+    assert_eq!(resp.status(), 400);
+    let resp = post(json!({"identityId": RUNNER_ID, "jwt": "x".repeat(200_000)}).to_string(), "application/json")
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    let resp = post(
+        json!({"identityId": RUNNER_ID, "jwt": format!("{}.{}.{}", "a".repeat(9000), "b".repeat(9000), "c")})
+            .to_string(),
+        "application/json",
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.json::<Value>().await.unwrap()["error"], "jwt_too_large");
+    // Wrong method.
+    let resp = s.server.client().get(format!("{}/api/v1/auth/oidc-auth/login", s.server.api)).send().await.unwrap();
+    assert_eq!(resp.status(), 405);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn access_tokens_obey_limits_ips_renewal_revocation_and_spec_changes() {
+    const LIMITED: &str = "11111111-2222-4333-8444-555555555555";
+    const SHORT: &str = "22222222-2222-4333-8444-555555555555";
+    const FENCED: &str = "33333333-2222-4333-8444-555555555555";
+    const LOCAL: &str = "44444444-2222-4333-8444-555555555555";
+    let extra = |i: &ExternalIssuer| {
+        [
+            identity("limited", LIMITED, i, "  accessTokenNumUsesLimit: 2\n"),
+            identity("short", SHORT, i, "  accessTokenTTL: 3\n  accessTokenMaxTTL: 4\n"),
+            identity(
+                "fenced",
+                FENCED,
+                i,
+                "  accessTokenTrustedIps: [{ipAddress: 10.0.0.0/8}, {ipAddress: \"2001:db8::/32\"}]\n",
+            ),
+            identity("local", LOCAL, i, "  accessTokenTrustedIps: [{ipAddress: 127.0.0.0/8}]\n"),
+        ]
+        .concat()
+    };
+    let s = setup(extra).await;
+    let jwt = s.issuer.mint("RS256", good_claims(), None).await;
+    let token_of = |body: &Value| body["accessToken"].as_str().unwrap().to_owned();
+
+    // Caller outside the trusted IPs: 403.
+    let (status, body) = login(&s.server, FENCED, &jwt).await;
+    assert_eq!((status, body["error"].as_str()), (403, Some("ip_not_allowed")));
+    assert_eq!(login(&s.server, LOCAL, &jwt).await.0, 200, "loopback inside 127.0.0.0/8");
+
+    // Use limit: two uses, then refused.
+    let limited = token_of(&login(&s.server, LIMITED, &jwt).await.1);
+    let (_, info) = lookup(&s.server, &limited, "authorization").await;
+    assert_eq!(info["usesLeft"], 1);
+    assert_eq!(lookup(&s.server, &limited, "x-vault-token").await.0, 200);
+    let (status, body) = lookup(&s.server, &limited, "authorization").await;
+    assert_eq!((status, body["error"].as_str()), (401, Some("token_uses_exhausted")));
+
+    // Renewal extends by the TTL but never past max TTL from login; then the token expires.
+    let (_, short_login) = login(&s.server, SHORT, &jwt).await;
+    assert_eq!(short_login["expiresIn"], 3);
+    let short = token_of(&short_login);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (status, renewed) = token_op(&s.server, "renew", &short).await;
+    assert_eq!(status, 200, "{renewed}");
+    let left = renewed["expiresIn"].as_i64().unwrap();
+    assert!((1..=2).contains(&left), "capped by max TTL 4 s from login, not 3 s from now: {renewed}");
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    let (status, body) = lookup(&s.server, &short, "authorization").await;
+    assert_eq!((status, body["error"].as_str()), (401, Some("token_expired")));
+
+    // Revocation.
+    let revoked = token_of(&login(&s.server, RUNNER_ID, &s.issuer.mint("RS256", good_claims(), None).await).await.1);
+    assert_eq!(token_op(&s.server, "revoke", &revoked).await.0, 200);
+    let resp = s
+        .server
+        .client()
+        .get(format!("{}/api/v1/auth/token/lookup", s.server.api))
+        .bearer_auth(&revoked)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(resp.headers()["www-authenticate"], "Bearer error=\"invalid_token\"");
+    assert_eq!(token_op(&s.server, "renew", &revoked).await.0, 401);
+    assert_eq!(lookup(&s.server, "never-issued", "authorization").await.0, 401);
+
+    // Lowering an identity's TTL applies to tokens already issued; deleting it revokes them.
+    let runner = token_of(&login(&s.server, RUNNER_ID, &s.issuer.mint("ES256", good_claims(), None).await).await.1);
+    let local = token_of(&login(&s.server, LOCAL, &jwt).await.1);
+    assert_eq!(lookup(&s.server, &runner, "authorization").await.0, 200);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let lowered = identity(
+        "runner",
+        RUNNER_ID,
+        &s.issuer,
+        "  boundClaims: {team: payments}\n  accessTokenTTL: 1\n  accessTokenMaxTTL: 7200\n",
+    ) + &identity("local", LOCAL, &s.issuer, "  accessTokenTrustedIps: [{ipAddress: 127.0.0.0/8}]\n");
+    write_manifest(&s.manifests, "identities.yaml", &lowered);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = lookup(&s.server, &runner, "authorization").await;
+        if status == 401 {
+            assert_eq!(body["error"], "token_expired");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the lowered TTL never applied");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(lookup(&s.server, &local, "authorization").await.0, 200);
+    write_manifest(&s.manifests, "identities.yaml", &identity("runner", RUNNER_ID, &s.issuer, ""));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while lookup(&s.server, &local, "authorization").await.0 != 401 {
+        assert!(std::time::Instant::now() < deadline, "deleting the identity did not revoke its tokens");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (status, body) = login(&s.server, LOCAL, &jwt).await;
+    assert_eq!((status, body["error"].as_str()), (401, Some("identity_not_found")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn identities_report_issuer_problems_in_ready() {
+    let extra = |i: &ExternalIssuer| {
+        format!(
+            "apiVersion: oidc-operator.dev/v1alpha1\nkind: IdentityOidcAuth\nmetadata: {{name: unreachable}}\nspec:\n  oidcDiscoveryUrl: https://127.0.0.1:9/\n  boundIssuer: https://127.0.0.1:9/\n---\napiVersion: oidc-operator.dev/v1alpha1\nkind: IdentityOidcAuth\nmetadata: {{name: mismatch}}\nspec:\n  oidcDiscoveryUrl: {base}\n  boundIssuer: https://someone-else.example\n  caCert: |\n{ca}---\napiVersion: oidc-operator.dev/v1alpha1\nkind: IdentityOidcAuth\nmetadata: {{name: badca}}\nspec:\n  oidcDiscoveryUrl: {base}\n  boundIssuer: {base}\n  caCert: not a certificate\n---\napiVersion: oidc-operator.dev/v1alpha1\nkind: IdentityOidcAuth\nmetadata: {{name: untrusted}}\nspec:\n  oidcDiscoveryUrl: {base}\n  boundIssuer: {base}\n",
+            base = i.base,
+            ca = yaml_block(&i.ca_pem, 4)
+        )
+    };
+    let s = setup(extra).await;
+    let line = |name: &'static str, reason: &'static str| {
+        let srv = &s.server;
+        async move {
+            srv.wait_for_line(
+                move |l| l.contains("IdentityOidcAuth") && l.contains(name) && l.contains(reason),
+                Duration::from_secs(15),
+            )
+            .await
+            .unwrap_or_else(|| panic!("{name} never reported {reason}:\n{}", srv.output()))
+        }
+    };
+    let l = line("unreachable", "DiscoveryFailed").await;
+    assert!(l.contains("spec.oidcDiscoveryUrl"), "{l}");
+    let l = line("mismatch", "IssuerMismatch").await;
+    assert!(l.contains("spec.boundIssuer"), "{l}");
+    let l = line("badca", "InvalidSpec").await;
+    assert!(l.contains("spec.caCert"), "{l}");
+    // Without caCert only the system roots are trusted, and the test CA is not among them.
+    let l = line("untrusted", "DiscoveryFailed").await;
+    assert!(l.contains("spec.oidcDiscoveryUrl"), "{l}");
+}
