@@ -9,8 +9,8 @@ use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub endpoint: String,
-    pub code: String,
+    pub endpoint: &'static str,
+    pub code: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -45,8 +45,8 @@ impl Default for Metrics {
 
 impl Metrics {
     /// Counts one request.
-    pub fn request(&self, endpoint: &str, code: u16) {
-        self.requests.get_or_create(&RequestLabels { endpoint: endpoint.into(), code: code.to_string() }).inc();
+    pub fn request(&self, endpoint: &'static str, code: u16) {
+        self.requests.get_or_create(&RequestLabels { endpoint, code }).inc();
     }
 
     /// Prometheus text exposition.
