@@ -222,7 +222,7 @@ async fn a_restart_keeps_kids_and_client_credentials_byte_identical() {
     write_manifest(
         &manifests,
         "public.yaml",
-        "apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcClient\nmetadata: {name: cli, namespace: algs}\nspec: {clientType: public, assignments: [allow_all], redirectUris: ['http://127.0.0.1/cb']}\n",
+        "apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcClient\nmetadata: {name: cli, namespace: algs}\nspec: {clientType: public, assignments: [allow_all], redirectUris: ['http://127.0.0.1/cb']}\n---\napiVersion: oidc-operator.dev/v1alpha1\nkind: IdentityOidcAuth\nmetadata: {name: machine, namespace: algs}\nspec: {oidcDiscoveryUrl: 'https://127.0.0.1:9', boundIssuer: 'https://127.0.0.1:9'}\n",
     );
     let server = Server::start(&manifests, &state, &[]).await;
     let jwks1 = server.jwks("algs", "prov-es512").await;
@@ -237,6 +237,8 @@ async fn a_restart_keeps_kids_and_client_credentials_byte_identical() {
     let cli: serde_json::Value = serde_json::from_slice(&files1[2].1).unwrap();
     assert!(cli.get("client_secret").is_none(), "public clients have no secret: {cli}");
     let out1 = server.output();
+    let identity1 = std::fs::read(state.join("identities/algs/machine.json")).unwrap();
+    assert!(String::from_utf8_lossy(&identity1).contains("identityId"));
     server.stop();
 
     let server = Server::start(&manifests, &state, &[]).await;
@@ -251,6 +253,8 @@ async fn a_restart_keeps_kids_and_client_credentials_byte_identical() {
         v
     };
     assert_eq!(ids(&server.output()), ids(&out1), "the same client_ids are reported");
+    // A generated identity id is kept too.
+    assert_eq!(std::fs::read(state.join("identities/algs/machine.json")).unwrap(), identity1);
 }
 
 const BASE: &str = r#"

@@ -278,3 +278,20 @@ where
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_addresses_count_only_from_trusted_proxies() {
+        let proxies = vec![Cidr::parse("10.0.0.0/8").unwrap()];
+        let mut headers = warp::http::HeaderMap::new();
+        headers.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9, 198.51.100.7, 10.1.1.1"));
+        let peer: IpAddr = "10.0.0.2".parse().unwrap();
+        assert_eq!(client_ip(peer, &headers, &proxies), "198.51.100.7".parse::<IpAddr>().unwrap());
+        let stranger: IpAddr = "192.0.2.1".parse().unwrap();
+        assert_eq!(client_ip(stranger, &headers, &proxies), stranger, "spoofed header ignored");
+        assert_eq!(client_ip(peer, &warp::http::HeaderMap::new(), &proxies), peer);
+    }
+}
