@@ -10,6 +10,7 @@ pub mod dev_issuer;
 pub mod directory;
 pub mod keys;
 pub mod login;
+pub mod oidc;
 pub mod paths;
 pub mod server;
 pub mod sessions;

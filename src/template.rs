@@ -1,9 +1,11 @@
 //! Scope templates (OpenBao syntax): JSON with `{{identity.entity...}}` / `{{time.now...}}`
 //! placeholders, given as escaped JSON or base64 JSON.
 //!
-//! This module checks a template's shape (placeholders known, JSON well formed once filled,
-//! an object, no reserved claims) and lists the claims it sets. Rendering against an entity
-//! arrives with the authorize/token protocol.
+//! Parsing checks the shape (placeholders known, JSON well formed once filled, an object, no
+//! reserved claims) and keeps the template as literal text and variables; rendering
+//! substitutes each variable's JSON value. No clock is read here: `now` is a parameter.
+//! Any alias mount name (`identity.entity.aliases.<mount>`) names the login alias, since
+//! an entity has exactly one (its IdentityOidcAuth login).
 
 use base64::Engine;
 
@@ -26,28 +28,89 @@ pub enum TemplateError {
     ReservedClaim(String),
 }
 
-/// A parsed scope template.
+/// A parsed scope template: literal JSON text and variables, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Template {
     source: String,
     claims: Vec<String>,
+    parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Part {
+    Literal(String),
+    Var(Variable),
+}
+
+/// A template variable.
+#[derive(Debug, Clone, PartialEq)]
+enum Variable {
+    EntityId,
+    EntityName,
+    Metadata,
+    MetadataKey(String),
+    GroupIds,
+    GroupNames,
+    AliasId,
+    AliasName,
+    AliasMetadata(String),
+    /// `time.now` shifted by signed seconds.
+    Now(i64),
+}
+
+/// What a template reads about the entity and its login.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EntityContext {
+    pub id: String,
+    pub name: String,
+    pub metadata: std::collections::BTreeMap<String, String>,
+    pub group_ids: Vec<String>,
+    pub group_names: Vec<String>,
+    /// The login alias: id, name (the external `sub`) and metadata (from `claimMappings`).
+    pub alias_id: String,
+    pub alias_name: String,
+    pub alias_metadata: std::collections::BTreeMap<String, String>,
 }
 
 impl Template {
     /// Parses a template given as escaped JSON or as base64-encoded JSON.
     pub fn parse(input: &str) -> Result<Self, TemplateError> {
         let source = decode_base64_json(input).unwrap_or_else(|| input.to_owned());
-        let filled = fill_placeholders(&source)?;
-        let value: serde_json::Value = serde_json::from_str(&filled).map_err(|e| TemplateError::Json {
-            line: e.line(),
-            column: e.column(),
-            message: e.to_string().split(" at line").next().unwrap_or_default().to_owned(),
-        })?;
+        let parts = split_parts(&source)?;
+        let value = fill(&parts, &|_| serde_json::Value::Null)?;
         let object = value.as_object().ok_or(TemplateError::NotAnObject)?;
         if let Some(reserved) = object.keys().find(|k| RESERVED_CLAIMS.contains(&k.as_str())) {
             return Err(TemplateError::ReservedClaim(reserved.clone()));
         }
-        Ok(Self { source, claims: object.keys().cloned().collect() })
+        Ok(Self { source, claims: object.keys().cloned().collect(), parts })
+    }
+
+    /// Renders the claims for an entity at `now` (unix seconds). A missing metadata value
+    /// renders as an empty string, as OpenBao does.
+    pub fn render(
+        &self,
+        entity: &EntityContext,
+        now: i64,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, TemplateError> {
+        use serde_json::Value;
+        let text = |s: &str| Value::String(s.to_owned());
+        let list = |v: &[String]| Value::Array(v.iter().map(|s| text(s)).collect());
+        let value = fill(&self.parts, &|var| match var {
+            Variable::EntityId => text(&entity.id),
+            Variable::EntityName => text(&entity.name),
+            Variable::Metadata => Value::Object(entity.metadata.iter().map(|(k, v)| (k.clone(), text(v))).collect()),
+            Variable::MetadataKey(k) => text(entity.metadata.get(k).map(String::as_str).unwrap_or_default()),
+            Variable::GroupIds => list(&entity.group_ids),
+            Variable::GroupNames => list(&entity.group_names),
+            Variable::AliasId => text(&entity.alias_id),
+            Variable::AliasName => text(&entity.alias_name),
+            Variable::AliasMetadata(k) => text(entity.alias_metadata.get(k).map(String::as_str).unwrap_or_default()),
+            Variable::Now(shift) => Value::from(now.saturating_add(*shift)),
+        })?;
+        match value {
+            Value::Object(map) => Ok(map),
+            _ => Err(TemplateError::NotAnObject),
+        }
     }
 
     /// Top-level claim names the template sets, sorted.
@@ -71,49 +134,79 @@ fn decode_base64_json(input: &str) -> Option<String> {
     text.trim_start().starts_with('{').then_some(text)
 }
 
-/// Replaces each placeholder by `null`, checking that it names a known variable.
-fn fill_placeholders(source: &str) -> Result<String, TemplateError> {
-    let mut out = String::with_capacity(source.len());
+/// Splits the template into literal text and variables, checking each placeholder.
+fn split_parts(source: &str) -> Result<Vec<Part>, TemplateError> {
+    let mut parts = Vec::new();
     let mut cursor = 0usize;
     while let Some(found) = source[cursor..].find("{{") {
         let start = cursor + found;
-        out.push_str(&source[cursor..start]);
+        parts.push(Part::Literal(source[cursor..start].to_owned()));
         let position = source[..start].chars().count();
         let body_start = start + 2;
         let end = source[body_start..].find("}}").ok_or(TemplateError::Unterminated { position })?;
         let name = source[body_start..body_start + end].trim();
-        if !is_known_variable(name) {
-            return Err(TemplateError::UnknownVariable { name: name.to_owned(), position });
-        }
-        out.push_str("null");
+        let var = variable(name).ok_or_else(|| TemplateError::UnknownVariable { name: name.to_owned(), position })?;
+        parts.push(Part::Var(var));
         cursor = body_start + end + 2;
     }
-    out.push_str(&source[cursor..]);
-    Ok(out)
+    parts.push(Part::Literal(source[cursor..].to_owned()));
+    Ok(parts)
+}
+
+/// Substitutes each variable by the JSON text of its value and parses the result.
+fn fill(parts: &[Part], value_of: &dyn Fn(&Variable) -> serde_json::Value) -> Result<serde_json::Value, TemplateError> {
+    let mut out = String::new();
+    for part in parts {
+        match part {
+            Part::Literal(l) => out.push_str(l),
+            Part::Var(v) => out.push_str(&value_of(v).to_string()),
+        }
+    }
+    serde_json::from_str(&out).map_err(|e| TemplateError::Json {
+        line: e.line(),
+        column: e.column(),
+        message: e.to_string().split(" at line").next().unwrap_or_default().to_owned(),
+    })
 }
 
 /// OpenBao's template variables.
-fn is_known_variable(name: &str) -> bool {
+fn variable(name: &str) -> Option<Variable> {
     let Some(rest) = name.strip_prefix("identity.entity.") else {
-        return match name.strip_prefix("time.now") {
-            Some("") => true,
-            Some(r) => r
-                .strip_prefix(".plus.")
-                .or_else(|| r.strip_prefix(".minus."))
-                .is_some_and(|d| crate::api::Duration::parse(d).is_ok()),
-            None => false,
-        };
-    };
-    match rest {
-        "id" | "name" | "metadata" | "groups.ids" | "groups.names" => true,
-        _ if rest.strip_prefix("metadata.").is_some_and(|k| !k.is_empty()) => true,
-        _ => rest.strip_prefix("aliases.").is_some_and(|alias| match alias.split_once('.') {
-            Some((mount, field)) if !mount.is_empty() => {
-                matches!(field, "id" | "name") || field.strip_prefix("metadata.").is_some_and(|k| !k.is_empty())
+        let shift = match name.strip_prefix("time.now")? {
+            "" => 0,
+            r => {
+                let (sign, d) = match (r.strip_prefix(".plus."), r.strip_prefix(".minus.")) {
+                    (Some(d), _) => (1, d),
+                    (_, Some(d)) => (-1, d),
+                    _ => return None,
+                };
+                sign * crate::api::Duration::parse(d).ok()?.as_secs_i64()
             }
-            _ => false,
-        }),
-    }
+        };
+        return Some(Variable::Now(shift));
+    };
+    let nonempty = |k: &str| (!k.is_empty()).then(|| k.to_owned());
+    Some(match rest {
+        "id" => Variable::EntityId,
+        "name" => Variable::EntityName,
+        "metadata" => Variable::Metadata,
+        "groups.ids" => Variable::GroupIds,
+        "groups.names" => Variable::GroupNames,
+        _ => {
+            if let Some(k) = rest.strip_prefix("metadata.") {
+                return nonempty(k).map(Variable::MetadataKey);
+            }
+            let (mount, field) = rest.strip_prefix("aliases.")?.split_once('.')?;
+            if mount.is_empty() {
+                return None;
+            }
+            match field {
+                "id" => Variable::AliasId,
+                "name" => Variable::AliasName,
+                _ => Variable::AliasMetadata(nonempty(field.strip_prefix("metadata.")?)?),
+            }
+        }
+    })
 }
 
 #[cfg(test)]
@@ -163,6 +256,48 @@ mod tests {
         assert!(matches!(Template::parse(r#"{"a": 1"#).unwrap_err(), TemplateError::Json { line: 1, .. }));
         assert_eq!(Template::parse("[1]").unwrap_err(), TemplateError::NotAnObject);
         assert_eq!(Template::parse(r#"{"sub": "x"}"#).unwrap_err(), TemplateError::ReservedClaim("sub".into()));
+    }
+
+    fn entity() -> EntityContext {
+        EntityContext {
+            id: "e-1".into(),
+            name: "runner".into(),
+            metadata: [("team".to_owned(), "payments".to_owned())].into(),
+            group_ids: vec!["g-1".into()],
+            group_names: vec!["platform".into()],
+            alias_id: "a-1".into(),
+            alias_name: "system:serviceaccount:ci:runner".into(),
+            alias_metadata: [("namespace".to_owned(), "ci".to_owned())].into(),
+        }
+    }
+
+    #[test]
+    fn renders_every_variable() {
+        let t = Template::parse(
+            r#"{"id": {{identity.entity.id}}, "name": {{identity.entity.name}}, "md": {{identity.entity.metadata}},
+                "team": {{identity.entity.metadata.team}}, "missing": {{identity.entity.metadata.nope}},
+                "gids": {{identity.entity.groups.ids}}, "groups": {{identity.entity.groups.names}},
+                "alias": {"id": {{identity.entity.aliases.kubernetes.id}}, "sub": {{identity.entity.aliases.any.name}},
+                          "ns": {{identity.entity.aliases.kubernetes.metadata.namespace}}},
+                "now": {{time.now}}, "later": {{time.now.plus.1h}}, "before": {{ time.now.minus.90s }}}"#,
+        )
+        .unwrap();
+        let claims = serde_json::Value::Object(t.render(&entity(), 1000).unwrap());
+        assert_eq!(
+            claims,
+            serde_json::json!({"id": "e-1", "name": "runner", "md": {"team": "payments"}, "team": "payments",
+                "missing": "", "gids": ["g-1"], "groups": ["platform"],
+                "alias": {"id": "a-1", "sub": "system:serviceaccount:ci:runner", "ns": "ci"},
+                "now": 1000, "later": 4600, "before": 910})
+        );
+    }
+
+    #[test]
+    fn values_are_json_escaped() {
+        let mut e = entity();
+        e.name = "quote\" \\ }}{{ end".into();
+        let t = Template::parse(r#"{"n": {{identity.entity.name}}}"#).unwrap();
+        assert_eq!(t.render(&e, 0).unwrap()["n"], serde_json::json!(e.name));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 pub mod identity_api;
 pub mod metrics;
+pub mod oidc_api;
 pub mod tls;
 
 use std::convert::Infallible;
@@ -121,11 +122,10 @@ pub fn handle(state: &AppState, method: &Method, path: &str) -> (Response, &'sta
             }
             r
         }
-        ProviderEndpoint::Authorize | ProviderEndpoint::Token | ProviderEndpoint::Userinfo => error(
-            StatusCode::NOT_IMPLEMENTED,
-            "temporarily_unavailable",
-            "this endpoint is not served by this version of oidc-operator yet",
-        ),
+        ProviderEndpoint::Authorize | ProviderEndpoint::Token | ProviderEndpoint::Userinfo => {
+            // Served by `dispatch`, which reads the body first.
+            error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "unrouted protocol endpoint")
+        }
     };
     (resp, label)
 }
@@ -151,6 +151,7 @@ async fn dispatch(
     state: AppState,
     method: Method,
     path: warp::path::FullPath,
+    query: String,
     headers: warp::http::HeaderMap,
     peer: Option<PeerAddr>,
     body: impl futures::Stream<Item = Result<impl Buf, warp::Error>>,
@@ -185,7 +186,39 @@ async fn dispatch(
             };
             (resp, label)
         }
-        None => handle(&state, &method, path.as_str()),
+        None => match paths::route(path.as_str()) {
+            Some(route)
+                if matches!(
+                    route.endpoint,
+                    ProviderEndpoint::Authorize | ProviderEndpoint::Token | ProviderEndpoint::Userinfo
+                ) =>
+            {
+                let label = route.endpoint.label();
+                let provider =
+                    state.directory.load().and_then(|d| d.provider(route.namespace, route.provider).cloned());
+                let resp = match provider {
+                    None => {
+                        let msg = format!("no provider {:?} in namespace {:?}", route.provider, route.namespace);
+                        error(StatusCode::NOT_FOUND, "not_found", &msg)
+                    }
+                    Some(provider) => {
+                        let bytes = read_body(body, identity_api::MAX_BODY_BYTES).await;
+                        oidc_api::handle(
+                            &state,
+                            &provider,
+                            route.endpoint,
+                            &method,
+                            &query,
+                            &headers,
+                            bytes.as_deref(),
+                            ip,
+                        )
+                    }
+                };
+                (resp, label)
+            }
+            _ => handle(&state, &method, path.as_str()),
+        },
     };
     state.metrics.request(label, resp.status().as_u16());
     Ok(resp)
@@ -197,6 +230,7 @@ pub fn api_routes(state: AppState) -> impl Filter<Extract = (Response,), Error =
         .map(move || state.clone())
         .and(warp::method())
         .and(warp::path::full())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::header::headers_cloned())
         .and(warp::ext::optional::<PeerAddr>())
         .and(warp::body::stream())

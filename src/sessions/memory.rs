@@ -3,22 +3,29 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use super::{TokenError, TokenLimits, TokenRecord, TokenStore};
+use super::{CodeRecord, CodeRedemption, TokenError, TokenLimits, TokenRecord, TokenStore, UserinfoRecord};
 use crate::directory::ObjectKey;
 
 /// Tokens in a map behind one lock (each operation is a few hash-map steps).
 #[derive(Default)]
 pub struct MemoryStore {
     tokens: Mutex<HashMap<[u8; 32], TokenRecord>>,
+    /// Codes, with whether they were spent (kept until expiry to detect replays).
+    codes: Mutex<HashMap<[u8; 32], (CodeRecord, bool)>>,
+    userinfo: Mutex<HashMap<[u8; 32], UserinfoRecord>>,
+}
+
+fn locked<T, R>(m: &Mutex<T>, f: impl FnOnce(&mut T) -> R) -> R {
+    let mut guard = match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    f(&mut guard)
 }
 
 impl MemoryStore {
     fn with<T>(&self, f: impl FnOnce(&mut HashMap<[u8; 32], TokenRecord>) -> T) -> T {
-        let mut guard = match self.tokens.lock() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        f(&mut guard)
+        locked(&self.tokens, f)
     }
 }
 
@@ -78,9 +85,46 @@ impl TokenStore for MemoryStore {
     }
 
     fn purge(&self, now: i64, limits_of: &dyn Fn(&TokenRecord) -> Option<TokenLimits>) -> usize {
+        locked(&self.codes, |m| m.retain(|_, (c, _)| now < c.expires_at));
+        locked(&self.userinfo, |m| m.retain(|_, u| now < u.expires_at));
         self.with(|m| {
             let before = m.len();
             m.retain(|_, r| limits_of(r).is_some_and(|l| now < r.expires_at(&l)));
+            before - m.len()
+        })
+    }
+
+    fn insert_code(&self, hash: [u8; 32], record: CodeRecord) {
+        locked(&self.codes, |m| m.insert(hash, (record, false)));
+    }
+
+    fn redeem_code(&self, hash: &[u8; 32], now: i64) -> CodeRedemption {
+        locked(&self.codes, |m| match m.get_mut(hash) {
+            None => CodeRedemption::Unknown,
+            Some((_, true)) => CodeRedemption::Replayed,
+            Some((record, spent)) => {
+                *spent = true;
+                if now >= record.expires_at {
+                    CodeRedemption::Unknown
+                } else {
+                    CodeRedemption::Fresh(Box::new(record.clone()))
+                }
+            }
+        })
+    }
+
+    fn insert_userinfo(&self, hash: [u8; 32], record: UserinfoRecord) {
+        locked(&self.userinfo, |m| m.insert(hash, record));
+    }
+
+    fn userinfo(&self, hash: &[u8; 32], now: i64) -> Option<UserinfoRecord> {
+        locked(&self.userinfo, |m| m.get(hash).filter(|u| now < u.expires_at).cloned())
+    }
+
+    fn revoke_code_tokens(&self, code_hash: &[u8; 32]) -> usize {
+        locked(&self.userinfo, |m| {
+            let before = m.len();
+            m.retain(|_, u| &u.code_hash != code_hash);
             before - m.len()
         })
     }
@@ -142,6 +186,51 @@ mod tests {
         assert_eq!(s.use_token(&h, &lowered, 60), Err(TokenError::Expired));
         let one_use = TokenLimits { num_uses_limit: 1, ..L };
         assert_eq!(s.use_token(&h, &one_use, 61), Err(TokenError::UsesExhausted));
+    }
+
+    fn code(expires_at: i64) -> CodeRecord {
+        CodeRecord {
+            namespace: "ns".into(),
+            provider: "p".into(),
+            client_id: "c".into(),
+            redirect_uri: "https://app/cb".into(),
+            nonce: None,
+            scopes: vec!["openid".into()],
+            challenge: None,
+            identity: ObjectKey::new("ns", "id"),
+            identity_id: "e1".into(),
+            alias: Alias::default(),
+            auth_time: 0,
+            max_age_sent: false,
+            expires_at,
+        }
+    }
+
+    #[test]
+    fn codes_are_single_use_and_short_lived() {
+        let s = MemoryStore::default();
+        s.insert_code([1; 32], code(300));
+        assert!(matches!(s.redeem_code(&[1; 32], 10), CodeRedemption::Fresh(_)));
+        assert_eq!(s.redeem_code(&[1; 32], 11), CodeRedemption::Replayed);
+        s.insert_code([2; 32], code(300));
+        assert_eq!(s.redeem_code(&[2; 32], 300), CodeRedemption::Unknown, "expired");
+        assert_eq!(s.redeem_code(&[3; 32], 0), CodeRedemption::Unknown);
+        let info = UserinfoRecord {
+            namespace: "ns".into(),
+            provider: "p".into(),
+            client_id: "c".into(),
+            scopes: vec![],
+            identity: ObjectKey::new("ns", "id"),
+            identity_id: "e1".into(),
+            alias: Alias::default(),
+            expires_at: 100,
+            code_hash: [1; 32],
+        };
+        s.insert_userinfo([9; 32], info);
+        assert!(s.userinfo(&[9; 32], 99).is_some());
+        assert!(s.userinfo(&[9; 32], 100).is_none());
+        assert_eq!(s.revoke_code_tokens(&[1; 32]), 1);
+        assert!(s.userinfo(&[9; 32], 1).is_none());
     }
 
     #[test]

@@ -86,6 +86,53 @@ pub fn new_token() -> Result<String, crate::credentials::RandomError> {
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
+/// An authorization code's binding (OpenID Connect Core §3.1.2, RFC 6749 §4.1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CodeRecord {
+    pub namespace: String,
+    pub provider: String,
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub nonce: Option<String>,
+    /// Granted scopes (`openid` first).
+    pub scopes: Vec<String>,
+    /// PKCE: (method is S256, challenge).
+    pub challenge: Option<(bool, String)>,
+    pub identity: ObjectKey,
+    pub identity_id: String,
+    pub alias: Alias,
+    /// The login time of the identity access token (`auth_time`).
+    pub auth_time: i64,
+    /// Whether the request sent `max_age` (then `auth_time` goes into the ID token).
+    pub max_age_sent: bool,
+    pub expires_at: i64,
+}
+
+/// An access token for the userinfo endpoint, issued by a code exchange.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserinfoRecord {
+    pub namespace: String,
+    pub provider: String,
+    pub client_id: String,
+    pub scopes: Vec<String>,
+    pub identity: ObjectKey,
+    pub identity_id: String,
+    pub alias: Alias,
+    pub expires_at: i64,
+    /// The code it came from, so a replayed code revokes it.
+    pub code_hash: [u8; 32],
+}
+
+/// What redeeming a code found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CodeRedemption {
+    /// First use: the code is now spent.
+    Fresh(Box<CodeRecord>),
+    /// Already spent: a replay.
+    Replayed,
+    Unknown,
+}
+
 /// Token state. Every method is atomic with respect to the others.
 pub trait TokenStore: Send + Sync {
     /// Stores a new token's record.
@@ -110,7 +157,22 @@ pub trait TokenStore: Send + Sync {
     /// Drops tokens expired under the limits `limits_of` gives (None: identity gone).
     fn purge(&self, now: i64, limits_of: &dyn Fn(&TokenRecord) -> Option<TokenLimits>) -> usize;
 
-    /// How many tokens are stored.
+    /// Stores a new authorization code.
+    fn insert_code(&self, hash: [u8; 32], record: CodeRecord);
+
+    /// Spends a code: the first call gets it, later ones learn it was replayed.
+    fn redeem_code(&self, hash: &[u8; 32], now: i64) -> CodeRedemption;
+
+    /// Stores a userinfo access token.
+    fn insert_userinfo(&self, hash: [u8; 32], record: UserinfoRecord);
+
+    /// A userinfo access token, if it exists and has not expired.
+    fn userinfo(&self, hash: &[u8; 32], now: i64) -> Option<UserinfoRecord>;
+
+    /// Revokes every userinfo token a code issued (on replay); how many.
+    fn revoke_code_tokens(&self, code_hash: &[u8; 32]) -> usize;
+
+    /// How many identity access tokens are stored.
     fn len(&self) -> usize;
 
     fn is_empty(&self) -> bool {

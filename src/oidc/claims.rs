@@ -1,0 +1,104 @@
+//! ID token and userinfo claims: templates of granted scopes, `at_hash` / `c_hash`.
+
+use base64::Engine;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256, Sha384, Sha512};
+
+use super::OAuthError;
+use crate::directory::{NamespaceView, ResolvedIdentity};
+use crate::keys::SigningAlgorithm;
+use crate::sessions::Alias;
+use crate::template::EntityContext;
+
+/// OpenID Connect Core §3.1.3.6: base64url of the left half of the hash of `value`, with the
+/// hash of the ID token's algorithm (SHA-512 for EdDSA with Ed25519).
+pub fn half_hash(alg: SigningAlgorithm, value: &str) -> String {
+    let digest: Vec<u8> = match alg.hash_len() {
+        32 => Sha256::digest(value.as_bytes()).to_vec(),
+        48 => Sha384::digest(value.as_bytes()).to_vec(),
+        _ => Sha512::digest(value.as_bytes()).to_vec(),
+    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..digest.len() / 2])
+}
+
+/// A stable alias id for an entity's login alias.
+fn alias_id(identity_id: &str, alias_name: &str) -> String {
+    let digest = Sha256::digest(format!("oidc-operator.dev/alias\0{identity_id}\0{alias_name}"));
+    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+}
+
+/// What templates see of an entity and its login.
+pub fn entity_context(identity: &ResolvedIdentity, alias: &Alias) -> EntityContext {
+    EntityContext {
+        id: identity.id.clone(),
+        name: identity.name.clone(),
+        metadata: identity.spec.metadata.clone(),
+        group_ids: identity.group_ids.clone(),
+        group_names: identity.spec.groups.clone(),
+        alias_id: alias_id(&identity.id, &alias.name),
+        alias_name: alias.name.clone(),
+        alias_metadata: alias.metadata.clone(),
+    }
+}
+
+/// The top-level claims that two or more of `scopes` set; checked at authorize so a request
+/// with conflicting scopes gets no code.
+pub fn conflicting_claims(view: &NamespaceView, scopes: &[String]) -> Vec<String> {
+    let mut seen = std::collections::BTreeMap::<String, usize>::new();
+    for s in scopes {
+        if let Some(t) = view.scopes.get(s).and_then(|s| s.template.as_ref()) {
+            for c in t.claim_names() {
+                *seen.entry(c).or_default() += 1;
+            }
+        }
+    }
+    seen.into_iter().filter(|(_, n)| *n > 1).map(|(c, _)| c).collect()
+}
+
+/// Renders the granted scopes' templates into one claim map.
+pub fn scope_claims(
+    view: &NamespaceView,
+    scopes: &[String],
+    entity: &EntityContext,
+    now: i64,
+) -> Result<Map<String, Value>, OAuthError> {
+    let mut out = Map::new();
+    for s in scopes {
+        let Some(template) = view.scopes.get(s).and_then(|s| s.template.as_ref()) else { continue };
+        let rendered = template
+            .render(entity, now)
+            .map_err(|e| OAuthError::ServerError(format!("scope {s} did not render: {e}")))?;
+        for (k, v) in rendered {
+            if out.insert(k.clone(), v).is_some() {
+                return Err(OAuthError::InvalidRequest(format!("two granted scopes set the claim {k}")));
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_hash_per_algorithm() {
+        // OpenID Connect Core §A.3: at_hash of this access token with RS256.
+        assert_eq!(
+            half_hash(SigningAlgorithm::RS256, "jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"),
+            "77QmUPtjPfzWtF2AnpK9RQ"
+        );
+        for (alg, len) in [
+            (SigningAlgorithm::ES256, 22),
+            (SigningAlgorithm::RS384, 32),
+            (SigningAlgorithm::ES384, 32),
+            (SigningAlgorithm::RS512, 43),
+            (SigningAlgorithm::ES512, 43),
+            (SigningAlgorithm::EdDSA, 43),
+        ] {
+            assert_eq!(half_hash(alg, "token").len(), len, "{alg}");
+        }
+        assert_ne!(half_hash(SigningAlgorithm::RS384, "a"), half_hash(SigningAlgorithm::RS512, "a")[..32]);
+    }
+}

@@ -1,0 +1,117 @@
+//! One error enum for the protocol endpoints: its text is the RFC 6749 / RFC 6750 / OpenID
+//! Connect error code sent on the wire, and `http()` maps it to the status and headers in one
+//! place. Descriptions never carry secrets or tokens.
+
+use warp::http::{HeaderValue, StatusCode, header};
+use warp::reply::{Reply, Response};
+
+/// A protocol error with a human description.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OAuthError {
+    #[error("invalid_request")]
+    InvalidRequest(String),
+    #[error("invalid_client")]
+    InvalidClient(String),
+    #[error("invalid_grant")]
+    InvalidGrant(String),
+    #[error("unauthorized_client")]
+    UnauthorizedClient(String),
+    #[error("unsupported_grant_type")]
+    UnsupportedGrantType(String),
+    #[error("unsupported_response_type")]
+    UnsupportedResponseType(String),
+    #[error("invalid_scope")]
+    InvalidScope(String),
+    #[error("access_denied")]
+    AccessDenied(String),
+    #[error("login_required")]
+    LoginRequired(String),
+    #[error("request_not_supported")]
+    RequestNotSupported(String),
+    #[error("request_uri_not_supported")]
+    RequestUriNotSupported(String),
+    /// RFC 6750: a missing, expired or revoked bearer token.
+    #[error("invalid_token")]
+    InvalidToken(String),
+    #[error("not_found")]
+    NotFound(String),
+    #[error("method_not_allowed")]
+    MethodNotAllowed(&'static str),
+    #[error("server_error")]
+    ServerError(String),
+}
+
+impl OAuthError {
+    pub fn description(&self) -> &str {
+        match self {
+            Self::InvalidRequest(d)
+            | Self::InvalidClient(d)
+            | Self::InvalidGrant(d)
+            | Self::UnauthorizedClient(d)
+            | Self::UnsupportedGrantType(d)
+            | Self::UnsupportedResponseType(d)
+            | Self::InvalidScope(d)
+            | Self::AccessDenied(d)
+            | Self::LoginRequired(d)
+            | Self::RequestNotSupported(d)
+            | Self::RequestUriNotSupported(d)
+            | Self::InvalidToken(d)
+            | Self::NotFound(d)
+            | Self::ServerError(d) => d,
+            Self::MethodNotAllowed(allow) => allow,
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::InvalidClient(_) | Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            Self::AccessDenied(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::ServerError(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// The JSON error response, with `WWW-Authenticate` where the RFCs ask for it.
+    pub fn http(&self) -> Response {
+        let body = serde_json::json!({"error": self.to_string(), "error_description": self.description()});
+        let mut r = body.to_string().into_response();
+        *r.status_mut() = self.status();
+        let h = r.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+        match self {
+            Self::InvalidClient(_) => {
+                h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"oidc-operator\""));
+            }
+            Self::InvalidToken(_) => {
+                h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
+            }
+            Self::MethodNotAllowed(allow) => {
+                h.insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            _ => {}
+        }
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_codes_and_statuses() {
+        let e = OAuthError::InvalidClient("bad secret".into());
+        assert_eq!(e.to_string(), "invalid_client");
+        let r = e.http();
+        assert_eq!(r.status(), 401);
+        assert_eq!(r.headers()["www-authenticate"], "Basic realm=\"oidc-operator\"");
+        let r = OAuthError::InvalidToken("expired".into()).http();
+        assert_eq!(r.headers()["www-authenticate"], "Bearer error=\"invalid_token\"");
+        assert_eq!(OAuthError::InvalidGrant("x".into()).status(), 400);
+        assert_eq!(OAuthError::RequestNotSupported("x".into()).to_string(), "request_not_supported");
+    }
+}

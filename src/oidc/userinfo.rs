@@ -1,0 +1,33 @@
+//! The UserInfo endpoint (OpenID Connect Core §5.3, RFC 6750 bearer tokens).
+
+use serde_json::{Map, Value};
+
+use super::{OAuthError, claims};
+use crate::directory::{Directory, ResolvedProvider};
+use crate::sessions::{TokenStore, token_hash};
+
+/// The claims for a userinfo access token: `sub` and the granted scopes' claims.
+pub fn claims_for(
+    dir: &Directory,
+    provider: &ResolvedProvider,
+    store: &dyn TokenStore,
+    token: Option<&str>,
+    now: i64,
+) -> Result<Map<String, Value>, OAuthError> {
+    let token = token.ok_or_else(|| OAuthError::InvalidToken("no access token".into()))?;
+    let record = store
+        .userinfo(&token_hash(token), now)
+        .ok_or_else(|| OAuthError::InvalidToken("the access token is invalid or expired".into()))?;
+    if record.namespace != provider.namespace || record.provider != provider.name {
+        return Err(OAuthError::InvalidToken("the access token was issued by another provider".into()));
+    }
+    let identity = dir
+        .identity_by_id(&record.identity_id)
+        .filter(|i| i.key == record.identity)
+        .ok_or_else(|| OAuthError::InvalidToken("the entity no longer exists".into()))?;
+    let view = dir.namespace(&provider.namespace).ok_or_else(|| OAuthError::ServerError("namespace gone".into()))?;
+    let entity = claims::entity_context(identity, &record.alias);
+    let mut out = claims::scope_claims(view, &record.scopes, &entity, now)?;
+    out.insert("sub".into(), Value::String(identity.id.clone()));
+    Ok(out)
+}
