@@ -8,19 +8,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{ExternalIssuer, Server, write_manifest, yaml_block};
+use common::{ExternalIssuer, Server, identity, write_manifest, yaml_block};
 use serde_json::{Value, json};
 
 const RUNNER_ID: &str = "0b6f3c1e-1111-4a6e-9d7a-5d1f6a2b3c4d";
-
-/// An IdentityOidcAuth bound to the test issuer; `extra` adds spec lines (2-space indented).
-fn identity(name: &str, id: &str, issuer: &ExternalIssuer, extra: &str) -> String {
-    format!(
-        "apiVersion: oidc-operator.dev/v1alpha1\nkind: IdentityOidcAuth\nmetadata: {{name: {name}}}\nspec:\n  identityId: {id}\n  oidcDiscoveryUrl: {base}\n  boundIssuer: {base}\n  boundAudiences: \"oidc-operator, other\"\n  boundSubject: \"system:serviceaccount:ci:*\"\n  claimMappings: {{namespace: kubernetes.io.namespace}}\n{extra}  caCert: |\n{ca}---\n",
-        base = issuer.base,
-        ca = yaml_block(&issuer.ca_pem, 4),
-    )
-}
 
 struct Setup {
     _tmp: tempfile::TempDir,

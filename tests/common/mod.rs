@@ -276,3 +276,28 @@ pub fn yaml_block(text: &str, spaces: usize) -> String {
     let pad = " ".repeat(spaces);
     text.lines().map(|l| format!("{pad}{l}\n")).collect()
 }
+
+/// An IdentityOidcAuth in the `default` namespace bound to the test issuer; `extra` adds spec
+/// lines (2-space indented).
+pub fn identity(name: &str, id: &str, issuer: &ExternalIssuer, extra: &str) -> String {
+    format!(
+        "apiVersion: oidc-operator.dev/v1alpha1\nkind: IdentityOidcAuth\nmetadata: {{name: {name}}}\nspec:\n  identityId: {id}\n  oidcDiscoveryUrl: {base}\n  boundIssuer: {base}\n  boundAudiences: \"oidc-operator, other\"\n  boundSubject: \"system:serviceaccount:ci:*\"\n  claimMappings: {{namespace: kubernetes.io.namespace}}\n{extra}  caCert: |\n{ca}---\n",
+        base = issuer.base,
+        ca = yaml_block(&issuer.ca_pem, 4),
+    )
+}
+
+/// Logs in with an external JWT; returns the identity access token.
+pub async fn login_token(server: &Server, identity_id: &str, jwt: &str) -> String {
+    let resp: serde_json::Value = server
+        .client()
+        .post(format!("{}/api/v1/auth/oidc-auth/login", server.api))
+        .json(&serde_json::json!({"identityId": identity_id, "jwt": jwt}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    resp["accessToken"].as_str().unwrap_or_else(|| panic!("login failed: {resp}")).to_owned()
+}
