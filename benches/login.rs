@@ -135,6 +135,7 @@ async fn main() {
         tokens: Arc::new(MemoryStore::default()),
         trusted_proxies: Arc::new(Vec::new()),
         refetch_interval: 10,
+        code_ttl: 300,
     };
     tokio::spawn(server::serve(listener, None, server::api_routes(state)));
 

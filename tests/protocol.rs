@@ -19,6 +19,7 @@ use openidconnect::{
 use serde_json::{Value, json};
 
 const ENTITY: &str = "5d0c0ffe-0000-4000-8000-000000000001";
+const SHORT_LIVED: &str = "5d0c0ffe-0000-4000-8000-000000000002";
 const REDIRECT: &str = "https://app.example/callback";
 
 fn core_alg(alg: SigningAlgorithm) -> CoreJwsSigningAlgorithm {
@@ -42,6 +43,12 @@ fn manifests(issuer: &ExternalIssuer) -> String {
         issuer,
         "  groups: [platform]\n  metadata: {team: payments}\n  boundClaims: {team: \"payments\"}\n",
     );
+    out.push_str(&identity(
+        "shorty",
+        SHORT_LIVED,
+        issuer,
+        "  groups: [platform]\n  accessTokenTTL: 1\n  accessTokenMaxTTL: 1\n",
+    ));
     out.push_str(concat!(
         "apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcScope\nmetadata: {name: groups}\n",
         "spec: {template: '{\"groups\": {{identity.entity.groups.names}}}'}\n---\n",
@@ -84,12 +91,17 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with(&[]).await
+}
+
+async fn setup_with(extra: &[&str]) -> Setup {
     let tmp = tempfile::tempdir().unwrap();
     let (m, state) = (tmp.path().join("m"), tmp.path().join("state"));
     std::fs::create_dir(&m).unwrap();
     let issuer = ExternalIssuer::start(tmp.path()).await;
     write_manifest(&m, "all.yaml", &manifests(&issuer));
-    let server = Server::start(&m, &state, &["--issuer-refetch-interval", "1"]).await;
+    let args: Vec<&str> = ["--issuer-refetch-interval", "1"].iter().chain(extra).copied().collect();
+    let server = Server::start(&m, &state, &args).await;
     let ready = server
         .wait_for_line(
             |l| l.contains("IdentityOidcAuth") && l.contains("runner") && l.contains("True"),
@@ -211,4 +223,326 @@ async fn a_real_relying_party_completes_the_flow_for_every_algorithm_and_client_
             );
         }
     }
+}
+
+const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+
+async fn authorize(s: &Setup, provider: &str, token: Option<&str>, params: &[(&str, &str)]) -> (u16, Value) {
+    let mut req = s.http.get(format!("{}/authorize", s.server.issuer("default", provider))).query(params);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn token_req(
+    s: &Setup,
+    provider: &str,
+    basic: Option<(&str, &str)>,
+    form: &[(&str, &str)],
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let mut req = s.http.post(format!("{}/token", s.server.issuer("default", provider))).form(form);
+    if let Some((id, secret)) = basic {
+        req = req.basic_auth(id, Some(secret));
+    }
+    let resp = req.send().await.unwrap();
+    let headers = resp.headers().clone();
+    (resp.status().as_u16(), headers, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// Asserts the exact status and RFC error code of a failed request; counts it.
+fn refused(count: &mut usize, what: &str, got: (u16, &Value), status: u16, error: &str) {
+    assert_eq!((got.0, got.1["error"].as_str()), (status, Some(error)), "{what}: {}", got.1);
+    assert!(got.1["error_description"].is_string(), "{what}");
+    *count += 1;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_bad_protocol_request_gets_its_rfc_error() {
+    let s = setup_with(&["--code-ttl", "2"]).await;
+    let mut n = 0usize;
+    let token = identity_token(&s).await;
+    let (basic_id, basic_secret) = credentials(&s.state, "basic-rs256");
+    let (basic_id, basic_secret) = (basic_id.as_str(), basic_secret.unwrap());
+    let (public_id, _) = credentials(&s.state, "public-rs256");
+    let (stranger_id, _) = credentials(&s.state, "stranger");
+    let (unassigned_id, _) = credentials(&s.state, "unassigned");
+    let base = |client: &str| -> Vec<(String, String)> {
+        [
+            ("response_type", "code"),
+            ("client_id", client),
+            ("redirect_uri", REDIRECT),
+            ("scope", "openid groups"),
+            ("state", "s1"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    };
+    let with = |mut p: Vec<(String, String)>, k: &str, v: Option<&str>| {
+        p.retain(|(key, _)| key != k);
+        if let Some(v) = v {
+            p.push((k.to_owned(), v.to_owned()));
+        }
+        p
+    };
+    let q = |p: &Vec<(String, String)>| -> Vec<(String, String)> { p.clone() };
+    async fn az(s: &Setup, provider: &str, token: Option<&str>, p: &[(String, String)]) -> (u16, Value) {
+        let pairs: Vec<(&str, &str)> = p.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        authorize(s, provider, token, &pairs).await
+    }
+
+    // --- authorize ---
+    let good = base(basic_id);
+    let (st, b) = az(&s, "neg", Some(&token), &good).await;
+    assert_eq!((st, b["state"].as_str()), (200, Some("s1")), "{b}");
+    let r = az(&s, "neg", None, &good).await;
+    refused(&mut n, "no identity token", (r.0, &r.1), 401, "invalid_token");
+    let r = az(&s, "neg", Some("not-a-token"), &good).await;
+    refused(&mut n, "unknown identity token", (r.0, &r.1), 401, "invalid_token");
+    let revoked = identity_token(&s).await;
+    s.http
+        .post(format!("{}/api/v1/auth/token/revoke", s.server.api))
+        .json(&json!({"accessToken": revoked}))
+        .send()
+        .await
+        .unwrap();
+    let r = az(&s, "neg", Some(&revoked), &good).await;
+    refused(&mut n, "revoked identity token", (r.0, &r.1), 401, "invalid_token");
+    let short_jwt = s.issuer.mint("RS256", json!({}), None).await;
+    let short = login_token(&s.server, SHORT_LIVED, &short_jwt).await;
+    let r = az(&s, "neg", Some(&token), &with(q(&good), "client_id", Some("no-such-client"))).await;
+    refused(&mut n, "unknown client", (r.0, &r.1), 400, "invalid_request");
+    let r = az(&s, "neg", Some(&token), &base(&stranger_id)).await;
+    refused(&mut n, "client not allowed by the provider", (r.0, &r.1), 400, "unauthorized_client");
+    let r = az(&s, "neg", Some(&token), &base(&unassigned_id)).await;
+    refused(&mut n, "entity not assigned", (r.0, &r.1), 403, "access_denied");
+    let r =
+        az(&s, "neg", Some(&token), &with(q(&good), "redirect_uri", Some("https://app.example/callback/evil"))).await;
+    refused(&mut n, "redirect_uri mismatch", (r.0, &r.1), 400, "invalid_request");
+    assert!(r.1.get("code").is_none());
+    let r = az(&s, "neg", Some(&token), &with(q(&good), "redirect_uri", None)).await;
+    refused(&mut n, "missing redirect_uri", (r.0, &r.1), 400, "invalid_request");
+    let r = az(&s, "neg", Some(&token), &with(q(&good), "scope", Some("groups"))).await;
+    refused(&mut n, "missing openid", (r.0, &r.1), 400, "invalid_scope");
+    let r = az(&s, "neg", Some(&token), &with(q(&good), "response_type", Some("token"))).await;
+    refused(&mut n, "unsupported response_type", (r.0, &r.1), 400, "unsupported_response_type");
+    let r = az(&s, "neg", Some(&token), &with(q(&good), "request", Some("eyJhbGciOiJub25lIn0.e30."))).await;
+    refused(&mut n, "request parameter", (r.0, &r.1), 400, "request_not_supported");
+    let r = az(&s, "neg", Some(&token), &with(q(&good), "request_uri", Some("https://x/r"))).await;
+    refused(&mut n, "request_uri parameter", (r.0, &r.1), 400, "request_uri_not_supported");
+    let r = az(&s, "neg", Some(&token), &base(&public_id)).await;
+    refused(&mut n, "public client without PKCE", (r.0, &r.1), 400, "invalid_request");
+    let short_challenge = with(with(q(&good), "code_challenge", Some("abc")), "code_challenge_method", Some("S256"));
+    let r = az(&s, "neg", Some(&token), &short_challenge).await;
+    refused(&mut n, "short challenge", (r.0, &r.1), 400, "invalid_request");
+    let bad_method = with(with(q(&good), "code_challenge", Some(CHALLENGE)), "code_challenge_method", Some("S512"));
+    let r = az(&s, "neg", Some(&token), &bad_method).await;
+    refused(&mut n, "unknown challenge method", (r.0, &r.1), 400, "invalid_request");
+    let r = az(&s, "neg", Some(&token), &with(q(&good), "scope", Some("openid groups clash"))).await;
+    refused(&mut n, "conflicting scope claims", (r.0, &r.1), 400, "invalid_request");
+    let mut repeated = q(&good);
+    repeated.push(("scope".into(), "openid".into()));
+    let r = az(&s, "neg", Some(&token), &repeated).await;
+    refused(&mut n, "repeated parameter", (r.0, &r.1), 400, "invalid_request");
+    let r = az(&s, "no-such-provider", Some(&token), &good).await;
+    refused(&mut n, "unknown provider", (r.0, &r.1), 404, "not_found");
+    let resp = s
+        .http
+        .post(format!("{}/authorize", s.server.issuer("default", "neg")))
+        .bearer_auth(&token)
+        .json(&json!({"client_id": basic_id}))
+        .send()
+        .await
+        .unwrap();
+    let st = resp.status().as_u16();
+    refused(&mut n, "authorize body that is not a form", (st, &resp.json().await.unwrap()), 400, "invalid_request");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let r = az(&s, "neg", Some(&short), &good).await;
+    refused(&mut n, "expired identity token", (r.0, &r.1), 401, "invalid_token");
+    let r = az(&s, "neg", Some(&token), &with(q(&good), "max_age", Some("1"))).await;
+    refused(&mut n, "max_age exceeded", (r.0, &r.1), 400, "login_required");
+
+    // --- token ---
+    let code_for = |client: String, pkce: bool| {
+        let s = &s;
+        let token = token.clone();
+        async move {
+            let mut p = base(&client);
+            if pkce {
+                p.push(("code_challenge".into(), CHALLENGE.into()));
+                p.push(("code_challenge_method".into(), "S256".into()));
+            }
+            let (st, b) = az(s, "neg", Some(&token), &p).await;
+            assert_eq!(st, 200, "{b}");
+            b["code"].as_str().unwrap().to_owned()
+        }
+    };
+    let exchange = |code: String| {
+        vec![("grant_type", "authorization_code".to_owned()), ("code", code), ("redirect_uri", REDIRECT.to_owned())]
+    };
+    async fn tk(
+        s: &Setup,
+        basic: Option<(&str, &str)>,
+        f: &[(&str, String)],
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        let pairs: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        token_req(s, "neg", basic, &pairs).await
+    }
+
+    // Replay: the second exchange fails and revokes the access token of the first.
+    let code = code_for(basic_id.to_owned(), false).await;
+    let (st, _, first) = tk(&s, Some((basic_id, &basic_secret)), &exchange(code.clone())).await;
+    assert_eq!(st, 200, "{first}");
+    let userinfo = format!("{}/userinfo", s.server.issuer("default", "neg"));
+    let at = first["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(s.http.get(&userinfo).bearer_auth(&at).send().await.unwrap().status(), 200);
+    let (st, _, b) = tk(&s, Some((basic_id, &basic_secret)), &exchange(code)).await;
+    refused(&mut n, "code replay", (st, &b), 400, "invalid_grant");
+    let resp = s.http.get(&userinfo).bearer_auth(&at).send().await.unwrap();
+    assert_eq!(resp.status(), 401, "the replay revoked the first access token");
+
+    let code = code_for(basic_id.to_owned(), false).await;
+    let mut f = exchange(code);
+    f[2].1 = "https://app.example/other".into();
+    let (st, _, b) = tk(&s, Some((basic_id, &basic_secret)), &f).await;
+    refused(&mut n, "redirect_uri mismatch at token", (st, &b), 400, "invalid_grant");
+
+    let code = code_for(basic_id.to_owned(), true).await;
+    let mut f = exchange(code);
+    f.push(("code_verifier", VERIFIER.replace('d', "e")));
+    let (st, _, b) = tk(&s, Some((basic_id, &basic_secret)), &f).await;
+    refused(&mut n, "wrong verifier", (st, &b), 400, "invalid_grant");
+
+    let code = code_for(basic_id.to_owned(), true).await;
+    let (st, _, b) = tk(&s, Some((basic_id, &basic_secret)), &exchange(code)).await;
+    refused(&mut n, "missing verifier", (st, &b), 400, "invalid_grant");
+
+    let code = code_for(basic_id.to_owned(), false).await;
+    let mut f = exchange(code);
+    f.push(("code_verifier", VERIFIER.to_owned()));
+    let (st, _, b) = tk(&s, Some((basic_id, &basic_secret)), &f).await;
+    refused(&mut n, "verifier without challenge", (st, &b), 400, "invalid_grant");
+
+    let code = code_for(basic_id.to_owned(), false).await;
+    let (st, headers, b) = tk(&s, Some((basic_id, "oidcop_secret_wrong")), &exchange(code.clone())).await;
+    refused(&mut n, "wrong secret", (st, &b), 401, "invalid_client");
+    assert!(headers["www-authenticate"].to_str().unwrap().starts_with("Basic"));
+    let mut f = exchange(code.clone());
+    f.push(("client_id", basic_id.to_owned()));
+    f.push(("client_secret", basic_secret.clone()));
+    let (st, _, b) = tk(&s, Some((basic_id, &basic_secret)), &f).await;
+    refused(&mut n, "two client authentication methods", (st, &b), 400, "invalid_request");
+    let mut f = exchange(code.clone());
+    f.push(("client_id", basic_id.to_owned()));
+    let (st, _, b) = tk(&s, None, &f).await;
+    refused(&mut n, "confidential client without secret", (st, &b), 401, "invalid_client");
+    let (st, _, b) = tk(&s, Some(("no-such-client", "x")), &exchange(code.clone())).await;
+    refused(&mut n, "unknown client at token", (st, &b), 401, "invalid_client");
+
+    let public_code = code_for(public_id.clone(), true).await;
+    let mut f = exchange(public_code.clone());
+    f.push(("code_verifier", VERIFIER.to_owned()));
+    let (st, _, b) = tk(&s, Some((&public_id, "some-secret")), &f).await;
+    refused(&mut n, "secret for a public client", (st, &b), 401, "invalid_client");
+    let (st, _, b) = tk(&s, Some((basic_id, &basic_secret)), &f).await;
+    refused(&mut n, "code of another client", (st, &b), 400, "invalid_grant");
+
+    let mut f = exchange(code_for(basic_id.to_owned(), false).await);
+    f[0].1 = "password".into();
+    let (st, _, b) = tk(&s, Some((basic_id, &basic_secret)), &f).await;
+    refused(&mut n, "unsupported grant_type", (st, &b), 400, "unsupported_grant_type");
+    let (st, _, b) = tk(&s, Some((basic_id, &basic_secret)), &[("grant_type", "authorization_code".into())]).await;
+    refused(&mut n, "missing code", (st, &b), 400, "invalid_request");
+    let (st, _, b) = tk(&s, Some((basic_id, &basic_secret)), &exchange("never-issued".into())).await;
+    refused(&mut n, "unknown code", (st, &b), 400, "invalid_grant");
+
+    // A code from another provider (the client is allowed by both).
+    let p = base(basic_id);
+    let (_, other) = az(&s, "prov-rs256", Some(&token), &p).await;
+    let (st, _, b) =
+        tk(&s, Some((basic_id, &basic_secret)), &exchange(other["code"].as_str().unwrap().to_owned())).await;
+    refused(&mut n, "code of another provider", (st, &b), 400, "invalid_grant");
+
+    // Expired code (this server's codes live 2 s).
+    let code = code_for(basic_id.to_owned(), false).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    let (st, _, b) = tk(&s, Some((basic_id, &basic_secret)), &exchange(code)).await;
+    refused(&mut n, "expired code", (st, &b), 400, "invalid_grant");
+
+    // Bodies and methods.
+    let token_url = format!("{}/token", s.server.issuer("default", "neg"));
+    let resp = s
+        .http
+        .post(&token_url)
+        .basic_auth(basic_id, Some(&basic_secret))
+        .json(&json!({"grant_type": "authorization_code"}))
+        .send()
+        .await
+        .unwrap();
+    refused(&mut n, "malformed form", (resp.status().as_u16(), &resp.json().await.unwrap()), 400, "invalid_request");
+    let big = format!("grant_type=authorization_code&code={}", "x".repeat(100_000));
+    let resp = s
+        .http
+        .post(&token_url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    refused(&mut n, "oversized body", (resp.status().as_u16(), &resp.json().await.unwrap()), 413, "invalid_request");
+    let resp = s.http.get(&token_url).send().await.unwrap();
+    assert_eq!(resp.status(), 405);
+    assert_eq!(resp.headers()["allow"], "POST");
+
+    // --- userinfo ---
+    let resp = s.http.get(&userinfo).bearer_auth("garbage").send().await.unwrap();
+    assert_eq!(resp.headers()["www-authenticate"], "Bearer error=\"invalid_token\"");
+    refused(
+        &mut n,
+        "bad token at userinfo",
+        (resp.status().as_u16(), &resp.json().await.unwrap()),
+        401,
+        "invalid_token",
+    );
+    let resp = s.http.get(&userinfo).send().await.unwrap();
+    refused(
+        &mut n,
+        "no token at userinfo",
+        (resp.status().as_u16(), &resp.json().await.unwrap()),
+        401,
+        "invalid_token",
+    );
+    let code = code_for(basic_id.to_owned(), false).await;
+    let (_, _, fresh) = tk(&s, Some((basic_id, &basic_secret)), &exchange(code)).await;
+    let at = fresh["access_token"].as_str().unwrap().to_owned();
+    let resp = s.http.post(&userinfo).form(&[("access_token", at.as_str())]).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "RFC 6750 form body");
+    let resp = s.http.post(&userinfo).bearer_auth(&at).form(&[("access_token", at.as_str())]).send().await.unwrap();
+    refused(
+        &mut n,
+        "token sent twice at userinfo",
+        (resp.status().as_u16(), &resp.json().await.unwrap()),
+        400,
+        "invalid_request",
+    );
+    let resp = s
+        .http
+        .get(format!("{}/userinfo", s.server.issuer("default", "prov-rs256")))
+        .bearer_auth(&at)
+        .send()
+        .await
+        .unwrap();
+    refused(
+        &mut n,
+        "userinfo token of another provider",
+        (resp.status().as_u16(), &resp.json().await.unwrap()),
+        401,
+        "invalid_token",
+    );
+
+    assert!(n >= 30, "{n} negative cases");
+    println!("{n} negative protocol cases checked");
 }

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use super::{CODE_TTL, OAuthError, claims, pkce, redirect, required};
+use super::{OAuthError, claims, pkce, redirect, required};
 use crate::api::{ALLOW_ALL, ClientType};
 use crate::directory::{self, Directory, ResolvedClient, ResolvedProvider};
 use crate::login::Session;
@@ -35,6 +35,7 @@ pub fn decide(
     params: &HashMap<String, String>,
     session: &Session,
     now: i64,
+    code_ttl: i64,
 ) -> Result<Grant, OAuthError> {
     let client_id = required(params, "client_id")?;
     let view = dir
@@ -120,7 +121,7 @@ pub fn decide(
             alias: session.record.alias.clone(),
             auth_time: session.record.issued_at,
             max_age_sent: max_age.is_some(),
-            expires_at: now + CODE_TTL,
+            expires_at: now + code_ttl,
         },
         state: params.get("state").cloned(),
     })

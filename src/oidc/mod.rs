@@ -16,7 +16,7 @@ use std::collections::HashMap;
 
 pub use errors::OAuthError;
 
-/// Code lifetime (OpenBao's figure): five minutes.
+/// Default code lifetime (OpenBao's figure): five minutes.
 pub const CODE_TTL: i64 = 300;
 
 /// Parses `application/x-www-form-urlencoded` parameters (a query string or a form body),

@@ -47,6 +47,8 @@ pub struct AppState {
     pub trusted_proxies: Arc<Vec<Cidr>>,
     /// Least seconds between two refetches of one external issuer's keys.
     pub refetch_interval: i64,
+    /// Lifetime of authorization codes in seconds.
+    pub code_ttl: i64,
 }
 
 /// The one place the server reads the clock.

@@ -107,7 +107,7 @@ fn authorize(
             AccessError::IpNotAllowed => OAuthError::AccessDenied(e.to_string()),
             other => OAuthError::InvalidToken(other.to_string()),
         })?;
-    let grant = oidc::authorize::decide(&dir, provider, &params, &session, now)?;
+    let grant = oidc::authorize::decide(&dir, provider, &params, &session, now, state.code_ttl)?;
     let code = crate::sessions::new_token().map_err(|_| OAuthError::ServerError("no randomness".into()))?;
     state.tokens.insert_code(token_hash(&code), grant.code);
     let mut body = json!({"code": code});

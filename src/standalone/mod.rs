@@ -60,6 +60,9 @@ pub struct Options {
     /// unknown kid.
     #[arg(long, default_value_t = crate::login::external::REFETCH_INTERVAL)]
     pub issuer_refetch_interval: i64,
+    /// Lifetime of authorization codes in seconds (OpenBao: 300).
+    #[arg(long, default_value_t = crate::oidc::CODE_TTL, value_parser = clap::value_parser!(i64).range(1..=600))]
+    pub code_ttl: i64,
     /// Proxies (CIDR list) whose X-Forwarded-For header names the caller.
     #[arg(long, value_delimiter = ',')]
     pub trusted_proxies: Vec<String>,
@@ -172,6 +175,7 @@ async fn run(options: Options) -> Result<(), StandaloneError> {
         tokens: Arc::clone(&tokens),
         trusted_proxies: Arc::new(trusted_proxies),
         refetch_interval: options.issuer_refetch_interval.max(0),
+        code_ttl: options.code_ttl,
     };
     tokio::spawn(server::serve(listener, tls, server::api_routes(app.clone())));
     tokio::spawn(server::serve(management, None, server::management_routes(app)));
