@@ -10,8 +10,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
 use oidc_operator::api::{IdentityOidcAuth, IdentityOidcAuthSpec};
 use oidc_operator::directory::{self, ExternalUrl, Inputs, Materials, SharedDirectory};
@@ -21,76 +19,20 @@ use oidc_operator::server::{self, AppState, Metrics};
 use oidc_operator::sessions::MemoryStore;
 use warp::Filter;
 
+mod support;
+
+use support::now;
+
 const RAW_SECONDS: f64 = 2.0;
-const LOAD_SECONDS: f64 = 3.0;
-const CONCURRENCY: usize = 16;
-
-fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
-}
-
-fn raw_rate(verifier: &VerifyingKey, token: &str) -> f64 {
-    let start = Instant::now();
-    let mut n = 0u64;
-    while start.elapsed().as_secs_f64() < RAW_SECONDS {
-        for _ in 0..64 {
-            verifier.verify(token).unwrap();
-        }
-        n += 64;
-    }
-    n as f64 / start.elapsed().as_secs_f64()
-}
-
-/// One keep-alive HTTP/1.1 connection (a lean hyper client, so the load generator takes as
-/// little of the shared CPU as possible).
-async fn connection(
-    addr: std::net::SocketAddr,
-) -> hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>> {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream.set_nodelay(true).unwrap();
-    let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
-    tokio::spawn(conn);
-    sender
-}
-
-async fn post(
-    sender: &mut hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
-    body: &bytes::Bytes,
-) -> u16 {
-    use http_body_util::BodyExt;
-    let req = hyper::Request::post("/api/v1/auth/oidc-auth/login")
-        .header("host", "bench")
-        .header("content-type", "application/json")
-        .body(http_body_util::Full::new(body.clone()))
-        .unwrap();
-    let resp = sender.send_request(req).await.unwrap();
-    let status = resp.status().as_u16();
-    resp.into_body().collect().await.unwrap();
-    status
-}
 
 async fn login_rate(addr: std::net::SocketAddr, identity_id: &str, token: &str) -> f64 {
     let body = bytes::Bytes::from(serde_json::json!({"identityId": identity_id, "jwt": token}).to_string());
+    let path = "/api/v1/auth/oidc-auth/login";
+    let make = move || support::request(path, &[("content-type", "application/json")], body.clone());
     // Warm up: the first login fetches the issuer's keys.
-    assert_eq!(post(&mut connection(addr).await, &body).await, 200);
-    let done = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let deadline = start + Duration::from_secs_f64(LOAD_SECONDS);
-    let mut tasks = Vec::new();
-    for _ in 0..CONCURRENCY {
-        let (body, done) = (body.clone(), Arc::clone(&done));
-        tasks.push(tokio::spawn(async move {
-            let mut sender = connection(addr).await;
-            while Instant::now() < deadline {
-                assert_eq!(post(&mut sender, &body).await, 200);
-                done.fetch_add(1, Ordering::Relaxed);
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+    let mut first = support::connection(addr).await;
+    assert_eq!(support::send(&mut first, make()).await.0, 200);
+    support::load(addr, make).await
 }
 
 #[tokio::main]
@@ -143,12 +85,16 @@ async fn main() {
         "iss": issuer, "aud": "bench", "sub": "system:serviceaccount:bench:runner",
         "iat": now(), "exp": now() + 3600,
     });
-    println!("{:<8} {:>22} {:>22} {:>8}", "alg", "raw verify (1 core)/s", "login over loopback/s", "ratio");
+    support::header("cargo bench --bench login", "raw JWT verify/s", "login over loopback/s");
     for key in [&rsa, &ec] {
         let token = key.sign_jwt(&claims).unwrap();
         let verifier = VerifyingKey::from_jwk(key.jwk()).unwrap();
-        let raw = tokio::task::block_in_place(|| raw_rate(&verifier, &token));
+        let raw = tokio::task::block_in_place(|| {
+            support::single_core_rate(RAW_SECONDS, || {
+                verifier.verify(&token).unwrap();
+            })
+        });
         let login = login_rate(addr, identity_id, &token).await;
-        println!("{:<8} {:>22.0} {:>22.0} {:>7.2}x", key.algorithm().as_str(), raw, login, login / raw);
+        support::row(key.algorithm().as_str(), raw, login);
     }
 }

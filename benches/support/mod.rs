@@ -1,0 +1,102 @@
+//! What the benchmarks share: the clock, a lean HTTP/1.1 load generator, the results table.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+
+/// Seconds each load phase runs.
+pub const LOAD_SECONDS: f64 = 3.0;
+/// Keep-alive connections of the load generator.
+pub const CONCURRENCY: usize = 16;
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// Runs `op` on one core for about `seconds`; returns operations per second.
+pub fn single_core_rate(seconds: f64, mut op: impl FnMut()) -> f64 {
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed().as_secs_f64() < seconds {
+        for _ in 0..16 {
+            op();
+        }
+        n += 16;
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// One keep-alive HTTP/1.1 connection (a lean hyper client, so the load generator takes as
+/// little of the shared CPU as possible).
+pub async fn connection(addr: SocketAddr) -> SendRequest<Full<Bytes>> {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+/// A POST request with a body and headers.
+pub fn request(path: &str, headers: &[(&'static str, &str)], body: Bytes) -> hyper::Request<Full<Bytes>> {
+    let mut req = hyper::Request::post(path).header("host", "bench");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.body(Full::new(body)).unwrap()
+}
+
+/// Sends one request and returns its status and body.
+pub async fn send(sender: &mut SendRequest<Full<Bytes>>, req: hyper::Request<Full<Bytes>>) -> (u16, Bytes) {
+    let resp = sender.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.into_body().collect().await.unwrap().to_bytes())
+}
+
+/// Runs `CONCURRENCY` connections for `LOAD_SECONDS`, each sending the requests `next`
+/// makes; every answer must be 200. Returns requests per second.
+pub async fn load<F>(addr: SocketAddr, next: F) -> f64
+where
+    F: Fn() -> hyper::Request<Full<Bytes>> + Send + Sync + 'static,
+{
+    let next = Arc::new(next);
+    let done = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(LOAD_SECONDS);
+    let mut tasks = Vec::new();
+    for _ in 0..CONCURRENCY {
+        let (next, done) = (Arc::clone(&next), Arc::clone(&done));
+        tasks.push(tokio::spawn(async move {
+            let mut sender = connection(addr).await;
+            while Instant::now() < deadline {
+                let (status, answer) = send(&mut sender, next()).await;
+                assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Prints the table header.
+pub fn header(command: &str, raw: &str, served: &str) {
+    println!("# {command}   ({} cores; raw figures use one core, served figures the whole machine)", cores());
+    println!("{:<8} {:>24} {:>28} {:>8}", "alg", raw, served, "ratio");
+}
+
+pub fn row(alg: &str, raw: f64, served: f64) {
+    println!("{alg:<8} {raw:>24.0} {served:>28.0} {:>7.2}x", served / raw);
+}
