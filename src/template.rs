@@ -300,6 +300,43 @@ mod tests {
         assert_eq!(t.render(&e, 0).unwrap()["n"], serde_json::json!(e.name));
     }
 
+    /// A cheap stand-in for the fuzz target (fuzz/) inside the normal test run: thousands of
+    /// deterministic mutations of valid templates must parse or fail, never panic.
+    #[test]
+    fn mutated_templates_never_panic() {
+        let seeds = [
+            r#"{ "groups": {{identity.entity.groups.names}} }"#,
+            r#"{"a": {{time.now.plus.1h}}, "b": [{{identity.entity.aliases.k8s.metadata.ns}}, "é"]}"#,
+            r#"{"m": {{identity.entity.metadata}}, "n": {"x": {{identity.entity.name}}}}"#,
+        ];
+        let alphabet: Vec<char> = "{}[]\":,. \\ab0-+1hms{{}}é\u{0}".chars().collect();
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for i in 0..20_000 {
+            let mut chars: Vec<char> = seeds[i % seeds.len()].chars().collect();
+            for _ in 0..(1 + next() % 4) {
+                let at = (next() as usize) % (chars.len() + 1);
+                match next() % 3 {
+                    0 if at < chars.len() => {
+                        chars.remove(at);
+                    }
+                    1 => chars.insert(at, alphabet[(next() as usize) % alphabet.len()]),
+                    _ if at < chars.len() => chars[at] = alphabet[(next() as usize) % alphabet.len()],
+                    _ => {}
+                }
+            }
+            let text: String = chars.into_iter().collect();
+            if let Ok(t) = Template::parse(&text) {
+                let _ = t.render(&entity(), i64::MAX);
+            }
+        }
+    }
+
     #[test]
     fn never_panics_on_odd_input() {
         for s in ["", "{{", "}}", "{{}}", "{\"a\":{{ }}}", "\u{1F600}{{time.now.plus.}}", "{\"é\": {{time.now}}}"] {

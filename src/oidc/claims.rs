@@ -82,6 +82,30 @@ pub fn scope_claims(
 mod tests {
     use super::*;
 
+    fn view(scopes: &[(&str, &str)]) -> NamespaceView {
+        let mut v = NamespaceView::default();
+        for (name, template) in scopes {
+            let scope = crate::directory::ResolvedScope {
+                name: name.to_string(),
+                template: Some(crate::template::Template::parse(template).unwrap()),
+            };
+            v.scopes.insert(name.to_string(), std::sync::Arc::new(scope));
+        }
+        v
+    }
+
+    #[test]
+    fn conflicting_scopes_are_refused() {
+        let v = view(&[("a", r#"{"groups": 1, "x": 2}"#), ("b", r#"{"groups": 3}"#), ("c", r#"{"y": {{time.now}}}"#)]);
+        let names = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(conflicting_claims(&v, &names(&["openid", "a", "b"])), vec!["groups"]);
+        assert!(conflicting_claims(&v, &names(&["a", "c"])).is_empty());
+        let e = EntityContext::default();
+        assert!(matches!(scope_claims(&v, &names(&["a", "b"]), &e, 0), Err(OAuthError::InvalidRequest(_))));
+        let ok = scope_claims(&v, &names(&["openid", "a", "c", "unknown"]), &e, 7).unwrap();
+        assert_eq!(Value::Object(ok), serde_json::json!({"groups": 1, "x": 2, "y": 7}));
+    }
+
     #[test]
     fn at_hash_per_algorithm() {
         // OpenID Connect Core §A.3: at_hash of this access token with RS256.
