@@ -349,16 +349,36 @@ async fn every_bad_protocol_request_gets_its_rfc_error() {
     refused(&mut n, "repeated parameter", (r.0, &r.1), 400, "invalid_request");
     let r = az(&s, "no-such-provider", Some(&token), &good).await;
     refused(&mut n, "unknown provider", (r.0, &r.1), 404, "not_found");
+    // POST works with a form and, as OpenBao's JSON API, with a JSON object.
+    let authorize_url = format!("{}/authorize", s.server.issuer("default", "neg"));
+    let resp = s.http.post(&authorize_url).bearer_auth(&token).form(&good).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let as_json: serde_json::Map<String, Value> =
+        good.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+    let resp = s.http.post(&authorize_url).bearer_auth(&token).json(&as_json).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
     let resp = s
         .http
-        .post(format!("{}/authorize", s.server.issuer("default", "neg")))
+        .post(&authorize_url)
         .bearer_auth(&token)
-        .json(&json!({"client_id": basic_id}))
+        .header("content-type", "application/json")
+        .body("{\"client_id\": ")
         .send()
         .await
         .unwrap();
     let st = resp.status().as_u16();
-    refused(&mut n, "authorize body that is not a form", (st, &resp.json().await.unwrap()), 400, "invalid_request");
+    refused(&mut n, "malformed authorize body", (st, &resp.json().await.unwrap()), 400, "invalid_request");
+    let resp = s
+        .http
+        .post(&authorize_url)
+        .bearer_auth(&token)
+        .header("content-type", "text/plain")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    let st = resp.status().as_u16();
+    refused(&mut n, "authorize body of another type", (st, &resp.json().await.unwrap()), 400, "invalid_request");
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let r = az(&s, "neg", Some(&short), &good).await;
     refused(&mut n, "expired identity token", (r.0, &r.1), 401, "invalid_token");

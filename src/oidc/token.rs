@@ -138,13 +138,9 @@ pub fn exchange(
         }
         (None, None) => {}
     }
-    let identity = dir
-        .identity_by_id(&record.identity_id)
-        .filter(|i| i.key == record.identity)
-        .ok_or_else(|| OAuthError::InvalidGrant("the entity no longer exists".into()))?;
-    let view = dir.namespace(&provider.namespace).ok_or_else(|| OAuthError::ServerError("namespace gone".into()))?;
-    let entity = claims::entity_context(identity, &record.alias);
-    let mut id_claims = claims::scope_claims(view, &record.scopes, &entity, now)?;
+    let grant = (record.identity_id.as_str(), &record.identity, &record.alias, record.scopes.as_slice());
+    let gone = OAuthError::InvalidGrant("the entity no longer exists".into());
+    let (identity, mut id_claims) = claims::granted_claims(dir, &provider.namespace, grant, now, gone)?;
 
     let access_token = new_token().map_err(|_| OAuthError::ServerError("no randomness".into()))?;
     let key = &client.key.current;

@@ -21,13 +21,9 @@ pub fn claims_for(
     if record.namespace != provider.namespace || record.provider != provider.name {
         return Err(OAuthError::InvalidToken("the access token was issued by another provider".into()));
     }
-    let identity = dir
-        .identity_by_id(&record.identity_id)
-        .filter(|i| i.key == record.identity)
-        .ok_or_else(|| OAuthError::InvalidToken("the entity no longer exists".into()))?;
-    let view = dir.namespace(&provider.namespace).ok_or_else(|| OAuthError::ServerError("namespace gone".into()))?;
-    let entity = claims::entity_context(identity, &record.alias);
-    let mut out = claims::scope_claims(view, &record.scopes, &entity, now)?;
+    let grant = (record.identity_id.as_str(), &record.identity, &record.alias, record.scopes.as_slice());
+    let gone = OAuthError::InvalidToken("the entity no longer exists".into());
+    let (identity, mut out) = claims::granted_claims(dir, &provider.namespace, grant, now, gone)?;
     out.insert("sub".into(), Value::String(identity.id.clone()));
     Ok(out)
 }

@@ -68,20 +68,43 @@ pub fn handle(
     }
 }
 
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.trim_start().to_ascii_lowercase().starts_with("application/json"))
+}
+
+/// Request parameters: the query of a GET; the form body of a POST, or, where `allow_json`
+/// (authorize, as OpenBao's JSON API takes it), a JSON object of strings.
 fn params_of(
     method: &Method,
     query: &str,
     headers: &HeaderMap,
     body: &[u8],
+    allow_json: bool,
 ) -> Result<std::collections::HashMap<String, String>, OAuthError> {
-    if *method == Method::POST {
-        if !is_form(headers) {
-            return Err(OAuthError::InvalidRequest("the body must be application/x-www-form-urlencoded".into()));
-        }
-        oidc::parse_params(body)
-    } else {
-        oidc::parse_params(query.as_bytes())
+    if *method != Method::POST {
+        return oidc::parse_params(query.as_bytes());
     }
+    if is_form(headers) {
+        return oidc::parse_params(body);
+    }
+    if allow_json && is_json(headers) {
+        let value: serde_json::Value = serde_json::from_slice(body)
+            .map_err(|_| OAuthError::InvalidRequest("the body is not valid JSON".into()))?;
+        let object =
+            value.as_object().ok_or_else(|| OAuthError::InvalidRequest("the body must be a JSON object".into()))?;
+        return object
+            .iter()
+            .map(|(k, v)| match v {
+                serde_json::Value::String(s) => Ok((k.clone(), s.clone())),
+                serde_json::Value::Number(n) => Ok((k.clone(), n.to_string())),
+                _ => Err(OAuthError::InvalidRequest(format!("the parameter {k} must be a string"))),
+            })
+            .collect();
+    }
+    Err(OAuthError::InvalidRequest("the body must be application/x-www-form-urlencoded".into()))
 }
 
 fn authorize(
@@ -100,7 +123,7 @@ fn authorize(
     let token = super::identity_api::presented_token(headers, None).ok_or_else(|| {
         OAuthError::InvalidToken("an identity access token is required (Authorization: Bearer or X-Vault-Token)".into())
     })?;
-    let params = params_of(method, query, headers, body)?;
+    let params = params_of(method, query, headers, body, true)?;
     let now = unix_now();
     let session =
         login::authenticate(&dir, state.tokens.as_ref(), &token, ip, now, Use::Count).map_err(|e| match e {
@@ -128,7 +151,7 @@ fn token(
         return Err(OAuthError::MethodNotAllowed("POST"));
     }
     let dir = state.directory.load().ok_or_else(|| OAuthError::ServerError("not ready".into()))?;
-    let params = params_of(method, "", headers, body)?;
+    let params = params_of(method, "", headers, body, false)?;
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let auth = oidc::token::client_auth(authorization, &params)?;
     let client = oidc::token::authenticate_client(&dir, provider, &auth)?;
