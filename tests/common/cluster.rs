@@ -1,0 +1,166 @@
+//! The end-to-end tier's control plane: etcd and kube-apiserver built from their official Go
+//! modules by `scripts/control-plane` (cached), started on loopback with generated keys and a
+//! static admin token, CRDs applied with kubectl; torn down when dropped. A missing toolchain
+//! or a failed build fails the test with the script's message: it never skips.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running etcd + kube-apiserver pair.
+pub struct ControlPlane {
+    etcd: Child,
+    apiserver: Child,
+    _dir: tempfile::TempDir,
+    pub url: String,
+    pub kubeconfig: PathBuf,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The folder of the cached binaries, building them on first use.
+fn binaries() -> PathBuf {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/control-plane");
+    let out =
+        Command::new("bash").arg(&script).stderr(Stdio::inherit()).output().expect("running scripts/control-plane");
+    assert!(
+        out.status.success(),
+        "the end-to-end control plane (kube-apiserver, etcd) could not be built; see the message above"
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+impl ControlPlane {
+    pub fn start() -> ControlPlane {
+        let bin = binaries();
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let (etcd_port, peer_port, api_port) = (free_port(), free_port(), free_port());
+        let etcd_url = format!("http://127.0.0.1:{etcd_port}");
+        let etcd = Command::new(bin.join("etcd"))
+            .args(["--name", "e2e", "--data-dir"])
+            .arg(d.join("etcd"))
+            .args(["--listen-client-urls", &etcd_url, "--advertise-client-urls", &etcd_url])
+            .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer_port}")])
+            .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer_port}")])
+            .args(["--initial-cluster", &format!("e2e=http://127.0.0.1:{peer_port}")])
+            .args(["--log-level", "error", "--unsafe-no-fsync"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(d.join("etcd.log")).unwrap()))
+            .spawn()
+            .expect("starting etcd");
+
+        // Service-account signing key, an admin token, and a kubeconfig.
+        let sa_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+        std::fs::write(d.join("sa.key"), sa_key.serialize_pem()).unwrap();
+        let token = oidc_operator::credentials::random_base62(40).unwrap();
+        std::fs::write(d.join("tokens.csv"), format!("{token},admin,admin,\"system:masters\"\n")).unwrap();
+        let url = format!("https://127.0.0.1:{api_port}");
+        let apiserver = Command::new(bin.join("kube-apiserver"))
+            .args(["--etcd-servers", &etcd_url, "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1"])
+            .args(["--secure-port", &api_port.to_string(), "--cert-dir"])
+            .arg(d.join("certs"))
+            .args(["--service-account-issuer", &url, "--service-account-key-file"])
+            .arg(d.join("sa.key"))
+            .arg("--service-account-signing-key-file")
+            .arg(d.join("sa.key"))
+            .arg("--token-auth-file")
+            .arg(d.join("tokens.csv"))
+            .args(["--authorization-mode", "RBAC", "--service-cluster-ip-range", "10.0.0.0/24"])
+            .args(["--enable-priority-and-fairness=false", "--v", "0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(d.join("apiserver.log")).unwrap()))
+            .spawn()
+            .expect("starting kube-apiserver");
+        let kubeconfig = d.join("kubeconfig");
+        let mut cp = ControlPlane { etcd, apiserver, _dir: dir, url: url.clone(), kubeconfig: kubeconfig.clone() };
+
+        // Wait for the serving certificate, then for /readyz.
+        let ca = cp._dir.path().join("certs/apiserver.crt");
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while !ca.exists() {
+            cp.assert_alive(deadline);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster: {{server: \"{url}\", certificate-authority: \"{}\"}}\nusers:\n- name: admin\n  user: {{token: \"{token}\"}}\ncontexts:\n- name: e2e\n  context: {{cluster: e2e, user: admin}}\ncurrent-context: e2e\n",
+                ca.display()
+            ),
+        )
+        .unwrap();
+        loop {
+            let out = cp.kubectl(&["get", "--raw", "/readyz"]);
+            if out.status.success() {
+                break;
+            }
+            cp.assert_alive(deadline);
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+        let out = cp.kubectl(&["apply", "--server-side", "-f", crds.to_str().unwrap()]);
+        assert!(out.status.success(), "applying crds/: {}", String::from_utf8_lossy(&out.stderr));
+        let out = cp.kubectl(&["wait", "--for=condition=Established", "crd", "--all", "--timeout=60s"]);
+        assert!(out.status.success(), "CRDs not established: {}", String::from_utf8_lossy(&out.stderr));
+        cp
+    }
+
+    fn assert_alive(&mut self, deadline: Instant) {
+        let log = |name: &str| std::fs::read_to_string(self._dir.path().join(name)).unwrap_or_default();
+        if let Ok(Some(status)) = self.apiserver.try_wait() {
+            panic!("kube-apiserver exited ({status}):\n{}", log("apiserver.log"));
+        }
+        if let Ok(Some(status)) = self.etcd.try_wait() {
+            panic!("etcd exited ({status}):\n{}", log("etcd.log"));
+        }
+        assert!(Instant::now() < deadline, "kube-apiserver not ready in time:\n{}", log("apiserver.log"));
+    }
+
+    /// Runs kubectl against this control plane.
+    pub fn kubectl(&self, args: &[&str]) -> std::process::Output {
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .output()
+            .expect("kubectl is required")
+    }
+
+    /// Applies a manifest from stdin; returns (success, stderr).
+    pub fn apply(&self, namespace: &str, yaml: &str) -> (bool, String) {
+        use std::io::Write;
+        let mut child = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["apply", "-n", namespace, "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(yaml.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    /// A fresh namespace with a random name.
+    pub fn namespace(&self) -> String {
+        let name = format!("e2e-{}", oidc_operator::credentials::random_base62(8).unwrap().to_lowercase());
+        let out = self.kubectl(&["create", "namespace", &name]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        name
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        let _ = self.apiserver.kill();
+        let _ = self.apiserver.wait();
+        let _ = self.etcd.kill();
+        let _ = self.etcd.wait();
+    }
+}
