@@ -5,6 +5,7 @@
 //! `directory` decide without I/O; `standalone` and `server` do the I/O.
 
 pub mod api;
+pub mod controller;
 pub mod credentials;
 pub mod dev_issuer;
 pub mod directory;

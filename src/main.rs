@@ -30,8 +30,8 @@ enum LogFormat {
 enum Command {
     /// Serve from manifests in a folder, without a cluster (keys and credentials in a state folder).
     Standalone(oidc_operator::standalone::Options),
-    /// Run as a Kubernetes operator (controllers + server).
-    Run,
+    /// Run as a Kubernetes operator: watch the resources, keep Secrets and status, serve.
+    Run(oidc_operator::controller::Options),
     /// DEVELOPMENT ONLY: a loopback OpenID issuer that mints JWTs for trying machine login.
     DevIssuer(oidc_operator::dev_issuer::Options),
     /// Write the CustomResourceDefinitions (one file per kind) into a folder, or print them.
@@ -76,10 +76,7 @@ fn main() -> ExitCode {
     init_logging(cli.log_format);
     let result = match cli.command {
         Command::Crdgen { out, stdout } => crdgen(out, stdout),
-        Command::Run => Err(
-            "`run` (the cluster controller) is not built yet: use `oidc-operator standalone --manifests DIR` for now"
-                .into(),
-        ),
+        Command::Run(options) => oidc_operator::controller::main(options).map_err(|e| e.to_string()),
         Command::Standalone(options) => oidc_operator::standalone::main(options).map_err(|e| e.to_string()),
         Command::DevIssuer(options) => oidc_operator::dev_issuer::main(options).map_err(|e| e.to_string()),
     };

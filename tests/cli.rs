@@ -8,11 +8,11 @@ use std::process::Command;
 const BIN: &str = env!("CARGO_BIN_EXE_oidc-operator");
 
 #[test]
-fn run_says_it_is_not_built_yet() {
-    let out = Command::new(BIN).arg("run").output().unwrap();
+fn run_fails_clearly_without_a_cluster() {
+    let out = Command::new(BIN).args(["run", "--kubeconfig", "/nonexistent/kubeconfig"]).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("not built yet"), "{err}");
+    assert!(err.contains("kubeconfig /nonexistent/kubeconfig"), "{err}");
 }
 
 #[test]

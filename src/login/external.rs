@@ -234,9 +234,13 @@ fn http_client(ca_cert: Option<&str>, allow_http: bool) -> Result<reqwest::Clien
         .map_err(|e| FetchError::Http { url: String::new(), reason: e.to_string() })
 }
 
+/// What discovery documents and JWKS are served as; kube-apiserver answers its JWKS only to
+/// `application/jwk-set+json` (406 otherwise).
+const ACCEPT: &str = "application/json, application/jwk-set+json";
+
 async fn get_json(client: &reqwest::Client, url: &str) -> Result<Value, FetchError> {
     let http = |reason: String| FetchError::Http { url: url.to_owned(), reason };
-    let mut resp = client.get(url).header("accept", "application/json").send().await.map_err(|e| {
+    let mut resp = client.get(url).header("accept", ACCEPT).send().await.map_err(|e| {
         if e.is_builder() && url.starts_with("http://") {
             FetchError::Insecure { url: url.to_owned() }
         } else {
@@ -287,6 +291,38 @@ impl IssuerRegistry {
             map.retain(|k, _| wanted.contains(k));
         }
     }
+}
+
+/// What each issuer's last fetch gave: its `issuer`, or why it failed (absent while the first
+/// fetch runs). Starts background fetches of issuers never fetched or whose keys are older
+/// than [`KEYS_MAX_AGE`]; never waits for them. Drops issuers no identity names.
+pub fn refresh_health(
+    registry: &IssuerRegistry,
+    sources: Vec<IssuerSource>,
+    refetch_interval: i64,
+    now: i64,
+) -> std::collections::BTreeMap<IssuerSource, Result<String, String>> {
+    registry.retain(&sources);
+    let mut health = std::collections::BTreeMap::new();
+    for source in sources {
+        let issuer = registry.get(&source);
+        let keys = issuer.keys();
+        if keys.as_ref().is_none_or(|k| now - k.fetched_at >= KEYS_MAX_AGE) {
+            let task = Arc::clone(&issuer);
+            tokio::spawn(async move {
+                task.refresh(now, refetch_interval).await;
+            });
+        }
+        let state = match (issuer.last_error(), keys) {
+            (Some(e), _) => Some(Err(e.to_string())),
+            (None, Some(k)) => Some(Ok(k.issuer.clone())),
+            (None, None) => None,
+        };
+        if let Some(state) = state {
+            health.insert(source, state);
+        }
+    }
+    health
 }
 
 /// Verifies a token's signature against an issuer's keys: by `kid`, or, without one, against

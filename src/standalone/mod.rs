@@ -6,7 +6,6 @@ pub mod manifests;
 mod report;
 pub mod state;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
@@ -16,10 +15,9 @@ use crate::directory::{self, ExternalUrl, Materials, ObjectKey, SharedDirectory}
 use crate::keys::KeyVersion;
 use crate::keys::ring::KeyPolicy;
 use crate::keys::rotation;
-use crate::login::cidr::Cidr;
-use crate::login::external::{IssuerRegistry, IssuerSource, KEYS_MAX_AGE};
-use crate::server::{self, AppState, Metrics};
-use crate::sessions::{MemoryStore, TokenStore};
+use crate::login::external::IssuerRegistry;
+use crate::server::{self, Metrics};
+use crate::sessions::TokenStore;
 use state::StateDir;
 
 /// Flags of `oidc-operator standalone`.
@@ -31,41 +29,13 @@ pub struct Options {
     /// Folder for generated key material, client credentials and the TLS CA (files are 0600).
     #[arg(long, default_value = ".oidc-operator")]
     pub state: PathBuf,
-    /// Address of the protocol endpoints (port 0 picks a free port).
-    #[arg(long, default_value = "127.0.0.1:8443")]
-    pub listen: SocketAddr,
-    /// Address of /healthz, /readyz and /metrics.
-    #[arg(long, default_value = "127.0.0.1:9464")]
-    pub metrics_listen: SocketAddr,
-    /// URL clients reach the server at (scheme://host:port); derived from --listen when omitted.
-    #[arg(long)]
-    pub external_url: Option<String>,
-    /// Serve plain HTTP (loopback development and tests only).
-    #[arg(long)]
-    pub plain_http: bool,
-    /// PEM certificate chain to serve instead of the generated one (with --tls-key).
-    #[arg(long, requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key of --tls-cert.
-    #[arg(long, requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
     /// How often manifests are checked for changes and keys for due rotations, in milliseconds
     /// (SIGHUP reloads at once).
     #[arg(long, default_value_t = 1000)]
     pub poll_ms: u64,
-    /// Fetch external issuers over plain http too (local trials with `dev-issuer`, tests).
-    #[arg(long)]
-    pub allow_insecure_issuers: bool,
-    /// Least seconds between two fetches of an external issuer's keys when a JWT names an
-    /// unknown kid.
-    #[arg(long, default_value_t = crate::login::external::REFETCH_INTERVAL)]
-    pub issuer_refetch_interval: i64,
-    /// Lifetime of authorization codes in seconds (OpenBao: 300).
-    #[arg(long, default_value_t = crate::oidc::CODE_TTL, value_parser = clap::value_parser!(i64).range(1..=600))]
-    pub code_ttl: i64,
-    /// Proxies (CIDR list) whose X-Forwarded-For header names the caller.
-    #[arg(long, value_delimiter = ',')]
-    pub trusted_proxies: Vec<String>,
+    /// Serving: addresses, TLS, external URL, login and protocol settings.
+    #[command(flatten)]
+    pub serve: server::startup::ServeArgs,
 }
 
 /// Why standalone mode stopped.
@@ -76,19 +46,13 @@ pub enum StandaloneError {
     #[error(transparent)]
     State(#[from] state::StateError),
     #[error(transparent)]
-    Tls(#[from] server::tls::TlsError),
-    #[error("binding {addr}: {reason}")]
-    Bind { addr: SocketAddr, reason: String },
-    #[error("--external-url {0:?} must be scheme://host[:port]")]
-    ExternalUrl(String),
+    Start(#[from] server::startup::StartError),
     #[error("generating key material: {0}")]
     Keys(#[from] crate::keys::KeyError),
     #[error("generating credentials: {0}")]
     Random(#[from] credentials::RandomError),
     #[error("starting the runtime: {0}")]
     Runtime(std::io::Error),
-    #[error("--trusted-proxies: {0}")]
-    TrustedProxies(String),
 }
 
 /// Runs standalone mode until interrupted.
@@ -109,78 +73,19 @@ fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
-async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, StandaloneError> {
-    tokio::net::TcpListener::bind(addr).await.map_err(|e| StandaloneError::Bind { addr, reason: e.to_string() })
-}
-
 async fn run(options: Options) -> Result<(), StandaloneError> {
     if !options.manifests.is_dir() {
         return Err(StandaloneError::Manifests { path: options.manifests.clone(), reason: "is not a folder".into() });
     }
     let state = StateDir::open(&options.state)?;
-    let listener = bind(options.listen).await?;
-    let management = bind(options.metrics_listen).await?;
-    let local =
-        listener.local_addr().map_err(|e| StandaloneError::Bind { addr: options.listen, reason: e.to_string() })?;
-    let mgmt_local = management
-        .local_addr()
-        .map_err(|e| StandaloneError::Bind { addr: options.metrics_listen, reason: e.to_string() })?;
-    let scheme = if options.plain_http { "http" } else { "https" };
-    let external = match &options.external_url {
-        Some(url) => {
-            crate::api::validate::issuer_base(url).map_err(|_| StandaloneError::ExternalUrl(url.clone()))?;
-            ExternalUrl::new(url)
-        }
-        None => {
-            let host = if local.ip().is_unspecified() { "127.0.0.1".to_owned() } else { local.ip().to_string() };
-            let host = if host.contains(':') { format!("[{host}]") } else { host };
-            ExternalUrl::new(&format!("{scheme}://{host}:{}", local.port()))
-        }
-    };
-    let tls = if options.plain_http {
-        None
-    } else {
-        let cert = match (&options.tls_cert, &options.tls_key) {
-            (Some(c), Some(k)) => server::tls::from_files(c, k)?,
-            _ => {
-                let mut hosts = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
-                if let Some(h) = url::Url::parse(external.as_str()).ok().and_then(|u| u.host_str().map(str::to_owned)) {
-                    hosts.push(h.trim_start_matches('[').trim_end_matches(']').to_owned());
-                }
-                if !local.ip().is_unspecified() {
-                    hosts.push(local.ip().to_string());
-                }
-                let (cert, ca) = server::tls::self_signed(&state.tls_dir(), &hosts)?;
-                println!("tls: generated certificate signed by the CA in {}", ca.display());
-                cert
-            }
-        };
-        Some(server::tls::acceptor(&cert)?)
-    };
-
-    let shared = Arc::new(SharedDirectory::default());
-    let metrics = Arc::new(Metrics::default());
-    let trusted_proxies = options
-        .trusted_proxies
-        .iter()
-        .map(|p| Cidr::parse(p))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(StandaloneError::TrustedProxies)?;
-    let issuers = Arc::new(IssuerRegistry::new(options.allow_insecure_issuers));
-    let tokens: Arc<dyn TokenStore> = Arc::new(MemoryStore::default());
-    let app = AppState {
-        directory: Arc::clone(&shared),
-        metrics: Arc::clone(&metrics),
-        issuers: Arc::clone(&issuers),
-        tokens: Arc::clone(&tokens),
-        trusted_proxies: Arc::new(trusted_proxies),
-        refetch_interval: options.issuer_refetch_interval.max(0),
-        code_ttl: options.code_ttl,
-    };
-    tokio::spawn(server::serve(listener, tls, server::api_routes(app.clone())));
-    tokio::spawn(server::serve(management, None, server::management_routes(app)));
-    println!("listening: api={scheme}://{local} metrics=http://{mgmt_local} external-url={}", external.as_str());
-    tracing::info!(api = %local, metrics = %mgmt_local, external = external.as_str(), "standalone server started");
+    let started = server::startup::start(&options.serve, &state.tls_dir(), "standalone").await?;
+    let (shared, metrics, issuers, tokens) = (
+        Arc::clone(&started.app.directory),
+        Arc::clone(&started.app.metrics),
+        Arc::clone(&started.app.issuers),
+        Arc::clone(&started.app.tokens),
+    );
+    let external = started.external;
 
     let mut hangup =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map_err(StandaloneError::Runtime)?;
@@ -287,30 +192,9 @@ impl Shell {
     /// than [`KEYS_MAX_AGE`]) and records what the finished ones gave. Returns whether any
     /// issuer's health changed. Never waits for a fetch.
     fn refresh_issuers(&mut self, now: i64) -> bool {
-        let sources: Vec<IssuerSource> =
-            self.inputs.identities.iter().map(|i| directory::issuer_source(&i.spec)).collect();
-        self.issuers.retain(&sources);
-        let mut health = std::collections::BTreeMap::new();
-        for source in sources {
-            let issuer = self.issuers.get(&source);
-            let keys = issuer.keys();
-            let stale = keys.as_ref().is_none_or(|k| now - k.fetched_at >= KEYS_MAX_AGE);
-            if stale {
-                let refetch = self.options.issuer_refetch_interval.max(1);
-                let task = Arc::clone(&issuer);
-                tokio::spawn(async move {
-                    task.refresh(now, refetch).await;
-                });
-            }
-            let state = match (issuer.last_error(), keys) {
-                (Some(e), _) => Some(Err(e.to_string())),
-                (None, Some(k)) => Some(Ok(k.issuer.clone())),
-                (None, None) => None,
-            };
-            if let Some(state) = state {
-                health.insert(source, state);
-            }
-        }
+        let sources = self.inputs.identities.iter().map(|i| directory::issuer_source(&i.spec)).collect();
+        let refetch = self.options.serve.issuer_refetch_interval.max(1);
+        let health = crate::login::external::refresh_health(&self.issuers, sources, refetch, now);
         let changed = health != self.materials.issuer_health;
         self.materials.issuer_health = health;
         changed

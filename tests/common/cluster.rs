@@ -120,6 +120,11 @@ impl ControlPlane {
         assert!(Instant::now() < deadline, "kube-apiserver not ready in time:\n{}", log("apiserver.log"));
     }
 
+    /// The PEM of the API server's serving certificate (the CA clients trust).
+    pub fn ca_pem(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("certs/apiserver.crt")).unwrap()
+    }
+
     /// Runs kubectl against this control plane.
     pub fn kubectl(&self, args: &[&str]) -> std::process::Output {
         Command::new("kubectl")

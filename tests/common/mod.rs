@@ -37,17 +37,31 @@ pub fn write_manifest(dir: &Path, name: &str, yaml: &str) {
 }
 
 impl Server {
-    /// Starts the binary and waits until it listens and has built its first snapshot.
+    /// Starts `standalone` and waits until it listens and has built its first snapshot.
     pub async fn start(manifests: &Path, state: &Path, extra: &[&str]) -> Server {
+        let mut args = vec!["standalone".to_owned(), "--manifests".to_owned(), manifests.display().to_string()];
+        args.extend(["--state".to_owned(), state.display().to_string(), "--poll-ms".to_owned(), "200".to_owned()]);
+        args.extend(extra.iter().map(|a| a.to_string()));
+        Self::spawn(&args, state).await
+    }
+
+    /// Starts `run` (the operator) against a cluster; `state` holds its log and TLS CA.
+    pub async fn operator(kubeconfig: &Path, state: &Path, extra: &[&str]) -> Server {
+        std::fs::create_dir_all(state).unwrap();
+        let mut args = vec!["run".to_owned(), "--kubeconfig".to_owned(), kubeconfig.display().to_string()];
+        args.extend(["--tls-state".to_owned(), state.join("tls").display().to_string()]);
+        args.extend(extra.iter().map(|a| a.to_string()));
+        Self::spawn(&args, state).await
+    }
+
+    /// Starts the binary with `args` (plus loopback listeners on port 0) and waits until it
+    /// listens and has built its first snapshot.
+    pub async fn spawn(args: &[String], state: &Path) -> Server {
         ensure_crypto();
         let log = std::fs::File::create(state.with_extension("log")).unwrap();
         let mut child = Command::new(BIN)
-            .args(["standalone", "--manifests"])
-            .arg(manifests)
-            .arg("--state")
-            .arg(state)
-            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--poll-ms", "200"])
-            .args(extra)
+            .args(args)
+            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .spawn()
@@ -74,7 +88,7 @@ impl Server {
         server.api = field("api=");
         server.metrics = field("metrics=");
         let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(10));
-        // Trust the CA standalone mode writes (absent when a certificate was given).
+        // Trust the CA the binary writes (absent when a certificate was given).
         if let Ok(ca) = std::fs::read(state.join("tls/ca.crt")) {
             builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap());
         }

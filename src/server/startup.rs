@@ -1,0 +1,136 @@
+//! Starting the servers: the flags both shells share, binding, the external URL, TLS, and the
+//! handlers' shared state.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::{AppState, Metrics, tls};
+use crate::directory::{ExternalUrl, SharedDirectory};
+use crate::login::cidr::Cidr;
+use crate::login::external::IssuerRegistry;
+use crate::sessions::{MemoryStore, TokenStore};
+
+/// Flags of the servers, shared by `standalone` and `run`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address of the protocol endpoints (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub listen: SocketAddr,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    pub metrics_listen: SocketAddr,
+    /// URL clients reach the server at (scheme://host:port); derived from --listen when omitted.
+    #[arg(long)]
+    pub external_url: Option<String>,
+    /// Serve plain HTTP (loopback development and tests only).
+    #[arg(long)]
+    pub plain_http: bool,
+    /// PEM certificate chain to serve instead of the generated one (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Fetch external issuers over plain http too (local trials with `dev-issuer`, tests).
+    #[arg(long)]
+    pub allow_insecure_issuers: bool,
+    /// Least seconds between two fetches of an external issuer's keys when a JWT names an
+    /// unknown kid.
+    #[arg(long, default_value_t = crate::login::external::REFETCH_INTERVAL)]
+    pub issuer_refetch_interval: i64,
+    /// Lifetime of authorization codes in seconds (OpenBao: 300).
+    #[arg(long, default_value_t = crate::oidc::CODE_TTL, value_parser = clap::value_parser!(i64).range(1..=600))]
+    pub code_ttl: i64,
+    /// Proxies (CIDR list) whose X-Forwarded-For header names the caller.
+    #[arg(long, value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
+}
+
+/// Why the servers could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("binding {addr}: {reason}")]
+    Bind { addr: SocketAddr, reason: String },
+    #[error("--external-url {0:?} must be scheme://host[:port]")]
+    ExternalUrl(String),
+    #[error("--trusted-proxies: {0}")]
+    TrustedProxies(String),
+}
+
+/// The running servers' shared state and external URL.
+pub struct Started {
+    pub app: AppState,
+    pub external: ExternalUrl,
+}
+
+async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), StartError> {
+    let err = |e: std::io::Error| StartError::Bind { addr, reason: e.to_string() };
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(err)?;
+    let local = listener.local_addr().map_err(err)?;
+    Ok((listener, local))
+}
+
+/// Binds both listeners, sets up TLS (given files, or a certificate signed by the CA kept in
+/// `tls_dir`), spawns the servers and prints the `listening:` line tests read.
+pub async fn start(args: &ServeArgs, tls_dir: &Path, mode: &str) -> Result<Started, StartError> {
+    let (listener, local) = bind(args.listen).await?;
+    let (management, mgmt_local) = bind(args.metrics_listen).await?;
+    let scheme = if args.plain_http { "http" } else { "https" };
+    let external = match &args.external_url {
+        Some(url) => {
+            crate::api::validate::issuer_base(url).map_err(|_| StartError::ExternalUrl(url.clone()))?;
+            ExternalUrl::new(url)
+        }
+        None => {
+            let host = if local.ip().is_unspecified() { "127.0.0.1".to_owned() } else { local.ip().to_string() };
+            let host = if host.contains(':') { format!("[{host}]") } else { host };
+            ExternalUrl::new(&format!("{scheme}://{host}:{}", local.port()))
+        }
+    };
+    let tls = if args.plain_http {
+        None
+    } else {
+        let cert = match (&args.tls_cert, &args.tls_key) {
+            (Some(c), Some(k)) => tls::from_files(c, k)?,
+            _ => {
+                let mut hosts = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+                if let Some(h) = url::Url::parse(external.as_str()).ok().and_then(|u| u.host_str().map(str::to_owned)) {
+                    hosts.push(h.trim_start_matches('[').trim_end_matches(']').to_owned());
+                }
+                if !local.ip().is_unspecified() {
+                    hosts.push(local.ip().to_string());
+                }
+                std::fs::create_dir_all(tls_dir)
+                    .map_err(|e| tls::TlsError::File { path: tls_dir.to_owned(), reason: e.to_string() })?;
+                let (cert, ca) = tls::self_signed(tls_dir, &hosts)?;
+                println!("tls: generated certificate signed by the CA in {}", ca.display());
+                cert
+            }
+        };
+        Some(tls::acceptor(&cert)?)
+    };
+    let trusted_proxies = args
+        .trusted_proxies
+        .iter()
+        .map(|p| Cidr::parse(p))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(StartError::TrustedProxies)?;
+    let tokens: Arc<dyn TokenStore> = Arc::new(MemoryStore::default());
+    let app = AppState {
+        directory: Arc::new(SharedDirectory::default()),
+        metrics: Arc::new(Metrics::default()),
+        issuers: Arc::new(IssuerRegistry::new(args.allow_insecure_issuers)),
+        tokens,
+        trusted_proxies: Arc::new(trusted_proxies),
+        refetch_interval: args.issuer_refetch_interval.max(0),
+        code_ttl: args.code_ttl,
+    };
+    tokio::spawn(super::serve(listener, tls, super::api_routes(app.clone())));
+    tokio::spawn(super::serve(management, None, super::management_routes(app.clone())));
+    println!("listening: api={scheme}://{local} metrics=http://{mgmt_local} external-url={}", external.as_str());
+    tracing::info!(api = %local, metrics = %mgmt_local, external = external.as_str(), "{mode} server started");
+    Ok(Started { app, external })
+}
