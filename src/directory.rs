@@ -352,12 +352,22 @@ pub fn build(
             continue;
         }
         let policy = KeyPolicy::from(&obj.spec);
+        let users = key_users(inputs, &k);
         let readiness = match (api::validate::key(&obj.spec), keys.get(&k)) {
             (Err(e), _) => invalid(&e),
             (Ok(()), None) => not_ready("KeyMaterialPending", "key material is being generated".into()),
+            // Deleting a key that clients use is held (the operator keeps its finalizer) and
+            // the key keeps signing for them.
+            (Ok(()), Some(_)) if obj.metadata.deletion_timestamp.is_some() && !users.is_empty() => not_ready(
+                "DeletionHeld",
+                format!(
+                    "metadata.deletionTimestamp: deletion is held while OidcClient(s) {} use this key",
+                    users.join(", ")
+                ),
+            ),
             (Ok(()), Some(r)) => Readiness::ready(format!("signing with kid {}", r.current.kid())),
         };
-        let ring = materials.key_rings.get(&k).filter(|_| readiness.ready);
+        let ring = materials.key_rings.get(&k).filter(|_| keys.contains_key(&k));
         statuses.push(key_status(obj, readiness, ring, &policy, now));
     }
 
@@ -575,6 +585,18 @@ pub fn build(
     statuses.sort_by(|a, b| (a.kind, &a.key).cmp(&(b.kind, &b.key)));
     dir.statuses = statuses;
     dir
+}
+
+/// Names of the OidcClients that use a key.
+pub fn key_users(inputs: &Inputs, key: &ObjectKey) -> Vec<String> {
+    let mut users: Vec<String> = inputs
+        .clients
+        .iter()
+        .filter(|c| ObjectKey::new(ObjectKey::of(&c.metadata).namespace, c.spec.key.clone()) == *key)
+        .map(|c| c.metadata.name.clone().unwrap_or_default())
+        .collect();
+    users.sort();
+    users
 }
 
 /// Whether an assignment admits an entity, by entity id or name, or by group id or name.

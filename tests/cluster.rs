@@ -242,6 +242,38 @@ apiVersion: oidc-operator.dev/v1alpha1\nkind: IdentityOidcAuth\nmetadata: {{name
     assert_eq!(raw["groups"], json!(["platform"]));
     assert_eq!(raw["sa"], format!("system:serviceaccount:{ns}:runner"));
 
+    // A restart of the operator keeps every key and client credential byte-identical.
+    let key_data = jsonpath(&cp, &ns, "secret/oidc-key-signing", "{.data}");
+    let creds =
+        |cp: &ControlPlane| jsonpath(cp, &ns, "secret/app-oidc-client", "{.data.client_id} {.data.client_secret}");
+    let creds_before = creds(&cp);
+    let kids_before = common::kids(&operator.jwks(&ns, "main").await);
+    operator.stop();
+    let operator =
+        Server::operator(&cp.kubeconfig, &tmp.path().join("op2"), &["--plain-http", "--issuer-refetch-interval", "1"])
+            .await;
+    let discovery = format!("{}/.well-known/openid-configuration", operator.issuer(&ns, "main"));
+    assert!(operator.wait_status(&discovery, 200, Duration::from_secs(30)).await, "{}", operator.output());
+    assert_eq!(common::kids(&operator.jwks(&ns, "main").await), kids_before);
+    assert_eq!(jsonpath(&cp, &ns, "secret/oidc-key-signing", "{.data}"), key_data);
+    assert_eq!(creds(&cp), creds_before);
+
+    // Deleting a key that a client uses is held, and the key keeps serving.
+    let out = cp.kubectl(&["delete", "-n", &ns, "oidckey/signing", "--wait=false"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let reason = jsonpath(&cp, &ns, "oidckey/signing", "{.status.conditions[?(@.type==\"Ready\")].reason}");
+        if reason == "DeletionHeld" {
+            let msg = jsonpath(&cp, &ns, "oidckey/signing", "{.status.conditions[?(@.type==\"Ready\")].message}");
+            assert!(msg.contains("app"), "{msg}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "deletion not held: {reason:?}\n{}", operator.output());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(common::kids(&operator.jwks(&ns, "main").await), kids_before, "still published");
+
     // References to missing objects: Ready=False naming the field; the rest keeps serving.
     let (ok, err) = cp.apply(
         &ns,
@@ -261,12 +293,16 @@ apiVersion: oidc-operator.dev/v1alpha1\nkind: IdentityOidcAuth\nmetadata: {{name
     }
     assert_eq!(jsonpath(&cp, &ns, "oidcclient/app", "{.status.conditions[?(@.type==\"Ready\")].status}"), "True");
 
-    // Deleting a client removes its Secret.
+    // Deleting a client removes its Secret, and releases the key it held.
     let out = cp.kubectl(&["delete", "-n", &ns, "oidcclient/app", "--wait=true"]);
     assert!(out.status.success());
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while cp.kubectl(&["get", "-n", &ns, "secret/app-oidc-client"]).status.success() {
         assert!(std::time::Instant::now() < deadline, "the client's Secret stayed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    while cp.kubectl(&["get", "-n", &ns, "oidckey/signing"]).status.success() {
+        assert!(std::time::Instant::now() < deadline, "the released key was not deleted");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

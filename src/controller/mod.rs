@@ -30,6 +30,8 @@ use crate::server::{self, startup::ServeArgs};
 
 /// The field manager of everything the operator writes.
 pub const FIELD_MANAGER: &str = "oidc-operator";
+/// Finalizer on OidcKeys: deleting a key that clients still use is held.
+pub const KEY_FINALIZER: &str = "oidc-operator.dev/key-in-use";
 
 /// Flags of `oidc-operator run`.
 #[derive(clap::Args, Debug, Clone)]
@@ -324,9 +326,11 @@ impl Shell {
             }
         }
 
+        self.key_finalizers(&inputs).await;
+
         for st in &dir.statuses {
-            let body = status::body(st, &inputs, &self.external, now);
             let id = (st.kind, st.key.clone());
+            let body = status::body(st, &inputs, self.statuses.get(&id), now);
             if self.statuses.get(&id) == Some(&body) {
                 continue;
             }
@@ -340,6 +344,31 @@ impl Shell {
         self.app.metrics.snapshot_builds.inc();
         self.app.directory.store(dir);
         Ok(())
+    }
+
+    /// Adds the finalizer to every OidcKey; releases a deleted key once no client uses it.
+    async fn key_finalizers(&self, inputs: &Inputs) {
+        for key in &inputs.keys {
+            let k = ObjectKey::of(&key.metadata);
+            let finalizers = key.metadata.finalizers.clone().unwrap_or_default();
+            let has = finalizers.iter().any(|f| f == KEY_FINALIZER);
+            let deleting = key.metadata.deletion_timestamp.is_some();
+            let wanted: Option<Vec<String>> = match (deleting, has) {
+                (false, false) => Some(finalizers.iter().cloned().chain([KEY_FINALIZER.to_owned()]).collect()),
+                (true, true) if directory::key_users(inputs, &k).is_empty() => {
+                    Some(finalizers.iter().filter(|f| *f != KEY_FINALIZER).cloned().collect())
+                }
+                _ => None,
+            };
+            if let Some(list) = wanted {
+                // A merge patch with the resourceVersion: never overwrite a concurrent change.
+                let patch = serde_json::json!({"metadata": {"finalizers": list, "resourceVersion": key.metadata.resource_version}});
+                let api = Api::<OidcKey>::namespaced(self.client.clone(), &k.namespace);
+                if let Err(e) = api.patch(&k.name, &PatchParams::default(), &Patch::Merge(patch)).await {
+                    tracing::debug!(key = %k, error = %e, "finalizer update failed; retrying");
+                }
+            }
+        }
     }
 
     fn secret_differs(&self, wanted: &Secret) -> bool {

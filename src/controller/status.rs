@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::FIELD_MANAGER;
 use crate::api::{IdentityOidcAuth, Kind, OidcAssignment, OidcClient, OidcKey, OidcProvider, OidcScope};
-use crate::directory::{ExternalUrl, Inputs, ObjectKey, ObjectStatus, StatusFacts};
+use crate::directory::{Inputs, ObjectKey, ObjectStatus, StatusFacts};
 use crate::paths::ProviderEndpoint;
 
 fn rfc3339(secs: i64) -> Option<String> {
@@ -32,10 +32,18 @@ fn previous_ready(inputs: &Inputs, kind: Kind, key: &ObjectKey) -> Option<Condit
     }
 }
 
-/// The apply body of an object's status.
-pub fn body(st: &ObjectStatus, inputs: &Inputs, _external: &ExternalUrl, now: i64) -> Value {
+/// The Ready condition of a status body this process wrote.
+fn written_ready(body: &Value) -> Option<Condition> {
+    serde_json::from_value(body.pointer("/status/conditions/0")?.clone()).ok()
+}
+
+/// The apply body of an object's status. `written` is the last body this process wrote for
+/// it (preferred over the watch cache, which may lag), so `lastTransitionTime` only moves
+/// when the status does.
+pub fn body(st: &ObjectStatus, inputs: &Inputs, written: Option<&Value>, now: i64) -> Value {
     let now_time = Time(k8s_openapi::jiff::Timestamp::from_second(now).unwrap_or_default());
-    let condition = st.readiness.condition(st.generation, now_time, previous_ready(inputs, st.kind, &st.key).as_ref());
+    let previous = written.and_then(written_ready).or_else(|| previous_ready(inputs, st.kind, &st.key));
+    let condition = st.readiness.condition(st.generation, now_time, previous.as_ref());
     let mut status = json!({"conditions": [condition]});
     if let Some(g) = st.generation {
         status["observedGeneration"] = g.into();
