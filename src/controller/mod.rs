@@ -341,6 +341,12 @@ impl Shell {
                 Err(e) => tracing::debug!(object = %st.key, error = %e, "status patch failed; retrying"),
             }
         }
+        self.app.metrics.objects.clear();
+        for st in &dir.statuses {
+            let ready = if st.readiness.ready { "True" } else { "False" };
+            let labels = server::metrics::ObjectLabels { kind: st.kind.to_string(), ready: ready.into() };
+            self.app.metrics.objects.get_or_create(&labels).inc();
+        }
         self.app.metrics.snapshot_builds.inc();
         self.app.directory.store(dir);
         Ok(())
