@@ -30,6 +30,8 @@ use crate::server::{self, startup::ServeArgs};
 
 /// The field manager of everything the operator writes.
 pub const FIELD_MANAGER: &str = "oidc-operator";
+/// How many writes (Secrets, status) go to the API server at once.
+const WRITE_CONCURRENCY: usize = 16;
 /// Finalizer on OidcKeys: deleting a key that clients still use is held.
 pub const KEY_FINALIZER: &str = "oidc-operator.dev/key-in-use";
 
@@ -94,7 +96,9 @@ where
     if let Some(l) = labels {
         config = config.labels(l);
     }
-    let stream = reflector::reflector(writer, watcher(api, config).default_backoff());
+    // managedFields are never read here and are most of an object's size: drop them.
+    let events = watcher(api, config).default_backoff().modify(|o| o.meta_mut().managed_fields = None);
+    let stream = reflector::reflector(writer, events);
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
@@ -289,6 +293,7 @@ impl Shell {
         let dir = directory::build(&inputs, &materials, &self.external, now, previous.as_deref());
 
         // Client Secrets (with the issuer of the first provider serving the client).
+        let mut pending_secrets = Vec::new();
         for c in &inputs.clients {
             let key = ObjectKey::of(&c.metadata);
             let Some(creds) = materials.credentials.get(&key) else { continue };
@@ -311,8 +316,18 @@ impl Shell {
                 &content,
             );
             if self.secret_differs(&secret) {
-                self.apply_secret(&key.namespace, secret).await?;
+                pending_secrets.push((key.namespace.clone(), secret));
             }
+        }
+        // Independent writes go out a few at a time rather than one after another.
+        let this = &*self;
+        let results: Vec<Result<(), kube::Error>> = futures::stream::iter(pending_secrets)
+            .map(|(ns, secret)| async move { this.apply_secret(&ns, secret).await })
+            .buffer_unordered(WRITE_CONCURRENCY)
+            .collect()
+            .await;
+        for r in results {
+            r?;
         }
         // Credentials Secrets of deleted clients go with them.
         for s in self.stores.secrets.state() {
@@ -328,17 +343,29 @@ impl Shell {
 
         self.key_finalizers(&inputs).await;
 
+        let mut changed = Vec::new();
         for st in &dir.statuses {
             let id = (st.kind, st.key.clone());
             let body = status::body(st, &inputs, self.statuses.get(&id), now);
-            if self.statuses.get(&id) == Some(&body) {
-                continue;
+            if self.statuses.get(&id) != Some(&body) {
+                changed.push((id, body));
             }
-            match status::patch(&self.client, st.kind, &st.key, body.clone()).await {
+        }
+        let client = &self.client;
+        let written: Vec<_> = futures::stream::iter(changed)
+            .map(|(id, body)| async move {
+                let result = status::patch(client, id.0, &id.1, body.clone()).await;
+                (id, body, result)
+            })
+            .buffer_unordered(WRITE_CONCURRENCY)
+            .collect()
+            .await;
+        for (id, body, result) in written {
+            match result {
                 Ok(()) => {
                     self.statuses.insert(id, body);
                 }
-                Err(e) => tracing::debug!(object = %st.key, error = %e, "status patch failed; retrying"),
+                Err(e) => tracing::debug!(object = %id.1, error = %e, "status patch failed; retrying"),
             }
         }
         self.app.metrics.objects.clear();
