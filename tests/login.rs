@@ -242,7 +242,7 @@ async fn access_tokens_obey_limits_ips_renewal_revocation_and_spec_changes() {
     let extra = |i: &ExternalIssuer| {
         [
             identity("limited", LIMITED, i, "  accessTokenNumUsesLimit: 2\n"),
-            identity("short", SHORT, i, "  accessTokenTTL: 3\n  accessTokenMaxTTL: 4\n"),
+            identity("short", SHORT, i, "  accessTokenTTL: 4\n  accessTokenMaxTTL: 5\n"),
             identity(
                 "fenced",
                 FENCED,
@@ -272,14 +272,16 @@ async fn access_tokens_obey_limits_ips_renewal_revocation_and_spec_changes() {
 
     // Renewal extends by the TTL but never past max TTL from login; then the token expires.
     let (_, short_login) = login(&s.server, SHORT, &jwt).await;
-    assert_eq!(short_login["expiresIn"], 3);
+    assert_eq!(short_login["expiresIn"], 4);
     let short = token_of(&short_login);
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let (status, renewed) = token_op(&s.server, "renew", &short).await;
     assert_eq!(status, 200, "{renewed}");
+    // Times are whole seconds: the login fell in second X, the renewal in X+2 or X+3, so an
+    // uncapped renewal would give 4 s and the cap (X+5) gives 3 or 2.
     let left = renewed["expiresIn"].as_i64().unwrap();
-    assert!((1..=2).contains(&left), "capped by max TTL 4 s from login, not 3 s from now: {renewed}");
-    tokio::time::sleep(Duration::from_millis(2600)).await;
+    assert!((2..=3).contains(&left), "capped by max TTL 5 s from login, not 4 s from now: {renewed}");
+    tokio::time::sleep(Duration::from_millis(3100)).await;
     let (status, body) = lookup(&s.server, &short, "authorization").await;
     assert_eq!((status, body["error"].as_str()), (401, Some("token_expired")));
 
