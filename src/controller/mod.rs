@@ -26,7 +26,7 @@ use crate::credentials;
 use crate::directory::{self, ExternalUrl, Inputs, Materials, ObjectKey};
 use crate::keys::ring::KeyPolicy;
 use crate::keys::{KeyVersion, rotation};
-use crate::server::{self, startup::ServeArgs};
+use crate::server::{self, startup::ServeArgs, unix_now};
 
 /// The field manager of everything the operator writes.
 pub const FIELD_MANAGER: &str = "oidc-operator";
@@ -108,14 +108,6 @@ where
         }
     });
     reader
-}
-
-#[allow(clippy::disallowed_methods)]
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 struct Stores {

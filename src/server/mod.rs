@@ -52,7 +52,7 @@ pub struct AppState {
     pub code_ttl: i64,
 }
 
-/// The one place the server reads the clock.
+/// The one place the shells (server, standalone, operator) read the clock.
 #[allow(clippy::disallowed_methods)]
 pub fn unix_now() -> i64 {
     std::time::SystemTime::now()

@@ -16,7 +16,7 @@ use crate::keys::KeyVersion;
 use crate::keys::ring::KeyPolicy;
 use crate::keys::rotation;
 use crate::login::external::IssuerRegistry;
-use crate::server::{self, Metrics};
+use crate::server::{self, Metrics, unix_now};
 use crate::sessions::TokenStore;
 use state::StateDir;
 
@@ -62,15 +62,6 @@ pub fn main(options: Options) -> Result<(), StandaloneError> {
         .build()
         .map_err(StandaloneError::Runtime)?
         .block_on(run(options))
-}
-
-/// The one place standalone mode reads the clock.
-#[allow(clippy::disallowed_methods)]
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 async fn run(options: Options) -> Result<(), StandaloneError> {
