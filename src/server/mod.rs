@@ -197,17 +197,15 @@ async fn dispatch(
                 ) =>
             {
                 let label = route.endpoint.label();
-                let provider =
-                    state.directory.load().and_then(|d| d.provider(route.namespace, route.provider).cloned());
-                let resp = match provider {
-                    None => {
-                        let msg = format!("no provider {:?} in namespace {:?}", route.provider, route.namespace);
-                        error(StatusCode::NOT_FOUND, "not_found", &msg)
-                    }
-                    Some(provider) => {
+                // One snapshot for the whole request: the provider and everything it refers to.
+                let dir = state.directory.load();
+                let provider = dir.as_ref().and_then(|d| d.provider(route.namespace, route.provider).cloned());
+                let resp = match (dir, provider) {
+                    (Some(dir), Some(provider)) => {
                         let bytes = read_body(body, identity_api::MAX_BODY_BYTES).await;
                         oidc_api::handle(
                             &state,
+                            &dir,
                             &provider,
                             route.endpoint,
                             &method,
@@ -216,6 +214,10 @@ async fn dispatch(
                             bytes.as_deref(),
                             ip,
                         )
+                    }
+                    _ => {
+                        let msg = format!("no provider {:?} in namespace {:?}", route.provider, route.namespace);
+                        error(StatusCode::NOT_FOUND, "not_found", &msg)
                     }
                 };
                 (resp, label)

@@ -7,7 +7,7 @@ use warp::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use warp::reply::Response;
 
 use super::{AppState, json_response, unix_now};
-use crate::directory::ResolvedProvider;
+use crate::directory::{Directory, ResolvedProvider};
 use crate::login::{self, AccessError, Use};
 use crate::oidc::{self, OAuthError};
 use crate::paths::ProviderEndpoint;
@@ -40,6 +40,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 #[allow(clippy::too_many_arguments)]
 pub fn handle(
     state: &AppState,
+    dir: &Directory,
     provider: &ResolvedProvider,
     endpoint: ProviderEndpoint,
     method: &Method,
@@ -51,9 +52,9 @@ pub fn handle(
     let result = match body {
         None => Err(OAuthError::InvalidRequest("the request body is too large".into())),
         Some(body) => match endpoint {
-            ProviderEndpoint::Authorize => authorize(state, provider, method, query, headers, body, ip),
-            ProviderEndpoint::Token => token(state, provider, method, headers, body),
-            _ => userinfo(state, provider, method, headers, body),
+            ProviderEndpoint::Authorize => authorize(state, dir, provider, method, query, headers, body, ip),
+            ProviderEndpoint::Token => token(state, dir, provider, method, headers, body),
+            _ => userinfo(state, dir, provider, method, headers, body),
         },
     };
     match result {
@@ -107,8 +108,10 @@ fn params_of(
     Err(OAuthError::InvalidRequest("the body must be application/x-www-form-urlencoded".into()))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn authorize(
     state: &AppState,
+    dir: &Directory,
     provider: &ResolvedProvider,
     method: &Method,
     query: &str,
@@ -119,18 +122,17 @@ fn authorize(
     if *method != Method::GET && *method != Method::POST {
         return Err(OAuthError::MethodNotAllowed("GET, POST"));
     }
-    let dir = state.directory.load().ok_or_else(|| OAuthError::ServerError("not ready".into()))?;
     let token = super::identity_api::presented_token(headers, None).ok_or_else(|| {
         OAuthError::InvalidToken("an identity access token is required (Authorization: Bearer or X-Vault-Token)".into())
     })?;
     let params = params_of(method, query, headers, body, true)?;
     let now = unix_now();
     let session =
-        login::authenticate(&dir, state.tokens.as_ref(), &token, ip, now, Use::Count).map_err(|e| match e {
+        login::authenticate(dir, state.tokens.as_ref(), &token, ip, now, Use::Count).map_err(|e| match e {
             AccessError::IpNotAllowed => OAuthError::AccessDenied(e.to_string()),
             other => OAuthError::InvalidToken(other.to_string()),
         })?;
-    let grant = oidc::authorize::decide(&dir, provider, &params, &session, now, state.code_ttl)?;
+    let grant = oidc::authorize::decide(dir, provider, &params, &session, now, state.code_ttl)?;
     let code = crate::sessions::new_token().map_err(|_| OAuthError::ServerError("no randomness".into()))?;
     state.tokens.insert_code(token_hash(&code), grant.code);
     let mut body = json!({"code": code});
@@ -142,6 +144,7 @@ fn authorize(
 
 fn token(
     state: &AppState,
+    dir: &Directory,
     provider: &ResolvedProvider,
     method: &Method,
     headers: &HeaderMap,
@@ -150,17 +153,17 @@ fn token(
     if *method != Method::POST {
         return Err(OAuthError::MethodNotAllowed("POST"));
     }
-    let dir = state.directory.load().ok_or_else(|| OAuthError::ServerError("not ready".into()))?;
     let params = params_of(method, "", headers, body, false)?;
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let auth = oidc::token::client_auth(authorization, &params)?;
-    let client = oidc::token::authenticate_client(&dir, provider, &auth)?;
-    let response = oidc::token::exchange(&dir, provider, client, &params, state.tokens.as_ref(), unix_now())?;
+    let client = oidc::token::authenticate_client(dir, provider, &auth)?;
+    let response = oidc::token::exchange(dir, provider, client, &params, state.tokens.as_ref(), unix_now())?;
     Ok(json_response(StatusCode::OK, serde_json::to_string(&response).unwrap_or_default()))
 }
 
 fn userinfo(
     state: &AppState,
+    dir: &Directory,
     provider: &ResolvedProvider,
     method: &Method,
     headers: &HeaderMap,
@@ -169,7 +172,6 @@ fn userinfo(
     if *method != Method::GET && *method != Method::POST {
         return Err(OAuthError::MethodNotAllowed("GET, POST"));
     }
-    let dir = state.directory.load().ok_or_else(|| OAuthError::ServerError("not ready".into()))?;
     let from_header = bearer(headers);
     let from_body = if *method == Method::POST && is_form(headers) {
         oidc::parse_params(body)?.remove("access_token")
@@ -180,6 +182,6 @@ fn userinfo(
         return Err(OAuthError::InvalidRequest("send the access token once (RFC 6750 §2)".into()));
     }
     let token = from_header.map(str::to_owned).or(from_body);
-    let claims = oidc::userinfo::claims_for(&dir, provider, state.tokens.as_ref(), token.as_deref(), unix_now())?;
+    let claims = oidc::userinfo::claims_for(dir, provider, state.tokens.as_ref(), token.as_deref(), unix_now())?;
     Ok(json_response(StatusCode::OK, serde_json::Value::Object(claims).to_string()))
 }
