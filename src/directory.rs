@@ -245,6 +245,19 @@ impl Directory {
         self.namespaces.get(namespace)
     }
 
+    /// The status of one object, if the snapshot holds it.
+    pub fn status(&self, kind: Kind, key: &ObjectKey) -> Option<&ObjectStatus> {
+        let i = self.statuses.binary_search_by(|s| (s.kind, &s.key).cmp(&(kind, key))).ok()?;
+        self.statuses.get(i)
+    }
+
+    /// The issuer of the first provider (by name) serving a client: what its Secret names.
+    pub fn client_issuer(&self, client: &ObjectKey) -> Option<&str> {
+        let view = self.namespace(&client.namespace)?;
+        let served = view.providers.values().filter(|p| p.clients.contains(&client.name));
+        served.min_by(|a, b| a.name.cmp(&b.name)).map(|p| p.issuer.as_str())
+    }
+
     /// The identity with this id, in any namespace.
     pub fn identity_by_id(&self, id: &str) -> Option<&Arc<ResolvedIdentity>> {
         self.identities_by_id.get(id)

@@ -13,6 +13,7 @@ pub mod keys;
 pub mod login;
 pub mod oidc;
 pub mod paths;
+pub mod reconcile;
 pub mod server;
 pub mod sessions;
 pub mod standalone;

@@ -52,12 +52,17 @@ pub struct AppState {
     pub code_ttl: i64,
 }
 
-/// The one place the shells (server, standalone, operator) read the clock.
-#[allow(clippy::disallowed_methods)]
+/// The one place the shells (server, standalone, operator) read the clock, in seconds.
 pub fn unix_now() -> i64 {
+    unix_now_ms().div_euclid(1000)
+}
+
+/// The clock in milliseconds (leases need better than seconds).
+#[allow(clippy::disallowed_methods)]
+pub fn unix_now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }
 

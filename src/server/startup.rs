@@ -73,9 +73,19 @@ async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr),
     Ok((listener, local))
 }
 
-/// Binds both listeners, sets up TLS (given files, or a certificate signed by the CA kept in
-/// `tls_dir`), spawns the servers and prints the `listening:` line tests read.
-pub async fn start(args: &ServeArgs, tls_dir: &Path, mode: &str) -> Result<Started, StartError> {
+/// Where the CA of the self-signed serving certificate is kept.
+pub enum CaSource<'a> {
+    /// A folder (standalone mode): `ca.crt` and `ca.key`.
+    Dir(&'a Path),
+    /// Already loaded by the caller (the operator keeps it in a Secret).
+    Loaded(tls::CaPem),
+    /// No self-signed certificate is made (plain HTTP, or a certificate is given).
+    NotNeeded,
+}
+
+/// Binds both listeners, sets up TLS (given files, or a certificate signed by the kept CA),
+/// spawns the servers and prints the `listening:` line tests read.
+pub async fn start(args: &ServeArgs, ca: CaSource<'_>, mode: &str) -> Result<Started, StartError> {
     let (listener, local) = bind(args.listen).await?;
     let (management, mgmt_local) = bind(args.metrics_listen).await?;
     let scheme = if args.plain_http { "http" } else { "https" };
@@ -103,11 +113,16 @@ pub async fn start(args: &ServeArgs, tls_dir: &Path, mode: &str) -> Result<Start
                 if !local.ip().is_unspecified() {
                     hosts.push(local.ip().to_string());
                 }
-                std::fs::create_dir_all(tls_dir)
-                    .map_err(|e| tls::TlsError::File { path: tls_dir.to_owned(), reason: e.to_string() })?;
-                let (cert, ca) = tls::self_signed(tls_dir, &hosts)?;
-                println!("tls: generated certificate signed by the CA in {}", ca.display());
-                cert
+                let ca = match ca {
+                    CaSource::Dir(dir) => {
+                        let ca = tls::ca_in_dir(dir)?;
+                        println!("tls: generated certificate signed by the CA in {}", dir.join("ca.crt").display());
+                        ca
+                    }
+                    CaSource::Loaded(ca) => ca,
+                    CaSource::NotNeeded => return Err(tls::TlsError::Empty("--tls-cert".into()).into()),
+                };
+                ca.issue(&hosts)?
             }
         };
         Some(tls::acceptor(&cert)?)

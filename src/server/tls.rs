@@ -1,5 +1,5 @@
-//! HTTPS: a user-provided certificate, or a CA kept in the state folder that signs a fresh
-//! leaf certificate at every start.
+//! HTTPS: a user-provided certificate, or a kept CA (a state folder in standalone mode, a
+//! Secret for the operator) that signs a fresh leaf certificate at every start.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -34,46 +34,65 @@ pub struct CertifiedKey {
     pub key_pem: String,
 }
 
-fn ca_params() -> Result<CertificateParams, rcgen::Error> {
+fn ca_params(common_name: &str) -> Result<CertificateParams, rcgen::Error> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    params.distinguished_name.push(DnType::CommonName, "oidc-operator standalone CA");
+    params.distinguished_name.push(DnType::CommonName, common_name);
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     params.not_before = rcgen::date_time_ymd(2025, 1, 1);
     params.not_after = rcgen::date_time_ymd(2045, 1, 1);
     Ok(params)
 }
 
-/// Loads the CA from `dir` (making it on first use), writes `ca.crt` for clients to trust, and
-/// issues a leaf certificate for `hosts`. Returns the leaf and the CA certificate's path.
-pub fn self_signed(dir: &Path, hosts: &[String]) -> Result<(CertifiedKey, PathBuf), TlsError> {
-    let (ca_crt, ca_key) = (dir.join("ca.crt"), dir.join("ca.key"));
-    let key = if ca_crt.exists() && ca_key.exists() {
-        let pem = std::fs::read_to_string(&ca_key).map_err(|e| file_err(&ca_key, e))?;
-        KeyPair::from_pem(&pem)?
-    } else {
+/// A CA certificate and its private key, PEM: what signs the serving certificate when no
+/// certificate is given. Standalone keeps it in its state folder, the operator in a Secret.
+#[derive(Clone)]
+pub struct CaPem {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl CaPem {
+    /// A new CA (P-256, valid until 2045).
+    pub fn generate(common_name: &str) -> Result<CaPem, TlsError> {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-        let cert = ca_params()?.self_signed(&key)?;
-        write_private_bytes(&ca_key, key.serialize_pem().as_bytes()).map_err(|e| file_err(&ca_key, e))?;
-        std::fs::write(&ca_crt, cert.pem()).map_err(|e| file_err(&ca_crt, e))?;
-        key
-    };
-    let issuer = Issuer::new(ca_params()?, key);
-    let mut params = CertificateParams::new(Vec::<String>::new())?;
-    params.distinguished_name.push(DnType::CommonName, "oidc-operator");
-    for host in hosts {
-        let san = match host.parse::<IpAddr>() {
-            Ok(ip) => SanType::IpAddress(ip),
-            Err(_) => SanType::DnsName(host.as_str().try_into()?),
-        };
-        if !params.subject_alt_names.contains(&san) {
-            params.subject_alt_names.push(san);
-        }
+        let cert = ca_params(common_name)?.self_signed(&key)?;
+        Ok(CaPem { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
     }
-    let leaf_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-    let leaf = params.signed_by(&leaf_key, &issuer)?;
-    let ca_pem = std::fs::read_to_string(&ca_crt).map_err(|e| file_err(&ca_crt, e))?;
-    Ok((CertifiedKey { chain_pem: format!("{}{}", leaf.pem(), ca_pem), key_pem: leaf_key.serialize_pem() }, ca_crt))
+
+    /// Issues a fresh leaf certificate for `hosts`; the chain ends with the CA certificate.
+    pub fn issue(&self, hosts: &[String]) -> Result<CertifiedKey, TlsError> {
+        let issuer = Issuer::new(ca_params("oidc-operator CA")?, KeyPair::from_pem(&self.key_pem)?);
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name.push(DnType::CommonName, "oidc-operator");
+        for host in hosts {
+            let san = match host.parse::<IpAddr>() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName(host.as_str().try_into()?),
+            };
+            if !params.subject_alt_names.contains(&san) {
+                params.subject_alt_names.push(san);
+            }
+        }
+        let leaf_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let leaf = params.signed_by(&leaf_key, &issuer)?;
+        Ok(CertifiedKey { chain_pem: format!("{}{}", leaf.pem(), self.cert_pem), key_pem: leaf_key.serialize_pem() })
+    }
+}
+
+/// Loads the CA kept in `dir` (making it on first use); `ca.crt` is there for clients to trust.
+pub fn ca_in_dir(dir: &Path) -> Result<CaPem, TlsError> {
+    std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e))?;
+    let (ca_crt, ca_key) = (dir.join("ca.crt"), dir.join("ca.key"));
+    if ca_crt.exists() && ca_key.exists() {
+        let key_pem = std::fs::read_to_string(&ca_key).map_err(|e| file_err(&ca_key, e))?;
+        let cert_pem = std::fs::read_to_string(&ca_crt).map_err(|e| file_err(&ca_crt, e))?;
+        return Ok(CaPem { cert_pem, key_pem });
+    }
+    let ca = CaPem::generate("oidc-operator standalone CA")?;
+    write_private_bytes(&ca_key, ca.key_pem.as_bytes()).map_err(|e| file_err(&ca_key, e))?;
+    std::fs::write(&ca_crt, &ca.cert_pem).map_err(|e| file_err(&ca_crt, e))?;
+    Ok(ca)
 }
 
 /// Reads a user-provided certificate chain and key.

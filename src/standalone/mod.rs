@@ -69,7 +69,8 @@ async fn run(options: Options) -> Result<(), StandaloneError> {
         return Err(StandaloneError::Manifests { path: options.manifests.clone(), reason: "is not a folder".into() });
     }
     let state = StateDir::open(&options.state)?;
-    let started = server::startup::start(&options.serve, &state.tls_dir(), "standalone").await?;
+    let started =
+        server::startup::start(&options.serve, server::startup::CaSource::Dir(&state.tls_dir()), "standalone").await?;
     let (shared, metrics, issuers, tokens) = (
         Arc::clone(&started.app.directory),
         Arc::clone(&started.app.metrics),

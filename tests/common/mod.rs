@@ -45,11 +45,10 @@ impl Server {
         Self::spawn(&args, state).await
     }
 
-    /// Starts `run` (the operator) against a cluster; `state` holds its log and TLS CA.
+    /// Starts `run` (the operator) against a cluster; its log goes next to `state`.
     pub async fn operator(kubeconfig: &Path, state: &Path, extra: &[&str]) -> Server {
         std::fs::create_dir_all(state).unwrap();
         let mut args = vec!["run".to_owned(), "--kubeconfig".to_owned(), kubeconfig.display().to_string()];
-        args.extend(["--tls-state".to_owned(), state.join("tls").display().to_string()]);
         args.extend(extra.iter().map(|a| a.to_string()));
         Self::spawn(&args, state).await
     }
@@ -163,8 +162,16 @@ impl Server {
         self.child.id()
     }
 
-    /// Stops the server and waits for it to exit.
+    /// Stops the server as a kubelet does (SIGTERM, then SIGKILL after 10 s) and waits for it.
     pub fn stop(mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

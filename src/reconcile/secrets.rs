@@ -1,5 +1,5 @@
 //! The Secrets the operator owns: key rings and client credentials, encoded and decoded.
-//! Pure: the controller applies what these functions build.
+//! Pure: the controllers apply what these functions build.
 
 use std::collections::BTreeMap;
 
@@ -118,6 +118,12 @@ pub fn owner_label<'a>(secret: &'a Secret, label: &str) -> Option<&'a str> {
     labels.get(label).map(String::as_str)
 }
 
+/// Whether the observed Secret must be (re)written to be `wanted`: missing, other data, or
+/// another owner.
+pub fn needs_write(observed: Option<&Secret>, wanted: &Secret) -> bool {
+    observed.is_none_or(|s| s.data != wanted.data || s.metadata.owner_references != wanted.metadata.owner_references)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,5 +150,11 @@ mod tests {
         assert_eq!(s.metadata.owner_references.unwrap()[0].uid, "uid-1");
         let public = ClientSecretContent { confidential: false, ..content };
         assert!(text(&client_secret("ns", "n", "app", None, &public), "client_secret").is_none());
+        let wanted = client_secret("ns", "n", "app", Some("uid-1"), &content);
+        assert!(needs_write(None, &wanted));
+        assert!(!needs_write(Some(&wanted), &wanted));
+        let public_secret = client_secret("ns", "n", "app", Some("uid-1"), &public);
+        assert!(needs_write(Some(&public_secret), &wanted), "data differs");
+        assert!(needs_write(Some(&client_secret("ns", "n", "app", Some("uid-2"), &content)), &wanted), "owner differs");
     }
 }

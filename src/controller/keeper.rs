@@ -1,0 +1,291 @@
+//! The snapshot keeper: after every change (debounced), at the next rotation time, and when
+//! an external issuer's health changes, it builds the directory from the stores and swaps it
+//! in for the handlers. As leader it also keeps the key rings (created, rotated and pruned by
+//! the pure rotation plan, each written to its Secret before it is used), generates missing
+//! client credentials, removes credentials Secrets of deleted clients, and asks each kind's
+//! controller to reconcile the objects whose outcome changed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::Resource;
+use kube::api::{Api, DeleteParams};
+use kube::runtime::events::{Event, EventType};
+
+use super::Context;
+use super::reconciler::apply_secret;
+use crate::api::{ClientType, IdentityOidcAuth, Kind, OidcAssignment, OidcClient, OidcKey, OidcProvider, OidcScope};
+use crate::credentials;
+use crate::directory::{self, Directory, Inputs, Materials, ObjectKey};
+use crate::keys::ring::KeyPolicy;
+use crate::keys::{KeyVersion, rotation};
+use crate::login::external::IssuerSource;
+use crate::reconcile::secrets;
+use crate::server::{self, unix_now};
+
+/// Changes arriving together are built into one snapshot.
+const DEBOUNCE: Duration = Duration::from_millis(50);
+/// A snapshot is rebuilt at least this often (retired keys leave the JWKS on time).
+const REBUILD_AT_LEAST_EVERY: i64 = 10;
+/// A key ring whose Secret could not be written is retried after this many seconds.
+const RING_RETRY: i64 = 2;
+
+type Health = BTreeMap<IssuerSource, Result<String, String>>;
+
+/// Runs forever.
+pub async fn run(ctx: Arc<Context>) {
+    let mut leading_rx = ctx.leading.clone();
+    let mut views: HashMap<(Kind, ObjectKey), u64> = HashMap::new();
+    let mut was_leading = false;
+    let mut health = Health::new();
+    let mut next_due = 0;
+    let mut dirty = true;
+    loop {
+        let leading = *leading_rx.borrow_and_update();
+        if leading != was_leading {
+            // A new leader reconciles everything once.
+            views.clear();
+            was_leading = leading;
+            dirty = true;
+        }
+        let now = unix_now();
+        let sources = ctx.stores.identity_sources();
+        let fresh = crate::login::external::refresh_health(&ctx.app.issuers, sources, ctx.refetch, now);
+        if fresh != health {
+            health = fresh;
+            dirty = true;
+        }
+        if dirty || now >= next_due {
+            next_due = pass(&ctx, leading, &mut views, &health, now).await;
+            dirty = false;
+        }
+        tokio::select! {
+            _ = ctx.changed.notified() => dirty = true,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = leading_rx.changed() => {}
+        }
+        if dirty {
+            tokio::time::sleep(DEBOUNCE).await;
+        }
+    }
+}
+
+/// One build; returns when the next one is due at the latest.
+async fn pass(
+    ctx: &Context,
+    leading: bool,
+    views: &mut HashMap<(Kind, ObjectKey), u64>,
+    health: &Health,
+    now: i64,
+) -> i64 {
+    let inputs = ctx.stores.inputs();
+    let mut materials = materials(ctx, &inputs);
+    materials.issuer_health = health.clone();
+    let mut next_due = now + REBUILD_AT_LEAST_EVERY;
+    if leading {
+        next_due = next_due.min(keep_rings(ctx, &inputs, &mut materials, now).await);
+        new_credentials(ctx, &inputs, &mut materials);
+        collect_garbage(ctx, &inputs).await;
+    }
+    let previous = ctx.app.directory.load();
+    let dir = directory::build(&inputs, &materials, &ctx.external, now, previous.as_deref());
+    for (key, spec) in directory::required_keys(&inputs) {
+        if let Some(ring) = materials.key_rings.get(&key) {
+            next_due = next_due.min(ring.next_event(&KeyPolicy::from(&spec)));
+        }
+    }
+    if leading {
+        trigger_changed(ctx, &inputs, &dir, views);
+    }
+    ctx.app.metrics.objects.clear();
+    for st in &dir.statuses {
+        let ready = if st.readiness.ready { "True" } else { "False" };
+        let labels = server::metrics::ObjectLabels { kind: st.kind.to_string(), ready: ready.into() };
+        ctx.app.metrics.objects.get_or_create(&labels).inc();
+    }
+    ctx.app.metrics.snapshot_builds.inc();
+    ctx.app.directory.store(dir);
+    next_due.max(now + 1)
+}
+
+/// Materials from the Secrets, overlaid by what this process wrote and the watch has not
+/// shown yet; identity ids are the objects' UIDs.
+fn materials(ctx: &Context, inputs: &Inputs) -> Materials {
+    let mut m = Materials::default();
+    for s in ctx.stores.secrets() {
+        let ns = s.metadata.namespace.clone().unwrap_or_default();
+        if let (Some(key), Some(ring)) = (secrets::owner_label(&s, secrets::KEY_LABEL), secrets::read_key_ring(&s)) {
+            m.key_rings.insert(ObjectKey::new(ns.clone(), key), ring);
+        }
+        if let (Some(client), Some(creds)) =
+            (secrets::owner_label(&s, secrets::CLIENT_LABEL), secrets::read_credentials(&s))
+        {
+            m.credentials.insert(ObjectKey::new(ns, client), creds);
+        }
+    }
+    let written = ctx.written();
+    for (k, v) in &written.materials.key_rings {
+        m.key_rings.insert(k.clone(), v.clone());
+    }
+    for (k, v) in &written.materials.credentials {
+        m.credentials.insert(k.clone(), v.clone());
+    }
+    drop(written);
+    for i in &inputs.identities {
+        if let Some(uid) = &i.metadata.uid {
+            m.identity_ids.insert(ObjectKey::of(&i.metadata), uid.clone());
+        }
+    }
+    m
+}
+
+/// Creates, rotates and prunes key rings; each is in its Secret before the snapshot uses it.
+/// Returns when a ring that could not be written should be tried again.
+async fn keep_rings(ctx: &Context, inputs: &Inputs, materials: &mut Materials, now: i64) -> i64 {
+    let mut retry = i64::MAX;
+    for (key, spec) in directory::required_keys(inputs) {
+        let policy = KeyPolicy::from(&spec);
+        let before = materials.key_rings.get(&key);
+        let had_ring = before.is_some();
+        let ring = match rotation::advance(before, &policy, now, |alg| KeyVersion::generate(alg, now)) {
+            Ok(Some(ring)) => ring,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(key = %key, error = %e, "generating key material failed");
+                retry = retry.min(now + RING_RETRY);
+                continue;
+            }
+        };
+        let written = match secrets::key_secret(&key.namespace, &key.name, &ring) {
+            Ok(secret) => apply_secret(ctx, &key.namespace, secret).await,
+            Err(e) => Err(kube::Error::SerdeError(e)),
+        };
+        if let Err(e) = written {
+            // Never use a ring that is not stored: the old one keeps serving.
+            tracing::warn!(key = %key, error = %e, "writing the key ring failed; retrying");
+            retry = retry.min(now + RING_RETRY);
+            continue;
+        }
+        tracing::info!(key = %key, current_kid = %ring.current.kid, next_kid = %ring.next.kid, "key ring written");
+        ctx.app.metrics.rotations.inc();
+        if had_ring && let Some(obj) = ctx.stores.get::<OidcKey>(&key) {
+            let event = Event {
+                type_: EventType::Normal,
+                reason: "KeyRingUpdated".into(),
+                note: Some(format!("signing with kid {}; next kid {} published", ring.current.kid, ring.next.kid)),
+                action: "Rotate".into(),
+                secondary: None,
+            };
+            if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+                tracing::debug!(key = %key, error = %e, "publishing an Event failed");
+            }
+        }
+        ctx.written().materials.key_rings.insert(key.clone(), ring.clone());
+        materials.key_rings.insert(key, ring);
+    }
+    retry
+}
+
+/// Client credentials are generated once, then kept (the client controller writes them).
+fn new_credentials(ctx: &Context, inputs: &Inputs, materials: &mut Materials) {
+    for c in &inputs.clients {
+        let key = ObjectKey::of(&c.metadata);
+        let confidential = c.spec.client_type == ClientType::Confidential;
+        match credentials::reconcile(materials.credentials.get(&key), c.spec.client_id.as_deref(), confidential) {
+            Ok(Some(creds)) => {
+                ctx.written().materials.credentials.insert(key.clone(), creds.clone());
+                materials.credentials.insert(key, creds);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(client = %key, error = %e, "generating credentials failed"),
+        }
+    }
+}
+
+/// Credentials Secrets of deleted clients, and old Secrets of clients whose `secretName`
+/// changed (once the new one exists), are deleted. Owner references do the same where the
+/// cluster runs a garbage collector.
+async fn collect_garbage(ctx: &Context, inputs: &Inputs) {
+    let clients: HashMap<ObjectKey, &OidcClient> =
+        inputs.clients.iter().map(|c| (ObjectKey::of(&c.metadata), c)).collect();
+    for s in ctx.stores.secrets() {
+        let Some(client) = secrets::owner_label(&s, secrets::CLIENT_LABEL) else { continue };
+        let ns = s.metadata.namespace.clone().unwrap_or_default();
+        let name = s.metadata.name.clone().unwrap_or_default();
+        let key = ObjectKey::new(ns.clone(), client);
+        let stale = match clients.get(&key) {
+            None => true,
+            Some(c) => {
+                let current = c.credentials_name();
+                current != name && ctx.stores.secret(&ns, &current).is_some()
+            }
+        };
+        if !stale {
+            continue;
+        }
+        match Api::<Secret>::namespaced(ctx.client.clone(), &ns).delete(&name, &DeleteParams::default()).await {
+            Ok(_) => tracing::info!(secret = %name, namespace = %ns, "credentials Secret of a removed client deleted"),
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => tracing::debug!(secret = %name, error = %e, "deleting a credentials Secret failed; retrying"),
+        }
+        if !clients.contains_key(&key) {
+            ctx.written().materials.credentials.remove(&key);
+        }
+    }
+}
+
+fn resource_versions(inputs: &Inputs) -> HashMap<(Kind, ObjectKey), &str> {
+    fn add<'a, K: Resource>(out: &mut HashMap<(Kind, ObjectKey), &'a str>, kind: Kind, objs: &'a [K]) {
+        for o in objs {
+            out.insert((kind, ObjectKey::of(o.meta())), o.meta().resource_version.as_deref().unwrap_or_default());
+        }
+    }
+    let mut out = HashMap::new();
+    add(&mut out, Kind::OidcKey, &inputs.keys);
+    add(&mut out, Kind::OidcClient, &inputs.clients);
+    add(&mut out, Kind::OidcScope, &inputs.scopes);
+    add(&mut out, Kind::OidcAssignment, &inputs.assignments);
+    add(&mut out, Kind::OidcProvider, &inputs.providers);
+    add(&mut out, Kind::IdentityOidcAuth, &inputs.identities);
+    out
+}
+
+/// Triggers the controllers for objects whose outcome changed since the last snapshot: the
+/// object itself (resourceVersion), its status, and for a client its Secret and issuer.
+fn trigger_changed(ctx: &Context, inputs: &Inputs, dir: &Directory, views: &mut HashMap<(Kind, ObjectKey), u64>) {
+    let versions = resource_versions(inputs);
+    let clients: HashMap<ObjectKey, &OidcClient> =
+        inputs.clients.iter().map(|c| (ObjectKey::of(&c.metadata), c)).collect();
+    let mut seen = HashMap::with_capacity(dir.statuses.len());
+    for st in &dir.statuses {
+        let id = (st.kind, st.key.clone());
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        format!("{:?}{:?}{:?}", st.generation, st.readiness, st.facts).hash(&mut h);
+        versions.get(&id).hash(&mut h);
+        if let Some(c) = clients.get(&st.key).filter(|_| st.kind == Kind::OidcClient) {
+            dir.client_issuer(&st.key).hash(&mut h);
+            let secret = ctx.stores.secret(&st.key.namespace, &c.credentials_name());
+            secret.and_then(|s| s.metadata.resource_version.clone()).hash(&mut h);
+        }
+        let view = h.finish();
+        if views.get(&id) != Some(&view) {
+            match st.kind {
+                Kind::OidcKey => ctx.stores.trigger::<OidcKey>(&st.key),
+                Kind::OidcClient => ctx.stores.trigger::<OidcClient>(&st.key),
+                Kind::OidcScope => ctx.stores.trigger::<OidcScope>(&st.key),
+                Kind::OidcAssignment => ctx.stores.trigger::<OidcAssignment>(&st.key),
+                Kind::OidcProvider => ctx.stores.trigger::<OidcProvider>(&st.key),
+                Kind::IdentityOidcAuth => ctx.stores.trigger::<IdentityOidcAuth>(&st.key),
+            }
+        }
+        seen.insert(id, view);
+    }
+    *views = seen;
+    // Forget what was written for objects that are gone.
+    let mut written = ctx.written();
+    written.statuses.retain(|id, _| views.contains_key(id));
+    written.failures.retain(|id, _| views.contains_key(id));
+}

@@ -1,0 +1,167 @@
+//! What each kind's controller does for one object: the finalizer of a key, the Secret of a
+//! client, and for every kind the status (written only when it changed) and an Event when
+//! `Ready` changes. Only the leader writes. Decisions come from `reconcile/` and the snapshot.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use serde_json::Value;
+
+use super::stores::Managed;
+use super::{Context, FIELD_MANAGER};
+use crate::api::{ClientType, Kind, OidcClient, OidcKey};
+use crate::directory::{Directory, ObjectKey};
+use crate::reconcile::{key, secrets, status};
+use crate::server::unix_now;
+
+/// A write the API server did not take; retried with backoff.
+#[derive(Debug, thiserror::Error)]
+#[error("{kind} {object}: writing {what}: {source}")]
+pub struct ReconcileError {
+    kind: Kind,
+    object: ObjectKey,
+    what: &'static str,
+    source: kube::Error,
+}
+
+fn failed(kind: Kind, object: &ObjectKey, what: &'static str) -> impl FnOnce(kube::Error) -> ReconcileError {
+    let object = object.clone();
+    move |source| ReconcileError { kind, object, what, source }
+}
+
+/// Reconciles one object of kind `K`.
+pub async fn reconcile<K: Managed>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    if !ctx.leading() {
+        return Ok(Action::await_change());
+    }
+    let key = ObjectKey::of(obj.meta());
+    // The snapshot keeper triggers again once a snapshot exists.
+    let Some(dir) = ctx.app.directory.load() else { return Ok(Action::await_change()) };
+    match K::KIND {
+        Kind::OidcKey => key_finalizer(&ctx, &key).await?,
+        Kind::OidcClient => client_secret(&ctx, &dir, &key).await?,
+        _ => {}
+    }
+    write_status(&*obj, &key, &dir, &ctx).await?;
+    ctx.written().failures.remove(&(K::KIND, key));
+    // An invalid spec waits for a change too: the snapshot keeper triggers on every change.
+    Ok(Action::await_change())
+}
+
+/// Retries a failed write with exponential backoff per object: 0.5 s, 1 s, 2 s, ... 5 min.
+pub fn error_policy<K: Managed>(obj: Arc<K>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+    let id = (K::KIND, ObjectKey::of(obj.meta()));
+    let mut written = ctx.written();
+    let n = written.failures.entry(id).or_insert(0);
+    *n = n.saturating_add(1);
+    let delay = Duration::from_millis(500u64.saturating_mul(1 << (*n - 1).min(10))).min(Duration::from_secs(300));
+    tracing::warn!(error = %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// Adds the finalizer to a key, or releases a deleted key once no client signs with it.
+async fn key_finalizer(ctx: &Context, k: &ObjectKey) -> Result<(), ReconcileError> {
+    let Some(obj) = ctx.stores.get::<OidcKey>(k) else { return Ok(()) };
+    let Some(list) = key::finalizers(&obj.metadata, &ctx.stores.clients_using(k)) else { return Ok(()) };
+    // A merge patch carrying the resourceVersion never overwrites a concurrent change.
+    let patch = serde_json::json!({"metadata": {"finalizers": list, "resourceVersion": obj.metadata.resource_version}});
+    let api = Api::<OidcKey>::namespaced(ctx.client.clone(), &k.namespace);
+    match api.patch(&k.name, &PatchParams::default(), &Patch::Merge(patch)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(failed(Kind::OidcKey, k, "finalizers")(e)),
+    }
+}
+
+/// Writes a client's credentials Secret when it is missing or stale.
+async fn client_secret(ctx: &Context, dir: &Directory, k: &ObjectKey) -> Result<(), ReconcileError> {
+    let Some(client) = ctx.stores.get::<OidcClient>(k) else { return Ok(()) };
+    let name = client.credentials_name();
+    let observed = ctx.stores.secret(&k.namespace, &name);
+    let overlay = ctx.written().materials.credentials.get(k).cloned();
+    let Some(creds) = overlay.or_else(|| observed.as_deref().and_then(secrets::read_credentials)) else {
+        return Ok(());
+    };
+    let content = secrets::ClientSecretContent {
+        credentials: &creds,
+        confidential: client.spec.client_type == ClientType::Confidential,
+        issuer: dir.client_issuer(k),
+        ca_bundle: ctx.ca_bundle.as_deref(),
+    };
+    let wanted = secrets::client_secret(&k.namespace, &name, &k.name, client.metadata.uid.as_deref(), &content);
+    if secrets::needs_write(observed.as_deref(), &wanted) {
+        apply_secret(ctx, &k.namespace, wanted).await.map_err(failed(Kind::OidcClient, k, "credentials Secret"))?;
+    }
+    Ok(())
+}
+
+/// Server-side apply of a Secret with the operator's field manager.
+pub async fn apply_secret(ctx: &Context, namespace: &str, secret: Secret) -> Result<(), kube::Error> {
+    let name = secret.metadata.name.clone().unwrap_or_default();
+    let mut body = serde_json::to_value(&secret).map_err(kube::Error::SerdeError)?;
+    body["apiVersion"] = "v1".into();
+    body["kind"] = "Secret".into();
+    Api::<Secret>::namespaced(ctx.client.clone(), namespace)
+        .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(body))
+        .await
+        .map(drop)
+}
+
+fn fingerprint(v: &Value) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    v.to_string().hash(&mut h);
+    h.finish()
+}
+
+/// Writes the object's status from the snapshot when it differs, and announces a change of
+/// `Ready` with an Event (reason and message only: never key material or secrets).
+async fn write_status<K: Managed>(
+    obj: &K,
+    k: &ObjectKey,
+    dir: &Directory,
+    ctx: &Context,
+) -> Result<(), ReconcileError> {
+    let Some(st) = dir.status(K::KIND, k) else { return Ok(()) };
+    let current = serde_json::to_value(obj).ok().and_then(|mut v| v.get_mut("status").map(Value::take));
+    let id = (K::KIND, k.clone());
+    let written = ctx.written().statuses.get(&id).cloned();
+    // What this process wrote last is newer than a watch cache that may lag behind it.
+    let previous = written.as_ref().map(|w| w.1.clone()).or_else(|| status::ready_condition(current.as_ref()));
+    let desired = status::desired(st, previous.as_ref(), unix_now());
+    let print = fingerprint(&desired);
+    let Some(condition) = status::ready_condition(Some(&desired)) else { return Ok(()) };
+    if written.as_ref().is_some_and(|w| w.0 == print) {
+        return Ok(());
+    }
+    if status::matches(current.as_ref(), &desired) {
+        ctx.written().statuses.insert(id, (print, condition));
+        return Ok(());
+    }
+    let api = Api::<K>::namespaced(ctx.client.clone(), &k.namespace);
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    match api.patch_status(&k.name, &params, &Patch::Apply(status::apply_body(K::KIND, desired))).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
+        Err(e) => return Err(failed(K::KIND, k, "status")(e)),
+    }
+    if let Some(t) = status::transition(previous.as_ref(), &condition) {
+        let event = Event {
+            type_: if t.warning { EventType::Warning } else { EventType::Normal },
+            reason: t.reason,
+            note: Some(t.note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+            tracing::debug!(object = %k, error = %e, "publishing an Event failed");
+        }
+    }
+    tracing::debug!(kind = %K::KIND, object = %k, ready = %condition.status, "status written");
+    ctx.written().statuses.insert(id, (print, condition));
+    Ok(())
+}
