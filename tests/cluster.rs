@@ -306,3 +306,214 @@ apiVersion: oidc-operator.dev/v1alpha1\nkind: IdentityOidcAuth\nmetadata: {{name
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Waits until every object is Ready (kubectl wait), or fails with their conditions.
+fn wait_ready(cp: &ControlPlane, ns: &str, objects: &[&str], operator: &Server) {
+    let mut args = vec!["wait", "-n", ns, "--for=condition=Ready", "--timeout=60s"];
+    args.extend_from_slice(objects);
+    let out = cp.kubectl(&args);
+    if !out.status.success() {
+        let all = cp.kubectl(&["get", "-n", ns, "oidc", "-o", "yaml"]);
+        panic!(
+            "not Ready: {}\n{}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&all.stdout),
+            operator.output()
+        );
+    }
+}
+
+/// Polls `check` every 200 ms until it holds, for at most `secs` seconds.
+async fn eventually(secs: u64, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while !check() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+const SIGNING_SET: &str = "apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcKey\nmetadata: {name: signing}\nspec: {algorithm: ES256, allowedClients: [\"*\"]}\n---\n\
+apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcClient\nmetadata: {name: app}\nspec: {key: signing, redirectUris: [\"https://app.example/cb\"], assignments: [allow_all]}\n---\n\
+apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcProvider\nmetadata: {name: main}\nspec: {allowedClients: [\"*\"]}\n";
+
+fn client(name: &str) -> String {
+    format!(
+        "apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcClient\nmetadata: {{name: {name}}}\nspec: {{key: signing, redirectUris: [\"https://app.example/cb\"], assignments: [allow_all]}}\n"
+    )
+}
+
+/// kube-apiserver stopped while the operator runs: the operator keeps serving from its
+/// snapshot, catches up once the API server is back, and no key is lost or replaced.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_operator_keeps_serving_while_the_api_server_is_down_and_catches_up() {
+    let mut cp = tokio::task::spawn_blocking(ControlPlane::start).await.unwrap();
+    let ns = cp.namespace();
+    let tmp = tempfile::tempdir().unwrap();
+    let operator = Server::operator(&cp.kubeconfig, &tmp.path().join("op"), &["--plain-http"]).await;
+    let (ok, err) = cp.apply(&ns, SIGNING_SET);
+    assert!(ok, "{err}");
+    wait_ready(&cp, &ns, &["oidckey/signing", "oidcclient/app", "oidcprovider/main"], &operator);
+    let key_data = jsonpath(&cp, &ns, "secret/oidc-key-signing", "{.data}");
+    let creds = jsonpath(&cp, &ns, "secret/app-oidc-client", "{.data}");
+    let kids = common::kids(&operator.jwks(&ns, "main").await);
+    let discovery = format!("{}/.well-known/openid-configuration", operator.issuer(&ns, "main"));
+
+    // Down for longer than the lease's renew deadline (10 s): the operator stops writing but
+    // keeps serving discovery, JWKS and readiness from its snapshot.
+    cp.stop_apiserver();
+    let down = std::time::Instant::now();
+    while down.elapsed() < Duration::from_secs(12) {
+        assert_eq!(operator.get_json(&discovery).await.0, 200, "discovery while the API server is down");
+        assert_eq!(common::kids(&operator.jwks(&ns, "main").await), kids, "JWKS while the API server is down");
+        let ready = reqwest::get(format!("{}/readyz", operator.metrics)).await.unwrap().status().as_u16();
+        assert_eq!(ready, 200);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tokio::task::block_in_place(|| cp.start_apiserver());
+
+    // It catches up: a client applied after the restart becomes Ready with its Secret.
+    let (ok, err) = cp.apply(&ns, &client("late"));
+    assert!(ok, "{err}");
+    wait_ready(&cp, &ns, &["oidcclient/late"], &operator);
+    assert!(!jsonpath(&cp, &ns, "secret/late-oidc-client", "{.data.client_id}").is_empty());
+    assert_eq!(jsonpath(&cp, &ns, "secret/oidc-key-signing", "{.data}"), key_data, "key material kept");
+    assert_eq!(jsonpath(&cp, &ns, "secret/app-oidc-client", "{.data}"), creds, "credentials kept");
+    assert_eq!(common::kids(&operator.jwks(&ns, "main").await), kids);
+}
+
+/// A rotation that falls while the operator is stopped: the key that signs after the restart
+/// is the one published before it, and its successor is published at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotation_across_an_operator_restart_publishes_the_next_key_before_use() {
+    let cp = tokio::task::spawn_blocking(ControlPlane::start).await.unwrap();
+    let ns = cp.namespace();
+    let tmp = tempfile::tempdir().unwrap();
+    let operator = Server::operator(&cp.kubeconfig, &tmp.path().join("op"), &["--plain-http"]).await;
+    let set = SIGNING_SET
+        .replace(
+            "spec: {algorithm: ES256, allowedClients: [\"*\"]}",
+            "spec: {algorithm: ES256, allowedClients: [\"*\"], rotationPeriod: 1m, verificationTTL: 1m}",
+        )
+        .replace("assignments: [allow_all]}", "assignments: [allow_all], idTokenTTL: 1m}");
+    let (ok, err) = cp.apply(&ns, &set);
+    assert!(ok, "{err}");
+    wait_ready(&cp, &ns, &["oidckey/signing", "oidcclient/app", "oidcprovider/main"], &operator);
+    let current = jsonpath(&cp, &ns, "oidckey/signing", "{.status.currentKid}");
+    let next = jsonpath(&cp, &ns, "oidckey/signing", "{.status.nextKid}");
+    let due = jsonpath(&cp, &ns, "oidckey/signing", "{.status.nextRotation}");
+    let published_before = common::kids(&operator.jwks(&ns, "main").await);
+    assert!(published_before.contains(&current) && published_before.contains(&next), "{published_before:?}");
+    operator.stop();
+
+    // Stay stopped until the rotation is past due.
+    let due: k8s_openapi::jiff::Timestamp = due.parse().unwrap();
+    loop {
+        let now = k8s_openapi::jiff::Timestamp::now();
+        if now > due + k8s_openapi::jiff::SignedDuration::from_secs(2) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let operator = Server::operator(&cp.kubeconfig, &tmp.path().join("op2"), &["--plain-http"]).await;
+    let mut rotated = false;
+    for _ in 0..150 {
+        let published = common::kids(&operator.jwks(&ns, "main").await);
+        // Whatever signs now was published before the restart.
+        let signing = jsonpath(&cp, &ns, "oidckey/signing", "{.status.currentKid}");
+        assert!(published_before.contains(&signing), "signing with {signing}, published before: {published_before:?}");
+        if published.first() != Some(&current) && published.contains(&next) && published.len() == 3 {
+            assert!(published.contains(&current), "the retired key stays inside its verification window");
+            rotated = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(rotated, "no rotation after the restart\n{}", operator.output());
+    eventually(30, "the status to show the rotation", || {
+        jsonpath(&cp, &ns, "oidckey/signing", "{.status.currentKid}") == next
+    })
+    .await;
+    let new_next = jsonpath(&cp, &ns, "oidckey/signing", "{.status.nextKid}");
+    assert!(!published_before.contains(&new_next));
+    assert!(common::kids(&operator.jwks(&ns, "main").await).contains(&new_next), "the new next key is published");
+    // The ring in the Secret holds all three.
+    let ring = jsonpath(&cp, &ns, "secret/oidc-key-signing", "{.data.keyring\\.json}");
+    let ring: Value = serde_json::from_slice(&base64::engine::general_purpose::STANDARD.decode(ring).unwrap()).unwrap();
+    assert_eq!(ring["current"]["kid"], next.as_str());
+    assert_eq!(ring["next"]["kid"], new_next.as_str());
+    assert_eq!(ring["retired"][0]["version"]["kid"], current.as_str(), "the retired key is kept");
+}
+
+/// Two replicas: one leads (holds the Lease and writes), both serve the same keys under the
+/// same CA (kept in a Secret); when the leader stops, the other takes over and writes.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_elect_one_writer_share_the_ca_and_fail_over() {
+    let cp = tokio::task::spawn_blocking(ControlPlane::start).await.unwrap();
+    let ns = cp.namespace();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut one = Server::operator(&cp.kubeconfig, &tmp.path().join("one"), &["--identity", "op-one"]).await;
+    let ca_b64 = jsonpath(&cp, "default", "secret/oidc-operator-ca", "{.data.ca\\.crt}");
+    let ca = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(ca_b64).unwrap()).unwrap();
+    assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"), "{ca}");
+    one.trust(&ca);
+    eventually(20, "op-one to hold the lease", || {
+        jsonpath(&cp, "default", "lease/oidc-operator", "{.spec.holderIdentity}") == "op-one"
+    })
+    .await;
+    let mut two = Server::operator(&cp.kubeconfig, &tmp.path().join("two"), &["--identity", "op-two"]).await;
+    two.trust(&ca);
+    let (ok, err) = cp.apply(&ns, SIGNING_SET);
+    assert!(ok, "{err}");
+    wait_ready(&cp, &ns, &["oidckey/signing", "oidcclient/app", "oidcprovider/main"], &one);
+    // Both serve the same JWKS over HTTPS under the shared CA; the client Secret carries it.
+    let kids = common::kids(&one.jwks(&ns, "main").await);
+    let discovery = format!("{}/.well-known/openid-configuration", two.issuer(&ns, "main"));
+    assert!(two.wait_status(&discovery, 200, Duration::from_secs(20)).await, "{}", two.output());
+    assert_eq!(common::kids(&two.jwks(&ns, "main").await), kids);
+    let secret_ca = jsonpath(&cp, &ns, "secret/app-oidc-client", "{.data.ca\\.crt}");
+    assert_eq!(String::from_utf8(base64::engine::general_purpose::STANDARD.decode(secret_ca).unwrap()).unwrap(), ca);
+    assert_eq!(jsonpath(&cp, "default", "lease/oidc-operator", "{.spec.holderIdentity}"), "op-one");
+    // (issuer and discovery_url name the replica's own port here: no --external-url)
+    let creds = jsonpath(&cp, &ns, "secret/app-oidc-client", "{.data.client_id} {.data.client_secret}");
+
+    // The leader stops (SIGTERM releases the lease): the other takes over and writes.
+    one.stop();
+    eventually(20, "op-two to take the lease", || {
+        jsonpath(&cp, "default", "lease/oidc-operator", "{.spec.holderIdentity}") == "op-two"
+    })
+    .await;
+    let (ok, err) = cp.apply(&ns, &client("after"));
+    assert!(ok, "{err}");
+    wait_ready(&cp, &ns, &["oidcclient/after"], &two);
+    let after = jsonpath(&cp, &ns, "secret/app-oidc-client", "{.data.client_id} {.data.client_secret}");
+    assert_eq!(after, creds, "credentials survive the failover");
+    assert_eq!(common::kids(&two.jwks(&ns, "main").await), kids);
+    // Events name the replica that wrote them: only the leader of the moment.
+    let (ok, err) = cp.apply(&ns, "apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcClient\nmetadata: {name: orphan}\nspec: {key: missing, assignments: [allow_all]}\n");
+    assert!(ok, "{err}");
+    eventually(20, "a Warning Event for the orphan client", || {
+        let out = cp.kubectl(&[
+            "get",
+            "events",
+            "-n",
+            &ns,
+            "--field-selector",
+            "involvedObject.name=orphan",
+            "-o",
+            "jsonpath={range .items[*]}{.type} {.reason} {.reportingInstance} {.note}{.message}{\"\\n\"}{end}",
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines().any(|l| l.starts_with("Warning KeyNotFound op-two spec.key"))
+    })
+    .await;
+    // Events carry reasons and field names, never credentials or key material.
+    let secret_b64 = jsonpath(&cp, &ns, "secret/app-oidc-client", "{.data.client_secret}");
+    let secret = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(secret_b64).unwrap()).unwrap();
+    let events = String::from_utf8(cp.kubectl(&["get", "events", "-n", &ns, "-o", "json"]).stdout).unwrap();
+    assert!(events.contains("KeyNotFound") && !events.contains(&secret) && !events.contains("pkcs8"));
+    // The CA survives restarts: a new replica serves under the same one.
+    let mut three = Server::operator(&cp.kubeconfig, &tmp.path().join("three"), &["--identity", "op-three"]).await;
+    three.trust(&ca);
+    let discovery = format!("{}/.well-known/openid-configuration", three.issuer(&ns, "main"));
+    assert!(three.wait_status(&discovery, 200, Duration::from_secs(20)).await, "{}", three.output());
+}

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 pub struct ControlPlane {
     etcd: Child,
     apiserver: Child,
+    apiserver_cmd: Command,
     _dir: tempfile::TempDir,
     pub url: String,
     pub kubeconfig: PathBuf,
@@ -31,6 +32,11 @@ fn binaries() -> PathBuf {
         "the end-to-end control plane (kube-apiserver, etcd) could not be built; see the message above"
     );
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+fn spawn_apiserver(cmd: &mut Command, log: &Path) -> Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    cmd.stderr(Stdio::from(log)).spawn().expect("starting kube-apiserver")
 }
 
 impl ControlPlane {
@@ -59,7 +65,8 @@ impl ControlPlane {
         let token = oidc_operator::credentials::random_base62(40).unwrap();
         std::fs::write(d.join("tokens.csv"), format!("{token},admin,admin,\"system:masters\"\n")).unwrap();
         let url = format!("https://127.0.0.1:{api_port}");
-        let apiserver = Command::new(bin.join("kube-apiserver"))
+        let mut apiserver_cmd = Command::new(bin.join("kube-apiserver"));
+        apiserver_cmd
             .args(["--etcd-servers", &etcd_url, "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1"])
             .args(["--secure-port", &api_port.to_string(), "--cert-dir"])
             .arg(d.join("certs"))
@@ -71,12 +78,18 @@ impl ControlPlane {
             .arg(d.join("tokens.csv"))
             .args(["--authorization-mode", "RBAC", "--service-cluster-ip-range", "10.0.0.0/24"])
             .args(["--enable-priority-and-fairness=false", "--v", "0"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(d.join("apiserver.log")).unwrap()))
-            .spawn()
-            .expect("starting kube-apiserver");
+            .stdout(Stdio::null());
+        let log = d.join("apiserver.log");
+        let apiserver = spawn_apiserver(&mut apiserver_cmd, &log);
         let kubeconfig = d.join("kubeconfig");
-        let mut cp = ControlPlane { etcd, apiserver, _dir: dir, url: url.clone(), kubeconfig: kubeconfig.clone() };
+        let mut cp = ControlPlane {
+            etcd,
+            apiserver,
+            apiserver_cmd,
+            _dir: dir,
+            url: url.clone(),
+            kubeconfig: kubeconfig.clone(),
+        };
 
         // Wait for the serving certificate, then for /readyz.
         let ca = cp._dir.path().join("certs/apiserver.crt");
@@ -93,20 +106,38 @@ impl ControlPlane {
             ),
         )
         .unwrap();
-        loop {
-            let out = cp.kubectl(&["get", "--raw", "/readyz"]);
-            if out.status.success() {
-                break;
-            }
-            cp.assert_alive(deadline);
-            std::thread::sleep(Duration::from_millis(250));
-        }
+        cp.wait_ready(deadline);
         let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
         let out = cp.kubectl(&["apply", "--server-side", "-f", crds.to_str().unwrap()]);
         assert!(out.status.success(), "applying crds/: {}", String::from_utf8_lossy(&out.stderr));
         let out = cp.kubectl(&["wait", "--for=condition=Established", "crd", "--all", "--timeout=60s"]);
         assert!(out.status.success(), "CRDs not established: {}", String::from_utf8_lossy(&out.stderr));
         cp
+    }
+
+    fn wait_ready(&mut self, deadline: Instant) {
+        loop {
+            let out = self.kubectl(&["get", "--raw", "/readyz"]);
+            if out.status.success() {
+                return;
+            }
+            self.assert_alive(deadline);
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Stops kube-apiserver (etcd keeps the data); `start_apiserver` brings it back on the
+    /// same address with the same certificates and keys.
+    pub fn stop_apiserver(&mut self) {
+        let _ = self.apiserver.kill();
+        let _ = self.apiserver.wait();
+    }
+
+    /// Starts kube-apiserver again and waits until it is ready.
+    pub fn start_apiserver(&mut self) {
+        let log = self._dir.path().join("apiserver.log");
+        self.apiserver = spawn_apiserver(&mut self.apiserver_cmd, &log);
+        self.wait_ready(Instant::now() + Duration::from_secs(90));
     }
 
     fn assert_alive(&mut self, deadline: Instant) {

@@ -124,6 +124,13 @@ impl Server {
     }
 
     /// A client that trusts the server's CA.
+    /// Trusts `ca_pem` from now on (the operator's CA lives in a Secret, not in a file).
+    pub fn trust(&mut self, ca_pem: &str) {
+        let ca = reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap();
+        self.client =
+            reqwest::Client::builder().timeout(Duration::from_secs(10)).add_root_certificate(ca).build().unwrap();
+    }
+
     pub fn client(&self) -> &reqwest::Client {
         &self.client
     }
