@@ -64,7 +64,7 @@ async fn main() {
     .unwrap();
     let mut object = IdentityOidcAuth::new("bench", spec);
     object.metadata.namespace = Some("default".into());
-    let inputs = Inputs { identities: vec![object], ..Inputs::default() };
+    let inputs = Inputs { identities: vec![std::sync::Arc::new(object)], ..Inputs::default() };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let api = format!("http://{addr}");

@@ -29,9 +29,9 @@ const RAW_SECONDS: f64 = 2.0;
 const REDIRECT: &str = "https://app.example/callback";
 const ENTITY: &str = "bench-entity";
 
-fn in_ns<T: kube::Resource<DynamicType = ()>>(mut o: T) -> T {
+fn in_ns<T: kube::Resource<DynamicType = ()>>(mut o: T) -> std::sync::Arc<T> {
     o.meta_mut().namespace = Some("default".into());
-    o
+    std::sync::Arc::new(o)
 }
 
 #[tokio::main]

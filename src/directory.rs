@@ -46,15 +46,16 @@ impl std::fmt::Display for ObjectKey {
     }
 }
 
-/// The declared objects, as read from manifests or reflector stores.
+/// The declared objects, as read from manifests or reflector stores (shared, not copied:
+/// the operator builds a snapshot from its caches after every burst of changes).
 #[derive(Clone, Debug, Default)]
 pub struct Inputs {
-    pub keys: Vec<OidcKey>,
-    pub clients: Vec<OidcClient>,
-    pub scopes: Vec<OidcScope>,
-    pub assignments: Vec<OidcAssignment>,
-    pub providers: Vec<OidcProvider>,
-    pub identities: Vec<IdentityOidcAuth>,
+    pub keys: Vec<Arc<OidcKey>>,
+    pub clients: Vec<Arc<OidcClient>>,
+    pub scopes: Vec<Arc<OidcScope>>,
+    pub assignments: Vec<Arc<OidcAssignment>>,
+    pub providers: Vec<Arc<OidcProvider>>,
+    pub identities: Vec<Arc<IdentityOidcAuth>>,
 }
 
 /// Generated state the shells keep (Secrets on a cluster, files standalone).
@@ -327,7 +328,8 @@ pub fn build(
     };
 
     // Keys: declared ones and built-in defaults.
-    let declared: BTreeMap<ObjectKey, &OidcKey> = inputs.keys.iter().map(|k| (ObjectKey::of(&k.metadata), k)).collect();
+    let declared: BTreeMap<ObjectKey, &OidcKey> =
+        inputs.keys.iter().map(|k| (ObjectKey::of(&k.metadata), &**k)).collect();
     let mut keys: BTreeMap<ObjectKey, Arc<ResolvedKey>> = BTreeMap::new();
     for (key, spec) in required_keys(inputs) {
         let policy = KeyPolicy::from(&spec);
@@ -386,7 +388,7 @@ pub fn build(
 
     // Identities (entities), sorted so an identity id conflict is decided the same way always.
     let mut identities: BTreeMap<ObjectKey, Arc<ResolvedIdentity>> = BTreeMap::new();
-    let mut sorted_identities: Vec<&IdentityOidcAuth> = inputs.identities.iter().collect();
+    let mut sorted_identities: Vec<&IdentityOidcAuth> = inputs.identities.iter().map(|i| &**i).collect();
     sorted_identities.sort_by_key(|i| ObjectKey::of(&i.metadata));
     for obj in sorted_identities {
         let k = ObjectKey::of(&obj.metadata);
@@ -494,7 +496,7 @@ pub fn build(
     }
 
     // Clients, sorted so a client_id conflict is decided the same way every time.
-    let mut sorted_clients: Vec<&OidcClient> = inputs.clients.iter().collect();
+    let mut sorted_clients: Vec<&OidcClient> = inputs.clients.iter().map(|c| &**c).collect();
     sorted_clients.sort_by_key(|c| ObjectKey::of(&c.metadata));
     let mut clients: BTreeMap<ObjectKey, Arc<ResolvedClient>> = BTreeMap::new();
     let mut client_ids: HashMap<(String, String), String> = HashMap::new();
@@ -793,6 +795,11 @@ fn render_provider(
 
 #[cfg(test)]
 mod tests {
+    /// `vec!` of objects as `Inputs` holds them.
+    macro_rules! arcs {
+        ($($x:expr),* $(,)?) => { vec![$(std::sync::Arc::new($x)),*] };
+    }
+
     use super::*;
     use crate::api::{OidcAssignmentSpec, OidcClientSpec, OidcKeySpec, OidcProviderSpec, OidcScopeSpec};
     use crate::keys::ring::KeyRing;
@@ -853,8 +860,8 @@ mod tests {
     #[test]
     fn a_client_without_key_uses_the_builtin_default() {
         let inputs = Inputs {
-            clients: vec![client("app", DEFAULT_KEY, &["allow_all"])],
-            providers: vec![provider("p", &["*"], &[])],
+            clients: arcs![client("app", DEFAULT_KEY, &["allow_all"])],
+            providers: arcs![provider("p", &["*"], &[])],
             ..Inputs::default()
         };
         let keys = required_keys(&inputs);
@@ -875,20 +882,20 @@ mod tests {
     #[test]
     fn missing_references_name_the_field_and_the_rest_keep_serving() {
         let inputs = Inputs {
-            keys: vec![key(
+            keys: arcs![key(
                 "k",
                 OidcKeySpec {
                     allowed_clients: vec!["good".into(), "no-assignment".into()],
                     ..OidcKeySpec::builtin_default()
                 },
             )],
-            clients: vec![
+            clients: arcs![
                 client("good", "k", &["allow_all"]),
                 client("no-key", "missing", &["allow_all"]),
                 client("not-allowed", "k", &["allow_all"]),
                 client("no-assignment", "k", &["ghost"]),
             ],
-            providers: vec![
+            providers: arcs![
                 provider("p", &["*"], &[]),
                 provider("bad-client", &["nope"], &[]),
                 provider("bad-scope", &["*"], &["ghost"]),
@@ -923,7 +930,7 @@ mod tests {
             allowed_clients: vec!["*".into()],
             ..OidcKeySpec::builtin_default()
         };
-        let inputs = Inputs { keys: vec![key("k", spec)], clients: vec![c], ..Inputs::default() };
+        let inputs = Inputs { keys: arcs![key("k", spec)], clients: arcs![c], ..Inputs::default() };
         let dir = build_all(&inputs);
         let r = &status(&dir, Kind::OidcClient, "app").readiness;
         assert_eq!(r.reason, "IdTokenTTLTooLong");
@@ -938,7 +945,7 @@ mod tests {
             OidcScope::new("s", OidcScopeSpec { template: Some("{\"a\": {{nope}}}".into()), description: None }),
             "ns",
         );
-        let inputs = Inputs { keys: vec![key("k", bad_key)], scopes: vec![scope], ..Inputs::default() };
+        let inputs = Inputs { keys: arcs![key("k", bad_key)], scopes: arcs![scope], ..Inputs::default() };
         let dir = build_all(&inputs);
         let r = &status(&dir, Kind::OidcKey, "k").readiness;
         assert_eq!(r.reason, "InvalidSpec");
@@ -950,7 +957,7 @@ mod tests {
 
     #[test]
     fn pending_material_is_reported_not_served() {
-        let inputs = Inputs { clients: vec![client("app", DEFAULT_KEY, &["allow_all"])], ..Inputs::default() };
+        let inputs = Inputs { clients: arcs![client("app", DEFAULT_KEY, &["allow_all"])], ..Inputs::default() };
         let dir = build(&inputs, &Materials::default(), &ExternalUrl::new("https://x"), NOW, None);
         assert_eq!(status(&dir, Kind::OidcClient, "app").readiness.reason, "KeyNotReady");
     }
@@ -961,7 +968,7 @@ mod tests {
         let mut b = client("b", DEFAULT_KEY, &["allow_all"]);
         a.spec.client_id = Some("same".into());
         b.spec.client_id = Some("same".into());
-        let inputs = Inputs { clients: vec![b, a], ..Inputs::default() };
+        let inputs = Inputs { clients: arcs![b, a], ..Inputs::default() };
         let dir = build_all(&inputs);
         assert!(status(&dir, Kind::OidcClient, "a").readiness.ready);
         assert_eq!(status(&dir, Kind::OidcClient, "b").readiness.reason, "ClientIdConflict");
@@ -998,7 +1005,7 @@ mod tests {
 
     #[test]
     fn unchanged_keys_are_not_parsed_again() {
-        let inputs = Inputs { clients: vec![client("app", DEFAULT_KEY, &["allow_all"])], ..Inputs::default() };
+        let inputs = Inputs { clients: arcs![client("app", DEFAULT_KEY, &["allow_all"])], ..Inputs::default() };
         let m = materials(&inputs);
         let ext = ExternalUrl::new("https://x");
         let first = build(&inputs, &m, &ext, NOW, None);

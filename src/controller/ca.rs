@@ -11,7 +11,7 @@ use kube::Client;
 use kube::api::{Api, PostParams};
 
 use crate::reconcile::secrets::MANAGED_BY;
-use crate::server::tls::{CaPem, TlsError};
+use crate::server::tls::{CaPem, OPERATOR_CA, TlsError};
 
 /// Why the CA could not be loaded or stored.
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +33,7 @@ fn read(secret: &Secret, namespace: &str, name: &str) -> Result<CaPem, CaError> 
             .and_then(|b| String::from_utf8(b.0.clone()).ok())
             .ok_or(CaError::Field { namespace: namespace.to_owned(), name: name.to_owned(), field })
     };
-    Ok(CaPem { cert_pem: field("ca.crt")?, key_pem: field("ca.key")? })
+    Ok(CaPem { cert_pem: field("ca.crt")?, key_pem: field("ca.key")?, common_name: OPERATOR_CA })
 }
 
 /// Loads the CA from the Secret, creating both on first use. Two replicas starting together
@@ -44,7 +44,7 @@ pub async fn load_or_create(client: Client, namespace: &str, name: &str) -> Resu
     if let Some(s) = api.get_opt(name).await.map_err(err)? {
         return read(&s, namespace, name);
     }
-    let ca = CaPem::generate("oidc-operator CA")?;
+    let ca = CaPem::generate(OPERATOR_CA)?;
     let secret = Secret {
         metadata: ObjectMeta {
             name: Some(name.to_owned()),

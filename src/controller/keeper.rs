@@ -28,6 +28,8 @@ use crate::server::{self, unix_now};
 
 /// Changes arriving together are built into one snapshot.
 const DEBOUNCE: Duration = Duration::from_millis(50);
+/// The longest wait between a change and its snapshot (when builds are slow).
+const MAX_DEBOUNCE: Duration = Duration::from_secs(1);
 /// A snapshot is rebuilt at least this often (retired keys leave the JWKS on time).
 const REBUILD_AT_LEAST_EVERY: i64 = 10;
 /// A key ring whose Secret could not be written is retried after this many seconds.
@@ -58,8 +60,11 @@ pub async fn run(ctx: Arc<Context>) {
             health = fresh;
             dirty = true;
         }
+        let mut took = Duration::ZERO;
         if dirty || now >= next_due {
+            let started = std::time::Instant::now();
             next_due = pass(&ctx, leading, &mut views, &health, now).await;
+            took = started.elapsed();
             dirty = false;
         }
         tokio::select! {
@@ -68,7 +73,9 @@ pub async fn run(ctx: Arc<Context>) {
             _ = leading_rx.changed() => {}
         }
         if dirty {
-            tokio::time::sleep(DEBOUNCE).await;
+            // Under a flood of changes, building takes most of the time: leave at least twice
+            // a build's time between builds, so the controllers and the API server get the CPU.
+            tokio::time::sleep(DEBOUNCE.max(took * 2).min(MAX_DEBOUNCE)).await;
         }
     }
 }
@@ -210,7 +217,7 @@ fn new_credentials(ctx: &Context, inputs: &Inputs, materials: &mut Materials) {
 /// cluster runs a garbage collector.
 async fn collect_garbage(ctx: &Context, inputs: &Inputs) {
     let clients: HashMap<ObjectKey, &OidcClient> =
-        inputs.clients.iter().map(|c| (ObjectKey::of(&c.metadata), c)).collect();
+        inputs.clients.iter().map(|c| (ObjectKey::of(&c.metadata), &**c)).collect();
     for s in ctx.stores.secrets() {
         let Some(client) = secrets::owner_label(&s, secrets::CLIENT_LABEL) else { continue };
         let ns = s.metadata.namespace.clone().unwrap_or_default();
@@ -238,7 +245,7 @@ async fn collect_garbage(ctx: &Context, inputs: &Inputs) {
 }
 
 fn resource_versions(inputs: &Inputs) -> HashMap<(Kind, ObjectKey), &str> {
-    fn add<'a, K: Resource>(out: &mut HashMap<(Kind, ObjectKey), &'a str>, kind: Kind, objs: &'a [K]) {
+    fn add<'a, K: Resource>(out: &mut HashMap<(Kind, ObjectKey), &'a str>, kind: Kind, objs: &'a [Arc<K>]) {
         for o in objs {
             out.insert((kind, ObjectKey::of(o.meta())), o.meta().resource_version.as_deref().unwrap_or_default());
         }
@@ -258,7 +265,7 @@ fn resource_versions(inputs: &Inputs) -> HashMap<(Kind, ObjectKey), &str> {
 fn trigger_changed(ctx: &Context, inputs: &Inputs, dir: &Directory, views: &mut HashMap<(Kind, ObjectKey), u64>) {
     let versions = resource_versions(inputs);
     let clients: HashMap<ObjectKey, &OidcClient> =
-        inputs.clients.iter().map(|c| (ObjectKey::of(&c.metadata), c)).collect();
+        inputs.clients.iter().map(|c| (ObjectKey::of(&c.metadata), &**c)).collect();
     let mut seen = HashMap::with_capacity(dir.statuses.len());
     for st in &dir.statuses {
         let id = (st.kind, st.key.clone());

@@ -15,7 +15,7 @@ use serde_json::Value;
 use super::stores::Managed;
 use super::{Context, FIELD_MANAGER};
 use crate::api::{ClientType, Kind, OidcClient, OidcKey};
-use crate::directory::{Directory, ObjectKey};
+use crate::directory::{ObjectKey, ObjectStatus};
 use crate::reconcile::{key, secrets, status};
 use crate::server::unix_now;
 
@@ -40,14 +40,20 @@ pub async fn reconcile<K: Managed>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Act
         return Ok(Action::await_change());
     }
     let key = ObjectKey::of(obj.meta());
-    // The snapshot keeper triggers again once a snapshot exists.
-    let Some(dir) = ctx.app.directory.load() else { return Ok(Action::await_change()) };
+    // Take what this object needs from the snapshot and let go of it before any write: a
+    // reconcile waiting on the API server must not keep an old snapshot of every object alive.
+    let (st, issuer) = {
+        let Some(dir) = ctx.app.directory.load() else { return Ok(Action::await_change()) };
+        (dir.status(K::KIND, &key).cloned(), dir.client_issuer(&key).map(str::to_owned))
+    };
+    // Not in the snapshot yet: the snapshot keeper triggers again once it is.
+    let Some(st) = st else { return Ok(Action::await_change()) };
     match K::KIND {
         Kind::OidcKey => key_finalizer(&ctx, &key).await?,
-        Kind::OidcClient => client_secret(&ctx, &dir, &key).await?,
+        Kind::OidcClient => client_secret(&ctx, issuer.as_deref(), &key).await?,
         _ => {}
     }
-    write_status(&*obj, &key, &dir, &ctx).await?;
+    write_status(&*obj, &key, &st, &ctx).await?;
     ctx.written().failures.remove(&(K::KIND, key));
     // An invalid spec waits for a change too: the snapshot keeper triggers on every change.
     Ok(Action::await_change())
@@ -79,7 +85,7 @@ async fn key_finalizer(ctx: &Context, k: &ObjectKey) -> Result<(), ReconcileErro
 }
 
 /// Writes a client's credentials Secret when it is missing or stale.
-async fn client_secret(ctx: &Context, dir: &Directory, k: &ObjectKey) -> Result<(), ReconcileError> {
+async fn client_secret(ctx: &Context, issuer: Option<&str>, k: &ObjectKey) -> Result<(), ReconcileError> {
     let Some(client) = ctx.stores.get::<OidcClient>(k) else { return Ok(()) };
     let name = client.credentials_name();
     let observed = ctx.stores.secret(&k.namespace, &name);
@@ -90,7 +96,7 @@ async fn client_secret(ctx: &Context, dir: &Directory, k: &ObjectKey) -> Result<
     let content = secrets::ClientSecretContent {
         credentials: &creds,
         confidential: client.spec.client_type == ClientType::Confidential,
-        issuer: dir.client_issuer(k),
+        issuer,
         ca_bundle: ctx.ca_bundle.as_deref(),
     };
     let wanted = secrets::client_secret(&k.namespace, &name, &k.name, client.metadata.uid.as_deref(), &content);
@@ -123,10 +129,9 @@ fn fingerprint(v: &Value) -> u64 {
 async fn write_status<K: Managed>(
     obj: &K,
     k: &ObjectKey,
-    dir: &Directory,
+    st: &ObjectStatus,
     ctx: &Context,
 ) -> Result<(), ReconcileError> {
-    let Some(st) = dir.status(K::KIND, k) else { return Ok(()) };
     let current = serde_json::to_value(obj).ok().and_then(|mut v| v.get_mut("status").map(Value::take));
     let id = (K::KIND, k.clone());
     let written = ctx.written().statuses.get(&id).cloned();

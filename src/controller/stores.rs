@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 
 use crate::api::{IdentityOidcAuth, Kind, OidcAssignment, OidcClient, OidcKey, OidcProvider, OidcScope};
 use crate::directory::{Inputs, ObjectKey};
-use crate::reconcile::secrets::MANAGED_BY;
+use crate::reconcile::secrets::{MANAGED_BY, trim_for_cache};
 
 /// The six kinds, as the controllers handle them generically.
 pub trait Managed:
@@ -111,8 +111,9 @@ fn api<K: Resource<DynamicType = (), Scope = NamespaceResourceScope>>(client: &C
     }
 }
 
-/// A reflector store of `K` kept by a task that pokes `changed` on every event.
-fn reflect<K>(api: Api<K>, labels: Option<&str>, changed: Arc<Notify>) -> Store<K>
+/// A reflector store of `K` kept by a task that pokes `changed` on every event. `trim` drops
+/// what the operator never reads before an object enters the cache.
+fn reflect<K>(api: Api<K>, labels: Option<&str>, changed: Arc<Notify>, trim: fn(&mut K)) -> Store<K>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
@@ -121,8 +122,7 @@ where
     if let Some(l) = labels {
         config = config.labels(l);
     }
-    // managedFields are never read here and are most of an object's size: drop them.
-    let events = watcher(api, config).default_backoff().modify(|o| o.meta_mut().managed_fields = None);
+    let events = watcher(api, config).default_backoff().modify(trim);
     let stream = reflector::reflector(writer, events);
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
@@ -136,6 +136,11 @@ where
     reader
 }
 
+/// managedFields are never read here and are most of an object's size.
+fn drop_managed_fields<K: Resource>(o: &mut K) {
+    o.meta_mut().managed_fields = None;
+}
+
 impl Scope {
     /// Starts the watches of one scope.
     pub fn watch(client: &Client, namespace: Option<String>, changed: &Arc<Notify>) -> (Scope, TriggerReceivers) {
@@ -143,13 +148,13 @@ impl Scope {
         let managed = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);
         let (triggers, receivers) = triggers();
         let scope = Scope {
-            keys: reflect(api(client, ns), None, changed.clone()),
-            clients: reflect(api(client, ns), None, changed.clone()),
-            scopes: reflect(api(client, ns), None, changed.clone()),
-            assignments: reflect(api(client, ns), None, changed.clone()),
-            providers: reflect(api(client, ns), None, changed.clone()),
-            identities: reflect(api(client, ns), None, changed.clone()),
-            secrets: reflect(api(client, ns), Some(&managed), changed.clone()),
+            keys: reflect(api(client, ns), None, changed.clone(), drop_managed_fields),
+            clients: reflect(api(client, ns), None, changed.clone(), drop_managed_fields),
+            scopes: reflect(api(client, ns), None, changed.clone(), drop_managed_fields),
+            assignments: reflect(api(client, ns), None, changed.clone(), drop_managed_fields),
+            providers: reflect(api(client, ns), None, changed.clone(), drop_managed_fields),
+            identities: reflect(api(client, ns), None, changed.clone(), drop_managed_fields),
+            secrets: reflect(api(client, ns), Some(&managed), changed.clone(), trim_for_cache),
             namespace,
             triggers,
         };
@@ -186,8 +191,8 @@ pub struct Stores {
     pub scopes: Vec<Scope>,
 }
 
-fn owned<K: Resource<DynamicType = ()> + Clone>(store: &Store<K>, out: &mut Vec<K>) {
-    out.extend(store.state().iter().map(|o| (**o).clone()));
+fn owned<K: Resource<DynamicType = ()> + Clone>(store: &Store<K>, out: &mut Vec<Arc<K>>) {
+    out.extend(store.state());
 }
 
 impl Stores {

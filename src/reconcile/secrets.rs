@@ -118,10 +118,58 @@ pub fn owner_label<'a>(secret: &'a Secret, label: &str) -> Option<&'a str> {
     labels.get(label).map(String::as_str)
 }
 
+/// Annotation the operator's cache puts on a trimmed Secret (never written to the cluster):
+/// the digest of the data and owner references the API server returned.
+pub const OBSERVED_DIGEST: &str = "oidc-operator.dev/observed-digest";
+
+/// A digest of what the operator writes in a Secret: its data and owner references.
+pub fn digest(secret: &Secret) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for (k, v) in secret.data.iter().flatten() {
+        for part in [k.as_bytes(), &v.0] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part);
+        }
+    }
+    for o in secret.metadata.owner_references.iter().flatten() {
+        let flags = [o.controller.map(u8::from), o.block_owner_deletion.map(u8::from)];
+        for part in [o.api_version.as_bytes(), o.kind.as_bytes(), o.name.as_bytes(), o.uid.as_bytes()] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part);
+        }
+        h.update(format!("{flags:?}"));
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Data a cached Secret keeps: what the operator reads back (credentials, key rings).
+const READ_BACK: [&str; 3] = ["client_id", "client_secret", KEYRING];
+
+/// Trims a Secret for the operator's cache: the digest of its content replaces the data the
+/// operator never reads back (issuer, discovery URL, CA bundle) and its owner references, and
+/// metadata it never reads goes. With 10,000 clients this is a good part of the operator's memory.
+pub fn trim_for_cache(secret: &mut Secret) {
+    let digest = digest(secret);
+    let m = &mut secret.metadata;
+    m.owner_references = None;
+    m.managed_fields = None;
+    m.creation_timestamp = None;
+    m.uid = None;
+    m.annotations = Some(BTreeMap::from([(OBSERVED_DIGEST.to_owned(), digest)]));
+    if let Some(data) = secret.data.as_mut() {
+        data.retain(|k, _| READ_BACK.contains(&k.as_str()));
+    }
+}
+
 /// Whether the observed Secret must be (re)written to be `wanted`: missing, other data, or
-/// another owner.
+/// another owner. A trimmed (cached) Secret is compared by digest.
 pub fn needs_write(observed: Option<&Secret>, wanted: &Secret) -> bool {
-    observed.is_none_or(|s| s.data != wanted.data || s.metadata.owner_references != wanted.metadata.owner_references)
+    let Some(s) = observed else { return true };
+    match s.metadata.annotations.as_ref().and_then(|a| a.get(OBSERVED_DIGEST)) {
+        Some(d) => *d != digest(wanted),
+        None => s.data != wanted.data || s.metadata.owner_references != wanted.metadata.owner_references,
+    }
 }
 
 #[cfg(test)]
@@ -135,7 +183,7 @@ mod tests {
         let ring = KeyRing { current: v.clone(), next: v, retired: vec![], rotated_at: 1 };
         let s = key_secret("ns", "k", &ring).unwrap();
         assert_eq!(s.metadata.name.as_deref(), Some("oidc-key-k"));
-        assert_eq!(read_key_ring(&s), Some(ring));
+        assert_eq!(read_key_ring(&s), Some(ring.clone()));
         assert_eq!(owner_label(&s, KEY_LABEL), Some("k"));
         let creds = ClientCredentials { client_id: "id".into(), client_secret: Some("sec".into()) };
         let content = ClientSecretContent {
@@ -156,5 +204,20 @@ mod tests {
         let public_secret = client_secret("ns", "n", "app", Some("uid-1"), &public);
         assert!(needs_write(Some(&public_secret), &wanted), "data differs");
         assert!(needs_write(Some(&client_secret("ns", "n", "app", Some("uid-2"), &content)), &wanted), "owner differs");
+        // The cache keeps credentials and a digest of the rest.
+        let mut cached = wanted.clone();
+        trim_for_cache(&mut cached);
+        assert_eq!(read_credentials(&cached), Some(creds.clone()));
+        assert!(text(&cached, "issuer").is_none() && cached.metadata.owner_references.is_none());
+        assert!(!needs_write(Some(&cached), &wanted));
+        let mut other_issuer = public_secret.clone();
+        trim_for_cache(&mut other_issuer);
+        assert!(needs_write(Some(&other_issuer), &wanted));
+        let mut other_owner = client_secret("ns", "n", "app", Some("uid-2"), &content);
+        trim_for_cache(&mut other_owner);
+        assert!(needs_write(Some(&other_owner), &wanted));
+        let mut ring_cached = key_secret("ns", "k", &ring).unwrap();
+        trim_for_cache(&mut ring_cached);
+        assert_eq!(read_key_ring(&ring_cached), Some(ring));
     }
 }

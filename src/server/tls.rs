@@ -50,19 +50,26 @@ fn ca_params(common_name: &str) -> Result<CertificateParams, rcgen::Error> {
 pub struct CaPem {
     pub cert_pem: String,
     pub key_pem: String,
+    /// The CA's common name: a leaf names its issuer by it.
+    pub common_name: &'static str,
 }
+
+/// Common name of the standalone mode's CA (state folder).
+pub const STANDALONE_CA: &str = "oidc-operator standalone CA";
+/// Common name of the operator's CA (Secret).
+pub const OPERATOR_CA: &str = "oidc-operator CA";
 
 impl CaPem {
     /// A new CA (P-256, valid until 2045).
-    pub fn generate(common_name: &str) -> Result<CaPem, TlsError> {
+    pub fn generate(common_name: &'static str) -> Result<CaPem, TlsError> {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         let cert = ca_params(common_name)?.self_signed(&key)?;
-        Ok(CaPem { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+        Ok(CaPem { cert_pem: cert.pem(), key_pem: key.serialize_pem(), common_name })
     }
 
     /// Issues a fresh leaf certificate for `hosts`; the chain ends with the CA certificate.
     pub fn issue(&self, hosts: &[String]) -> Result<CertifiedKey, TlsError> {
-        let issuer = Issuer::new(ca_params("oidc-operator CA")?, KeyPair::from_pem(&self.key_pem)?);
+        let issuer = Issuer::new(ca_params(self.common_name)?, KeyPair::from_pem(&self.key_pem)?);
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.distinguished_name.push(DnType::CommonName, "oidc-operator");
         for host in hosts {
@@ -87,9 +94,9 @@ pub fn ca_in_dir(dir: &Path) -> Result<CaPem, TlsError> {
     if ca_crt.exists() && ca_key.exists() {
         let key_pem = std::fs::read_to_string(&ca_key).map_err(|e| file_err(&ca_key, e))?;
         let cert_pem = std::fs::read_to_string(&ca_crt).map_err(|e| file_err(&ca_crt, e))?;
-        return Ok(CaPem { cert_pem, key_pem });
+        return Ok(CaPem { cert_pem, key_pem, common_name: STANDALONE_CA });
     }
-    let ca = CaPem::generate("oidc-operator standalone CA")?;
+    let ca = CaPem::generate(STANDALONE_CA)?;
     write_private_bytes(&ca_key, ca.key_pem.as_bytes()).map_err(|e| file_err(&ca_key, e))?;
     std::fs::write(&ca_crt, &ca.cert_pem).map_err(|e| file_err(&ca_crt, e))?;
     Ok(ca)

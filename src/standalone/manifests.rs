@@ -140,12 +140,12 @@ pub fn load(files: &[(PathBuf, String)], last_good: &LastGood) -> (Inputs, Vec<M
     let mut inputs = Inputs::default();
     for (_, object) in objects {
         match object {
-            Object::Key(o) => inputs.keys.push(o),
-            Object::Client(o) => inputs.clients.push(o),
-            Object::Scope(o) => inputs.scopes.push(o),
-            Object::Assignment(o) => inputs.assignments.push(o),
-            Object::Provider(o) => inputs.providers.push(o),
-            Object::Identity(o) => inputs.identities.push(o),
+            Object::Key(o) => inputs.keys.push(o.into()),
+            Object::Client(o) => inputs.clients.push(o.into()),
+            Object::Scope(o) => inputs.scopes.push(o.into()),
+            Object::Assignment(o) => inputs.assignments.push(o.into()),
+            Object::Provider(o) => inputs.providers.push(o.into()),
+            Object::Identity(o) => inputs.identities.push(o.into()),
         }
     }
     (inputs, problems, good)
