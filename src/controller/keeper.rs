@@ -23,7 +23,7 @@ use crate::directory::{self, Directory, Inputs, Materials, ObjectKey};
 use crate::keys::ring::KeyPolicy;
 use crate::keys::{KeyVersion, rotation};
 use crate::login::external::IssuerSource;
-use crate::reconcile::secrets;
+use crate::reconcile::secrets::{self, SecretOwner};
 use crate::server::{self, unix_now};
 
 /// Changes arriving together are built into one snapshot.
@@ -123,17 +123,20 @@ async fn pass(
 fn materials(ctx: &Context, inputs: &Inputs) -> Materials {
     let mut m = Materials::default();
     for s in ctx.stores.secrets() {
-        let ns = s.metadata.namespace.clone().unwrap_or_default();
-        if let (Some(key), Some(ring)) = (secrets::owner_label(&s, secrets::KEY_LABEL), secrets::read_key_ring(&s)) {
-            m.key_rings.insert(ObjectKey::new(ns.clone(), key), ring);
-        }
-        if let (Some(client), Some(creds)) =
-            (secrets::owner_label(&s, secrets::CLIENT_LABEL), secrets::read_credentials(&s))
-        {
-            m.credentials.insert(ObjectKey::new(ns, client), creds);
+        match (&s.owner, &s.key_ring, &s.credentials) {
+            (SecretOwner::Key(key), Some(ring), _) => {
+                m.key_rings.insert(ObjectKey::new(s.namespace.clone(), key.clone()), ring.clone());
+            }
+            (SecretOwner::Client(client), _, Some(creds)) => {
+                m.credentials.insert(ObjectKey::new(s.namespace.clone(), client.clone()), creds.clone());
+            }
+            _ => {}
         }
     }
-    let written = ctx.written();
+    let mut written = ctx.written();
+    // What the watch shows now needs no overlay any more.
+    written.materials.key_rings.retain(|k, v| m.key_rings.get(k) != Some(v));
+    written.materials.credentials.retain(|k, v| m.credentials.get(k) != Some(v));
     for (k, v) in &written.materials.key_rings {
         m.key_rings.insert(k.clone(), v.clone());
     }
@@ -219,10 +222,9 @@ async fn collect_garbage(ctx: &Context, inputs: &Inputs) {
     let clients: HashMap<ObjectKey, &OidcClient> =
         inputs.clients.iter().map(|c| (ObjectKey::of(&c.metadata), &**c)).collect();
     for s in ctx.stores.secrets() {
-        let Some(client) = secrets::owner_label(&s, secrets::CLIENT_LABEL) else { continue };
-        let ns = s.metadata.namespace.clone().unwrap_or_default();
-        let name = s.metadata.name.clone().unwrap_or_default();
-        let key = ObjectKey::new(ns.clone(), client);
+        let SecretOwner::Client(client) = &s.owner else { continue };
+        let (ns, name) = (s.namespace.clone(), s.name.clone());
+        let key = ObjectKey::new(ns.clone(), client.clone());
         let stale = match clients.get(&key) {
             None => true,
             Some(c) => {
@@ -275,7 +277,7 @@ fn trigger_changed(ctx: &Context, inputs: &Inputs, dir: &Directory, views: &mut 
         if let Some(c) = clients.get(&st.key).filter(|_| st.kind == Kind::OidcClient) {
             dir.client_issuer(&st.key).hash(&mut h);
             let secret = ctx.stores.secret(&st.key.namespace, &c.credentials_name());
-            secret.and_then(|s| s.metadata.resource_version.clone()).hash(&mut h);
+            secret.and_then(|s| s.resource_version.clone()).hash(&mut h);
         }
         let view = h.finish();
         if views.get(&id) != Some(&view) {

@@ -9,6 +9,7 @@ mod ca;
 mod keeper;
 pub mod leader;
 mod reconciler;
+mod secret_cache;
 mod stores;
 
 use std::collections::HashMap;
@@ -16,7 +17,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures::StreamExt;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::Client;
 use kube::api::{Api, ListParams};
 use kube::runtime::Controller;
@@ -112,10 +113,43 @@ pub struct Written {
     /// Key rings and credentials written (or about to be), authoritative until the Secret
     /// watch shows them.
     pub materials: Materials,
-    /// The last status written per object: its fingerprint and Ready condition.
-    pub statuses: HashMap<(Kind, ObjectKey), (u64, Condition)>,
+    /// The last status written per object.
+    pub statuses: HashMap<(Kind, ObjectKey), WrittenStatus>,
     /// Failed reconciles in a row per object (backoff).
     pub failures: HashMap<(Kind, ObjectKey), u32>,
+}
+
+/// What this process last wrote in an object's status: a fingerprint of the whole body and
+/// what a later status needs of its `Ready` condition (kept small: one per object).
+#[derive(Clone)]
+pub struct WrittenStatus {
+    pub fingerprint: u64,
+    pub ready: bool,
+    pub reason: String,
+    pub last_transition_time: Time,
+}
+
+impl WrittenStatus {
+    pub fn new(fingerprint: u64, c: &Condition) -> WrittenStatus {
+        WrittenStatus {
+            fingerprint,
+            ready: c.status == "True",
+            reason: c.reason.clone(),
+            last_transition_time: c.last_transition_time.clone(),
+        }
+    }
+
+    /// The `Ready` condition as far as the next status and Event need it.
+    pub fn condition(&self) -> Condition {
+        Condition {
+            type_: "Ready".into(),
+            status: if self.ready { "True" } else { "False" }.into(),
+            reason: self.reason.clone(),
+            message: String::new(),
+            observed_generation: None,
+            last_transition_time: self.last_transition_time.clone(),
+        }
+    }
 }
 
 /// What the keeper and the controllers share.

@@ -13,7 +13,7 @@ use kube::runtime::events::{Event, EventType};
 use serde_json::Value;
 
 use super::stores::Managed;
-use super::{Context, FIELD_MANAGER};
+use super::{Context, FIELD_MANAGER, WrittenStatus};
 use crate::api::{ClientType, Kind, OidcClient, OidcKey};
 use crate::directory::{ObjectKey, ObjectStatus};
 use crate::reconcile::{key, secrets, status};
@@ -90,7 +90,7 @@ async fn client_secret(ctx: &Context, issuer: Option<&str>, k: &ObjectKey) -> Re
     let name = client.credentials_name();
     let observed = ctx.stores.secret(&k.namespace, &name);
     let overlay = ctx.written().materials.credentials.get(k).cloned();
-    let Some(creds) = overlay.or_else(|| observed.as_deref().and_then(secrets::read_credentials)) else {
+    let Some(creds) = overlay.or_else(|| observed.as_ref().and_then(|s| s.credentials.clone())) else {
         return Ok(());
     };
     let content = secrets::ClientSecretContent {
@@ -136,15 +136,15 @@ async fn write_status<K: Managed>(
     let id = (K::KIND, k.clone());
     let written = ctx.written().statuses.get(&id).cloned();
     // What this process wrote last is newer than a watch cache that may lag behind it.
-    let previous = written.as_ref().map(|w| w.1.clone()).or_else(|| status::ready_condition(current.as_ref()));
+    let previous = written.as_ref().map(WrittenStatus::condition).or_else(|| status::ready_condition(current.as_ref()));
     let desired = status::desired(st, previous.as_ref(), unix_now());
     let print = fingerprint(&desired);
     let Some(condition) = status::ready_condition(Some(&desired)) else { return Ok(()) };
-    if written.as_ref().is_some_and(|w| w.0 == print) {
+    if written.as_ref().is_some_and(|w| w.fingerprint == print) {
         return Ok(());
     }
     if status::matches(current.as_ref(), &desired) {
-        ctx.written().statuses.insert(id, (print, condition));
+        ctx.written().statuses.insert(id, WrittenStatus::new(print, &condition));
         return Ok(());
     }
     let api = Api::<K>::namespaced(ctx.client.clone(), &k.namespace);
@@ -167,6 +167,6 @@ async fn write_status<K: Managed>(
         }
     }
     tracing::debug!(kind = %K::KIND, object = %k, ready = %condition.status, "status written");
-    ctx.written().statuses.insert(id, (print, condition));
+    ctx.written().statuses.insert(id, WrittenStatus::new(print, &condition));
     Ok(())
 }

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use futures::StreamExt;
 use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -16,9 +15,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
+use super::secret_cache::SecretCache;
 use crate::api::{IdentityOidcAuth, Kind, OidcAssignment, OidcClient, OidcKey, OidcProvider, OidcScope};
 use crate::directory::{Inputs, ObjectKey};
-use crate::reconcile::secrets::{MANAGED_BY, trim_for_cache};
+use crate::reconcile::secrets::{CachedSecret, MANAGED_BY};
 
 /// The six kinds, as the controllers handle them generically.
 pub trait Managed:
@@ -99,8 +99,8 @@ pub struct Scope {
     pub assignments: Store<OidcAssignment>,
     pub providers: Store<OidcProvider>,
     pub identities: Store<IdentityOidcAuth>,
-    /// Only the Secrets the operator manages (by label).
-    pub secrets: Store<Secret>,
+    /// Only the Secrets the operator manages (by label), compact.
+    pub secrets: SecretCache,
     pub triggers: Triggers,
 }
 
@@ -154,7 +154,7 @@ impl Scope {
             assignments: reflect(api(client, ns), None, changed.clone(), drop_managed_fields),
             providers: reflect(api(client, ns), None, changed.clone(), drop_managed_fields),
             identities: reflect(api(client, ns), None, changed.clone(), drop_managed_fields),
-            secrets: reflect(api(client, ns), Some(&managed), changed.clone(), trim_for_cache),
+            secrets: SecretCache::watch(api(client, ns), &managed, changed.clone()),
             namespace,
             triggers,
         };
@@ -170,15 +170,15 @@ impl Scope {
             self.assignments.wait_until_ready(),
             self.providers.wait_until_ready(),
             self.identities.wait_until_ready(),
-            self.secrets.wait_until_ready(),
         );
+        let secrets = self.secrets.ready().await;
         results.0.is_ok()
             && results.1.is_ok()
             && results.2.is_ok()
             && results.3.is_ok()
             && results.4.is_ok()
             && results.5.is_ok()
-            && results.6.is_ok()
+            && secrets
     }
 
     fn covers(&self, namespace: &str) -> bool {
@@ -211,14 +211,13 @@ impl Stores {
     }
 
     /// Every managed Secret.
-    pub fn secrets(&self) -> Vec<Arc<Secret>> {
-        self.scopes.iter().flat_map(|s| s.secrets.state()).collect()
+    pub fn secrets(&self) -> Vec<Arc<CachedSecret>> {
+        self.scopes.iter().flat_map(|s| s.secrets.all()).collect()
     }
 
     /// One managed Secret.
-    pub fn secret(&self, namespace: &str, name: &str) -> Option<Arc<Secret>> {
-        let r = ObjectRef::new(name).within(namespace);
-        self.scopes.iter().filter(|s| s.covers(namespace)).find_map(|s| s.secrets.get(&r))
+    pub fn secret(&self, namespace: &str, name: &str) -> Option<Arc<CachedSecret>> {
+        self.scopes.iter().filter(|s| s.covers(namespace)).find_map(|s| s.secrets.get(namespace, name))
     }
 
     /// One object of a kind.

@@ -118,58 +118,73 @@ pub fn owner_label<'a>(secret: &'a Secret, label: &str) -> Option<&'a str> {
     labels.get(label).map(String::as_str)
 }
 
-/// Annotation the operator's cache puts on a trimmed Secret (never written to the cluster):
-/// the digest of the data and owner references the API server returned.
-pub const OBSERVED_DIGEST: &str = "oidc-operator.dev/observed-digest";
-
 /// A digest of what the operator writes in a Secret: its data and owner references.
-pub fn digest(secret: &Secret) -> String {
+pub fn digest(secret: &Secret) -> [u8; 32] {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
+    let mut part = |bytes: &[u8]| {
+        h.update((bytes.len() as u64).to_be_bytes());
+        h.update(bytes);
+    };
     for (k, v) in secret.data.iter().flatten() {
-        for part in [k.as_bytes(), &v.0] {
-            h.update((part.len() as u64).to_be_bytes());
-            h.update(part);
-        }
+        part(k.as_bytes());
+        part(&v.0);
     }
     for o in secret.metadata.owner_references.iter().flatten() {
-        let flags = [o.controller.map(u8::from), o.block_owner_deletion.map(u8::from)];
-        for part in [o.api_version.as_bytes(), o.kind.as_bytes(), o.name.as_bytes(), o.uid.as_bytes()] {
-            h.update((part.len() as u64).to_be_bytes());
-            h.update(part);
+        for field in [o.api_version.as_str(), o.kind.as_str(), o.name.as_str(), o.uid.as_str()] {
+            part(field.as_bytes());
         }
-        h.update(format!("{flags:?}"));
+        part(&[u8::from(o.controller == Some(true)), u8::from(o.block_owner_deletion == Some(true))]);
     }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    h.finalize().into()
 }
 
-/// Data a cached Secret keeps: what the operator reads back (credentials, key rings).
-const READ_BACK: [&str; 3] = ["client_id", "client_secret", KEYRING];
+/// Whose a managed Secret is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecretOwner {
+    Key(String),
+    Client(String),
+}
 
-/// Trims a Secret for the operator's cache: the digest of its content replaces the data the
-/// operator never reads back (issuer, discovery URL, CA bundle) and its owner references, and
-/// metadata it never reads goes. With 10,000 clients this is a good part of the operator's memory.
-pub fn trim_for_cache(secret: &mut Secret) {
-    let digest = digest(secret);
-    let m = &mut secret.metadata;
-    m.owner_references = None;
-    m.managed_fields = None;
-    m.creation_timestamp = None;
-    m.uid = None;
-    m.annotations = Some(BTreeMap::from([(OBSERVED_DIGEST.to_owned(), digest)]));
-    if let Some(data) = secret.data.as_mut() {
-        data.retain(|k, _| READ_BACK.contains(&k.as_str()));
+/// What the operator keeps of a managed Secret: whose it is, what it reads back (credentials or
+/// a key ring) and a digest of the rest. A full `Secret` costs several times more (its maps
+/// allocate whole B-tree nodes), which at 10,000 clients is a good part of the operator's memory.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CachedSecret {
+    pub namespace: String,
+    pub name: String,
+    pub resource_version: Option<String>,
+    pub owner: SecretOwner,
+    pub credentials: Option<ClientCredentials>,
+    pub key_ring: Option<KeyRing>,
+    pub digest: [u8; 32],
+}
+
+impl CachedSecret {
+    /// The cache entry of a managed Secret; `None` for Secrets that are neither a key ring nor
+    /// client credentials (the CA Secret).
+    pub fn of(secret: &Secret) -> Option<CachedSecret> {
+        let owner = match (owner_label(secret, KEY_LABEL), owner_label(secret, CLIENT_LABEL)) {
+            (Some(key), _) => SecretOwner::Key(key.to_owned()),
+            (None, Some(client)) => SecretOwner::Client(client.to_owned()),
+            (None, None) => return None,
+        };
+        Some(CachedSecret {
+            namespace: secret.metadata.namespace.clone()?,
+            name: secret.metadata.name.clone()?,
+            resource_version: secret.metadata.resource_version.clone(),
+            credentials: matches!(owner, SecretOwner::Client(_)).then(|| read_credentials(secret)).flatten(),
+            key_ring: matches!(owner, SecretOwner::Key(_)).then(|| read_key_ring(secret)).flatten(),
+            owner,
+            digest: digest(secret),
+        })
     }
 }
 
 /// Whether the observed Secret must be (re)written to be `wanted`: missing, other data, or
-/// another owner. A trimmed (cached) Secret is compared by digest.
-pub fn needs_write(observed: Option<&Secret>, wanted: &Secret) -> bool {
-    let Some(s) = observed else { return true };
-    match s.metadata.annotations.as_ref().and_then(|a| a.get(OBSERVED_DIGEST)) {
-        Some(d) => *d != digest(wanted),
-        None => s.data != wanted.data || s.metadata.owner_references != wanted.metadata.owner_references,
-    }
+/// another owner.
+pub fn needs_write(observed: Option<&CachedSecret>, wanted: &Secret) -> bool {
+    observed.is_none_or(|s| s.digest != digest(wanted))
 }
 
 #[cfg(test)]
@@ -198,26 +213,23 @@ mod tests {
         assert_eq!(s.metadata.owner_references.unwrap()[0].uid, "uid-1");
         let public = ClientSecretContent { confidential: false, ..content };
         assert!(text(&client_secret("ns", "n", "app", None, &public), "client_secret").is_none());
+        // The cache keeps owner, credentials or ring, and a digest of the rest.
         let wanted = client_secret("ns", "n", "app", Some("uid-1"), &content);
+        let cached = CachedSecret::of(&wanted).unwrap();
+        assert_eq!(
+            (cached.owner.clone(), cached.credentials.clone()),
+            (SecretOwner::Client("app".into()), Some(creds.clone()))
+        );
         assert!(needs_write(None, &wanted));
-        assert!(!needs_write(Some(&wanted), &wanted));
-        let public_secret = client_secret("ns", "n", "app", Some("uid-1"), &public);
-        assert!(needs_write(Some(&public_secret), &wanted), "data differs");
-        assert!(needs_write(Some(&client_secret("ns", "n", "app", Some("uid-2"), &content)), &wanted), "owner differs");
-        // The cache keeps credentials and a digest of the rest.
-        let mut cached = wanted.clone();
-        trim_for_cache(&mut cached);
-        assert_eq!(read_credentials(&cached), Some(creds.clone()));
-        assert!(text(&cached, "issuer").is_none() && cached.metadata.owner_references.is_none());
         assert!(!needs_write(Some(&cached), &wanted));
-        let mut other_issuer = public_secret.clone();
-        trim_for_cache(&mut other_issuer);
-        assert!(needs_write(Some(&other_issuer), &wanted));
-        let mut other_owner = client_secret("ns", "n", "app", Some("uid-2"), &content);
-        trim_for_cache(&mut other_owner);
-        assert!(needs_write(Some(&other_owner), &wanted));
-        let mut ring_cached = key_secret("ns", "k", &ring).unwrap();
-        trim_for_cache(&mut ring_cached);
-        assert_eq!(read_key_ring(&ring_cached), Some(ring));
+        let public_secret = CachedSecret::of(&client_secret("ns", "n", "app", Some("uid-1"), &public)).unwrap();
+        assert!(needs_write(Some(&public_secret), &wanted), "data differs");
+        let other_owner = CachedSecret::of(&client_secret("ns", "n", "app", Some("uid-2"), &content)).unwrap();
+        assert!(needs_write(Some(&other_owner), &wanted), "owner differs");
+        let ring_cached = CachedSecret::of(&key_secret("ns", "k", &ring).unwrap()).unwrap();
+        assert_eq!((ring_cached.owner, ring_cached.key_ring), (SecretOwner::Key("k".into()), Some(ring)));
+        let unrelated =
+            Secret { metadata: ObjectMeta { name: Some("ca".into()), ..ObjectMeta::default() }, ..Secret::default() };
+        assert_eq!(CachedSecret::of(&unrelated), None);
     }
 }
