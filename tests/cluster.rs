@@ -379,6 +379,22 @@ async fn the_operator_keeps_serving_while_the_api_server_is_down_and_catches_up(
     assert_eq!(jsonpath(&cp, &ns, "secret/oidc-key-signing", "{.data}"), key_data, "key material kept");
     assert_eq!(jsonpath(&cp, &ns, "secret/app-oidc-client", "{.data}"), creds, "credentials kept");
     assert_eq!(common::kids(&operator.jwks(&ns, "main").await), kids);
+
+    // A scope with a bad template is not Ready, naming the field; the rest keeps serving.
+    let (ok, err) = cp.apply(
+        &ns,
+        "apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcScope\nmetadata: {name: broken}\nspec: {template: '{\"a\": {{identity.entity.nope}}}'}\n",
+    );
+    assert!(ok, "{err}");
+    let ready = |what: &str, field: &str| {
+        jsonpath(&cp, &ns, what, &format!("{{.status.conditions[?(@.type==\"Ready\")].{field}}}"))
+    };
+    eventually(30, "TemplateInvalid on the broken scope", || ready("oidcscope/broken", "reason") == "TemplateInvalid")
+        .await;
+    assert!(ready("oidcscope/broken", "message").contains("spec.template"), "{}", ready("oidcscope/broken", "message"));
+    assert_eq!(ready("oidcprovider/main", "status"), "True");
+    assert_eq!(ready("oidcclient/app", "status"), "True");
+    assert_eq!(operator.get_json(&discovery).await.0, 200);
 }
 
 /// A rotation that falls while the operator is stopped: the key that signs after the restart
