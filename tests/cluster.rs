@@ -395,6 +395,32 @@ async fn the_operator_keeps_serving_while_the_api_server_is_down_and_catches_up(
     assert_eq!(ready("oidcprovider/main", "status"), "True");
     assert_eq!(ready("oidcclient/app", "status"), "True");
     assert_eq!(operator.get_json(&discovery).await.0, 200);
+
+    // A client naming someone else's Secret gets a Warning and never writes over it: not a key
+    // ring, not a Secret the operator does not manage.
+    let out = cp.kubectl(&["create", "secret", "generic", "mine", "-n", &ns, "--from-literal=a=b"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let squatters = "apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcClient\nmetadata: {name: thief}\nspec: {key: signing, assignments: [allow_all], secretName: oidc-key-signing}\n---\n\
+apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcClient\nmetadata: {name: squatter}\nspec: {key: signing, assignments: [allow_all], secretName: mine}\n";
+    let (ok, err) = cp.apply(&ns, squatters);
+    assert!(ok, "{err}");
+    eventually(30, "SecretNameConflict Events for both clients", || {
+        let out = cp.kubectl(&[
+            "get",
+            "events",
+            "-n",
+            &ns,
+            "-o",
+            "jsonpath={range .items[*]}{.reason} {.involvedObject.name}{\"\\n\"}{end}",
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.contains("SecretNameConflict thief") && text.contains("SecretNameConflict squatter")
+    })
+    .await;
+    assert_eq!(jsonpath(&cp, &ns, "secret/oidc-key-signing", "{.data}"), key_data, "the key ring is untouched");
+    assert_eq!(jsonpath(&cp, &ns, "secret/mine", "{.data}"), "{\"a\":\"Yg==\"}", "the other Secret is untouched");
+    assert_eq!(jsonpath(&cp, &ns, "secret/mine", "{.metadata.labels}"), "");
+    assert_eq!(common::kids(&operator.jwks(&ns, "main").await), kids);
 }
 
 /// A rotation that falls while the operator is stopped: the key that signs after the restart

@@ -48,8 +48,10 @@ pub async fn run(ctx: Arc<Context>) {
     loop {
         let leading = *leading_rx.borrow_and_update();
         if leading != was_leading {
-            // A new leader reconciles everything once.
+            // A new leader reconciles everything once; what this process wrote as an earlier
+            // leader may have been replaced since, so it is forgotten.
             views.clear();
+            *ctx.written() = super::Written::default();
             was_leading = leading;
             dirty = true;
         }
@@ -70,7 +72,12 @@ pub async fn run(ctx: Arc<Context>) {
         tokio::select! {
             _ = ctx.changed.notified() => dirty = true,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = leading_rx.changed() => {}
+            changed = leading_rx.changed() => {
+                if changed.is_err() {
+                    // The election task is gone (it never ends normally): do not spin.
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
         }
         if dirty {
             // Under a flood of changes, building takes most of the time: leave at least twice
@@ -104,9 +111,6 @@ async fn pass(
             next_due = next_due.min(ring.next_event(&KeyPolicy::from(&spec)));
         }
     }
-    if leading {
-        trigger_changed(ctx, &inputs, &dir, views);
-    }
     ctx.app.metrics.objects.clear();
     for st in &dir.statuses {
         let ready = if st.readiness.ready { "True" } else { "False" };
@@ -114,7 +118,11 @@ async fn pass(
         ctx.app.metrics.objects.get_or_create(&labels).inc();
     }
     ctx.app.metrics.snapshot_builds.inc();
+    // Published before the controllers are triggered: a reconcile must see this snapshot.
     ctx.app.directory.store(dir);
+    if leading && let Some(dir) = ctx.app.directory.load() {
+        trigger_changed(ctx, &inputs, &dir, views);
+    }
     next_due.max(now + 1)
 }
 
@@ -159,6 +167,13 @@ async fn keep_rings(ctx: &Context, inputs: &Inputs, materials: &mut Materials, n
     for (key, spec) in directory::required_keys(inputs) {
         let policy = KeyPolicy::from(&spec);
         let before = materials.key_rings.get(&key);
+        let stored = ctx.stores.secret(&key.namespace, &secrets::key_secret_name(&key.name));
+        if before.is_none() && stored.is_some() {
+            // A Secret that cannot be read as a ring is never replaced: its keys may be in use.
+            tracing::warn!(key = %key, "the key ring Secret cannot be read; leaving it alone");
+            retry = retry.min(now + REBUILD_AT_LEAST_EVERY);
+            continue;
+        }
         let had_ring = before.is_some();
         let ring = match rotation::advance(before, &policy, now, |alg| KeyVersion::generate(alg, now)) {
             Ok(Some(ring)) => ring,
@@ -204,6 +219,15 @@ fn new_credentials(ctx: &Context, inputs: &Inputs, materials: &mut Materials) {
     for c in &inputs.clients {
         let key = ObjectKey::of(&c.metadata);
         let confidential = c.spec.client_type == ClientType::Confidential;
+        if !materials.credentials.contains_key(&key)
+            && ctx
+                .stores
+                .secret(&key.namespace, &c.credentials_name())
+                .is_some_and(|s| s.credentials.is_none() && s.owner == SecretOwner::Client(key.name.clone()))
+        {
+            // Unreadable credentials are never replaced by new ones.
+            continue;
+        }
         match credentials::reconcile(materials.credentials.get(&key), c.spec.client_id.as_deref(), confidential) {
             Ok(Some(creds)) => {
                 ctx.written().materials.credentials.insert(key.clone(), creds.clone());
@@ -268,12 +292,21 @@ fn trigger_changed(ctx: &Context, inputs: &Inputs, dir: &Directory, views: &mut 
     let versions = resource_versions(inputs);
     let clients: HashMap<ObjectKey, &OidcClient> =
         inputs.clients.iter().map(|c| (ObjectKey::of(&c.metadata), &**c)).collect();
+    let mut key_users: HashMap<ObjectKey, usize> = HashMap::new();
+    for c in &inputs.clients {
+        let ns = c.metadata.namespace.clone().unwrap_or_default();
+        *key_users.entry(ObjectKey::new(ns, c.spec.key.clone())).or_default() += 1;
+    }
     let mut seen = HashMap::with_capacity(dir.statuses.len());
     for st in &dir.statuses {
         let id = (st.kind, st.key.clone());
         let mut h = std::collections::hash_map::DefaultHasher::new();
         format!("{:?}{:?}{:?}", st.generation, st.readiness, st.facts).hash(&mut h);
         versions.get(&id).hash(&mut h);
+        if st.kind == Kind::OidcKey {
+            // A deleted key is released when its last client goes, whatever its status.
+            key_users.get(&st.key).hash(&mut h);
+        }
         if let Some(c) = clients.get(&st.key).filter(|_| st.kind == Kind::OidcClient) {
             dir.client_issuer(&st.key).hash(&mut h);
             let secret = ctx.stores.secret(&st.key.namespace, &c.credentials_name());

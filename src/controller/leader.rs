@@ -4,12 +4,12 @@
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::Client;
 use kube::api::{Api, PostParams};
 use tokio::sync::watch;
 
-use crate::reconcile::lease::{LeaseStep, decide, held, released};
+use crate::reconcile::lease::{LeaseStep, decide, held, record, released};
 
 /// Which Lease, and who we are.
 #[derive(Clone, Debug)]
@@ -24,12 +24,23 @@ fn now_ms() -> i64 {
     crate::server::unix_now_ms()
 }
 
+/// The last lease record seen and when (this process's clock) it was first seen.
+type Seen = Option<(Option<(Option<String>, Option<MicroTime>)>, i64)>;
+
 /// One attempt to take or renew the lease: `Ok(true)` when we hold it afterwards.
-async fn attempt(api: &Api<Lease>, e: &Election) -> Result<bool, kube::Error> {
+async fn attempt(api: &Api<Lease>, e: &Election, seen: &mut Seen) -> Result<bool, kube::Error> {
     let current = api.get_opt(&e.name).await?;
     let spec = current.as_ref().and_then(|l| l.spec.as_ref());
     let now = now_ms();
-    let step = decide(spec, &e.identity, now);
+    let rec = record(spec);
+    let since = match seen {
+        Some((r, since)) if *r == rec => *since,
+        _ => {
+            *seen = Some((rec, now));
+            now
+        }
+    };
+    let step = decide(spec, &e.identity, since, now);
     if let LeaseStep::Wait { .. } = step {
         return Ok(false);
     }
@@ -63,11 +74,19 @@ pub fn spawn(client: Client, election: Election) -> watch::Receiver<bool> {
     let (renew_every, retry_every, renew_deadline) = (lease / 3, Duration::from_secs(2), lease * 2 / 3);
     tokio::spawn(async move {
         let mut last_renewal: Option<Instant> = None;
+        let mut seen: Seen = None;
         loop {
             let leading = *tx.borrow();
-            match attempt(&api, &election).await {
+            // A renewal counts from before it was sent, and a hanging request ends in time to
+            // step down before anyone else may take the lease.
+            let began = Instant::now();
+            let outcome = match tokio::time::timeout(renew_deadline, attempt(&api, &election, &mut seen)).await {
+                Ok(result) => result.map_err(|e| e.to_string()),
+                Err(_) => Err("timed out".to_owned()),
+            };
+            match outcome {
                 Ok(true) => {
-                    last_renewal = Some(Instant::now());
+                    last_renewal = Some(began);
                     if !leading {
                         tracing::info!(lease = %election.name, identity = %election.identity, "became the leader");
                         tx.send_replace(true);

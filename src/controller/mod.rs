@@ -124,15 +124,17 @@ pub struct Written {
 #[derive(Clone)]
 pub struct WrittenStatus {
     pub fingerprint: u64,
+    pub uid: Option<String>,
     pub ready: bool,
     pub reason: String,
     pub last_transition_time: Time,
 }
 
 impl WrittenStatus {
-    pub fn new(fingerprint: u64, c: &Condition) -> WrittenStatus {
+    pub fn new(fingerprint: u64, uid: Option<String>, c: &Condition) -> WrittenStatus {
         WrittenStatus {
             fingerprint,
+            uid,
             ready: c.status == "True",
             reason: c.reason.clone(),
             last_transition_time: c.last_transition_time.clone(),
@@ -212,10 +214,12 @@ async fn shutdown_signal() {
 async fn run(options: Options) -> Result<(), RunError> {
     let client = client(&options).await?;
     // Refuse to start without the CRDs, with a message saying what to do.
-    Api::<OidcKey>::all(client.clone())
-        .list(&ListParams::default().limit(1))
-        .await
-        .map_err(|e| RunError::CrdsMissing(e.to_string()))?;
+    // (in a watched namespace when given: namespaced RBAC may not allow a cluster-wide list)
+    let probe: Api<OidcKey> = match options.watch_namespace.first() {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    probe.list(&ListParams::default().limit(1)).await.map_err(|e| RunError::CrdsMissing(e.to_string()))?;
     let self_signed = !options.serve.plain_http && options.serve.tls_cert.is_none();
     let ca = match self_signed {
         true => Some(ca::load_or_create(client.clone(), &options.namespace, &options.ca_secret).await?),

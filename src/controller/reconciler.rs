@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
+use kube::Resource;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
@@ -16,22 +17,22 @@ use super::stores::Managed;
 use super::{Context, FIELD_MANAGER, WrittenStatus};
 use crate::api::{ClientType, Kind, OidcClient, OidcKey};
 use crate::directory::{ObjectKey, ObjectStatus};
+use crate::reconcile::secrets::SecretOwner;
 use crate::reconcile::{key, secrets, status};
 use crate::server::unix_now;
 
-/// A write the API server did not take; retried with backoff.
+/// Why a reconcile did not finish; retried with backoff.
 #[derive(Debug, thiserror::Error)]
-#[error("{kind} {object}: writing {what}: {source}")]
-pub struct ReconcileError {
-    kind: Kind,
-    object: ObjectKey,
-    what: &'static str,
-    source: kube::Error,
+pub enum ReconcileError {
+    #[error("{kind} {object}: writing {what}: {source}")]
+    Write { kind: Kind, object: ObjectKey, what: &'static str, source: kube::Error },
+    #[error("OidcClient {object}: spec.secretName: Secret {secret} exists and does not belong to this client")]
+    SecretTaken { object: ObjectKey, secret: String },
 }
 
 fn failed(kind: Kind, object: &ObjectKey, what: &'static str) -> impl FnOnce(kube::Error) -> ReconcileError {
     let object = object.clone();
-    move |source| ReconcileError { kind, object, what, source }
+    move |source| ReconcileError::Write { kind, object, what, source }
 }
 
 /// Reconciles one object of kind `K`.
@@ -48,12 +49,14 @@ pub async fn reconcile<K: Managed>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Act
     };
     // Not in the snapshot yet: the snapshot keeper triggers again once it is.
     let Some(st) = st else { return Ok(Action::await_change()) };
-    match K::KIND {
-        Kind::OidcKey => key_finalizer(&ctx, &key).await?,
-        Kind::OidcClient => client_secret(&ctx, issuer.as_deref(), &key).await?,
-        _ => {}
-    }
+    let step = match K::KIND {
+        Kind::OidcKey => key_finalizer(&ctx, &key).await,
+        Kind::OidcClient => client_secret(&ctx, issuer.as_deref(), &key).await,
+        _ => Ok(()),
+    };
+    // The status is written even when the kind's own step failed; the step is retried.
     write_status(&*obj, &key, &st, &ctx).await?;
+    step?;
     ctx.written().failures.remove(&(K::KIND, key));
     // An invalid spec waits for a change too: the snapshot keeper triggers on every change.
     Ok(Action::await_change())
@@ -89,6 +92,9 @@ async fn client_secret(ctx: &Context, issuer: Option<&str>, k: &ObjectKey) -> Re
     let Some(client) = ctx.stores.get::<OidcClient>(k) else { return Ok(()) };
     let name = client.credentials_name();
     let observed = ctx.stores.secret(&k.namespace, &name);
+    if observed.as_ref().is_some_and(|s| s.owner != SecretOwner::Client(k.name.clone())) {
+        return Err(secret_taken(ctx, &client, k, name).await);
+    }
     let overlay = ctx.written().materials.credentials.get(k).cloned();
     let Some(creds) = overlay.or_else(|| observed.as_ref().and_then(|s| s.credentials.clone())) else {
         return Ok(());
@@ -100,10 +106,37 @@ async fn client_secret(ctx: &Context, issuer: Option<&str>, k: &ObjectKey) -> Re
         ca_bundle: ctx.ca_bundle.as_deref(),
     };
     let wanted = secrets::client_secret(&k.namespace, &name, &k.name, client.metadata.uid.as_deref(), &content);
-    if secrets::needs_write(observed.as_deref(), &wanted) {
-        apply_secret(ctx, &k.namespace, wanted).await.map_err(failed(Kind::OidcClient, k, "credentials Secret"))?;
+    if !secrets::needs_write(observed.as_deref(), &wanted) {
+        return Ok(());
     }
-    Ok(())
+    // Never write over a Secret the operator does not manage (its cache only holds its own).
+    if observed.is_none() {
+        let existing = Api::<Secret>::namespaced(ctx.client.clone(), &k.namespace)
+            .get_opt(&name)
+            .await
+            .map_err(failed(Kind::OidcClient, k, "credentials Secret"))?;
+        // (one carrying this client's label is ours, written before the cache caught up)
+        if existing.is_some_and(|s| secrets::owner_label(&s, secrets::CLIENT_LABEL) != Some(k.name.as_str())) {
+            return Err(secret_taken(ctx, &client, k, name).await);
+        }
+    }
+    apply_secret(ctx, &k.namespace, wanted).await.map_err(failed(Kind::OidcClient, k, "credentials Secret"))
+}
+
+/// Reports a `spec.secretName` naming a Secret that is not the client's (another client's
+/// credentials, a key ring, the CA, anything unmanaged) with a Warning Event.
+async fn secret_taken(ctx: &Context, client: &OidcClient, k: &ObjectKey, name: String) -> ReconcileError {
+    let event = Event {
+        type_: EventType::Warning,
+        reason: "SecretNameConflict".into(),
+        note: Some(format!("spec.secretName: Secret {name} exists and does not belong to this client")),
+        action: "WriteSecret".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &client.object_ref(&())).await {
+        tracing::debug!(client = %k, error = %e, "publishing an Event failed");
+    }
+    ReconcileError::SecretTaken { object: k.clone(), secret: name }
 }
 
 /// Server-side apply of a Secret with the operator's field manager.
@@ -134,7 +167,9 @@ async fn write_status<K: Managed>(
 ) -> Result<(), ReconcileError> {
     let current = serde_json::to_value(obj).ok().and_then(|mut v| v.get_mut("status").map(Value::take));
     let id = (K::KIND, k.clone());
-    let written = ctx.written().statuses.get(&id).cloned();
+    let uid = obj.meta().uid.clone();
+    // A record of another object of the same name (deleted and created again) does not count.
+    let written = ctx.written().statuses.get(&id).filter(|w| w.uid == uid).cloned();
     // What this process wrote last is newer than a watch cache that may lag behind it.
     let previous = written.as_ref().map(WrittenStatus::condition).or_else(|| status::ready_condition(current.as_ref()));
     let desired = status::desired(st, previous.as_ref(), unix_now());
@@ -144,7 +179,7 @@ async fn write_status<K: Managed>(
         return Ok(());
     }
     if status::matches(current.as_ref(), &desired) {
-        ctx.written().statuses.insert(id, WrittenStatus::new(print, &condition));
+        ctx.written().statuses.insert(id, WrittenStatus::new(print, uid.clone(), &condition));
         return Ok(());
     }
     let api = Api::<K>::namespaced(ctx.client.clone(), &k.namespace);
@@ -167,6 +202,6 @@ async fn write_status<K: Managed>(
         }
     }
     tracing::debug!(kind = %K::KIND, object = %k, ready = %condition.status, "status written");
-    ctx.written().statuses.insert(id, WrittenStatus::new(print, &condition));
+    ctx.written().statuses.insert(id, WrittenStatus::new(print, uid.clone(), &condition));
     Ok(())
 }

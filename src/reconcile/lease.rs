@@ -1,7 +1,8 @@
 //! Leader election on a `coordination.k8s.io/v1` Lease, as client-go does it: the holder
-//! renews the lease; anyone may take it once `renewTime + leaseDurationSeconds` has passed or
-//! the holder released it (empty `holderIdentity`). Writes go with the resourceVersion read, so
-//! two candidates can never both win.
+//! renews the lease; anyone may take it once it has seen the same record (holder, renewTime)
+//! unchanged for `leaseDurationSeconds` by its own clock (so clock skew between nodes does not
+//! matter), or the holder released it (empty `holderIdentity`). Writes go with the
+//! resourceVersion read, so two candidates can never both win.
 
 use k8s_openapi::api::coordination::v1::LeaseSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
@@ -20,12 +21,19 @@ pub enum LeaseStep {
     Wait { holder: String, until_ms: i64 },
 }
 
+#[cfg(test)]
 fn millis(t: &Option<MicroTime>) -> Option<i64> {
     t.as_ref().map(|t| t.0.as_millisecond())
 }
 
-/// Decides from the lease as read at `now_ms`.
-pub fn decide(lease: Option<&LeaseSpec>, me: &str, now_ms: i64) -> LeaseStep {
+/// What identifies a holder's renewal: a new one means the holder is alive.
+pub fn record(lease: Option<&LeaseSpec>) -> Option<(Option<String>, Option<MicroTime>)> {
+    lease.map(|l| (l.holder_identity.clone(), l.renew_time.clone()))
+}
+
+/// Decides from the lease as read at `now_ms`; `unchanged_since_ms` is when this candidate
+/// first saw the lease's current [`record`] (its own clock).
+pub fn decide(lease: Option<&LeaseSpec>, me: &str, unchanged_since_ms: i64, now_ms: i64) -> LeaseStep {
     let Some(spec) = lease else { return LeaseStep::Create };
     let holder = spec.holder_identity.clone().unwrap_or_default();
     if holder == me {
@@ -34,8 +42,7 @@ pub fn decide(lease: Option<&LeaseSpec>, me: &str, now_ms: i64) -> LeaseStep {
     if holder.is_empty() {
         return LeaseStep::Acquire;
     }
-    let renewed = millis(&spec.renew_time).or(millis(&spec.acquire_time)).unwrap_or(0);
-    let until_ms = renewed + i64::from(spec.lease_duration_seconds.unwrap_or(0)) * 1000;
+    let until_ms = unchanged_since_ms + i64::from(spec.lease_duration_seconds.unwrap_or(0)) * 1000;
     if until_ms <= now_ms { LeaseStep::Acquire } else { LeaseStep::Wait { holder, until_ms } }
 }
 
@@ -83,16 +90,16 @@ mod tests {
 
     #[test]
     fn takes_only_free_or_expired_leases() {
-        assert_eq!(decide(None, "a", 0), LeaseStep::Create);
-        assert_eq!(decide(Some(&lease("a", 0, 15)), "a", 1_000_000), LeaseStep::Renew);
-        assert_eq!(
-            decide(Some(&lease("b", 10_000, 15)), "a", 24_999),
-            LeaseStep::Wait { holder: "b".into(), until_ms: 25_000 }
-        );
-        assert_eq!(decide(Some(&lease("b", 10_000, 15)), "a", 25_000), LeaseStep::Acquire);
-        assert_eq!(decide(Some(&lease("", 10_000, 15)), "a", 10_001), LeaseStep::Acquire);
+        assert_eq!(decide(None, "a", 0, 0), LeaseStep::Create);
+        assert_eq!(decide(Some(&lease("a", 0, 15)), "a", 0, 1_000_000), LeaseStep::Renew);
+        // Expiry counts from when the record was first seen here, not from the holder's clock.
+        let b = lease("b", 10_000_000, 15);
+        assert_eq!(decide(Some(&b), "a", 5_000, 19_999), LeaseStep::Wait { holder: "b".into(), until_ms: 20_000 });
+        assert_eq!(decide(Some(&b), "a", 5_000, 20_000), LeaseStep::Acquire);
+        assert_eq!(decide(Some(&lease("", 10_000, 15)), "a", 10_000, 10_001), LeaseStep::Acquire);
         let released = released(&lease("b", 10_000, 15), 11_000);
-        assert_eq!(decide(Some(&released), "a", 11_001), LeaseStep::Acquire);
+        assert_eq!(decide(Some(&released), "a", 11_000, 11_001), LeaseStep::Acquire);
+        assert_ne!(record(Some(&lease("b", 1_000, 15))), record(Some(&lease("b", 2_000, 15))), "a renewal is news");
     }
 
     #[test]
