@@ -69,6 +69,8 @@ pub struct Materials {
     /// What fetching each external issuer gave: its `issuer`, or why it failed. Absent while
     /// the first fetch is under way.
     pub issuer_health: BTreeMap<IssuerSource, Result<String, String>>,
+    /// Clients whose `spec.secretName` names a Secret that is not theirs (never written over).
+    pub secret_conflicts: BTreeSet<ObjectKey>,
 }
 
 /// Where the server is reached: `scheme://host:port`, no trailing slash.
@@ -503,7 +505,16 @@ pub fn build(
     for obj in sorted_clients {
         let k = ObjectKey::of(&obj.metadata);
         let creds = materials.credentials.get(&k);
-        let readiness = resolve_client(obj, &k, creds, &keys, &declared, &assignments, &client_ids);
+        let readiness = match materials.secret_conflicts.contains(&k) {
+            true => Err(not_ready(
+                "SecretNameConflict",
+                format!(
+                    "spec.secretName: Secret {:?} exists and does not belong to this client",
+                    obj.credentials_name()
+                ),
+            )),
+            false => resolve_client(obj, &k, creds, &keys, &declared, &assignments, &client_ids),
+        };
         let readiness = match (readiness, creds) {
             (Ok(key), Some(creds)) => {
                 client_ids.insert((k.namespace.clone(), creds.client_id.clone()), k.name.clone());
@@ -972,6 +983,13 @@ mod tests {
         let dir = build_all(&inputs);
         assert!(status(&dir, Kind::OidcClient, "a").readiness.ready);
         assert_eq!(status(&dir, Kind::OidcClient, "b").readiness.reason, "ClientIdConflict");
+        let mut m = materials(&inputs);
+        m.secret_conflicts.insert(ObjectKey::new("ns", "a"));
+        let dir = build(&inputs, &m, &ExternalUrl::new("https://op.example:8443/"), NOW, None);
+        let r = &status(&dir, Kind::OidcClient, "a").readiness;
+        assert_eq!(r.reason, "SecretNameConflict");
+        assert!(r.message.starts_with("spec.secretName: Secret \"a-oidc-client\""), "{}", r.message);
+        assert!(dir.namespace("ns").is_none_or(|v| v.clients.values().all(|c| c.name != "a")), "not served");
     }
 
     #[test]

@@ -417,10 +417,22 @@ apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcClient\nmetadata: {name: squat
         text.contains("SecretNameConflict thief") && text.contains("SecretNameConflict squatter")
     })
     .await;
+    for client in ["thief", "squatter"] {
+        eventually(30, "Ready=False SecretNameConflict", || {
+            ready(&format!("oidcclient/{client}"), "reason") == "SecretNameConflict"
+        })
+        .await;
+        assert!(ready(&format!("oidcclient/{client}"), "message").starts_with("spec.secretName"));
+    }
     assert_eq!(jsonpath(&cp, &ns, "secret/oidc-key-signing", "{.data}"), key_data, "the key ring is untouched");
     assert_eq!(jsonpath(&cp, &ns, "secret/mine", "{.data}"), "{\"a\":\"Yg==\"}", "the other Secret is untouched");
     assert_eq!(jsonpath(&cp, &ns, "secret/mine", "{.metadata.labels}"), "");
     assert_eq!(common::kids(&operator.jwks(&ns, "main").await), kids);
+    // Naming a free Secret mends it.
+    let (ok, err) = cp.apply(&ns, &squatters.replace("secretName: oidc-key-signing", "secretName: thief-creds"));
+    assert!(ok, "{err}");
+    wait_ready(&cp, &ns, &["oidcclient/thief"], &operator);
+    assert!(!jsonpath(&cp, &ns, "secret/thief-creds", "{.data.client_id}").is_empty());
 }
 
 /// A rotation that falls while the operator is stopped: the key that signs after the restart

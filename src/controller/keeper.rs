@@ -151,6 +151,7 @@ fn materials(ctx: &Context, inputs: &Inputs) -> Materials {
     for (k, v) in &written.materials.credentials {
         m.credentials.insert(k.clone(), v.clone());
     }
+    m.secret_conflicts = written.secret_conflicts.clone();
     drop(written);
     for i in &inputs.identities {
         if let Some(uid) = &i.metadata.uid {
@@ -330,4 +331,5 @@ fn trigger_changed(ctx: &Context, inputs: &Inputs, dir: &Directory, views: &mut 
     let mut written = ctx.written();
     written.statuses.retain(|id, _| views.contains_key(id));
     written.failures.retain(|id, _| views.contains_key(id));
+    written.secret_conflicts.retain(|k| views.contains_key(&(Kind::OidcClient, k.clone())));
 }

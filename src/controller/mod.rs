@@ -115,6 +115,8 @@ pub struct Written {
     pub materials: Materials,
     /// The last status written per object.
     pub statuses: HashMap<(Kind, ObjectKey), WrittenStatus>,
+    /// Clients whose `spec.secretName` names a Secret that is not theirs, as found when writing.
+    pub secret_conflicts: std::collections::BTreeSet<ObjectKey>,
     /// Failed reconciles in a row per object (backoff).
     pub failures: HashMap<(Kind, ObjectKey), u32>,
 }

@@ -120,7 +120,11 @@ async fn client_secret(ctx: &Context, issuer: Option<&str>, k: &ObjectKey) -> Re
             return Err(secret_taken(ctx, &client, k, name).await);
         }
     }
-    apply_secret(ctx, &k.namespace, wanted).await.map_err(failed(Kind::OidcClient, k, "credentials Secret"))
+    apply_secret(ctx, &k.namespace, wanted).await.map_err(failed(Kind::OidcClient, k, "credentials Secret"))?;
+    if ctx.written().secret_conflicts.remove(k) {
+        ctx.changed.notify_one();
+    }
+    Ok(())
 }
 
 /// Reports a `spec.secretName` naming a Secret that is not the client's (another client's
@@ -135,6 +139,10 @@ async fn secret_taken(ctx: &Context, client: &OidcClient, k: &ObjectKey, name: S
     };
     if let Err(e) = ctx.recorder.publish(&event, &client.object_ref(&())).await {
         tracing::debug!(client = %k, error = %e, "publishing an Event failed");
+    }
+    // The next snapshot reports it in the client's Ready condition.
+    if ctx.written().secret_conflicts.insert(k.clone()) {
+        ctx.changed.notify_one();
     }
     ReconcileError::SecretTaken { object: k.clone(), secret: name }
 }
