@@ -185,8 +185,9 @@ async fn keep_rings(ctx: &Context, inputs: &Inputs, materials: &mut Materials, n
                 continue;
             }
         };
+        let stored_version = stored.as_ref().and_then(|s| s.resource_version.clone());
         let written = match secrets::key_secret(&key.namespace, &key.name, &ring) {
-            Ok(secret) => apply_secret(ctx, &key.namespace, secret).await,
+            Ok(secret) => write_ring(ctx, &key.namespace, secret, stored_version).await,
             Err(e) => Err(kube::Error::SerdeError(e)),
         };
         if let Err(e) = written {
@@ -213,6 +214,26 @@ async fn keep_rings(ctx: &Context, inputs: &Inputs, materials: &mut Materials, n
         materials.key_rings.insert(key, ring);
     }
     retry
+}
+
+/// Writes a key ring only over the version it was computed from: created when the cache shows
+/// no Secret (a conflict means one exists after all), otherwise applied with the cached
+/// resourceVersion as precondition. A stale cache (a new leader, a lagging watch) gets a
+/// conflict and the next pass retries from fresh state, never overwriting keys it has not seen.
+async fn write_ring(ctx: &Context, namespace: &str, secret: Secret, stored: Option<String>) -> Result<(), kube::Error> {
+    let api = Api::<Secret>::namespaced(ctx.client.clone(), namespace);
+    match stored {
+        None => {
+            let params =
+                kube::api::PostParams { field_manager: Some(super::FIELD_MANAGER.into()), ..Default::default() };
+            api.create(&params, &secret).await.map(drop)
+        }
+        Some(version) => {
+            let mut secret = secret;
+            secret.metadata.resource_version = Some(version);
+            apply_secret(ctx, namespace, secret).await
+        }
+    }
 }
 
 /// Client credentials are generated once, then kept (the client controller writes them).
