@@ -281,6 +281,15 @@ async fn collect_garbage(ctx: &Context, inputs: &Inputs) {
         if !stale {
             continue;
         }
+        // The caches may lag: ask the API server whether the client still names this Secret.
+        match Api::<OidcClient>::namespaced(ctx.client.clone(), &ns).get_opt(client).await {
+            Ok(Some(live)) if live.credentials_name() == name => continue,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(client = %key, error = %e, "checking a client before deleting its Secret failed");
+                continue;
+            }
+        }
         match Api::<Secret>::namespaced(ctx.client.clone(), &ns).delete(&name, &DeleteParams::default()).await {
             Ok(_) => tracing::info!(secret = %name, namespace = %ns, "credentials Secret of a removed client deleted"),
             Err(kube::Error::Api(e)) if e.code == 404 => {}
