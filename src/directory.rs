@@ -190,7 +190,7 @@ pub struct NamespaceView {
 }
 
 /// Status facts beyond `Ready`, per kind.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum StatusFacts {
     Key {
         current_kid: Option<String>,
@@ -369,7 +369,7 @@ pub fn build(
             continue;
         }
         let policy = KeyPolicy::from(&obj.spec);
-        let users = key_users(inputs, &k);
+        let users = key_users(inputs.clients.iter().map(|c| &**c), &k);
         let readiness = match (api::validate::key(&obj.spec), keys.get(&k)) {
             (Err(e), _) => invalid(&e),
             (Ok(()), None) => not_ready("KeyMaterialPending", "key material is being generated".into()),
@@ -614,11 +614,10 @@ pub fn build(
 }
 
 /// Names of the OidcClients that use a key.
-pub fn key_users(inputs: &Inputs, key: &ObjectKey) -> Vec<String> {
-    let mut users: Vec<String> = inputs
-        .clients
-        .iter()
-        .filter(|c| ObjectKey::new(ObjectKey::of(&c.metadata).namespace, c.spec.key.clone()) == *key)
+pub fn key_users<'a>(clients: impl IntoIterator<Item = &'a OidcClient>, key: &ObjectKey) -> Vec<String> {
+    let mut users: Vec<String> = clients
+        .into_iter()
+        .filter(|c| c.spec.key == key.name && ObjectKey::of(&c.metadata).namespace == key.namespace)
         .map(|c| c.metadata.name.clone().unwrap_or_default())
         .collect();
     users.sort();

@@ -159,35 +159,15 @@ apiVersion: oidc-operator.dev/v1alpha1\nkind: IdentityOidcAuth\nmetadata: {{name
     );
     let (ok, err) = cp.apply(&ns, &manifests);
     assert!(ok, "{err}");
-    let out = cp.kubectl(&[
-        "wait",
-        "-n",
-        &ns,
-        "--for=condition=Ready",
-        "--timeout=60s",
+    let all = [
         "oidckey/signing",
         "oidcscope/groups",
         "oidcassignment/platform",
         "oidcclient/app",
         "oidcprovider/main",
         "identityoidcauth/runner",
-    ]);
-    if !out.status.success() {
-        let conds = cp.kubectl(&[
-            "get",
-            "-n",
-            &ns,
-            "identityoidcauth,oidcclient",
-            "-o",
-            "jsonpath={range .items[*]}{.metadata.name}: {.status.conditions[0].message}{\"\\n\"}{end}",
-        ]);
-        panic!(
-            "not Ready: {}\n{}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&conds.stdout),
-            operator.output()
-        );
-    }
+    ];
+    wait_ready(&cp, &ns, &all, &operator);
 
     // Status facts and the client's Secret.
     let issuer = jsonpath(&cp, &ns, "oidcprovider/main", "{.status.issuer}");
@@ -261,17 +241,10 @@ apiVersion: oidc-operator.dev/v1alpha1\nkind: IdentityOidcAuth\nmetadata: {{name
     // Deleting a key that a client uses is held, and the key keeps serving.
     let out = cp.kubectl(&["delete", "-n", &ns, "oidckey/signing", "--wait=false"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let reason = jsonpath(&cp, &ns, "oidckey/signing", "{.status.conditions[?(@.type==\"Ready\")].reason}");
-        if reason == "DeletionHeld" {
-            let msg = jsonpath(&cp, &ns, "oidckey/signing", "{.status.conditions[?(@.type==\"Ready\")].message}");
-            assert!(msg.contains("app"), "{msg}");
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "deletion not held: {reason:?}\n{}", operator.output());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(30, "the deletion to be held", || ready_field(&cp, &ns, "oidckey/signing", "reason") == "DeletionHeld")
+        .await;
+    let msg = ready_field(&cp, &ns, "oidckey/signing", "message");
+    assert!(msg.contains("app"), "{msg}");
     assert_eq!(common::kids(&operator.jwks(&ns, "main").await), kids_before, "still published");
 
     // References to missing objects: Ready=False naming the field; the rest keeps serving.
@@ -280,18 +253,13 @@ apiVersion: oidc-operator.dev/v1alpha1\nkind: IdentityOidcAuth\nmetadata: {{name
         "apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcClient\nmetadata: {name: orphan}\nspec: {key: missing, assignments: [allow_all]}\n",
     );
     assert!(ok, "{err}");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let reason = jsonpath(&cp, &ns, "oidcclient/orphan", "{.status.conditions[?(@.type==\"Ready\")].reason}");
-        if reason == "KeyNotFound" {
-            let msg = jsonpath(&cp, &ns, "oidcclient/orphan", "{.status.conditions[?(@.type==\"Ready\")].message}");
-            assert!(msg.starts_with("spec.key"), "{msg}");
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "no KeyNotFound: {reason:?}\n{}", operator.output());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert_eq!(jsonpath(&cp, &ns, "oidcclient/app", "{.status.conditions[?(@.type==\"Ready\")].status}"), "True");
+    eventually(30, "KeyNotFound on the orphan", || {
+        ready_field(&cp, &ns, "oidcclient/orphan", "reason") == "KeyNotFound"
+    })
+    .await;
+    let msg = ready_field(&cp, &ns, "oidcclient/orphan", "message");
+    assert!(msg.starts_with("spec.key"), "{msg}");
+    assert_eq!(ready_field(&cp, &ns, "oidcclient/app", "status"), "True");
 
     // Deleting a client removes its Secret, and releases the key it held.
     let out = cp.kubectl(&["delete", "-n", &ns, "oidcclient/app", "--wait=true"]);
@@ -305,6 +273,11 @@ apiVersion: oidc-operator.dev/v1alpha1\nkind: IdentityOidcAuth\nmetadata: {{name
         assert!(std::time::Instant::now() < deadline, "the released key was not deleted");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// A field of an object's `Ready` condition ("" while it has none).
+fn ready_field(cp: &ControlPlane, ns: &str, what: &str, field: &str) -> String {
+    jsonpath(cp, ns, what, &format!("{{.status.conditions[?(@.type==\"Ready\")].{field}}}"))
 }
 
 /// Waits until every object is Ready (kubectl wait), or fails with their conditions.
@@ -386,9 +359,7 @@ async fn the_operator_keeps_serving_while_the_api_server_is_down_and_catches_up(
         "apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcScope\nmetadata: {name: broken}\nspec: {template: '{\"a\": {{identity.entity.nope}}}'}\n",
     );
     assert!(ok, "{err}");
-    let ready = |what: &str, field: &str| {
-        jsonpath(&cp, &ns, what, &format!("{{.status.conditions[?(@.type==\"Ready\")].{field}}}"))
-    };
+    let ready = |what: &str, field: &str| ready_field(&cp, &ns, what, field);
     eventually(30, "TemplateInvalid on the broken scope", || ready("oidcscope/broken", "reason") == "TemplateInvalid")
         .await;
     assert!(ready("oidcscope/broken", "message").contains("spec.template"), "{}", ready("oidcscope/broken", "message"));

@@ -186,7 +186,7 @@ pub fn cel_duration(field: &str) -> String {
 }
 
 /// Whether an object is usable, and if not, why, in the words of a `Ready` condition.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Readiness {
     pub ready: bool,
     /// CamelCase reason, e.g. `KeyNotFound`.

@@ -13,7 +13,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Resource;
 use kube::api::{Api, DeleteParams};
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 
 use super::Context;
 use super::reconciler::apply_secret;
@@ -199,16 +199,8 @@ async fn keep_rings(ctx: &Context, inputs: &Inputs, materials: &mut Materials, n
         tracing::info!(key = %key, current_kid = %ring.current.kid, next_kid = %ring.next.kid, "key ring written");
         ctx.app.metrics.rotations.inc();
         if had_ring && let Some(obj) = ctx.stores.get::<OidcKey>(&key) {
-            let event = Event {
-                type_: EventType::Normal,
-                reason: "KeyRingUpdated".into(),
-                note: Some(format!("signing with kid {}; next kid {} published", ring.current.kid, ring.next.kid)),
-                action: "Rotate".into(),
-                secondary: None,
-            };
-            if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
-                tracing::debug!(key = %key, error = %e, "publishing an Event failed");
-            }
+            let note = format!("signing with kid {}; next kid {} published", ring.current.kid, ring.next.kid);
+            ctx.announce(obj.object_ref(&()), EventType::Normal, "KeyRingUpdated", note, "Rotate").await;
         }
         ctx.written().materials.key_rings.insert(key.clone(), ring.clone());
         materials.key_rings.insert(key, ring);
@@ -332,7 +324,7 @@ fn trigger_changed(ctx: &Context, inputs: &Inputs, dir: &Directory, views: &mut 
     for st in &dir.statuses {
         let id = (st.kind, st.key.clone());
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        format!("{:?}{:?}{:?}", st.generation, st.readiness, st.facts).hash(&mut h);
+        (st.generation, &st.readiness, &st.facts).hash(&mut h);
         versions.get(&id).hash(&mut h);
         if st.kind == Kind::OidcKey {
             // A deleted key is released when its last client goes, whatever its status.

@@ -17,12 +17,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::Client;
 use kube::api::{Api, ListParams};
 use kube::runtime::Controller;
 use kube::runtime::controller::Config as ControllerConfig;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use tokio::sync::{Notify, watch};
 
@@ -177,6 +178,15 @@ impl Context {
 
     fn written(&self) -> MutexGuard<'_, Written> {
         self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Publishes an Event about an object. Events are best effort: a failure is only logged.
+    /// Notes carry reasons, field names and kids, never secrets or key material.
+    async fn announce(&self, about: ObjectReference, type_: EventType, reason: &str, note: String, action: &str) {
+        let event = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
+        if let Err(e) = self.recorder.publish(&event, &about).await {
+            tracing::debug!(object = ?about.name, reason, error = %e, "publishing an Event failed");
+        }
     }
 }
 

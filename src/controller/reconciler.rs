@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Resource;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use serde_json::Value;
 
 use super::stores::Managed;
@@ -130,16 +130,8 @@ async fn client_secret(ctx: &Context, issuer: Option<&str>, k: &ObjectKey) -> Re
 /// Reports a `spec.secretName` naming a Secret that is not the client's (another client's
 /// credentials, a key ring, the CA, anything unmanaged) with a Warning Event.
 async fn secret_taken(ctx: &Context, client: &OidcClient, k: &ObjectKey, name: String) -> ReconcileError {
-    let event = Event {
-        type_: EventType::Warning,
-        reason: "SecretNameConflict".into(),
-        note: Some(format!("spec.secretName: Secret {name} exists and does not belong to this client")),
-        action: "WriteSecret".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &client.object_ref(&())).await {
-        tracing::debug!(client = %k, error = %e, "publishing an Event failed");
-    }
+    let note = format!("spec.secretName: Secret {name} exists and does not belong to this client");
+    ctx.announce(client.object_ref(&()), EventType::Warning, "SecretNameConflict", note, "WriteSecret").await;
     // The next snapshot reports it in the client's Ready condition.
     if ctx.written().secret_conflicts.insert(k.clone()) {
         ctx.changed.notify_one();
@@ -198,16 +190,8 @@ async fn write_status<K: Managed>(
         Err(e) => return Err(failed(K::KIND, k, "status")(e)),
     }
     if let Some(t) = status::transition(previous.as_ref(), &condition) {
-        let event = Event {
-            type_: if t.warning { EventType::Warning } else { EventType::Normal },
-            reason: t.reason,
-            note: Some(t.note),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
-            tracing::debug!(object = %k, error = %e, "publishing an Event failed");
-        }
+        let type_ = if t.warning { EventType::Warning } else { EventType::Normal };
+        ctx.announce(obj.object_ref(&()), type_, &t.reason, t.note, "Reconcile").await;
     }
     tracing::debug!(kind = %K::KIND, object = %k, ready = %condition.status, "status written");
     ctx.written().statuses.insert(id, WrittenStatus::new(print, uid.clone(), &condition));

@@ -232,25 +232,14 @@ impl Stores {
             let _ = K::trigger(&s.triggers).unbounded_send(ObjectRef::new(&key.name).within(&key.namespace));
         }
     }
-}
 
-impl Stores {
     /// The clients signing with a key (what holds its deletion).
     pub fn clients_using(&self, key: &ObjectKey) -> Vec<String> {
-        let mut users: Vec<String> = self
-            .scopes
-            .iter()
-            .filter(|s| s.covers(&key.namespace))
-            .flat_map(|s| s.clients.state())
-            .filter(|c| c.metadata.namespace.as_deref() == Some(key.namespace.as_str()) && c.spec.key == key.name)
-            .map(|c| c.metadata.name.clone().unwrap_or_default())
-            .collect();
-        users.sort();
-        users
+        let clients: Vec<Arc<OidcClient>> =
+            self.scopes.iter().filter(|s| s.covers(&key.namespace)).flat_map(|s| s.clients.state()).collect();
+        crate::directory::key_users(clients.iter().map(|c| &**c), key)
     }
-}
 
-impl Stores {
     /// The external issuers the identities name (their health is part of the snapshot).
     pub fn identity_sources(&self) -> Vec<crate::login::external::IssuerSource> {
         let identities = self.scopes.iter().flat_map(|s| s.identities.state());
