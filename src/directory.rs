@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::api::{
     self, ALLOW_ALL, ClientType, DEFAULT_KEY, IdentityOidcAuth, Kind, OidcAssignment, OidcClient, OidcKey, OidcKeySpec,
@@ -22,29 +23,7 @@ use crate::login::external::IssuerSource;
 use crate::paths::{self, ProviderEndpoint};
 use crate::sessions::TokenLimits;
 
-/// Namespace and name of an object.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ObjectKey {
-    pub namespace: String,
-    pub name: String,
-}
-
-impl ObjectKey {
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        Self { namespace: namespace.into(), name: name.into() }
-    }
-
-    /// The key of a Kubernetes object (namespace `default` when unset).
-    pub fn of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Self {
-        Self::new(meta.namespace.clone().unwrap_or_else(|| "default".into()), meta.name.clone().unwrap_or_default())
-    }
-}
-
-impl std::fmt::Display for ObjectKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
+pub use crate::api::ObjectKey;
 
 /// The declared objects, as read from manifests or reflector stores (shared, not copied:
 /// the operator builds a snapshot from its caches after every burst of changes).
@@ -71,6 +50,10 @@ pub struct Materials {
     pub issuer_health: BTreeMap<IssuerSource, Result<String, String>>,
     /// Clients whose `spec.secretName` names a Secret that is not theirs (never written over).
     pub secret_conflicts: BTreeSet<ObjectKey>,
+    /// When the standalone shell first saw each identity and client (kept in its state
+    /// folder): its stand-in for `metadata.creationTimestamp`, which a manifest could forge.
+    /// Empty on a cluster, where the API server's creationTimestamp is used.
+    pub first_seen: BTreeMap<(Kind, ObjectKey), i64>,
 }
 
 /// Where the server is reached: `scheme://host:port`, no trailing slash.
@@ -235,8 +218,12 @@ pub struct Directory {
     pub statuses: Vec<ObjectStatus>,
     /// Identities of every namespace by identity id (logins name no namespace).
     pub identities_by_id: HashMap<String, Arc<ResolvedIdentity>>,
-    /// Parsed signing keys by kid, reused by the next build.
-    signing_keys: HashMap<String, Arc<SigningKey>>,
+    /// Parsed signing keys by ring, kid and material, reused by the next build.
+    signing_keys: HashMap<VersionId, Arc<SigningKey>>,
+    /// The ring that serves each published kid (who keeps it in the next build).
+    kid_owners: HashMap<String, ObjectKey>,
+    /// Kids that a later ring repeats (reported by the shells; nothing is taken offline).
+    pub kid_conflicts: Vec<KidConflict>,
 }
 
 impl Directory {
@@ -266,9 +253,9 @@ impl Directory {
         self.identities_by_id.get(id)
     }
 
-    /// The parsed signing key of a kid, if any key in the snapshot has it.
-    pub fn signing_key(&self, kid: &str) -> Option<&Arc<SigningKey>> {
-        self.signing_keys.get(kid)
+    /// The key that signs now for a key ring, if the snapshot serves it.
+    pub fn signing_key(&self, ring: &ObjectKey) -> Option<&Arc<SigningKey>> {
+        Some(&self.namespaces.get(&ring.namespace)?.keys.get(&ring.name)?.current)
     }
 }
 
@@ -299,6 +286,29 @@ pub fn group_id(namespace: &str, group: &str) -> String {
     format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
 }
 
+/// The order in which objects contesting one global name (an identity id, a client id) get
+/// it: the object that held it in the previous snapshot keeps it while it exists; then the
+/// older object (first seen standalone, `creationTimestamp` on a cluster); then the UID; then
+/// namespace and name. So a newcomer claiming another tenant's id never takes it over.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct ClaimRank {
+    newcomer: bool,
+    created: i64,
+    uid: String,
+    key: ObjectKey,
+}
+
+impl ClaimRank {
+    fn of(meta: &ObjectMeta, kind: Kind, held_before: bool, materials: &Materials) -> Self {
+        let key = ObjectKey::of(meta);
+        let created = match materials.first_seen.get(&(kind, key.clone())) {
+            Some(t) => *t,
+            None => meta.creation_timestamp.as_ref().map_or(i64::MAX, |t| t.0.as_second()),
+        };
+        Self { newcomer: !held_before, created, uid: meta.uid.clone().unwrap_or_default(), key }
+    }
+}
+
 fn not_ready(reason: &str, message: String) -> Readiness {
     Readiness::not_ready(reason, message)
 }
@@ -317,15 +327,19 @@ pub fn build(
 ) -> Directory {
     let mut dir = Directory::default();
     let mut statuses = Vec::new();
-    let mut parse = |v: &crate::keys::KeyVersion| -> Result<Arc<SigningKey>, KeyError> {
-        let cached = dir.signing_keys.get(&v.kid).or_else(|| previous.and_then(|p| p.signing_keys.get(&v.kid)));
-        if let Some(k) = cached.filter(|k| k.algorithm() == v.alg) {
+    // A key version is only ever resolved inside its own ring: the cache is keyed by ring,
+    // kid and a digest of the private key, so a ring elsewhere repeating a kid with other
+    // material can neither borrow nor replace this one.
+    let mut parse = |ring: &ObjectKey, v: &crate::keys::KeyVersion| -> Result<Arc<SigningKey>, KeyError> {
+        let id = VersionId::of(ring, v);
+        let cached = dir.signing_keys.get(&id).or_else(|| previous.and_then(|p| p.signing_keys.get(&id)));
+        if let Some(k) = cached {
             let k = Arc::clone(k);
-            dir.signing_keys.insert(v.kid.clone(), Arc::clone(&k));
+            dir.signing_keys.insert(id, Arc::clone(&k));
             return Ok(k);
         }
         let k = Arc::new(v.parse()?);
-        dir.signing_keys.insert(v.kid.clone(), Arc::clone(&k));
+        dir.signing_keys.insert(id, Arc::clone(&k));
         Ok(k)
     };
 
@@ -336,11 +350,11 @@ pub fn build(
     for (key, spec) in required_keys(inputs) {
         let policy = KeyPolicy::from(&spec);
         let resolved = materials.key_rings.get(&key).map(|ring| -> Result<ResolvedKey, KeyError> {
-            let current = parse(&ring.current)?;
+            let current = parse(&key, &ring.current)?;
             let published = ring
                 .published(&policy, now)
                 .into_iter()
-                .map(|v| parse(v).map(|k| k.jwk().clone()))
+                .map(|v| parse(&key, v).map(|k| k.jwk().clone()))
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(ResolvedKey {
                 name: key.name.clone(),
@@ -363,6 +377,7 @@ pub fn build(
             None => {}
         }
     }
+    let (kid_owners, kid_conflicts) = kid_claims(&materials.key_rings, &keys, previous, now);
     for obj in &inputs.keys {
         let k = ObjectKey::of(&obj.metadata);
         if statuses.iter().any(|s: &ObjectStatus| s.kind == Kind::OidcKey && s.key == k) {
@@ -382,27 +397,52 @@ pub fn build(
                     users.join(", ")
                 ),
             ),
+            // A kid this ring repeats is reported by the shells (`kid_conflicts`), and the ring
+            // stays Ready: it resolves only its own material, so the repeated kid reaches no
+            // other ring's JWKS or signer, and a forged ring cannot mark its victim not Ready.
             (Ok(()), Some(r)) => Readiness::ready(format!("signing with kid {}", r.current.kid())),
         };
         let ring = materials.key_rings.get(&k).filter(|_| keys.contains_key(&k));
         statuses.push(key_status(obj, readiness, ring, &policy, now));
     }
 
-    // Identities (entities), sorted so an identity id conflict is decided the same way always.
+    // Identities (entities), in claim order: a contested identity id goes to its holder.
     let mut identities: BTreeMap<ObjectKey, Arc<ResolvedIdentity>> = BTreeMap::new();
-    let mut sorted_identities: Vec<&IdentityOidcAuth> = inputs.identities.iter().map(|i| &**i).collect();
-    sorted_identities.sort_by_key(|i| ObjectKey::of(&i.metadata));
-    for obj in sorted_identities {
+    let identity_id = |obj: &IdentityOidcAuth| {
+        obj.spec.identity_id.clone().or_else(|| materials.identity_ids.get(&ObjectKey::of(&obj.metadata)).cloned())
+    };
+    let mut sorted_identities: Vec<(ClaimRank, &IdentityOidcAuth, Option<String>)> = inputs
+        .identities
+        .iter()
+        .map(|obj| {
+            let id = identity_id(obj);
+            let held = id
+                .as_ref()
+                .and_then(|id| previous?.identities_by_id.get(id))
+                .is_some_and(|i| i.key == ObjectKey::of(&obj.metadata));
+            (ClaimRank::of(&obj.metadata, Kind::IdentityOidcAuth, held, materials), &**obj, id)
+        })
+        .collect();
+    sorted_identities.sort_by(|a, b| a.0.cmp(&b.0));
+    for (_, obj, id) in sorted_identities {
         let k = ObjectKey::of(&obj.metadata);
         let login_url = format!("{}{}", external.as_str(), paths::LOGIN);
-        let id = obj.spec.identity_id.clone().or_else(|| materials.identity_ids.get(&k).cloned());
         let source = issuer_source(&obj.spec);
         let readiness = match (api::validate::identity(&obj.spec), &id) {
             (Err(e), _) => invalid(&e),
+            (Ok(()), _) if !crate::login::matching::audiences_bound(&obj.spec.bound_audiences) => not_ready(
+                "AudienceRequired",
+                "spec.boundAudiences: name the audiences presented JWTs must carry, or \"*\" to accept any \
+                 (an empty value is refused: RFC 8725 §3.9)"
+                    .into(),
+            ),
             (Ok(()), None) => not_ready("IdentityIdPending", "the identity id is being generated".into()),
             (Ok(()), Some(id)) if dir.identities_by_id.contains_key(id) => not_ready(
                 "IdentityIdConflict",
-                format!("spec.identityId: {id:?} is already the id of another IdentityOidcAuth"),
+                format!(
+                    "spec.identityId: {id:?} is already the id of another IdentityOidcAuth (the one that held \
+                     it first keeps it)"
+                ),
             ),
             (Ok(()), Some(id)) => {
                 let resolved = Arc::new(ResolvedIdentity {
@@ -497,9 +537,22 @@ pub fn build(
         });
     }
 
-    // Clients, sorted so a client_id conflict is decided the same way every time.
-    let mut sorted_clients: Vec<&OidcClient> = inputs.clients.iter().map(|c| &**c).collect();
-    sorted_clients.sort_by_key(|c| ObjectKey::of(&c.metadata));
+    // Clients, in claim order: a contested client_id goes to its holder.
+    let mut sorted_clients: Vec<(ClaimRank, &OidcClient)> = inputs
+        .clients
+        .iter()
+        .map(|obj| {
+            let k = ObjectKey::of(&obj.metadata);
+            let held = materials.credentials.get(&k).is_some_and(|c| {
+                previous
+                    .and_then(|p| p.namespace(&k.namespace)?.clients.get(&c.client_id))
+                    .is_some_and(|held| held.name == k.name)
+            });
+            (ClaimRank::of(&obj.metadata, Kind::OidcClient, held, materials), &**obj)
+        })
+        .collect();
+    sorted_clients.sort_by(|a, b| a.0.cmp(&b.0));
+    let sorted_clients = sorted_clients.into_iter().map(|(_, c)| c);
     let mut clients: BTreeMap<ObjectKey, Arc<ResolvedClient>> = BTreeMap::new();
     let mut client_ids: HashMap<(String, String), String> = HashMap::new();
     for obj in sorted_clients {
@@ -610,7 +663,71 @@ pub fn build(
     }
     statuses.sort_by(|a, b| (a.kind, &a.key).cmp(&(b.kind, &b.key)));
     dir.statuses = statuses;
+    dir.kid_owners = kid_owners;
+    dir.kid_conflicts = kid_conflicts;
     dir
+}
+
+/// A kid that a key ring repeats although another ring already serves it (reported as a
+/// Warning Event; nothing is taken offline).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct KidConflict {
+    /// The later ring (its OidcKey, or the built-in `default` key's namespace and name).
+    pub ring: ObjectKey,
+    pub kid: String,
+    /// The ring that keeps the kid.
+    pub holder: ObjectKey,
+}
+
+/// Who serves each published kid: the ring that served it in the previous snapshot keeps
+/// it; otherwise the ring whose version carrying it is older, then namespace and name. Every
+/// other ring repeating the kid is a conflict.
+fn kid_claims(
+    rings: &BTreeMap<ObjectKey, KeyRing>,
+    keys: &BTreeMap<ObjectKey, Arc<ResolvedKey>>,
+    previous: Option<&Directory>,
+    now: i64,
+) -> (HashMap<String, ObjectKey>, Vec<KidConflict>) {
+    let mut claims: Vec<(&str, bool, i64, &ObjectKey)> = Vec::new();
+    for (ring_key, key) in keys {
+        let Some(ring) = rings.get(ring_key) else { continue };
+        for v in ring.published(&key.policy, now) {
+            let held = previous.and_then(|p| p.kid_owners.get(&v.kid)) == Some(ring_key);
+            claims.push((&v.kid, !held, v.created_at, ring_key));
+        }
+    }
+    claims.sort();
+    let mut owners: HashMap<String, ObjectKey> = HashMap::new();
+    let mut conflicts = Vec::new();
+    for (kid, _, _, ring) in claims {
+        match owners.get(kid) {
+            Some(holder) if holder != ring => {
+                conflicts.push(KidConflict { ring: ring.clone(), kid: kid.to_owned(), holder: holder.clone() });
+            }
+            Some(_) => {}
+            None => {
+                owners.insert(kid.to_owned(), ring.clone());
+            }
+        }
+    }
+    conflicts.sort_by(|a, b| (&a.ring, &a.kid).cmp(&(&b.ring, &b.kid)));
+    (owners, conflicts)
+}
+
+/// One parsed key version's identity: its ring, its kid and its material's digest.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct VersionId {
+    ring: ObjectKey,
+    kid: String,
+    alg: SigningAlgorithm,
+    digest: [u8; 32],
+}
+
+impl VersionId {
+    fn of(ring: &ObjectKey, v: &crate::keys::KeyVersion) -> Self {
+        use sha2::{Digest, Sha256};
+        Self { ring: ring.clone(), kid: v.kid.clone(), alg: v.alg, digest: Sha256::digest(&v.pkcs8).into() }
+    }
 }
 
 /// Names of the OidcClients that use a key.
@@ -1027,7 +1144,109 @@ mod tests {
         let ext = ExternalUrl::new("https://x");
         let first = build(&inputs, &m, &ext, NOW, None);
         let second = build(&inputs, &m, &ext, NOW + 1, Some(&first));
-        let kid = m.key_rings.values().next().unwrap().current.kid.clone();
-        assert!(Arc::ptr_eq(first.signing_key(&kid).unwrap(), second.signing_key(&kid).unwrap()));
+        let ring = m.key_rings.keys().next().unwrap();
+        assert!(Arc::ptr_eq(first.signing_key(ring).unwrap(), second.signing_key(ring).unwrap()));
+    }
+
+    fn identity_obj(ns: &str, name: &str, id: &str, created: Option<i64>) -> IdentityOidcAuth {
+        let spec: api::IdentityOidcAuthSpec = serde_json::from_value(serde_json::json!({
+            "identityId": id, "oidcDiscoveryUrl": "https://issuer", "boundIssuer": "https://issuer",
+            "boundAudiences": "api"
+        }))
+        .unwrap();
+        let mut o = meta(IdentityOidcAuth::new(name, spec), ns);
+        o.metadata.uid = Some(format!("uid-{ns}-{name}"));
+        o.metadata.creation_timestamp = created.map(|t| {
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::from_second(t).unwrap())
+        });
+        o
+    }
+
+    #[test]
+    fn a_contested_identity_id_stays_with_the_older_object_then_with_its_holder() {
+        // The newcomer sorts first by namespace, but the victim is older.
+        let inputs = Inputs {
+            identities: arcs![
+                identity_obj("aaa", "squatter", "victim-id", Some(NOW)),
+                identity_obj("victim", "runner", "victim-id", Some(NOW - 100)),
+            ],
+            ..Inputs::default()
+        };
+        let m = materials(&inputs);
+        let ext = ExternalUrl::new("https://x");
+        let dir = build(&inputs, &m, &ext, NOW, None);
+        assert_eq!(dir.identity_by_id("victim-id").unwrap().key, ObjectKey::new("victim", "runner"));
+        let r = &dir.status(Kind::IdentityOidcAuth, &ObjectKey::new("aaa", "squatter")).unwrap().readiness;
+        assert_eq!(r.reason, "IdentityIdConflict");
+        assert!(r.message.starts_with("spec.identityId"), "{}", r.message);
+        // Once served, the holder keeps it even against an older newcomer.
+        let older = Inputs {
+            identities: arcs![
+                identity_obj("aaa", "squatter", "victim-id", Some(NOW - 1000)),
+                identity_obj("victim", "runner", "victim-id", Some(NOW - 100)),
+            ],
+            ..Inputs::default()
+        };
+        let next = build(&older, &m, &ext, NOW + 1, Some(&dir));
+        assert_eq!(next.identity_by_id("victim-id").unwrap().key, ObjectKey::new("victim", "runner"));
+        // Standalone's first-seen times stand in for creationTimestamp (and beat a forged one).
+        let mut m2 = m.clone();
+        m2.first_seen.insert((Kind::IdentityOidcAuth, ObjectKey::new("victim", "runner")), 5);
+        m2.first_seen.insert((Kind::IdentityOidcAuth, ObjectKey::new("aaa", "squatter")), 9);
+        let dir = build(&older, &m2, &ext, NOW, None);
+        assert_eq!(dir.identity_by_id("victim-id").unwrap().key, ObjectKey::new("victim", "runner"));
+    }
+
+    #[test]
+    fn an_identity_must_bind_an_audience_or_say_any() {
+        let mut none = identity_obj("ns", "none", "id-1", None);
+        none.spec.bound_audiences = " , ".into();
+        let mut any = identity_obj("ns", "any", "id-2", None);
+        any.spec.bound_audiences = "*".into();
+        let inputs = Inputs { identities: arcs![none, any], ..Inputs::default() };
+        let dir = build_all(&inputs);
+        let r = &status(&dir, Kind::IdentityOidcAuth, "none").readiness;
+        assert_eq!(r.reason, "AudienceRequired");
+        assert!(r.message.starts_with("spec.boundAudiences"), "{}", r.message);
+        assert!(dir.identity_by_id("id-1").is_none(), "never served");
+        assert!(dir.identity_by_id("id-2").is_some());
+    }
+
+    /// Two namespaces whose rings list the same kid with different material: each signs and
+    /// publishes its own, the later one is reported, and the holder keeps the kid.
+    #[test]
+    fn a_repeated_kid_resolves_inside_its_own_ring_only() {
+        let mut victim = client("app", DEFAULT_KEY, &["allow_all"]);
+        victim.metadata.namespace = Some("victim".into());
+        let mut hostile = client("app", DEFAULT_KEY, &["allow_all"]);
+        hostile.metadata.namespace = Some("aaa".into());
+        let pv = meta(provider("p", &["*"], &[]), "victim");
+        let ph = meta(provider("p", &["*"], &[]), "aaa");
+        let inputs = Inputs { clients: arcs![victim, hostile], providers: arcs![pv, ph], ..Inputs::default() };
+        let mut m = materials(&inputs);
+        let (vk, hk) = (ObjectKey::new("victim", DEFAULT_KEY), ObjectKey::new("aaa", DEFAULT_KEY));
+        let victim_kid = m.key_rings[&vk].current.kid.clone();
+        let ext = ExternalUrl::new("https://x");
+        let first = build(&inputs, &m, &ext, NOW, None);
+        let victim_jwks = first.provider("victim", "p").unwrap().jwks_json.clone();
+        // The hostile ring now claims the victim's kid with its own material (and an older
+        // creation time, which a forger controls).
+        let ring = m.key_rings.get_mut(&hk).unwrap();
+        ring.current.kid = victim_kid.clone();
+        ring.current.created_at = 0;
+        let dir = build(&inputs, &m, &ext, NOW + 1, Some(&first));
+        assert_eq!(dir.provider("victim", "p").unwrap().jwks_json, victim_jwks, "the victim publishes its own");
+        let victim_signer = dir.signing_key(&vk).unwrap();
+        let hostile_signer = dir.signing_key(&hk).unwrap();
+        assert_eq!((victim_signer.kid(), hostile_signer.kid()), (victim_kid.as_str(), victim_kid.as_str()));
+        assert_ne!(victim_signer.jwk(), hostile_signer.jwk(), "each ring signs with its own material");
+        assert!(Arc::ptr_eq(victim_signer, first.signing_key(&vk).unwrap()), "the victim's parsed key is reused");
+        assert_eq!(
+            dir.kid_conflicts,
+            vec![KidConflict { ring: hk.clone(), kid: victim_kid.clone(), holder: vk.clone() }]
+        );
+        // Both stay served (nothing is taken offline).
+        assert!(status(&dir, Kind::OidcClient, "app").readiness.ready);
+        assert!(dir.namespace("aaa").unwrap().clients.values().all(|c| c.key.current.kid() == victim_kid));
     }
 }

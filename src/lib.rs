@@ -11,6 +11,8 @@ pub mod dev_issuer;
 pub mod directory;
 pub mod keys;
 pub mod login;
+#[cfg(test)]
+pub mod mutation;
 pub mod oidc;
 pub mod paths;
 pub mod reconcile;

@@ -9,9 +9,27 @@
 
 use base64::Engine;
 
-/// Claims a template may not set: the ID token's own (OpenBao's reserved list).
-pub const RESERVED_CLAIMS: [&str; 10] =
-    ["iat", "aud", "exp", "iss", "sub", "namespace", "nonce", "auth_time", "at_hash", "c_hash"];
+/// Claims a template may not set: the ID token's own (OpenBao's reserved list), and those
+/// whose meaning a relying party trusts the provider alone to assert (OpenID Connect Core
+/// §2: `azp`, `acr`, `amr`; RFC 7519: `nbf`, `jti`; Front-Channel Logout: `sid`).
+pub const RESERVED_CLAIMS: [&str; 16] = [
+    "iat",
+    "aud",
+    "exp",
+    "iss",
+    "sub",
+    "namespace",
+    "nonce",
+    "auth_time",
+    "at_hash",
+    "c_hash",
+    "azp",
+    "nbf",
+    "jti",
+    "acr",
+    "amr",
+    "sid",
+];
 
 /// Why a template is unusable; the position counts characters in the (decoded) template.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -26,6 +44,10 @@ pub enum TemplateError {
     NotAnObject,
     #[error("sets the reserved claim {0:?}")]
     ReservedClaim(String),
+    /// The claims depend on the values filled in (a placeholder inside a key or a string, or
+    /// values that break the JSON): the template must be JSON for every possible value.
+    #[error("its claims change with the values filled in ({0}); put each placeholder where a whole JSON value goes")]
+    ValueDependent(String),
 }
 
 /// A parsed scope template: literal JSON text and variables, in order.
@@ -74,15 +96,28 @@ pub struct EntityContext {
 
 impl Template {
     /// Parses a template given as escaped JSON or as base64-encoded JSON.
+    ///
+    /// The template is filled with `null` and then with adversarial samples (quotes, braces,
+    /// `:0,` and a reserved claim's name inside values; empty and nested values); every
+    /// filling must be a JSON object with the same top-level claims, none reserved. So no
+    /// entity's values can make it render invalid JSON or set another claim.
     pub fn parse(input: &str) -> Result<Self, TemplateError> {
         let source = decode_base64_json(input).unwrap_or_else(|| input.to_owned());
         let parts = split_parts(&source)?;
-        let value = fill(&parts, &|_| serde_json::Value::Null)?;
-        let object = value.as_object().ok_or(TemplateError::NotAnObject)?;
-        if let Some(reserved) = object.keys().find(|k| RESERVED_CLAIMS.contains(&k.as_str())) {
-            return Err(TemplateError::ReservedClaim(reserved.clone()));
+        let claims = object_claims(fill(&parts, &|_| serde_json::Value::Null)?)?;
+        for sample in samples() {
+            let filled = fill(&parts, &|v| sample_value(v, sample))
+                .map_err(|e| TemplateError::ValueDependent(format!("with sample values it is {e}")))?;
+            let sample_claims = object_claims(filled)?;
+            if sample_claims != claims {
+                return Err(TemplateError::ValueDependent(format!(
+                    "claims [{}] become [{}]",
+                    claims.join(", "),
+                    sample_claims.join(", ")
+                )));
+            }
         }
-        Ok(Self { source, claims: object.keys().cloned().collect(), parts })
+        Ok(Self { source, claims, parts })
     }
 
     /// Renders the claims for an entity at `now` (unix seconds). A missing metadata value
@@ -107,10 +142,15 @@ impl Template {
             Variable::AliasMetadata(k) => text(entity.alias_metadata.get(k).map(String::as_str).unwrap_or_default()),
             Variable::Now(shift) => Value::from(now.saturating_add(*shift)),
         })?;
-        match value {
-            Value::Object(map) => Ok(map),
-            _ => Err(TemplateError::NotAnObject),
+        // Re-validated on every rendering, whatever parse proved.
+        let Value::Object(map) = value else { return Err(TemplateError::NotAnObject) };
+        if let Some(reserved) = map.keys().find(|k| RESERVED_CLAIMS.contains(&k.as_str())) {
+            return Err(TemplateError::ReservedClaim(reserved.clone()));
         }
+        if map.len() != self.claims.len() || map.keys().zip(&self.claims).any(|(a, b)| a != b) {
+            return Err(TemplateError::ValueDependent("the rendered claims differ from the template's".into()));
+        }
+        Ok(map)
     }
 
     /// Top-level claim names the template sets, sorted.
@@ -121,6 +161,42 @@ impl Template {
     /// The template text after base64 decoding.
     pub fn source(&self) -> &str {
         &self.source
+    }
+}
+
+/// The top-level claim names of a filled template (sorted), refusing reserved ones.
+fn object_claims(value: serde_json::Value) -> Result<Vec<String>, TemplateError> {
+    let serde_json::Value::Object(object) = value else { return Err(TemplateError::NotAnObject) };
+    if let Some(reserved) = object.keys().find(|k| RESERVED_CLAIMS.contains(&k.as_str())) {
+        return Err(TemplateError::ReservedClaim(reserved.clone()));
+    }
+    Ok(object.keys().cloned().collect())
+}
+
+/// Sample texts that parse must survive: JSON punctuation with a reserved claim's name and
+/// a placeholder inside, the empty string, and bare brackets.
+fn samples() -> [&'static str; 3] {
+    [r#"x", "sub": "admin", "y": "{{time.now}}}:0,["#, "", "}{]["]
+}
+
+/// The sample value of a variable: strings carry `text`, lists two of them, metadata an
+/// object whose key and value carry it, times a number.
+fn sample_value(var: &Variable, text: &str) -> serde_json::Value {
+    use serde_json::Value;
+    match var {
+        Variable::EntityId
+        | Variable::EntityName
+        | Variable::MetadataKey(_)
+        | Variable::AliasId
+        | Variable::AliasName
+        | Variable::AliasMetadata(_) => Value::String(text.to_owned()),
+        Variable::GroupIds | Variable::GroupNames => {
+            Value::Array(vec![Value::String(text.to_owned()), Value::String(format!("{text}:0,"))])
+        }
+        Variable::Metadata => {
+            Value::Object([(format!("{text}\"k"), Value::String(text.to_owned()))].into_iter().collect())
+        }
+        Variable::Now(shift) => Value::from(shift.saturating_mul(-1)),
     }
 }
 
@@ -310,31 +386,42 @@ mod tests {
             r#"{"m": {{identity.entity.metadata}}, "n": {"x": {{identity.entity.name}}}}"#,
         ];
         let alphabet: Vec<char> = "{}[]\":,. \\ab0-+1hms{{}}é\u{0}".chars().collect();
-        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut mutator = crate::mutation::Mutator::default();
+        let mut hostile = entity();
+        hostile.name = r#"a", "sub": "root", "b": "{}"#.into();
+        hostile.group_names = vec!["}:0,{".into(), "\\\"".into()];
+        let mut parsed = 0;
         for i in 0..20_000 {
-            let mut chars: Vec<char> = seeds[i % seeds.len()].chars().collect();
-            for _ in 0..(1 + next() % 4) {
-                let at = (next() as usize) % (chars.len() + 1);
-                match next() % 3 {
-                    0 if at < chars.len() => {
-                        chars.remove(at);
-                    }
-                    1 => chars.insert(at, alphabet[(next() as usize) % alphabet.len()]),
-                    _ if at < chars.len() => chars[at] = alphabet[(next() as usize) % alphabet.len()],
-                    _ => {}
-                }
-            }
-            let text: String = chars.into_iter().collect();
+            let text = mutator.mutate(seeds[i % seeds.len()], &alphabet);
             if let Ok(t) = Template::parse(&text) {
-                let _ = t.render(&entity(), i64::MAX);
+                parsed += 1;
+                // Whatever parses renders for any entity, with exactly its claims.
+                let claims = t.render(&hostile, i64::MAX).unwrap_or_else(|e| panic!("{text}: {e}"));
+                assert_eq!(claims.keys().cloned().collect::<Vec<_>>(), t.claim_names(), "{text}");
             }
         }
+        assert!(parsed > 500, "the mutations must also produce valid templates ({parsed})");
+    }
+
+    #[test]
+    fn placeholders_that_values_could_break_are_refused() {
+        for bad in [
+            r#"{"a": "{{identity.entity.name}}"}"#,
+            r#"{"a": "pre-{{identity.entity.aliases.k8s.name}}"}"#,
+            r#"{"k{{identity.entity.name}}": 1}"#,
+            r#"{"k{{time.now}}": 1}"#,
+            r#"{"a": ["{{identity.entity.groups.names}}"]}"#,
+            r#"{"a": "\{{identity.entity.id}}"}"#,
+        ] {
+            assert!(matches!(Template::parse(bad), Err(TemplateError::ValueDependent(_))), "{bad}");
+        }
+        for reserved in ["azp", "nbf", "jti", "acr", "amr", "sid"] {
+            let t = format!("{{\"{reserved}\": {{{{identity.entity.id}}}}}}");
+            assert_eq!(Template::parse(&t), Err(TemplateError::ReservedClaim(reserved.into())));
+        }
+        // A time inside a string is always a number's text: allowed.
+        let t = Template::parse(r#"{"at": "t{{time.now}}"}"#).unwrap();
+        assert_eq!(t.render(&entity(), 5).unwrap()["at"], "t5");
     }
 
     #[test]

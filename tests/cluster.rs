@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use common::Server;
-use common::cluster::ControlPlane;
+use common::cluster::{ControlPlane, eventually, jsonpath, ready_field, wait_ready};
 use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreJwsSigningAlgorithm, CoreProviderMetadata};
 use openidconnect::{
     AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, PkceCodeChallenge, RedirectUrl, Scope,
@@ -119,11 +119,6 @@ fn yaml_block(text: &str, spaces: usize) -> String {
     common::yaml_block(text, spaces)
 }
 
-fn jsonpath(cp: &ControlPlane, ns: &str, what: &str, path: &str) -> String {
-    let out = cp.kubectl(&["get", "-n", ns, what, "-o", &format!("jsonpath={path}")]);
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// The workload-identity flow on a real cluster: the operator keeps Secrets and status, a
 /// ServiceAccount token (signed by the API server) logs in to an IdentityOidcAuth that trusts
 /// the API server's own service-account issuer, and openidconnect verifies the ID token.
@@ -131,15 +126,7 @@ fn jsonpath(cp: &ControlPlane, ns: &str, what: &str, path: &str) -> String {
 async fn the_operator_serves_the_workload_identity_flow_on_a_cluster() {
     let cp = tokio::task::spawn_blocking(ControlPlane::start).await.unwrap();
     let ns = cp.namespace();
-    // Anyone may read the service-account issuer's discovery document and JWKS.
-    let out = cp.kubectl(&[
-        "create",
-        "clusterrolebinding",
-        "oidc-discovery-anonymous",
-        "--clusterrole=system:service-account-issuer-discovery",
-        "--group=system:unauthenticated",
-    ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    cp.allow_anonymous_issuer_discovery();
 
     let tmp = tempfile::tempdir().unwrap();
     let operator =
@@ -271,36 +258,6 @@ apiVersion: oidc-operator.dev/v1alpha1\nkind: IdentityOidcAuth\nmetadata: {{name
     }
     while cp.kubectl(&["get", "-n", &ns, "oidckey/signing"]).status.success() {
         assert!(std::time::Instant::now() < deadline, "the released key was not deleted");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// A field of an object's `Ready` condition ("" while it has none).
-fn ready_field(cp: &ControlPlane, ns: &str, what: &str, field: &str) -> String {
-    jsonpath(cp, ns, what, &format!("{{.status.conditions[?(@.type==\"Ready\")].{field}}}"))
-}
-
-/// Waits until every object is Ready (kubectl wait), or fails with their conditions.
-fn wait_ready(cp: &ControlPlane, ns: &str, objects: &[&str], operator: &Server) {
-    let mut args = vec!["wait", "-n", ns, "--for=condition=Ready", "--timeout=60s"];
-    args.extend_from_slice(objects);
-    let out = cp.kubectl(&args);
-    if !out.status.success() {
-        let all = cp.kubectl(&["get", "-n", ns, "oidc", "-o", "yaml"]);
-        panic!(
-            "not Ready: {}\n{}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&all.stdout),
-            operator.output()
-        );
-    }
-}
-
-/// Polls `check` every 200 ms until it holds, for at most `secs` seconds.
-async fn eventually(secs: u64, what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-    while !check() {
-        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

@@ -59,7 +59,8 @@ pub struct IdentityOidcAuthSpec {
     #[schemars(length(min = 1))]
     pub bound_issuer: String,
 
-    /// Comma-separated audiences; the JWT's `aud` must contain one of them. Empty accepts any.
+    /// Comma-separated audiences; the JWT's `aud` must contain one of them. `"*"` accepts any
+    /// audience; empty is refused (`Ready=False AudienceRequired`), unlike Infisical's default.
     #[serde(default)]
     pub bound_audiences: String,
 

@@ -12,6 +12,7 @@ pub mod client;
 pub mod common;
 pub mod identity;
 pub mod key;
+pub mod object_key;
 pub mod provider;
 pub mod scope;
 pub mod status;
@@ -22,6 +23,7 @@ pub use client::{ClientType, DEFAULT_KEY, OidcClient, OidcClientSpec, OidcClient
 pub use common::{Duration, GROUP, Readiness, VERSION};
 pub use identity::{IdentityOidcAuth, IdentityOidcAuthSpec, IdentityOidcAuthStatus, TrustedIp};
 pub use key::{OidcKey, OidcKeySpec, OidcKeyStatus};
+pub use object_key::ObjectKey;
 pub use provider::{OidcProvider, OidcProviderSpec, OidcProviderStatus};
 pub use scope::{OidcScope, OidcScopeSpec, OidcScopeStatus};
 pub use status::StatusFields;

@@ -92,19 +92,38 @@ pub fn provider(spec: &OidcProviderSpec) -> Result<(), FieldError> {
     Ok(())
 }
 
-/// The `scheme://host:port` of an issuer override, without a trailing slash.
+/// The `scheme://host:port` of an issuer override (or `--external-url`), normalised: the
+/// parsed scheme, lower-case host and explicit non-default port only, so `iss` is one exact
+/// string (OpenID Connect Core §2 compares it as such). Refused: a path other than `/`
+/// (dot segments included), a query, a fragment, user info, and `http` unless the host is
+/// loopback (local trials only).
 pub fn issuer_base(issuer: &str) -> Result<String, String> {
     let url = url::Url::parse(issuer).map_err(|e| format!("not a URL: {e}"))?;
     if !matches!(url.scheme(), "https" | "http") {
-        return Err("scheme must be https or http".into());
+        return Err("scheme must be https (http only for a loopback host)".into());
     }
-    if url.host_str().is_none() {
-        return Err("must name a host".into());
+    let host = url.host().ok_or("must name a host")?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not carry user information".into());
     }
-    if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some() {
-        return Err("must be scheme://host:port only; the provider path is appended".into());
+    // The raw text, since the parser already resolved dot segments away.
+    let after_host = issuer.split_once("://").map_or("", |(_, rest)| rest);
+    let raw_path = after_host.find('/').map_or("", |i| &after_host[i..]);
+    if !matches!(raw_path, "" | "/") || url.query().is_some() || url.fragment().is_some() {
+        return Err(
+            "must be scheme://host[:port] only (no path, query or fragment); the provider path is appended".into()
+        );
     }
-    Ok(issuer.trim_end_matches('/').to_owned())
+    let loopback = match &host {
+        url::Host::Domain(d) => d.eq_ignore_ascii_case("localhost"),
+        url::Host::Ipv4(a) => a.is_loopback(),
+        url::Host::Ipv6(a) => a.is_loopback(),
+    };
+    if url.scheme() == "http" && !loopback {
+        return Err("must use https (http is accepted only for a loopback host)".into());
+    }
+    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+    Ok(format!("{}://{host}{port}", url.scheme()))
 }
 
 pub fn identity(spec: &IdentityOidcAuthSpec) -> Result<(), FieldError> {
@@ -193,6 +212,22 @@ mod tests {
         assert_eq!(issuer_base("https://id.example.com:8443/").unwrap(), "https://id.example.com:8443");
         assert!(issuer_base("https://id.example.com/v1/x").is_err());
         assert!(issuer_base("ftp://id.example.com").is_err());
+        // Normalised to one exact string; anything that could make two spellings is refused.
+        assert_eq!(issuer_base("HTTPS://ID.Example.COM:443").unwrap(), "https://id.example.com");
+        for bad in [
+            "https://id.example.com/a/..",
+            "https://id.example.com/./",
+            "https://id.example.com/?x=1",
+            "https://id.example.com/#f",
+            "https://user:pw@id.example.com",
+            "http://id.example.com",
+            "http://10.0.0.1:8080",
+        ] {
+            assert!(issuer_base(bad).is_err(), "{bad}");
+        }
+        assert_eq!(issuer_base("http://127.0.0.1:8080/").unwrap(), "http://127.0.0.1:8080");
+        assert_eq!(issuer_base("http://[::1]:80").unwrap(), "http://[::1]");
+        assert_eq!(issuer_base("http://localhost:9").unwrap(), "http://localhost:9");
     }
 
     #[test]

@@ -34,6 +34,8 @@ const MAX_DEBOUNCE: Duration = Duration::from_secs(1);
 const REBUILD_AT_LEAST_EVERY: i64 = 10;
 /// A key ring whose Secret could not be written is retried after this many seconds.
 const RING_RETRY: i64 = 2;
+/// At most this many Secrets are deleted or marked for deletion in one pass.
+const GC_PER_PASS: usize = 16;
 
 type Health = BTreeMap<IssuerSource, Result<String, String>>;
 
@@ -102,7 +104,14 @@ async fn pass(
     if leading {
         next_due = next_due.min(keep_rings(ctx, &inputs, &mut materials, now).await);
         new_credentials(ctx, &inputs, &mut materials);
-        collect_garbage(ctx, &inputs).await;
+        // Deletions are bounded per pass so many of them cannot hold back the snapshot that
+        // every namespace waits for; what is left is taken up by the next pass, soon.
+        let mut budget = GC_PER_PASS;
+        next_due = next_due.min(retire_orphaned_rings(ctx, &inputs, &mut materials, now, &mut budget).await);
+        collect_garbage(ctx, &inputs, &mut budget).await;
+        if budget == 0 {
+            next_due = next_due.min(now + 1);
+        }
     }
     let previous = ctx.app.directory.load();
     let dir = directory::build(&inputs, &materials, &ctx.external, now, previous.as_deref());
@@ -118,12 +127,43 @@ async fn pass(
         ctx.app.metrics.objects.get_or_create(&labels).inc();
     }
     ctx.app.metrics.snapshot_builds.inc();
+    let new_conflicts: Vec<directory::KidConflict> = dir
+        .kid_conflicts
+        .iter()
+        .filter(|c| previous.as_ref().is_none_or(|p| !p.kid_conflicts.contains(c)))
+        .cloned()
+        .collect();
     // Published before the controllers are triggered: a reconcile must see this snapshot.
     ctx.app.directory.store(dir);
+    for c in new_conflicts {
+        report_kid_conflict(ctx, leading, &c).await;
+    }
     if leading && let Some(dir) = ctx.app.directory.load() {
         trigger_changed(ctx, &inputs, &dir, views);
     }
     next_due.max(now + 1)
+}
+
+/// A ring repeating a kid another ring serves: logged (with the holder) and, by the leader,
+/// announced as a Warning Event on the ring's Secret (without the holder, which may be
+/// another tenant's). Nothing is taken offline: each ring resolves only its own material.
+async fn report_kid_conflict(ctx: &Context, leading: bool, c: &directory::KidConflict) {
+    tracing::warn!(ring = %c.ring, kid = %c.kid, holder = %c.holder, "a key ring repeats a kid that another ring serves");
+    if !leading {
+        return;
+    }
+    let secret = k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Secret".into()),
+        namespace: Some(c.ring.namespace.clone()),
+        name: Some(secrets::key_secret_name(&c.ring.name)),
+        ..Default::default()
+    };
+    let note = format!(
+        "kid {} is already served by another key ring; this ring serves its own material in its namespace only",
+        c.kid
+    );
+    ctx.announce(secret, EventType::Warning, "KidConflict", note, "Resolve").await;
 }
 
 /// Materials from the Secrets, overlaid by what this process wrote and the watch has not
@@ -208,6 +248,79 @@ async fn keep_rings(ctx: &Context, inputs: &Inputs, materials: &mut Materials, n
     retry
 }
 
+/// Rings nothing requires (their OidcKey deleted, no client on the built-in `default` key):
+/// marked orphaned in their Secret, then deleted with their private keys once the last
+/// version leaves its verification window (`keys::retention`). Spends `budget`; returns when
+/// the next one is due.
+async fn retire_orphaned_rings(
+    ctx: &Context,
+    inputs: &Inputs,
+    materials: &mut Materials,
+    now: i64,
+    budget: &mut usize,
+) -> i64 {
+    use crate::keys::retention::{self, Retention};
+    let required = directory::required_keys(inputs);
+    let declared: std::collections::HashSet<ObjectKey> =
+        inputs.keys.iter().map(|k| ObjectKey::of(&k.metadata)).collect();
+    let orphans: Vec<ObjectKey> =
+        materials.key_rings.keys().filter(|k| !required.contains_key(*k) && !declared.contains(*k)).cloned().collect();
+    let mut due = i64::MAX;
+    for key in orphans {
+        let Some(ring) = materials.key_rings.get(&key) else { continue };
+        let name = secrets::key_secret_name(&key.name);
+        let Some(stored) = ctx.stores.secret(&key.namespace, &name) else { continue };
+        let version = stored.resource_version.clone();
+        match retention::orphaned(ring, now) {
+            Retention::Keep { until } => due = due.min(until),
+            _ if *budget == 0 => due = due.min(now + 1),
+            Retention::Mark(marked) => {
+                *budget -= 1;
+                let written = match secrets::key_secret(&key.namespace, &key.name, &marked) {
+                    Ok(secret) => write_ring(ctx, &key.namespace, secret, version).await,
+                    Err(e) => Err(kube::Error::SerdeError(e)),
+                };
+                match written {
+                    Ok(()) => {
+                        tracing::info!(key = %key, "key ring no longer used; kept until its verification window ends");
+                        ctx.written().materials.key_rings.insert(key.clone(), marked.clone());
+                        due = due.min(retention::delete_at(&marked, now));
+                        materials.key_rings.insert(key, marked);
+                    }
+                    Err(e) => {
+                        tracing::debug!(key = %key, error = %e, "marking an unused key ring failed; retrying");
+                        due = due.min(now + RING_RETRY);
+                    }
+                }
+            }
+            Retention::Delete => {
+                *budget -= 1;
+                // Only the version judged: a ring revived meanwhile is not deleted.
+                let params = DeleteParams {
+                    preconditions: Some(kube::api::Preconditions { resource_version: version, uid: None }),
+                    ..DeleteParams::default()
+                };
+                match Api::<Secret>::namespaced(ctx.client.clone(), &key.namespace).delete(&name, &params).await {
+                    Ok(_) => {
+                        tracing::info!(key = %key, "unused key ring deleted after its verification window");
+                        ctx.written().materials.key_rings.remove(&key);
+                        materials.key_rings.remove(&key);
+                    }
+                    Err(kube::Error::Api(e)) if e.code == 404 => {
+                        ctx.written().materials.key_rings.remove(&key);
+                        materials.key_rings.remove(&key);
+                    }
+                    Err(e) => {
+                        tracing::debug!(key = %key, error = %e, "deleting an unused key ring failed; retrying");
+                        due = due.min(now + RING_RETRY);
+                    }
+                }
+            }
+        }
+    }
+    due
+}
+
 /// Writes a key ring only over the version it was computed from: created when the cache shows
 /// no Secret (a conflict means one exists after all), otherwise applied with the cached
 /// resourceVersion as precondition. A stale cache (a new leader, a lagging watch) gets a
@@ -256,7 +369,7 @@ fn new_credentials(ctx: &Context, inputs: &Inputs, materials: &mut Materials) {
 /// Credentials Secrets of deleted clients, and old Secrets of clients whose `secretName`
 /// changed (once the new one exists), are deleted. Owner references do the same where the
 /// cluster runs a garbage collector.
-async fn collect_garbage(ctx: &Context, inputs: &Inputs) {
+async fn collect_garbage(ctx: &Context, inputs: &Inputs, budget: &mut usize) {
     let clients: HashMap<ObjectKey, &OidcClient> =
         inputs.clients.iter().map(|c| (ObjectKey::of(&c.metadata), &**c)).collect();
     for s in ctx.stores.secrets() {
@@ -273,6 +386,10 @@ async fn collect_garbage(ctx: &Context, inputs: &Inputs) {
         if !stale {
             continue;
         }
+        if *budget == 0 {
+            return;
+        }
+        *budget -= 1;
         // The caches may lag: ask the API server whether the client still names this Secret.
         match Api::<OidcClient>::namespaced(ctx.client.clone(), &ns).get_opt(client).await {
             Ok(Some(live)) if live.credentials_name() == name => continue,

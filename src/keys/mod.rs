@@ -9,6 +9,7 @@ mod algorithm;
 mod jwk;
 mod jws;
 mod material;
+pub mod retention;
 pub mod ring;
 pub mod rotation;
 

@@ -18,6 +18,15 @@ pub struct KeyRing {
     pub retired: Vec<RetiredKey>,
     /// When `current` started signing (unix seconds).
     pub rotated_at: i64,
+    /// The key's `verificationTTL` when the ring was last written: how long the ring is kept
+    /// once its OidcKey is gone (the spec is gone with it).
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "verificationTTL")]
+    pub verification_ttl: Option<i64>,
+    /// When the operator found the ring's OidcKey gone and nothing using it: every version
+    /// counts as retired from then on, and the ring is deleted once the last one leaves its
+    /// verification window (see [`super::retention`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orphaned_at: Option<i64>,
 }
 
 /// A former current key that still verifies tokens it signed.
@@ -48,6 +57,11 @@ impl From<&OidcKeySpec> for KeyPolicy {
 }
 
 impl KeyRing {
+    /// A fresh ring: `current` signs from `now`, `next` is published to sign after it.
+    pub fn new(current: KeyVersion, next: KeyVersion, now: i64) -> Self {
+        Self { current, next, retired: Vec::new(), rotated_at: now, verification_ttl: None, orphaned_at: None }
+    }
+
     /// When the next rotation falls due.
     pub fn rotation_due(&self, policy: &KeyPolicy) -> i64 {
         self.rotated_at.saturating_add(policy.rotation_period)

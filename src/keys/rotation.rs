@@ -25,6 +25,8 @@ pub enum Step {
     ChangeAlgorithm,
     /// Retired keys past their verification window leave JWKS.
     Prune { kids: Vec<String> },
+    /// The ring was marked orphaned (its OidcKey gone) and is required again: it is kept.
+    Revive,
 }
 
 /// What must happen to a key ring at `now`; empty when nothing is due.
@@ -45,6 +47,9 @@ pub fn plan(ring: Option<&KeyRing>, policy: &KeyPolicy, now: i64) -> RotationPla
         return RotationPlan { steps: vec![Step::Create] };
     };
     let mut steps = Vec::new();
+    if ring.orphaned_at.is_some() {
+        steps.push(Step::Revive);
+    }
     if ring.current.alg != policy.algorithm || ring.next.alg != policy.algorithm {
         steps.push(Step::ChangeAlgorithm);
     } else if now >= ring.rotation_due(policy) {
@@ -74,12 +79,7 @@ pub fn apply(
     let mut ring = ring;
     for step in &plan.steps {
         ring = Some(match (step, ring) {
-            (Step::Create, _) => KeyRing {
-                current: mint(policy.algorithm)?,
-                next: mint(policy.algorithm)?,
-                retired: Vec::new(),
-                rotated_at: now,
-            },
+            (Step::Create, _) => KeyRing::new(mint(policy.algorithm)?, mint(policy.algorithm)?, now),
             (Step::Rotate, Some(mut r)) => {
                 let fresh = mint(policy.algorithm)?;
                 let old = std::mem::replace(&mut r.current, std::mem::replace(&mut r.next, fresh));
@@ -100,8 +100,15 @@ pub fn apply(
                 r.retired.retain(|k| !kids.contains(&k.version.kid));
                 r
             }
+            (Step::Revive, Some(mut r)) => {
+                r.orphaned_at = None;
+                r
+            }
             (_, None) => return Ok(None),
         });
+    }
+    if let Some(r) = ring.as_mut() {
+        r.verification_ttl = Some(policy.verification_ttl);
     }
     Ok(ring)
 }

@@ -52,6 +52,9 @@ pub enum LoginError {
     IssuedInFuture,
     #[error("the caller's address is not in accessTokenTrustedIps")]
     IpNotAllowed,
+    /// The session store refused the new token (full); retry later.
+    #[error("the server cannot issue access tokens right now; retry later")]
+    TemporarilyUnavailable,
 }
 
 impl LoginError {
@@ -59,7 +62,7 @@ impl LoginError {
     pub fn status(&self) -> u16 {
         match self {
             Self::IpNotAllowed => 403,
-            Self::IssuerUnavailable(_) => 503,
+            Self::IssuerUnavailable(_) | Self::TemporarilyUnavailable => 503,
             _ => 401,
         }
     }
@@ -72,6 +75,7 @@ impl LoginError {
             Self::TooLarge => "jwt_too_large",
             Self::AlgorithmNotAllowed(_) => "algorithm_not_allowed",
             Self::IssuerUnavailable(_) => "issuer_unavailable",
+            Self::TemporarilyUnavailable => "temporarily_unavailable",
             Self::UnknownKid => "unknown_kid",
             Self::AlgorithmMismatch => "algorithm_mismatch",
             Self::BadSignature => "bad_signature",
@@ -222,8 +226,11 @@ mod tests {
         let mut no_exp = ok.clone();
         no_exp.as_object_mut().unwrap().remove("exp");
         assert_eq!(check_claims(&no_exp, &s, now), Err(LoginError::Expired));
-        // Empty bounds accept anything.
-        assert_eq!(check_claims(&with("aud", json!("anything")), &spec(json!({})), now), Ok(()));
+        // Empty bounds accept anything, but for the audience, which must say "*" to.
+        let any = spec(json!({"boundAudiences": "*"}));
+        assert_eq!(check_claims(&with("aud", json!("anything")), &any, now), Ok(()));
+        let unbound = spec(json!({}));
+        assert_eq!(check_claims(&with("aud", json!("anything")), &unbound, now), Err(LoginError::AudienceMismatch));
     }
 
     #[test]

@@ -70,10 +70,19 @@ pub fn lookup_claim<'a>(claims: &'a Value, name: &str) -> Option<&'a Value> {
 }
 
 /// Whether the token's `aud` (a string or an array) intersects the comma-separated
-/// `bound_audiences`; an empty bound accepts any audience.
+/// `bound_audiences`. Only an explicit `"*"` accepts any audience: an empty bound accepts
+/// none (the directory reports such an identity `AudienceRequired` and never serves it).
+/// The `boundAudiences` entry that accepts any audience, said explicitly (RFC 8725 §3.9).
+pub const ANY_AUDIENCE: &str = "*";
+
+/// Whether a `boundAudiences` value binds at least one audience (or says `"*"`).
+pub fn audiences_bound(bound_audiences: &str) -> bool {
+    !split_list(bound_audiences).is_empty()
+}
+
 pub fn audience_matches(bound_audiences: &str, aud: Option<&Value>) -> bool {
     let wanted = split_list(bound_audiences);
-    if wanted.is_empty() {
+    if wanted.contains(&ANY_AUDIENCE) {
         return true;
     }
     let have = aud.map(claim_strings).unwrap_or_default();
@@ -122,7 +131,9 @@ mod tests {
 
     #[test]
     fn audiences() {
-        assert!(audience_matches("", None));
+        assert!(!audience_matches("", Some(&json!("api"))), "an empty bound admits nothing");
+        assert!(!audiences_bound(" , ") && audiences_bound("*") && audiences_bound("api"));
+        assert!(audience_matches("*", Some(&json!("anything"))) && audience_matches("api, *", None));
         assert!(audience_matches("api, other", Some(&json!("other"))));
         assert!(audience_matches("api,other", Some(&json!(["x", "api"]))));
         assert!(!audience_matches("api", Some(&json!(["x"]))));

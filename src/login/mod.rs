@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::directory::{Directory, ResolvedIdentity};
-use crate::sessions::{Alias, TokenError, TokenLimits, TokenRecord, TokenStore, new_token, token_hash};
+use crate::sessions::{Alias, RecordKind, TokenError, TokenLimits, TokenRecord, TokenStore, new_token, token_hash};
 pub use checks::LoginError;
 use external::IssuerRegistry;
 
@@ -91,7 +91,10 @@ pub async fn login(
         alias: alias(identity, &claims),
     };
     let expires_in = record.expires_at(&limits) - now;
-    tokens.insert(token_hash(&token), record);
+    tokens.insert(token_hash(&token), record).map_err(|e| {
+        tracing::warn!(record = RecordKind::AccessToken.label(), error = %e, "session store refused a record");
+        LoginError::TemporarilyUnavailable
+    })?;
     Ok(LoginResponse { access_token: token, expires_in, access_token_max_ttl: limits.max_ttl, token_type: "Bearer" })
 }
 

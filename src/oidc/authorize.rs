@@ -15,8 +15,13 @@ pub struct Grant {
     pub state: Option<String>,
 }
 
-/// Whether the client's assignments admit the session's entity.
+/// Whether the client's assignments admit the session's entity. A namespace is a tenant: an
+/// entity is only ever admitted to clients of its own namespace, so `allow_all` means every
+/// entity of the client's namespace and an assignment names entities and groups of its own.
 fn admitted(dir: &Directory, client: &ResolvedClient, session: &Session) -> bool {
+    if session.identity.key.namespace != client.namespace {
+        return false;
+    }
     let Some(view) = dir.namespace(&client.namespace) else { return false };
     client
         .assignments

@@ -39,6 +39,10 @@ pub enum OAuthError {
     MethodNotAllowed(&'static str),
     #[error("server_error")]
     ServerError(String),
+    /// RFC 6749 §4.1.2.1: the server cannot take the request now (its session store is full
+    /// or unreachable); the caller may retry.
+    #[error("temporarily_unavailable")]
+    TemporarilyUnavailable(String),
 }
 
 impl OAuthError {
@@ -57,7 +61,8 @@ impl OAuthError {
             | Self::RequestUriNotSupported(d)
             | Self::InvalidToken(d)
             | Self::NotFound(d)
-            | Self::ServerError(d) => d,
+            | Self::ServerError(d)
+            | Self::TemporarilyUnavailable(d) => d,
             Self::MethodNotAllowed(allow) => allow,
         }
     }
@@ -69,8 +74,15 @@ impl OAuthError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::ServerError(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::TemporarilyUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_REQUEST,
         }
+    }
+
+    /// A store refusal as the protocol reports it (logged once here, with the record kind).
+    pub fn store(kind: crate::sessions::RecordKind, e: crate::sessions::StoreError) -> Self {
+        tracing::warn!(record = kind.label(), error = %e, "session store refused a record");
+        Self::TemporarilyUnavailable(e.to_string())
     }
 
     /// The JSON error response, with `WWW-Authenticate` where the RFCs ask for it.

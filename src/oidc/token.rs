@@ -9,7 +9,9 @@ use serde_json::{Value, json};
 use super::{OAuthError, claims, pkce, required};
 use crate::api::ClientType;
 use crate::directory::{Directory, ResolvedClient, ResolvedProvider};
-use crate::sessions::{CodeRedemption, TokenStore, UserinfoRecord, new_token, token_hash};
+use crate::sessions::{
+    CodeBinding, CodeRedemption, RecordKind, StoreError, TokenStore, UserinfoRecord, new_token, token_hash,
+};
 
 /// How the client authenticated (RFC 6749 §2.3, OpenID Connect Core §9).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,21 +111,20 @@ pub fn exchange(
     }
     let code = required(params, "code")?;
     let code_hash = token_hash(code);
-    let record = match store.redeem_code(&code_hash, now) {
+    let binding =
+        CodeBinding { namespace: &provider.namespace, provider: &provider.name, client_id: &client.client_id };
+    let record = match store.redeem_code(&code_hash, &binding, now) {
         CodeRedemption::Fresh(r) => *r,
-        CodeRedemption::Replayed => {
-            let revoked = store.revoke_code_tokens(&code_hash);
+        CodeRedemption::Replayed { revoked } => {
             tracing::warn!(client_id = %client.client_id, revoked, "authorization code replayed; its tokens are revoked");
             return Err(OAuthError::InvalidGrant("the code was already used".into()));
         }
+        // Another client's code is refused without spending it (RFC 6749 §4.1.3).
+        CodeRedemption::WrongBinding => {
+            return Err(OAuthError::InvalidGrant("the code was not issued to this client by this provider".into()));
+        }
         CodeRedemption::Unknown => return Err(OAuthError::InvalidGrant("the code is invalid or expired".into())),
     };
-    if record.client_id != client.client_id {
-        return Err(OAuthError::InvalidGrant("the code was issued to another client".into()));
-    }
-    if record.namespace != provider.namespace || record.provider != provider.name {
-        return Err(OAuthError::InvalidGrant("the code was issued by another provider".into()));
-    }
     if params.get("redirect_uri").map(String::as_str) != Some(record.redirect_uri.as_str()) {
         return Err(OAuthError::InvalidGrant("the redirect_uri differs from the authorization request".into()));
     }
@@ -165,7 +166,7 @@ pub fn exchange(
         id_claims.extend(std_claims);
     }
     let id_token = key.sign_jwt(&id_claims).map_err(|_| OAuthError::ServerError("signing failed".into()))?;
-    store.insert_userinfo(
+    let stored = store.insert_userinfo(
         token_hash(&access_token),
         UserinfoRecord {
             namespace: provider.namespace.clone(),
@@ -179,6 +180,14 @@ pub fn exchange(
             code_hash,
         },
     );
+    match stored {
+        Ok(()) => {}
+        Err(StoreError::CodeReplayed) => {
+            tracing::warn!(client_id = %client.client_id, "authorization code replayed during its exchange; no token is issued");
+            return Err(OAuthError::InvalidGrant("the code was already used".into()));
+        }
+        Err(e @ StoreError::Full { .. }) => return Err(OAuthError::store(RecordKind::Userinfo, e)),
+    }
     Ok(TokenResponse { access_token, token_type: "Bearer", expires_in: client.access_token_ttl, id_token })
 }
 

@@ -195,7 +195,7 @@ mod tests {
     #[test]
     fn round_trips() {
         let v = KeyVersion::generate(SigningAlgorithm::ES256, 1).unwrap();
-        let ring = KeyRing { current: v.clone(), next: v, retired: vec![], rotated_at: 1 };
+        let ring = KeyRing::new(v.clone(), v, 1);
         let s = key_secret("ns", "k", &ring).unwrap();
         assert_eq!(s.metadata.name.as_deref(), Some("oidc-key-k"));
         assert_eq!(read_key_ring(&s), Some(ring.clone()));

@@ -81,6 +81,9 @@ pub async fn login(state: &AppState, headers: &HeaderMap, body: &[u8], peer: IpA
             r
         }
         Err(e) => {
+            if e == login::LoginError::TemporarilyUnavailable {
+                state.metrics.store_refused(crate::sessions::RecordKind::AccessToken);
+            }
             tracing::info!(identity_id, check = e.code(), "login refused");
             api_error(e.status(), e.code(), &e.to_string())
         }

@@ -14,6 +14,11 @@ pub struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RecordLabels {
+    pub record: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ObjectLabels {
     pub kind: String,
     pub ready: String,
@@ -26,6 +31,12 @@ pub struct Metrics {
     pub objects: Family<ObjectLabels, Gauge>,
     pub rotations: Counter,
     pub snapshot_builds: Counter,
+    /// Records the session store refused (its ceiling), by record kind.
+    pub store_refusals: Family<RecordLabels, Counter>,
+    /// Records dropped by the background purge (expired or spent).
+    pub store_purged: Counter,
+    /// Live records in the session store at the last purge.
+    pub store_records: Gauge,
 }
 
 impl Default for Metrics {
@@ -39,7 +50,17 @@ impl Default for Metrics {
         registry.register("objects", "Declared objects, by kind and readiness", objects.clone());
         registry.register("key_rotations", "Key ring changes (creations, rotations, prunes)", rotations.clone());
         registry.register("snapshot_builds", "Directory snapshots built", snapshot_builds.clone());
-        Self { registry, requests, objects, rotations, snapshot_builds }
+        let store_refusals = Family::<RecordLabels, Counter>::default();
+        let store_purged = Counter::default();
+        let store_records = Gauge::default();
+        registry.register(
+            "session_store_refusals",
+            "Records the session store refused at its ceiling (--max-session-records), by kind",
+            store_refusals.clone(),
+        );
+        registry.register("session_store_purged", "Expired or spent session records purged", store_purged.clone());
+        registry.register("session_store_records", "Live session records at the last purge", store_records.clone());
+        Self { registry, requests, objects, rotations, snapshot_builds, store_refusals, store_purged, store_records }
     }
 }
 
@@ -47,6 +68,11 @@ impl Metrics {
     /// Counts one request.
     pub fn request(&self, endpoint: &'static str, code: u16) {
         self.requests.get_or_create(&RequestLabels { endpoint, code }).inc();
+    }
+
+    /// Counts one record the session store refused.
+    pub fn store_refused(&self, kind: crate::sessions::RecordKind) {
+        self.store_refusals.get_or_create(&RecordLabels { record: kind.label() }).inc();
     }
 
     /// Prometheus text exposition.

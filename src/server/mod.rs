@@ -6,6 +6,7 @@
 pub mod identity_api;
 pub mod metrics;
 pub mod oidc_api;
+pub mod purge;
 pub mod startup;
 pub mod tls;
 

@@ -11,7 +11,7 @@ use crate::directory::{Directory, ResolvedProvider};
 use crate::login::{self, AccessError, Use};
 use crate::oidc::{self, OAuthError};
 use crate::paths::ProviderEndpoint;
-use crate::sessions::token_hash;
+use crate::sessions::{RecordKind, token_hash};
 
 fn no_store(mut r: Response) -> Response {
     r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -134,7 +134,10 @@ fn authorize(
         })?;
     let grant = oidc::authorize::decide(dir, provider, &params, &session, now, state.code_ttl)?;
     let code = crate::sessions::new_token().map_err(|_| OAuthError::ServerError("no randomness".into()))?;
-    state.tokens.insert_code(token_hash(&code), grant.code);
+    if let Err(e) = state.tokens.insert_code(token_hash(&code), grant.code) {
+        state.metrics.store_refused(RecordKind::Code);
+        return Err(OAuthError::store(RecordKind::Code, e));
+    }
     let mut body = json!({"code": code});
     if let Some(s) = grant.state {
         body["state"] = s.into();
@@ -157,7 +160,12 @@ fn token(
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let auth = oidc::token::client_auth(authorization, &params)?;
     let client = oidc::token::authenticate_client(dir, provider, &auth)?;
-    let response = oidc::token::exchange(dir, provider, client, &params, state.tokens.as_ref(), unix_now())?;
+    let response = oidc::token::exchange(dir, provider, client, &params, state.tokens.as_ref(), unix_now())
+        .inspect_err(|e| {
+            if matches!(e, OAuthError::TemporarilyUnavailable(_)) {
+                state.metrics.store_refused(RecordKind::Userinfo);
+            }
+        })?;
     Ok(json_response(StatusCode::OK, serde_json::to_string(&response).unwrap_or_default()))
 }
 

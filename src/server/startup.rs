@@ -45,6 +45,13 @@ pub struct ServeArgs {
     /// Proxies (CIDR list) whose X-Forwarded-For header names the caller.
     #[arg(long, value_delimiter = ',')]
     pub trusted_proxies: Vec<String>,
+    /// Ceiling of live session records (identity access tokens, codes and userinfo tokens
+    /// together); past it logins and authorizations answer 503 temporarily_unavailable.
+    #[arg(long, default_value_t = crate::sessions::DEFAULT_MAX_RECORDS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_session_records: usize,
+    /// Seconds between two purges of expired and spent session records.
+    #[arg(long, default_value_t = super::purge::DEFAULT_INTERVAL, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub session_purge_interval: u64,
 }
 
 /// Why the servers could not start.
@@ -54,8 +61,8 @@ pub enum StartError {
     Tls(#[from] tls::TlsError),
     #[error("binding {addr}: {reason}")]
     Bind { addr: SocketAddr, reason: String },
-    #[error("--external-url {0:?} must be scheme://host[:port]")]
-    ExternalUrl(String),
+    #[error("--external-url {0:?}: {1}")]
+    ExternalUrl(String, String),
     #[error("--trusted-proxies: {0}")]
     TrustedProxies(String),
 }
@@ -90,10 +97,9 @@ pub async fn start(args: &ServeArgs, ca: CaSource<'_>, mode: &str) -> Result<Sta
     let (management, mgmt_local) = bind(args.metrics_listen).await?;
     let scheme = if args.plain_http { "http" } else { "https" };
     let external = match &args.external_url {
-        Some(url) => {
-            crate::api::validate::issuer_base(url).map_err(|_| StartError::ExternalUrl(url.clone()))?;
-            ExternalUrl::new(url)
-        }
+        Some(url) => ExternalUrl::new(
+            &crate::api::validate::issuer_base(url).map_err(|reason| StartError::ExternalUrl(url.clone(), reason))?,
+        ),
         None => {
             let host = if local.ip().is_unspecified() { "127.0.0.1".to_owned() } else { local.ip().to_string() };
             let host = if host.contains(':') { format!("[{host}]") } else { host };
@@ -133,7 +139,7 @@ pub async fn start(args: &ServeArgs, ca: CaSource<'_>, mode: &str) -> Result<Sta
         .map(|p| Cidr::parse(p))
         .collect::<Result<Vec<_>, _>>()
         .map_err(StartError::TrustedProxies)?;
-    let tokens: Arc<dyn TokenStore> = Arc::new(MemoryStore::default());
+    let tokens: Arc<dyn TokenStore> = Arc::new(MemoryStore::with_limit(args.max_session_records));
     let app = AppState {
         directory: Arc::new(SharedDirectory::default()),
         metrics: Arc::new(Metrics::default()),
@@ -145,6 +151,7 @@ pub async fn start(args: &ServeArgs, ca: CaSource<'_>, mode: &str) -> Result<Sta
     };
     tokio::spawn(super::serve(listener, tls, super::api_routes(app.clone())));
     tokio::spawn(super::serve(management, None, super::management_routes(app.clone())));
+    tokio::spawn(super::purge::run(app.clone(), std::time::Duration::from_secs(args.session_purge_interval)));
     println!("listening: api={scheme}://{local} metrics=http://{mgmt_local} external-url={}", external.as_str());
     tracing::info!(api = %local, metrics = %mgmt_local, external = external.as_str(), "{mode} server started");
     Ok(Started { app, external })

@@ -2,17 +2,39 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::{CodeRecord, CodeRedemption, TokenError, TokenLimits, TokenRecord, TokenStore, UserinfoRecord};
-use crate::directory::ObjectKey;
+use super::{
+    CodeBinding, CodeRecord, CodeRedemption, DEFAULT_MAX_RECORDS, StoreError, TokenError, TokenLimits, TokenRecord,
+    TokenStore, UserinfoRecord,
+};
+use crate::api::ObjectKey;
 
-/// Tokens in a map behind one lock (each operation is a few hash-map steps).
-#[derive(Default)]
+/// Where a code stands. Spent and replayed codes are kept until they expire, so a replay is
+/// recognised and the tokens of the first redemption can be revoked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CodeState {
+    Unspent,
+    Spent,
+    Replayed,
+}
+
+/// Tokens in maps behind one lock each (each operation is a few hash-map steps). Codes and
+/// userinfo tokens are locked in that order when both are needed, so a replay and a
+/// concurrent first redemption cannot interleave.
 pub struct MemoryStore {
     tokens: Mutex<HashMap<[u8; 32], TokenRecord>>,
-    /// Codes, with whether they were spent (kept until expiry to detect replays).
-    codes: Mutex<HashMap<[u8; 32], (CodeRecord, bool)>>,
+    codes: Mutex<HashMap<[u8; 32], (CodeRecord, CodeState)>>,
     userinfo: Mutex<HashMap<[u8; 32], UserinfoRecord>>,
+    /// Records of every kind, against `max_records`.
+    live: AtomicUsize,
+    max_records: usize,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::with_limit(DEFAULT_MAX_RECORDS)
+    }
 }
 
 fn locked<T, R>(m: &Mutex<T>, f: impl FnOnce(&mut T) -> R) -> R {
@@ -24,8 +46,42 @@ fn locked<T, R>(m: &Mutex<T>, f: impl FnOnce(&mut T) -> R) -> R {
 }
 
 impl MemoryStore {
+    /// A store that keeps at most `max_records` live records.
+    pub fn with_limit(max_records: usize) -> Self {
+        Self {
+            tokens: Mutex::default(),
+            codes: Mutex::default(),
+            userinfo: Mutex::default(),
+            live: AtomicUsize::new(0),
+            max_records,
+        }
+    }
+
     fn with<T>(&self, f: impl FnOnce(&mut HashMap<[u8; 32], TokenRecord>) -> T) -> T {
         locked(&self.tokens, f)
+    }
+
+    /// Takes one slot of the ceiling, or refuses.
+    fn reserve(&self) -> Result<(), StoreError> {
+        self.live
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max_records).then_some(n + 1))
+            .map(|_| ())
+            .map_err(|_| StoreError::Full { limit: self.max_records })
+    }
+
+    fn release(&self, n: usize) {
+        if n > 0 {
+            self.live.fetch_sub(n, Ordering::AcqRel);
+        }
+    }
+
+    /// Inserts into `map` under its lock, keeping the count of live records exact.
+    fn insert_into<V>(&self, map: &mut HashMap<[u8; 32], V>, hash: [u8; 32], value: V) -> Result<(), StoreError> {
+        self.reserve()?;
+        if map.insert(hash, value).is_some() {
+            self.release(1);
+        }
+        Ok(())
     }
 }
 
@@ -39,9 +95,20 @@ fn check(record: &TokenRecord, limits: &TokenLimits, now: i64) -> Result<(), Tok
     Ok(())
 }
 
+/// Removes the entries `keep` refuses; how many. A map left mostly empty gives its memory
+/// back (a retain alone keeps the table at its peak size).
+fn retain_counted<V>(map: &mut HashMap<[u8; 32], V>, keep: impl FnMut(&[u8; 32], &mut V) -> bool) -> usize {
+    let before = map.len();
+    map.retain(keep);
+    if map.capacity() > 64 && map.len() < map.capacity() / 4 {
+        map.shrink_to(map.len() * 2);
+    }
+    before - map.len()
+}
+
 impl TokenStore for MemoryStore {
-    fn insert(&self, hash: [u8; 32], record: TokenRecord) {
-        self.with(|m| m.insert(hash, record));
+    fn insert(&self, hash: [u8; 32], record: TokenRecord) -> Result<(), StoreError> {
+        self.with(|m| self.insert_into(m, hash, record))
     }
 
     fn use_token(&self, hash: &[u8; 32], limits: &TokenLimits, now: i64) -> Result<TokenRecord, TokenError> {
@@ -73,37 +140,46 @@ impl TokenStore for MemoryStore {
     }
 
     fn revoke(&self, hash: &[u8; 32]) -> bool {
-        self.with(|m| m.remove(hash).is_some())
+        let removed = self.with(|m| m.remove(hash).is_some());
+        self.release(usize::from(removed));
+        removed
     }
 
     fn revoke_identity(&self, identity: &ObjectKey, keep_identity_id: Option<&str>) -> usize {
-        self.with(|m| {
-            let before = m.len();
-            m.retain(|_, r| &r.identity != identity || Some(r.identity_id.as_str()) == keep_identity_id);
-            before - m.len()
-        })
+        let n = self.with(|m| {
+            retain_counted(m, |_, r| &r.identity != identity || Some(r.identity_id.as_str()) == keep_identity_id)
+        });
+        self.release(n);
+        n
     }
 
     fn purge(&self, now: i64, limits_of: &dyn Fn(&TokenRecord) -> Option<TokenLimits>) -> usize {
-        locked(&self.codes, |m| m.retain(|_, (c, _)| now < c.expires_at));
-        locked(&self.userinfo, |m| m.retain(|_, u| now < u.expires_at));
-        self.with(|m| {
-            let before = m.len();
-            m.retain(|_, r| limits_of(r).is_some_and(|l| now < r.expires_at(&l)));
-            before - m.len()
-        })
+        let codes = locked(&self.codes, |m| retain_counted(m, |_, (c, _)| now < c.expires_at));
+        let userinfo = locked(&self.userinfo, |m| retain_counted(m, |_, u| now < u.expires_at));
+        let tokens = self.with(|m| retain_counted(m, |_, r| limits_of(r).is_some_and(|l| check(r, &l, now).is_ok())));
+        let n = codes + userinfo + tokens;
+        self.release(n);
+        n
     }
 
-    fn insert_code(&self, hash: [u8; 32], record: CodeRecord) {
-        locked(&self.codes, |m| m.insert(hash, (record, false)));
+    fn insert_code(&self, hash: [u8; 32], record: CodeRecord) -> Result<(), StoreError> {
+        locked(&self.codes, |m| self.insert_into(m, hash, (record, CodeState::Unspent)))
     }
 
-    fn redeem_code(&self, hash: &[u8; 32], now: i64) -> CodeRedemption {
+    fn redeem_code(&self, hash: &[u8; 32], binding: &CodeBinding<'_>, now: i64) -> CodeRedemption {
         locked(&self.codes, |m| match m.get_mut(hash) {
             None => CodeRedemption::Unknown,
-            Some((_, true)) => CodeRedemption::Replayed,
-            Some((record, spent)) => {
-                *spent = true;
+            Some((record, _)) if !binding.matches(record) => CodeRedemption::WrongBinding,
+            Some((_, state @ (CodeState::Spent | CodeState::Replayed))) => {
+                *state = CodeState::Replayed;
+                // Still under the codes lock: a first redemption storing its token now waits,
+                // then sees the replay and refuses.
+                let revoked = locked(&self.userinfo, |u| retain_counted(u, |_, t| &t.code_hash != hash));
+                self.release(revoked);
+                CodeRedemption::Replayed { revoked }
+            }
+            Some((record, state)) => {
+                *state = CodeState::Spent;
                 if now >= record.expires_at {
                     CodeRedemption::Unknown
                 } else {
@@ -113,24 +189,25 @@ impl TokenStore for MemoryStore {
         })
     }
 
-    fn insert_userinfo(&self, hash: [u8; 32], record: UserinfoRecord) {
-        locked(&self.userinfo, |m| m.insert(hash, record));
+    fn insert_userinfo(&self, hash: [u8; 32], record: UserinfoRecord) -> Result<(), StoreError> {
+        locked(&self.codes, |codes| {
+            if codes.get(&record.code_hash).is_some_and(|(_, s)| *s == CodeState::Replayed) {
+                return Err(StoreError::CodeReplayed);
+            }
+            locked(&self.userinfo, |m| self.insert_into(m, hash, record))
+        })
     }
 
     fn userinfo(&self, hash: &[u8; 32], now: i64) -> Option<UserinfoRecord> {
         locked(&self.userinfo, |m| m.get(hash).filter(|u| now < u.expires_at).cloned())
     }
 
-    fn revoke_code_tokens(&self, code_hash: &[u8; 32]) -> usize {
-        locked(&self.userinfo, |m| {
-            let before = m.len();
-            m.retain(|_, u| &u.code_hash != code_hash);
-            before - m.len()
-        })
-    }
-
     fn len(&self) -> usize {
         self.with(|m| m.len())
+    }
+
+    fn records(&self) -> usize {
+        self.live.load(Ordering::Acquire)
     }
 }
 
@@ -151,7 +228,7 @@ mod tests {
             uses: 0,
             alias: Alias::default(),
         };
-        s.insert([1; 32], r);
+        s.insert([1; 32], r).unwrap();
         (s, [1; 32])
     }
 
@@ -206,16 +283,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn codes_are_single_use_and_short_lived() {
-        let s = MemoryStore::default();
-        s.insert_code([1; 32], code(300));
-        assert!(matches!(s.redeem_code(&[1; 32], 10), CodeRedemption::Fresh(_)));
-        assert_eq!(s.redeem_code(&[1; 32], 11), CodeRedemption::Replayed);
-        s.insert_code([2; 32], code(300));
-        assert_eq!(s.redeem_code(&[2; 32], 300), CodeRedemption::Unknown, "expired");
-        assert_eq!(s.redeem_code(&[3; 32], 0), CodeRedemption::Unknown);
-        let info = UserinfoRecord {
+    const BINDING: CodeBinding<'static> = CodeBinding { namespace: "ns", provider: "p", client_id: "c" };
+
+    fn info(code_hash: [u8; 32]) -> UserinfoRecord {
+        UserinfoRecord {
             namespace: "ns".into(),
             provider: "p".into(),
             client_id: "c".into(),
@@ -224,13 +295,83 @@ mod tests {
             identity_id: "e1".into(),
             alias: Alias::default(),
             expires_at: 100,
-            code_hash: [1; 32],
-        };
-        s.insert_userinfo([9; 32], info);
+            code_hash,
+        }
+    }
+
+    #[test]
+    fn codes_are_single_use_and_short_lived() {
+        let s = MemoryStore::default();
+        s.insert_code([1; 32], code(300)).unwrap();
+        assert!(matches!(s.redeem_code(&[1; 32], &BINDING, 10), CodeRedemption::Fresh(_)));
+        s.insert_userinfo([9; 32], info([1; 32])).unwrap();
         assert!(s.userinfo(&[9; 32], 99).is_some());
-        assert!(s.userinfo(&[9; 32], 100).is_none());
-        assert_eq!(s.revoke_code_tokens(&[1; 32]), 1);
+        assert!(s.userinfo(&[9; 32], 100).is_none(), "expired");
+        assert_eq!(s.redeem_code(&[1; 32], &BINDING, 11), CodeRedemption::Replayed { revoked: 1 });
+        assert!(s.userinfo(&[9; 32], 1).is_none(), "revoked by the replay");
+        s.insert_code([2; 32], code(300)).unwrap();
+        assert_eq!(s.redeem_code(&[2; 32], &BINDING, 300), CodeRedemption::Unknown, "expired");
+        assert_eq!(s.redeem_code(&[3; 32], &BINDING, 0), CodeRedemption::Unknown);
+    }
+
+    #[test]
+    fn another_clients_code_is_refused_without_spending_it() {
+        let s = MemoryStore::default();
+        s.insert_code([1; 32], code(300)).unwrap();
+        for other in [
+            CodeBinding { client_id: "other", ..BINDING },
+            CodeBinding { provider: "q", ..BINDING },
+            CodeBinding { namespace: "b", ..BINDING },
+        ] {
+            assert_eq!(s.redeem_code(&[1; 32], &other, 10), CodeRedemption::WrongBinding);
+        }
+        assert!(matches!(s.redeem_code(&[1; 32], &BINDING, 10), CodeRedemption::Fresh(_)), "still unspent");
+    }
+
+    #[test]
+    fn a_replay_during_the_first_exchange_stops_its_token() {
+        let s = MemoryStore::default();
+        s.insert_code([1; 32], code(300)).unwrap();
+        assert!(matches!(s.redeem_code(&[1; 32], &BINDING, 10), CodeRedemption::Fresh(_)));
+        // The replay lands before the first exchange stored its userinfo token.
+        assert_eq!(s.redeem_code(&[1; 32], &BINDING, 10), CodeRedemption::Replayed { revoked: 0 });
+        assert_eq!(s.insert_userinfo([9; 32], info([1; 32])), Err(StoreError::CodeReplayed));
         assert!(s.userinfo(&[9; 32], 1).is_none());
+        assert_eq!(s.records(), 1, "only the code is held");
+    }
+
+    #[test]
+    fn the_ceiling_refuses_new_records_until_the_purge_frees_them() {
+        let s = MemoryStore::with_limit(3);
+        let r = |issued_at| TokenRecord {
+            identity: ObjectKey::new("ns", "id"),
+            identity_id: "e1".into(),
+            issued_at,
+            renewed_at: issued_at,
+            uses: 0,
+            alias: Alias::default(),
+        };
+        s.insert([1; 32], r(0)).unwrap();
+        s.insert([1; 32], r(0)).unwrap();
+        assert_eq!(s.records(), 1, "a replaced record counts once");
+        s.insert_code([2; 32], code(50)).unwrap();
+        s.insert([3; 32], r(200)).unwrap();
+        assert_eq!(s.insert([4; 32], r(200)), Err(StoreError::Full { limit: 3 }));
+        assert_eq!(s.insert_code([5; 32], code(500)), Err(StoreError::Full { limit: 3 }));
+        assert!(matches!(s.insert_userinfo([6; 32], info([2; 32])), Err(StoreError::Full { .. })));
+        // At 150 the first token (TTL 100) and the code (expires 50) are gone; the third lives.
+        assert_eq!(s.purge(150, &|_| Some(L)), 2);
+        assert_eq!(s.records(), 1);
+        s.insert([4; 32], r(200)).unwrap();
+        assert!(s.revoke(&[4; 32]));
+        assert_eq!(s.records(), 1);
+        // A token used up is purged too, and a token whose identity is gone.
+        let one_use = TokenLimits { num_uses_limit: 1, ..L };
+        s.use_token(&[3; 32], &one_use, 201).unwrap();
+        assert_eq!(s.purge(202, &|_| Some(one_use)), 1);
+        s.insert([7; 32], r(300)).unwrap();
+        assert_eq!(s.purge(301, &|_| None), 1);
+        assert_eq!(s.records(), 0);
     }
 
     #[test]

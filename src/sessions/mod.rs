@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
-use crate::directory::ObjectKey;
+use crate::api::ObjectKey;
 
 /// The external login behind a token: templates read it as the entity alias.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -123,20 +123,78 @@ pub struct UserinfoRecord {
     pub code_hash: [u8; 32],
 }
 
+/// Whom a code was issued to: checked before the code is spent (RFC 6749 §4.1.3), so
+/// another client presenting it can neither spend it nor trigger the replay revocation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CodeBinding<'a> {
+    pub namespace: &'a str,
+    pub provider: &'a str,
+    pub client_id: &'a str,
+}
+
+impl CodeBinding<'_> {
+    /// Whether a code was issued under this binding.
+    pub fn matches(&self, code: &CodeRecord) -> bool {
+        code.namespace == self.namespace && code.provider == self.provider && code.client_id == self.client_id
+    }
+}
+
 /// What redeeming a code found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CodeRedemption {
     /// First use: the code is now spent.
     Fresh(Box<CodeRecord>),
-    /// Already spent: a replay.
-    Replayed,
+    /// Already spent: a replay. The code is now marked replayed, and the userinfo tokens it
+    /// issued are revoked (how many), including any a concurrent first redemption had not
+    /// stored yet: [`TokenStore::insert_userinfo`] refuses those.
+    Replayed {
+        revoked: usize,
+    },
+    /// The code exists but was issued to another client or by another provider; it is
+    /// left as it was.
+    WrongBinding,
     Unknown,
 }
 
+/// Why the store refused to keep a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The ceiling of live records is reached (`--max-session-records`); expired and spent
+    /// records are purged in the background, so this clears as they age out.
+    #[error("the session store holds its maximum of {limit} live records")]
+    Full { limit: usize },
+    /// The code a userinfo token would come from was replayed meanwhile: the token must not
+    /// be issued (RFC 6749 §4.1.2).
+    #[error("the authorization code was replayed")]
+    CodeReplayed,
+}
+
+/// Which kind of record a store call is about (a bounded metrics label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RecordKind {
+    AccessToken,
+    Code,
+    Userinfo,
+}
+
+impl RecordKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::AccessToken => "access_token",
+            Self::Code => "code",
+            Self::Userinfo => "userinfo",
+        }
+    }
+}
+
+/// Default ceiling of live records (access tokens, codes and userinfo tokens together):
+/// about 400 MiB at the record size the `memory` bench measures.
+pub const DEFAULT_MAX_RECORDS: usize = 1_000_000;
+
 /// Token state. Every method is atomic with respect to the others.
 pub trait TokenStore: Send + Sync {
-    /// Stores a new token's record.
-    fn insert(&self, hash: [u8; 32], record: TokenRecord);
+    /// Stores a new token's record, unless the store is full.
+    fn insert(&self, hash: [u8; 32], record: TokenRecord) -> Result<(), StoreError>;
 
     /// Checks a token for one use and counts it: known, not expired, below its use limit.
     /// `limits` comes from the identity's current spec.
@@ -154,26 +212,29 @@ pub trait TokenStore: Send + Sync {
     /// Revokes every token an identity issued (it was deleted or replaced); how many.
     fn revoke_identity(&self, identity: &ObjectKey, keep_identity_id: Option<&str>) -> usize;
 
-    /// Drops tokens expired under the limits `limits_of` gives (None: identity gone).
+    /// Drops expired and spent records: access tokens expired under the limits `limits_of`
+    /// gives (None: identity gone), codes and userinfo tokens past their expiry. How many.
     fn purge(&self, now: i64, limits_of: &dyn Fn(&TokenRecord) -> Option<TokenLimits>) -> usize;
 
-    /// Stores a new authorization code.
-    fn insert_code(&self, hash: [u8; 32], record: CodeRecord);
+    /// Stores a new authorization code, unless the store is full.
+    fn insert_code(&self, hash: [u8; 32], record: CodeRecord) -> Result<(), StoreError>;
 
-    /// Spends a code: the first call gets it, later ones learn it was replayed.
-    fn redeem_code(&self, hash: &[u8; 32], now: i64) -> CodeRedemption;
+    /// Spends a code issued under `binding`: the first call gets it, later ones learn it was
+    /// replayed (and revoke its tokens); a code of another binding is left unspent.
+    fn redeem_code(&self, hash: &[u8; 32], binding: &CodeBinding<'_>, now: i64) -> CodeRedemption;
 
-    /// Stores a userinfo access token.
-    fn insert_userinfo(&self, hash: [u8; 32], record: UserinfoRecord);
+    /// Stores a userinfo access token, unless the store is full or its code was replayed
+    /// since it was redeemed.
+    fn insert_userinfo(&self, hash: [u8; 32], record: UserinfoRecord) -> Result<(), StoreError>;
 
     /// A userinfo access token, if it exists and has not expired.
     fn userinfo(&self, hash: &[u8; 32], now: i64) -> Option<UserinfoRecord>;
 
-    /// Revokes every userinfo token a code issued (on replay); how many.
-    fn revoke_code_tokens(&self, code_hash: &[u8; 32]) -> usize;
-
     /// How many identity access tokens are stored.
     fn len(&self) -> usize;
+
+    /// How many records of every kind are stored (what the ceiling counts).
+    fn records(&self) -> usize;
 
     fn is_empty(&self) -> bool {
         self.len() == 0

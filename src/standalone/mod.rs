@@ -95,7 +95,6 @@ async fn run(options: Options) -> Result<(), StandaloneError> {
         reporter: report::Reporter::default(),
         issuers,
         tokens,
-        last_purge: 0,
     };
     let mut force = true;
     loop {
@@ -130,7 +129,6 @@ struct Shell {
     reporter: report::Reporter,
     issuers: Arc<IssuerRegistry>,
     tokens: Arc<dyn TokenStore>,
-    last_purge: i64,
 }
 
 impl Shell {
@@ -159,7 +157,6 @@ impl Shell {
         let materials_changed = ensure_materials(&self.state, &self.metrics, &self.inputs, &mut self.materials, now)?;
         let health_changed = self.refresh_issuers(now);
         if !(changed || materials_changed || health_changed) {
-            self.purge(now);
             return Ok(());
         }
         let previous = self.shared.load();
@@ -191,17 +188,68 @@ impl Shell {
         self.materials.issuer_health = health;
         changed
     }
+}
 
-    /// Drops expired tokens once a minute.
-    fn purge(&mut self, now: i64) {
-        if now - self.last_purge < 60 {
-            return;
-        }
-        self.last_purge = now;
-        if let Some(dir) = self.shared.load() {
-            self.tokens.purge(now, &|r| dir.identity_by_id(&r.identity_id).map(|i| i.limits));
+/// Rings nothing requires are marked, kept for their verification window, then deleted
+/// (`keys::retention`), as the operator does with their Secrets. Whether anything changed.
+fn retire_orphaned_rings(
+    state: &StateDir,
+    inputs: &directory::Inputs,
+    m: &mut Materials,
+    now: i64,
+) -> Result<bool, StandaloneError> {
+    use crate::keys::retention::{self, Retention};
+    let required = directory::required_keys(inputs);
+    let declared: std::collections::BTreeSet<ObjectKey> =
+        inputs.keys.iter().map(|k| ObjectKey::of(&k.metadata)).collect();
+    let mut changed = false;
+    let orphans: Vec<ObjectKey> =
+        m.key_rings.keys().filter(|k| !required.contains_key(*k) && !declared.contains(*k)).cloned().collect();
+    for key in orphans {
+        let Some(ring) = m.key_rings.get(&key) else { continue };
+        match retention::orphaned(ring, now) {
+            Retention::Keep { .. } => {}
+            Retention::Mark(marked) => {
+                state.save_key(&key, &marked)?;
+                tracing::info!(key = %key, "key ring no longer used; kept until its verification window ends");
+                m.key_rings.insert(key, marked);
+                changed = true;
+            }
+            Retention::Delete => {
+                state.delete_key(&key)?;
+                tracing::info!(key = %key, "unused key ring deleted after its verification window");
+                m.key_rings.remove(&key);
+                changed = true;
+            }
         }
     }
+    Ok(changed)
+}
+
+/// Records when identities and clients first appear, and forgets those that are gone (one
+/// removed and added again is a newcomer). Whether anything changed.
+fn record_first_seen(
+    inputs: &directory::Inputs,
+    first_seen: &mut std::collections::BTreeMap<(crate::api::Kind, ObjectKey), i64>,
+    now: i64,
+) -> bool {
+    use crate::api::Kind;
+    let present: std::collections::BTreeSet<(Kind, ObjectKey)> = inputs
+        .identities
+        .iter()
+        .map(|i| (Kind::IdentityOidcAuth, ObjectKey::of(&i.metadata)))
+        .chain(inputs.clients.iter().map(|c| (Kind::OidcClient, ObjectKey::of(&c.metadata))))
+        .collect();
+    let before = first_seen.len();
+    first_seen.retain(|k, _| present.contains(k));
+    let mut changed = first_seen.len() != before;
+    for k in present {
+        if let std::collections::btree_map::Entry::Vacant(e) = first_seen.entry(k) {
+            e.insert(now);
+            changed = true;
+        }
+    }
+    changed
 }
 
 fn shell_materials(state: &StateDir) -> Result<Materials, StandaloneError> {
@@ -230,6 +278,7 @@ fn ensure_materials(
                 changed = true;
             }
         }
+        changed |= retire_orphaned_rings(state, inputs, m, now)?;
         for client in &inputs.clients {
             let key = ObjectKey::of(&client.metadata);
             let confidential = client.spec.client_type == crate::api::ClientType::Confidential;
@@ -240,6 +289,10 @@ fn ensure_materials(
                 m.credentials.insert(key, creds);
                 changed = true;
             }
+        }
+        if record_first_seen(inputs, &mut m.first_seen, now) {
+            state.save_first_seen(&m.first_seen)?;
+            changed = true;
         }
         for identity in &inputs.identities {
             let key = ObjectKey::of(&identity.metadata);

@@ -1,6 +1,7 @@
 //! The state folder: generated key material, client credentials and identity ids as files
 //! (mode 0600), written atomically so a crash never leaves half a key.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -8,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::api::Kind;
 use crate::credentials::ClientCredentials;
 use crate::directory::{Materials, ObjectKey};
 use crate::keys::ring::KeyRing;
@@ -29,6 +31,8 @@ pub struct StateDir {
 const KEYS: &str = "keys";
 const CLIENTS: &str = "clients";
 const IDENTITIES: &str = "identities";
+/// When each identity and client was first seen: who keeps a contested id.
+const FIRST_SEEN: &str = "first-seen.json";
 
 impl StateDir {
     pub fn open(root: &Path) -> Result<Self, StateError> {
@@ -69,6 +73,7 @@ impl StateDir {
         for (key, id) in self.load_kind::<IdentityFile>(IDENTITIES)? {
             m.identity_ids.insert(key, id.identity_id);
         }
+        m.first_seen = self.load_first_seen()?;
         Ok(m)
     }
 
@@ -103,12 +108,51 @@ impl StateDir {
         write_private(&self.key_path(key), ring)
     }
 
+    /// Deletes a key ring's file (it left its verification window unused).
+    pub fn delete_key(&self, key: &ObjectKey) -> Result<(), StateError> {
+        let path = self.key_path(key);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(err(&path, e)),
+        }
+    }
+
     pub fn save_client(&self, key: &ObjectKey, creds: &ClientCredentials) -> Result<(), StateError> {
         write_private(&self.client_path(key), creds)
     }
 
     pub fn save_identity(&self, key: &ObjectKey, identity_id: &str) -> Result<(), StateError> {
         write_private(&self.identity_path(key), &IdentityFile { identity_id: identity_id.to_owned() })
+    }
+
+    /// Saves the first-seen times, as `{"<Kind>/<namespace>/<name>": unix seconds}`.
+    pub fn save_first_seen(&self, first_seen: &BTreeMap<(Kind, ObjectKey), i64>) -> Result<(), StateError> {
+        let flat: BTreeMap<String, i64> = first_seen
+            .iter()
+            .map(|((kind, k), t)| (format!("{}/{}/{}", kind.as_str(), k.namespace, k.name), *t))
+            .collect();
+        write_private(&self.root.join(FIRST_SEEN), &flat)
+    }
+
+    fn load_first_seen(&self) -> Result<BTreeMap<(Kind, ObjectKey), i64>, StateError> {
+        let path = self.root.join(FIRST_SEEN);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+            Err(e) => return Err(err(&path, e)),
+        };
+        let flat: BTreeMap<String, i64> = serde_json::from_str(&text).map_err(|e| err(&path, e))?;
+        let mut out = BTreeMap::new();
+        for (name, t) in flat {
+            let mut parts = name.splitn(3, '/');
+            if let (Some(kind), Some(ns), Some(obj)) =
+                (parts.next().and_then(Kind::from_name), parts.next(), parts.next())
+            {
+                out.insert((kind, ObjectKey::new(ns, obj)), t);
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -157,7 +201,7 @@ mod tests {
         let state = StateDir::open(dir.path()).unwrap();
         let k = ObjectKey::new("ns", "k");
         let v = KeyVersion::generate(SigningAlgorithm::ES256, 1).unwrap();
-        let ring = KeyRing { current: v.clone(), next: v, retired: vec![], rotated_at: 1 };
+        let ring = KeyRing::new(v.clone(), v, 1);
         state.save_key(&k, &ring).unwrap();
         let creds = ClientCredentials { client_id: "id".into(), client_secret: Some("s".into()) };
         state.save_client(&k, &creds).unwrap();

@@ -184,6 +184,19 @@ impl ControlPlane {
     }
 
     /// A fresh namespace with a random name.
+    /// Lets anyone read the service-account issuer's discovery document and JWKS (what an
+    /// IdentityOidcAuth trusting the cluster's own issuer needs).
+    pub fn allow_anonymous_issuer_discovery(&self) {
+        let out = self.kubectl(&[
+            "create",
+            "clusterrolebinding",
+            "oidc-discovery-anonymous",
+            "--clusterrole=system:service-account-issuer-discovery",
+            "--group=system:unauthenticated",
+        ]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+
     pub fn namespace(&self) -> String {
         let name = format!("e2e-{}", oidc_operator::credentials::random_base62(8).unwrap().to_lowercase());
         let out = self.kubectl(&["create", "namespace", &name]);
@@ -198,5 +211,41 @@ impl Drop for ControlPlane {
         let _ = self.apiserver.wait();
         let _ = self.etcd.kill();
         let _ = self.etcd.wait();
+    }
+}
+
+/// One jsonpath of an object, as kubectl prints it ("" when absent).
+pub fn jsonpath(cp: &ControlPlane, ns: &str, what: &str, path: &str) -> String {
+    let out = cp.kubectl(&["get", "-n", ns, what, "-o", &format!("jsonpath={path}")]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A field of an object's `Ready` condition ("" while it has none).
+pub fn ready_field(cp: &ControlPlane, ns: &str, what: &str, field: &str) -> String {
+    jsonpath(cp, ns, what, &format!("{{.status.conditions[?(@.type==\"Ready\")].{field}}}"))
+}
+
+/// Waits until every object is Ready (kubectl wait), or fails with their conditions.
+pub fn wait_ready(cp: &ControlPlane, ns: &str, objects: &[&str], operator: &super::Server) {
+    let mut args = vec!["wait", "-n", ns, "--for=condition=Ready", "--timeout=60s"];
+    args.extend_from_slice(objects);
+    let out = cp.kubectl(&args);
+    if !out.status.success() {
+        let all = cp.kubectl(&["get", "-n", ns, "oidc", "-o", "yaml"]);
+        panic!(
+            "not Ready: {}\n{}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&all.stdout),
+            operator.output()
+        );
+    }
+}
+
+/// Polls `check` every 200 ms until it holds, for at most `secs` seconds.
+pub async fn eventually(secs: u64, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while !check() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

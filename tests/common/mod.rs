@@ -331,3 +331,13 @@ pub async fn login_token(server: &Server, identity_id: &str, jwt: &str) -> Strin
         .unwrap();
     resp["accessToken"].as_str().unwrap_or_else(|| panic!("login failed: {resp}")).to_owned()
 }
+
+/// An IdentityOidcAuth in namespace `ns` bound to the test issuer, for any audience listed in
+/// `audiences`; `extra` adds spec lines (2-space indented).
+pub fn identity_in(ns: &str, name: &str, id: &str, issuer: &ExternalIssuer, audiences: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: oidc-operator.dev/v1alpha1\nkind: IdentityOidcAuth\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  identityId: {id}\n  oidcDiscoveryUrl: {base}\n  boundIssuer: {base}\n  boundAudiences: \"{audiences}\"\n  boundSubject: \"system:serviceaccount:ci:*\"\n{extra}  caCert: |\n{ca}---\n",
+        base = issuer.base,
+        ca = yaml_block(&issuer.ca_pem, 4),
+    )
+}

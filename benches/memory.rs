@@ -1,0 +1,139 @@
+//! Session store memory: 1,000,000 real machine logins with a one-second access token TTL,
+//! then the background purge's work, measured in one run on one machine.
+//!
+//!     cargo bench --bench memory
+//!
+//! Prints the resident set size (RSS) before the logins, after them (and the bytes one live
+//! record costs), and after the purge. The target: RSS returns within 10 % of its baseline,
+//! so token state follows live use and never grows without bound.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use oidc_operator::api::{IdentityOidcAuth, IdentityOidcAuthSpec};
+use oidc_operator::directory::{self, ExternalUrl, Inputs, Materials, SharedDirectory};
+use oidc_operator::keys::{KeyVersion, SigningAlgorithm};
+use oidc_operator::login::{self, LoginContext, external::IssuerRegistry};
+use oidc_operator::server::{AppState, Metrics, purge};
+use oidc_operator::sessions::MemoryStore;
+use warp::Filter;
+
+mod support;
+
+use support::now;
+
+/// The binary's allocator, so the figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const LOGINS: usize = 1_000_000;
+const WORKERS: usize = 2;
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let _ = tokio_rustls::rustls::crypto::aws_lc_rs::default_provider().install_default();
+    println!("# cargo bench --bench memory   ({} cores)", support::cores());
+
+    // An external issuer on loopback with one RS256 key.
+    let key = KeyVersion::generate(SigningAlgorithm::RS256, now()).unwrap().parse().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = format!("http://{}", listener.local_addr().unwrap());
+    let discovery = serde_json::json!({"issuer": issuer, "jwks_uri": format!("{issuer}/jwks")});
+    let jwks = serde_json::json!({"keys": [key.jwk()]});
+    let routes = warp::path!(".well-known" / "openid-configuration")
+        .map(move || warp::reply::json(&discovery))
+        .or(warp::path!("jwks").map(move || warp::reply::json(&jwks)));
+    tokio::spawn(warp::serve(routes).incoming(listener).run());
+
+    // One identity whose tokens live one second; alias metadata as a real login carries.
+    let spec: IdentityOidcAuthSpec = serde_json::from_value(serde_json::json!({
+        "identityId": "bench-identity", "oidcDiscoveryUrl": issuer, "boundIssuer": issuer,
+        "boundAudiences": "bench", "boundSubject": "system:serviceaccount:bench:*",
+        "accessTokenTTL": 1, "accessTokenMaxTTL": 1,
+        "claimMappings": {"namespace": "kubernetes.io.namespace"},
+    }))
+    .unwrap();
+    let mut object = IdentityOidcAuth::new("bench", spec);
+    object.metadata.namespace = Some("default".into());
+    let inputs = Inputs { identities: vec![Arc::new(object)], ..Inputs::default() };
+    let shared = Arc::new(SharedDirectory::default());
+    shared.store(directory::build(&inputs, &Materials::default(), &ExternalUrl::new("https://x"), now(), None));
+    let state = AppState {
+        directory: shared,
+        metrics: Arc::new(Metrics::default()),
+        issuers: Arc::new(IssuerRegistry::new(true)),
+        tokens: Arc::new(MemoryStore::with_limit(2 * LOGINS)),
+        trusted_proxies: Arc::new(Vec::new()),
+        refetch_interval: 10,
+        code_ttl: 300,
+    };
+    let claims = serde_json::json!({
+        "iss": issuer, "aud": "bench", "sub": "system:serviceaccount:bench:runner",
+        "kubernetes.io": {"namespace": "bench"}, "iat": now(), "exp": now() + 3600,
+    });
+    let jwt = Arc::new(key.sign_jwt(&claims).unwrap());
+    let peer: std::net::IpAddr = [127, 0, 0, 1].into();
+
+    // Warm up (the first login fetches the issuer), then the baseline.
+    let dir = state.directory.load().unwrap();
+    let ctx = LoginContext { dir: &dir, issuers: &state.issuers, tokens: state.tokens.as_ref(), refetch_interval: 10 };
+    login::login(&ctx, "bench-identity", &jwt, peer, now()).await.unwrap();
+    purge::purge_once(&state, now() + 5);
+    let baseline = rss_bytes();
+
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..WORKERS {
+        let (state, jwt) = (state.clone(), Arc::clone(&jwt));
+        workers.push(tokio::spawn(async move {
+            let dir = state.directory.load().unwrap();
+            let ctx = LoginContext {
+                dir: &dir,
+                issuers: &state.issuers,
+                tokens: state.tokens.as_ref(),
+                refetch_interval: 10,
+            };
+            for _ in 0..LOGINS / WORKERS {
+                login::login(&ctx, "bench-identity", &jwt, peer, now()).await.unwrap();
+            }
+        }));
+    }
+    for w in workers {
+        w.await.unwrap();
+    }
+    let took = started.elapsed().as_secs_f64();
+    let records = state.tokens.records();
+    let loaded = rss_bytes();
+    let per_record = loaded.saturating_sub(baseline) as f64 / records as f64;
+
+    // Every token has expired (TTL 1 s): one purge, as the background task runs it.
+    let purge_started = Instant::now();
+    let purged = purge::purge_once(&state, now() + 2);
+    let purge_ms = purge_started.elapsed().as_secs_f64() * 1000.0;
+    // mimalloc returns freed pages after a short delay.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let after = rss_bytes();
+
+    println!("logins: {records} in {took:.1} s ({:.0}/s on {WORKERS} workers)", records as f64 / took);
+    println!("RSS baseline:      {:>8.1} MiB", mib(baseline));
+    println!("RSS after logins:  {:>8.1} MiB   ({per_record:.0} bytes per live record)", mib(loaded));
+    println!("purge:             {purged} records in {purge_ms:.0} ms");
+    println!(
+        "RSS after purge:   {:>8.1} MiB   ({:+.1} % of baseline; target within 10 %)",
+        mib(after),
+        (after as f64 / baseline as f64 - 1.0) * 100.0
+    );
+    assert_eq!(state.tokens.records(), 0, "the purge drops every expired record");
+}
