@@ -19,6 +19,19 @@ pub struct ObjectLabels {
     pub ready: String,
 }
 
+/// A connection the server closed or refused, and why (a fixed set of reasons, see
+/// [`super::conn`] and [`super::body::BodyError::reason`]).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionLabels {
+    pub listener: &'static str,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    pub listener: &'static str,
+}
+
 /// The operator's metrics and the registry that renders them.
 pub struct Metrics {
     registry: Registry,
@@ -26,6 +39,8 @@ pub struct Metrics {
     pub objects: Family<ObjectLabels, Gauge>,
     pub rotations: Counter,
     pub snapshot_builds: Counter,
+    pub connections_rejected: Family<ConnectionLabels, Counter>,
+    pub connections_open: Family<ListenerLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -39,7 +54,15 @@ impl Default for Metrics {
         registry.register("objects", "Declared objects, by kind and readiness", objects.clone());
         registry.register("key_rotations", "Key ring changes (creations, rotations, prunes)", rotations.clone());
         registry.register("snapshot_builds", "Directory snapshots built", snapshot_builds.clone());
-        Self { registry, requests, objects, rotations, snapshot_builds }
+        let connections_rejected = Family::<ConnectionLabels, Counter>::default();
+        let connections_open = Family::<ListenerLabels, Gauge>::default();
+        registry.register(
+            "connections_rejected",
+            "Connections the server refused or closed, by listener and reason",
+            connections_rejected.clone(),
+        );
+        registry.register("connections_open", "Connections open now, by listener", connections_open.clone());
+        Self { registry, requests, objects, rotations, snapshot_builds, connections_rejected, connections_open }
     }
 }
 
@@ -47,6 +70,11 @@ impl Metrics {
     /// Counts one request.
     pub fn request(&self, endpoint: &'static str, code: u16) {
         self.requests.get_or_create(&RequestLabels { endpoint, code }).inc();
+    }
+
+    /// Counts a connection refused or closed by the server.
+    pub fn connection_rejected(&self, listener: &'static str, reason: &'static str) {
+        self.connections_rejected.get_or_create(&ConnectionLabels { listener, reason }).inc();
     }
 
     /// Prometheus text exposition.
