@@ -223,8 +223,11 @@ impl Activity {
                 self.changed.notified().await;
                 continue;
             }
-            let (limit, reason) =
-                if seen.served { (limits.idle_timeout, "idle") } else { (limits.header_read_timeout, "header_timeout") };
+            let (limit, reason) = if seen.served {
+                (limits.idle_timeout, "idle")
+            } else {
+                (limits.header_read_timeout, "header_timeout")
+            };
             tokio::select! {
                 () = tokio::time::sleep_until(seen.last + limit) => {
                     if self.snapshot() == seen {

@@ -224,17 +224,9 @@ async fn dispatch(
                 let dir = state.directory.load();
                 let provider = dir.as_ref().and_then(|d| d.provider(route.namespace, route.provider).cloned());
                 let resp = match (dir, provider) {
-                    (Some(dir), Some(provider)) => oidc_api::handle(
-                        &state,
-                        &dir,
-                        &provider,
-                        route.endpoint,
-                        &method,
-                        &query,
-                        &headers,
-                        &bytes,
-                        ip,
-                    ),
+                    (Some(dir), Some(provider)) => {
+                        oidc_api::handle(&state, &dir, &provider, route.endpoint, &method, &query, &headers, &bytes, ip)
+                    }
                     _ => {
                         let msg = format!("no provider {:?} in namespace {:?}", route.provider, route.namespace);
                         error(StatusCode::NOT_FOUND, "not_found", &msg)

@@ -293,7 +293,12 @@ mod tests {
             if let Ok(p) = oidc::parse_params(&bytes) {
                 assert!(p.keys().all(|k| !k.is_empty()));
                 let encoded = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(&p).finish();
-                assert_eq!(oidc::parse_params(encoded.as_bytes()).as_ref(), Ok(&p), "{:?}", String::from_utf8_lossy(&bytes));
+                assert_eq!(
+                    oidc::parse_params(encoded.as_bytes()).as_ref(),
+                    Ok(&p),
+                    "{:?}",
+                    String::from_utf8_lossy(&bytes)
+                );
                 forms += 1;
             }
             if json_params(&bytes).is_ok() {
