@@ -24,6 +24,19 @@ pub struct ObjectLabels {
     pub ready: String,
 }
 
+/// A connection the server closed or refused, and why (a fixed set of reasons, see
+/// [`super::conn`] and [`super::body::BodyError::reason`]).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionLabels {
+    pub listener: &'static str,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    pub listener: &'static str,
+}
+
 /// The operator's metrics and the registry that renders them.
 pub struct Metrics {
     registry: Registry,
@@ -37,6 +50,8 @@ pub struct Metrics {
     pub store_purged: Counter,
     /// Live records in the session store at the last purge.
     pub store_records: Gauge,
+    pub connections_rejected: Family<ConnectionLabels, Counter>,
+    pub connections_open: Family<ListenerLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -60,7 +75,26 @@ impl Default for Metrics {
         );
         registry.register("session_store_purged", "Expired or spent session records purged", store_purged.clone());
         registry.register("session_store_records", "Live session records at the last purge", store_records.clone());
-        Self { registry, requests, objects, rotations, snapshot_builds, store_refusals, store_purged, store_records }
+        let connections_rejected = Family::<ConnectionLabels, Counter>::default();
+        let connections_open = Family::<ListenerLabels, Gauge>::default();
+        registry.register(
+            "connections_rejected",
+            "Connections the server refused or closed, by listener and reason",
+            connections_rejected.clone(),
+        );
+        registry.register("connections_open", "Connections open now, by listener", connections_open.clone());
+        Self {
+            registry,
+            requests,
+            objects,
+            rotations,
+            snapshot_builds,
+            store_refusals,
+            store_purged,
+            store_records,
+            connections_rejected,
+            connections_open,
+        }
     }
 }
 
@@ -73,6 +107,11 @@ impl Metrics {
     /// Counts one record the session store refused.
     pub fn store_refused(&self, kind: crate::sessions::RecordKind) {
         self.store_refusals.get_or_create(&RecordLabels { record: kind.label() }).inc();
+    }
+
+    /// Counts a connection refused or closed by the server.
+    pub fn connection_rejected(&self, listener: &'static str, reason: &'static str) {
+        self.connections_rejected.get_or_create(&ConnectionLabels { listener, reason }).inc();
     }
 
     /// Prometheus text exposition.

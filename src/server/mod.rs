@@ -3,7 +3,10 @@
 //! Handlers read the current [`Directory`](crate::directory::Directory) snapshot and never
 //! touch the inputs or the Kubernetes API.
 
+pub mod body;
+pub mod conn;
 pub mod identity_api;
+pub mod limits;
 pub mod metrics;
 pub mod oidc_api;
 pub mod purge;
@@ -15,13 +18,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use bytes::Buf;
-use futures::StreamExt;
-
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use tower_service::Service;
 use warp::Filter;
 use warp::http::{HeaderValue, Method, StatusCode, header};
 use warp::reply::{Reply, Response};
@@ -67,20 +65,40 @@ pub fn unix_now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// The caller's address: the socket peer, or, when the peer is a trusted proxy, the
-/// right-most `X-Forwarded-For` address that is not itself a trusted proxy.
+/// The caller's address: the socket peer, or, when the peer is a trusted proxy, the address
+/// that the nearest untrusted hop presented. `X-Forwarded-For` is walked right to left (each
+/// proxy appends its own peer) through trusted proxies only; the walk stops at the first entry
+/// that is not an address, because everything left of it was written by whoever wrote that
+/// entry, not by a trusted proxy. The caller is then taken to be the last trusted hop reached,
+/// so a spoofed address hidden behind garbage is never believed.
 pub fn client_ip(peer: IpAddr, headers: &warp::http::HeaderMap, trusted_proxies: &[Cidr]) -> IpAddr {
     if !cidr::any_contains(trusted_proxies, peer) {
         return peer;
     }
-    let forwarded: Vec<IpAddr> = headers
+    let entries: Vec<&str> = headers
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|v| v.to_str().ok())
+        .map(|v| v.to_str().unwrap_or(""))
         .flat_map(|v| v.split(','))
-        .filter_map(|a| a.trim().parse().ok())
         .collect();
-    forwarded.into_iter().rev().find(|a| !cidr::any_contains(trusted_proxies, *a)).unwrap_or(peer)
+    let mut nearest = peer;
+    for entry in entries.into_iter().rev() {
+        let Some(addr) = forwarded_address(entry) else {
+            return nearest;
+        };
+        if !cidr::any_contains(trusted_proxies, addr) {
+            return addr;
+        }
+        nearest = addr;
+    }
+    nearest
+}
+
+/// One `X-Forwarded-For` entry: an address, or an address with a port (`1.2.3.4:80`,
+/// `[2001:db8::1]:443`, as some proxies write them).
+fn forwarded_address(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    entry.parse().ok().or_else(|| entry.parse::<SocketAddr>().ok().map(|s| s.ip()))
 }
 
 /// A JSON response with a status.
@@ -139,23 +157,7 @@ pub fn handle(state: &AppState, method: &Method, path: &str) -> (Response, &'sta
     (resp, label)
 }
 
-/// Reads a body of at most `limit` bytes; `None` when it is larger.
-async fn read_body<S, B>(mut stream: S, limit: usize) -> Option<Vec<u8>>
-where
-    S: futures::Stream<Item = Result<B, warp::Error>> + Unpin,
-    B: Buf,
-{
-    let mut body = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.ok()?;
-        if body.len() + chunk.remaining() > limit {
-            return None;
-        }
-        body.extend_from_slice(chunk.chunk());
-    }
-    Some(body)
-}
-
+#[allow(clippy::too_many_arguments)]
 async fn dispatch(
     state: AppState,
     method: Method,
@@ -163,9 +165,9 @@ async fn dispatch(
     query: String,
     headers: warp::http::HeaderMap,
     peer: Option<PeerAddr>,
+    deadline: Option<body::BodyDeadline>,
     body: impl futures::Stream<Item = Result<impl Buf, warp::Error>>,
 ) -> Result<Response, Infallible> {
-    let body = Box::pin(body);
     let peer_ip = peer.map(|p| p.0.ip()).unwrap_or(IpAddr::from([0, 0, 0, 0]));
     let ip = client_ip(peer_ip, &headers, &state.trusted_proxies);
     let identity_endpoint = match path.as_str() {
@@ -174,6 +176,25 @@ async fn dispatch(
         paths::TOKEN_REVOKE => Some(("token_revoke", Some(TokenOp::Revoke))),
         paths::TOKEN_LOOKUP => Some(("token_lookup", Some(TokenOp::Lookup))),
         _ => None,
+    };
+    // Every body is read (bounded in size and time) before anything is answered, so that no
+    // answer is sent over unread bytes (see `body`).
+    let deadline = deadline.map_or_else(|| limits::ConnLimits::default().body_read_timeout, |d| d.0);
+    let declared = body::content_length(&headers);
+    let bytes = match body::read(Box::pin(body), identity_api::MAX_BODY_BYTES, deadline, declared).await {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            state.metrics.connection_rejected("api", e.reason());
+            let (resp, label) = match identity_endpoint {
+                Some((label, _)) => (e.response(|status, msg| api_error(status.as_u16(), e.api_code(), msg)), label),
+                None => {
+                    let label = paths::route(path.as_str()).map_or("unknown", |r| r.endpoint.label());
+                    (e.response(|status, msg| error(status, "invalid_request", msg)), label)
+                }
+            };
+            state.metrics.request(label, resp.status().as_u16());
+            return Ok(resp);
+        }
     };
     let (resp, label) = match identity_endpoint {
         Some((label, op)) => {
@@ -185,12 +206,9 @@ async fn dispatch(
                 }
                 r
             } else {
-                match read_body(body, identity_api::MAX_BODY_BYTES).await {
-                    None => api_error(413, "payload_too_large", "the request body is too large"),
-                    Some(bytes) => match op {
-                        None => identity_api::login(&state, &headers, &bytes, ip).await,
-                        Some(op) => identity_api::token_operation(&state, op, &headers, &bytes, ip).await,
-                    },
+                match op {
+                    None => identity_api::login(&state, &headers, &bytes, ip).await,
+                    Some(op) => identity_api::token_operation(&state, op, &headers, &bytes, ip).await,
                 }
             };
             (resp, label)
@@ -208,18 +226,7 @@ async fn dispatch(
                 let provider = dir.as_ref().and_then(|d| d.provider(route.namespace, route.provider).cloned());
                 let resp = match (dir, provider) {
                     (Some(dir), Some(provider)) => {
-                        let bytes = read_body(body, identity_api::MAX_BODY_BYTES).await;
-                        oidc_api::handle(
-                            &state,
-                            &dir,
-                            &provider,
-                            route.endpoint,
-                            &method,
-                            &query,
-                            &headers,
-                            bytes.as_deref(),
-                            ip,
-                        )
+                        oidc_api::handle(&state, &dir, &provider, route.endpoint, &method, &query, &headers, &bytes, ip)
                     }
                     _ => {
                         let msg = format!("no provider {:?} in namespace {:?}", route.provider, route.namespace);
@@ -244,6 +251,7 @@ pub fn api_routes(state: AppState) -> impl Filter<Extract = (Response,), Error =
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::header::headers_cloned())
         .and(warp::ext::optional::<PeerAddr>())
+        .and(warp::ext::optional::<body::BodyDeadline>())
         .and(warp::body::stream())
         .then(dispatch)
         .map(|r: Result<Response, Infallible>| match r {
@@ -283,45 +291,15 @@ pub fn management_routes(state: AppState) -> impl Filter<Extract = (Response,), 
 }
 
 /// Accepts connections forever, over TLS when an acceptor is given, and serves `filter` on
-/// each with HTTP/1.1 or HTTP/2. The peer address reaches handlers as [`PeerAddr`].
+/// each with HTTP/1.1 or HTTP/2, within the default [`limits::ConnLimits`] (the servers
+/// themselves start [`conn::serve`] with the flags' limits). The peer address reaches
+/// handlers as [`PeerAddr`].
 pub async fn serve<F>(listener: TcpListener, tls: Option<TlsAcceptor>, filter: F)
 where
     F: Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static,
 {
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(pair) => pair,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let service = warp::service(filter.clone());
-        let tls = tls.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-                req.extensions_mut().insert(PeerAddr(peer));
-                let mut service = service.clone();
-                service.call(req)
-            });
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let result = match tls {
-                Some(acceptor) => match acceptor.accept(stream).await {
-                    Ok(s) => builder.serve_connection(TokioIo::new(s), service).await,
-                    Err(e) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                },
-                None => builder.serve_connection(TokioIo::new(stream), service).await,
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
-    }
+    let limits = conn::Listener { name: "api", limits: limits::ConnLimits::default(), metrics: Arc::default() };
+    conn::serve(listener, tls, filter, limits).await;
 }
 
 #[cfg(test)]
@@ -338,5 +316,35 @@ mod tests {
         let stranger: IpAddr = "192.0.2.1".parse().unwrap();
         assert_eq!(client_ip(stranger, &headers, &proxies), stranger, "spoofed header ignored");
         assert_eq!(client_ip(peer, &warp::http::HeaderMap::new(), &proxies), peer);
+    }
+
+    fn xff(values: &[&str]) -> warp::http::HeaderMap {
+        let mut headers = warp::http::HeaderMap::new();
+        for v in values {
+            headers.append("x-forwarded-for", HeaderValue::from_str(v).unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn the_forwarded_walk_stops_at_the_first_entry_it_cannot_parse() {
+        let proxies = vec![Cidr::parse("10.0.0.0/8").unwrap()];
+        let peer: IpAddr = "10.0.0.2".parse().unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // A spoofed address hidden behind garbage is not believed: the caller is the last
+        // trusted hop reached.
+        assert_eq!(client_ip(peer, &xff(&["203.0.113.9, unknown, 10.1.1.1"]), &proxies), ip("10.1.1.1"));
+        assert_eq!(client_ip(peer, &xff(&["203.0.113.9, not-an-ip"]), &proxies), peer);
+        assert_eq!(client_ip(peer, &xff(&["203.0.113.9,, 10.1.1.1"]), &proxies), ip("10.1.1.1"), "empty entry");
+        // Garbage left of the first untrusted address does not matter.
+        assert_eq!(client_ip(peer, &xff(&["garbage, 198.51.100.7, 10.1.1.1"]), &proxies), ip("198.51.100.7"));
+        // Several header lines are one list, in order.
+        assert_eq!(client_ip(peer, &xff(&["203.0.113.9, junk", "10.1.1.1"]), &proxies), ip("10.1.1.1"));
+        assert_eq!(client_ip(peer, &xff(&["junk", "198.51.100.7"]), &proxies), ip("198.51.100.7"));
+        // Entries with ports, as some proxies write them.
+        assert_eq!(client_ip(peer, &xff(&["198.51.100.7:4711, 10.1.1.1"]), &proxies), ip("198.51.100.7"));
+        assert_eq!(client_ip(peer, &xff(&["[2001:db8::7]:443"]), &proxies), ip("2001:db8::7"));
+        // Only trusted proxies all the way: the left-most one is the nearest known hop.
+        assert_eq!(client_ip(peer, &xff(&["10.9.9.9, 10.1.1.1"]), &proxies), ip("10.9.9.9"));
     }
 }

@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{AppState, Metrics, tls};
+use super::limits::{self, ConnLimits, LimitArgs};
+use super::{AppState, Metrics, conn, tls};
 use crate::directory::{ExternalUrl, SharedDirectory};
 use crate::login::cidr::Cidr;
 use crate::login::external::IssuerRegistry;
@@ -23,9 +24,13 @@ pub struct ServeArgs {
     /// URL clients reach the server at (scheme://host:port); derived from --listen when omitted.
     #[arg(long)]
     pub external_url: Option<String>,
-    /// Serve plain HTTP (loopback development and tests only).
+    /// Serve plain HTTP: on a loopback --listen only, unless --tls-terminated-upstream.
     #[arg(long)]
     pub plain_http: bool,
+    /// With --plain-http: a proxy, ingress or mesh sidecar in front terminates TLS, so plain
+    /// HTTP may listen on a non-loopback address.
+    #[arg(long, requires = "plain_http")]
+    pub tls_terminated_upstream: bool,
     /// PEM certificate chain to serve instead of the generated one (with --tls-key).
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -52,6 +57,8 @@ pub struct ServeArgs {
     /// Seconds between two purges of expired and spent session records.
     #[arg(long, default_value_t = super::purge::DEFAULT_INTERVAL, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub session_purge_interval: u64,
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 /// Why the servers could not start.
@@ -65,6 +72,8 @@ pub enum StartError {
     ExternalUrl(String, String),
     #[error("--trusted-proxies: {0}")]
     TrustedProxies(String),
+    #[error(transparent)]
+    Listen(#[from] limits::BindRefused),
 }
 
 /// The running servers' shared state and external URL.
@@ -93,6 +102,19 @@ pub enum CaSource<'a> {
 /// Binds both listeners, sets up TLS (given files, or a certificate signed by the kept CA),
 /// spawns the servers and prints the `listening:` line tests read.
 pub async fn start(args: &ServeArgs, ca: CaSource<'_>, mode: &str) -> Result<Started, StartError> {
+    limits::check_listen(args.listen, args.plain_http, args.tls_terminated_upstream)?;
+    let fd_limit = limits::raise_fd_limit();
+    let (cap, lowered) = limits::connection_cap(args.limits.max_connections, fd_limit);
+    if lowered {
+        tracing::warn!(
+            requested = args.limits.max_connections,
+            cap,
+            fd_limit = ?fd_limit,
+            "--max-connections lowered to fit the open-file limit"
+        );
+    }
+    let api_limits = ConnLimits::from_args(&args.limits, cap);
+    let management_limits = ConnLimits { max_connections: limits::MANAGEMENT_CONNECTIONS, ..api_limits.clone() };
     let (listener, local) = bind(args.listen).await?;
     let (management, mgmt_local) = bind(args.metrics_listen).await?;
     let scheme = if args.plain_http { "http" } else { "https" };
@@ -149,8 +171,10 @@ pub async fn start(args: &ServeArgs, ca: CaSource<'_>, mode: &str) -> Result<Sta
         refetch_interval: args.issuer_refetch_interval.max(0),
         code_ttl: args.code_ttl,
     };
-    tokio::spawn(super::serve(listener, tls, super::api_routes(app.clone())));
-    tokio::spawn(super::serve(management, None, super::management_routes(app.clone())));
+    let api = conn::Listener { name: "api", limits: api_limits, metrics: Arc::clone(&app.metrics) };
+    let mgmt = conn::Listener { name: "management", limits: management_limits, metrics: Arc::clone(&app.metrics) };
+    tokio::spawn(conn::serve(listener, tls, super::api_routes(app.clone()), api));
+    tokio::spawn(conn::serve(management, None, super::management_routes(app.clone()), mgmt));
     tokio::spawn(super::purge::run(app.clone(), std::time::Duration::from_secs(args.session_purge_interval)));
     println!("listening: api={scheme}://{local} metrics=http://{mgmt_local} external-url={}", external.as_str());
     tracing::info!(api = %local, metrics = %mgmt_local, external = external.as_str(), "{mode} server started");

@@ -1,0 +1,199 @@
+//! What an unauthenticated caller can make the server hold, as flags with their defaults, and
+//! the pure decisions about them made at start-up (DESIGN §6: everything is bounded).
+//!
+//! The accept loop that applies them is [`super::conn`]; body limits are applied per request by
+//! [`super::body`].
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Flags bounding connections, shared by `standalone` and `run` (flattened into
+/// [`super::startup::ServeArgs`]). Durations are whole seconds.
+#[derive(clap::Args, Debug, Clone)]
+pub struct LimitArgs {
+    /// Most connections served at once on the protocol listener; a connection accepted beyond it
+    /// is closed at once (the caller sees EOF and can retry another replica) rather than left
+    /// queued where it would hold a backlog slot without any answer.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
+    /// Seconds a TLS handshake may take before the connection is closed.
+    #[arg(long, default_value_t = 10, value_parser = secs)]
+    pub tls_handshake_timeout: u64,
+    /// Seconds to receive a request's headers, counted from when the server starts waiting for
+    /// them (after the handshake, and again after each response on a kept-alive HTTP/1
+    /// connection, so this also bounds how long an idle HTTP/1 connection stays open).
+    #[arg(long, default_value_t = 10, value_parser = secs)]
+    pub header_read_timeout: u64,
+    /// Seconds to receive a request body, from the end of its headers; a late body is answered
+    /// 408 and the connection closed.
+    #[arg(long, default_value_t = 10, value_parser = secs)]
+    pub body_read_timeout: u64,
+    /// Seconds a connection may stay open with no request in flight (HTTP/2 and HTTP/1;
+    /// HTTP/1 keep-alive is also bounded by --header-read-timeout, whichever is shorter).
+    #[arg(long, default_value_t = 60, value_parser = secs)]
+    pub idle_timeout: u64,
+    /// Seconds between HTTP/2 keep-alive pings.
+    #[arg(long, default_value_t = 30, value_parser = secs)]
+    pub http2_keepalive_interval: u64,
+    /// Seconds to wait for the answer to an HTTP/2 keep-alive ping before closing.
+    #[arg(long, default_value_t = 20, value_parser = secs)]
+    pub http2_keepalive_timeout: u64,
+    /// Most concurrent streams (requests) on one HTTP/2 connection.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub http2_max_concurrent_streams: u32,
+}
+
+fn secs(text: &str) -> Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(n) if (1..=3600).contains(&n) => Ok(n),
+        _ => Err(format!("{text:?} is not a whole number of seconds between 1 and 3600")),
+    }
+}
+
+/// Connections kept free of the fd limit for everything else the process opens (state and
+/// manifest files, outbound issuer and API-server connections, the management listener).
+pub const FD_RESERVE: u64 = 512;
+
+/// Most connections on the management listener (health probes and metrics scrapes).
+pub const MANAGEMENT_CONNECTIONS: usize = 64;
+
+/// The limits one listener applies to each connection.
+#[derive(Debug, Clone)]
+pub struct ConnLimits {
+    pub max_connections: usize,
+    pub tls_handshake_timeout: Duration,
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub http2_keepalive_interval: Duration,
+    pub http2_keepalive_timeout: Duration,
+    pub http2_max_concurrent_streams: u32,
+}
+
+impl ConnLimits {
+    /// The limits of the flags; `max_connections` as [`connection_cap`] settled it.
+    pub fn from_args(args: &LimitArgs, max_connections: usize) -> Self {
+        Self {
+            max_connections,
+            tls_handshake_timeout: Duration::from_secs(args.tls_handshake_timeout),
+            header_read_timeout: Duration::from_secs(args.header_read_timeout),
+            body_read_timeout: Duration::from_secs(args.body_read_timeout),
+            idle_timeout: Duration::from_secs(args.idle_timeout),
+            http2_keepalive_interval: Duration::from_secs(args.http2_keepalive_interval),
+            http2_keepalive_timeout: Duration::from_secs(args.http2_keepalive_timeout),
+            http2_max_concurrent_streams: args.http2_max_concurrent_streams,
+        }
+    }
+
+    /// How long a connection asked to shut down gracefully may take to finish its current
+    /// exchange before it is dropped.
+    pub fn shutdown_grace(&self) -> Duration {
+        self.header_read_timeout
+    }
+}
+
+impl Default for ConnLimits {
+    /// The flags' defaults (for callers without flags: benches, embedders).
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            tls_handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            http2_keepalive_interval: Duration::from_secs(30),
+            http2_keepalive_timeout: Duration::from_secs(20),
+            http2_max_concurrent_streams: 100,
+        }
+    }
+}
+
+/// The connection cap that fits the process's open-file limit: `requested`, or less when the
+/// limit (with [`FD_RESERVE`] and the management listener's share kept back) cannot hold it.
+/// Returns the cap and whether it was lowered.
+pub fn connection_cap(requested: u32, fd_limit: Option<u64>) -> (usize, bool) {
+    let requested = u64::from(requested);
+    let Some(limit) = fd_limit else {
+        return (usize::try_from(requested).unwrap_or(usize::MAX), false);
+    };
+    let room = limit.saturating_sub(FD_RESERVE + MANAGEMENT_CONNECTIONS as u64).max(1);
+    let cap = requested.min(room);
+    (usize::try_from(cap).unwrap_or(usize::MAX), cap < requested)
+}
+
+/// Why a listen address is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BindRefused {
+    #[error(
+        "--plain-http serves unencrypted HTTP, so it binds loopback only, but --listen is {0}: \
+         listen on 127.0.0.1 or [::1], or add --tls-terminated-upstream when a proxy or mesh in \
+         front terminates TLS"
+    )]
+    PlainHttpNotLoopback(SocketAddr),
+}
+
+/// Plain HTTP on a non-loopback address is refused unless the operator says TLS is terminated
+/// in front of it: tokens and client secrets would otherwise cross the network in clear.
+pub fn check_listen(listen: SocketAddr, plain_http: bool, tls_terminated_upstream: bool) -> Result<(), BindRefused> {
+    if plain_http && !tls_terminated_upstream && !listen.ip().is_loopback() {
+        return Err(BindRefused::PlainHttpNotLoopback(listen));
+    }
+    Ok(())
+}
+
+/// Raises the soft open-file limit to the hard limit (as Go's runtime does), so the connection
+/// cap is not silently undercut by a low default soft limit (1024 under some container runtimes).
+/// Returns the soft limit in force afterwards (`None`: unlimited or unknown).
+pub fn raise_fd_limit() -> Option<u64> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let now = getrlimit(Resource::Nofile);
+    if now.current < now.maximum {
+        let raised = Rlimit { current: now.maximum, maximum: now.maximum };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => return now.maximum,
+            Err(e) => tracing::warn!(error = %e, soft = ?now.current, "could not raise the open-file limit"),
+        }
+    }
+    now.current
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn plain_http_binds_loopback_unless_tls_is_terminated_upstream() {
+        for ok in ["127.0.0.1:8080", "[::1]:8080", "127.0.0.5:0"] {
+            assert_eq!(check_listen(addr(ok), true, false), Ok(()), "{ok}");
+        }
+        for open in ["0.0.0.0:8080", "[::]:8080", "10.1.2.3:80", "[2001:db8::1]:80"] {
+            let err = check_listen(addr(open), true, false).unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains("--plain-http") && text.contains("--tls-terminated-upstream"), "{text}");
+            assert!(text.contains(&addr(open).to_string()), "{text}");
+            assert_eq!(check_listen(addr(open), true, true), Ok(()), "explicitly terminated upstream: {open}");
+            assert_eq!(check_listen(addr(open), false, false), Ok(()), "TLS served: {open}");
+        }
+    }
+
+    #[test]
+    fn the_connection_cap_fits_the_fd_limit() {
+        assert_eq!(connection_cap(10_000, Some(20_000)), (10_000, false));
+        assert_eq!(connection_cap(10_000, None), (10_000, false));
+        let reserve = FD_RESERVE + MANAGEMENT_CONNECTIONS as u64;
+        assert_eq!(connection_cap(10_000, Some(1024)), ((1024 - reserve) as usize, true));
+        assert_eq!(connection_cap(10_000, Some(10)), (1, true), "never zero");
+    }
+
+    #[test]
+    fn durations_are_bounded_whole_seconds() {
+        assert_eq!(secs("3"), Ok(3));
+        for bad in ["0", "3601", "-1", "1.5", "", "10s"] {
+            assert!(secs(bad).is_err(), "{bad}");
+        }
+    }
+}
