@@ -1,0 +1,159 @@
+//! Clients (OidcClient).
+//!
+//! Tenant rules here: a client names a key and assignments of its own namespace only
+//! ([`in_namespace`]), and the key must list it. Its `client_id` is unique within its
+//! namespace: clients are resolved in claim order ([`ClaimRank`]), so a contested id stays
+//! with the client that held it, and every other claimant is `ClientIdConflict`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use super::{
+    ClaimRank, Directory, Inputs, Materials, ObjectKey, ObjectStatus, Resolution, ResolvedClient, ResolvedKey,
+    StatusFacts, in_claim_order, in_namespace, invalid, not_ready,
+};
+use crate::api::{self, ALLOW_ALL, ClientType, DEFAULT_KEY, Kind, OidcAssignment, OidcClient, Readiness};
+use crate::credentials::ClientCredentials;
+
+/// What a client may reference: the served keys and assignments, the declared keys (to tell
+/// a missing key from one not Ready), and the client ids already taken, by namespace.
+struct References<'a> {
+    keys: &'a BTreeMap<ObjectKey, Arc<ResolvedKey>>,
+    declared_keys: BTreeSet<ObjectKey>,
+    assignments: &'a BTreeMap<ObjectKey, &'a OidcAssignment>,
+    client_ids: HashMap<(String, String), String>,
+}
+
+/// Resolves every client, in claim order. A client is served once its references resolve
+/// and its credentials exist.
+pub(super) fn resolve(
+    inputs: &Inputs,
+    materials: &Materials,
+    keys: &BTreeMap<ObjectKey, Arc<ResolvedKey>>,
+    assignments: &BTreeMap<ObjectKey, &OidcAssignment>,
+    previous: Option<&Directory>,
+) -> Resolution<Arc<ResolvedClient>> {
+    let mut refs = References {
+        keys,
+        declared_keys: inputs.keys.iter().map(|k| ObjectKey::of(&k.metadata)).collect(),
+        assignments,
+        client_ids: HashMap::new(),
+    };
+    let mut served: BTreeMap<ObjectKey, Arc<ResolvedClient>> = BTreeMap::new();
+    let mut statuses = Vec::new();
+    for obj in claim_order(inputs, materials, previous) {
+        let k = ObjectKey::of(&obj.metadata);
+        let creds = materials.credentials.get(&k);
+        let readiness = match materials.secret_conflicts.contains(&k) {
+            true => Err(not_ready(
+                "SecretNameConflict",
+                format!(
+                    "spec.secretName: Secret {:?} exists and does not belong to this client",
+                    obj.credentials_name()
+                ),
+            )),
+            false => resolve_client(obj, &k, creds, &refs),
+        };
+        let readiness = match (readiness, creds) {
+            (Ok(key), Some(creds)) => {
+                refs.client_ids.insert((k.namespace.clone(), creds.client_id.clone()), k.name.clone());
+                served.insert(k.clone(), Arc::new(resolved(obj, &k, creds, key)));
+                Readiness::ready(format!("client_id {}", creds.client_id))
+            }
+            (Ok(_), None) => not_ready("CredentialsPending", "credentials are being generated".into()),
+            (Err(r), _) => r,
+        };
+        let facts =
+            StatusFacts::Client { client_id: creds.map(|c| c.client_id.clone()), secret_name: obj.credentials_name() };
+        statuses.push(ObjectStatus::of(Kind::OidcClient, &obj.metadata, readiness, facts));
+    }
+    Resolution { served, statuses }
+}
+
+/// Clients in claim order: a client holds its id if the previous snapshot served its
+/// credentials' client_id as this client.
+fn claim_order<'a>(inputs: &'a Inputs, materials: &Materials, previous: Option<&Directory>) -> Vec<&'a OidcClient> {
+    let ranked = inputs.clients.iter().map(|obj| {
+        let k = ObjectKey::of(&obj.metadata);
+        let held = materials.credentials.get(&k).is_some_and(|c| {
+            previous
+                .and_then(|p| p.namespace(&k.namespace)?.clients.get(&c.client_id))
+                .is_some_and(|held| held.name == k.name)
+        });
+        (ClaimRank::of(&obj.metadata, Kind::OidcClient, held, materials), &**obj)
+    });
+    in_claim_order(ranked.collect())
+}
+
+/// The key a client signs with, or the first of its references that does not resolve.
+fn resolve_client(
+    obj: &OidcClient,
+    k: &ObjectKey,
+    creds: Option<&ClientCredentials>,
+    refs: &References<'_>,
+) -> Result<Arc<ResolvedKey>, Readiness> {
+    api::validate::client(&obj.spec).map_err(|e| invalid(&e))?;
+    let key_ref = in_namespace(k, &obj.spec.key);
+    let key = match refs.keys.get(&key_ref) {
+        Some(key) => key,
+        None if obj.spec.key != DEFAULT_KEY && !refs.declared_keys.contains(&key_ref) => {
+            return Err(not_ready(
+                "KeyNotFound",
+                format!("spec.key: OidcKey {:?} does not exist in namespace {}", obj.spec.key, k.namespace),
+            ));
+        }
+        None => return Err(not_ready("KeyNotReady", format!("spec.key: OidcKey {:?} is not Ready", obj.spec.key))),
+    };
+    if !key.allowed_clients.iter().any(|a| a == "*" || *a == k.name) {
+        return Err(not_ready(
+            "KeyNotAllowed",
+            format!("spec.key: OidcKey {:?} does not list this client in spec.allowedClients", obj.spec.key),
+        ));
+    }
+    if i64::try_from(obj.spec.id_token_ttl.as_secs()).unwrap_or(i64::MAX) > key.policy.verification_ttl {
+        return Err(not_ready(
+            "IdTokenTTLTooLong",
+            format!(
+                "spec.idTokenTTL ({}) exceeds the verificationTTL ({}) of OidcKey {:?}",
+                obj.spec.id_token_ttl,
+                api::Duration::from_secs(u64::try_from(key.policy.verification_ttl).unwrap_or_default()),
+                obj.spec.key
+            ),
+        ));
+    }
+    for (i, a) in obj.spec.assignments.iter().enumerate() {
+        if a != ALLOW_ALL && !refs.assignments.contains_key(&in_namespace(k, a)) {
+            return Err(not_ready(
+                "AssignmentNotFound",
+                format!("spec.assignments[{i}]: OidcAssignment {a:?} does not exist or is not Ready"),
+            ));
+        }
+    }
+    let owner = creds.and_then(|c| refs.client_ids.get(&(k.namespace.clone(), c.client_id.clone())).map(|o| (c, o)));
+    if let Some((c, owner)) = owner {
+        return Err(not_ready(
+            "ClientIdConflict",
+            format!("spec.clientId: client_id {:?} is already used by OidcClient {owner:?}", c.client_id),
+        ));
+    }
+    Ok(Arc::clone(key))
+}
+
+/// A client as the server uses it; a public client has no secret.
+fn resolved(obj: &OidcClient, k: &ObjectKey, creds: &ClientCredentials, key: Arc<ResolvedKey>) -> ResolvedClient {
+    ResolvedClient {
+        name: k.name.clone(),
+        namespace: k.namespace.clone(),
+        client_id: creds.client_id.clone(),
+        client_secret: match obj.spec.client_type {
+            ClientType::Confidential => creds.client_secret.clone(),
+            ClientType::Public => None,
+        },
+        client_type: obj.spec.client_type,
+        key,
+        redirect_uris: obj.spec.redirect_uris.clone(),
+        assignments: obj.spec.assignments.clone(),
+        id_token_ttl: obj.spec.id_token_ttl.as_secs(),
+        access_token_ttl: obj.spec.access_token_ttl.as_secs(),
+    }
+}

@@ -1,0 +1,140 @@
+//! Identities (IdentityOidcAuth, the entities that log in).
+//!
+//! Tenant rules here: an identity's groups are namespaced ([`group_id`]), but its identity
+//! id is global, because a login names no namespace. So identities are resolved across
+//! namespaces in claim order ([`ClaimRank`]): a contested id goes to the object that held it,
+//! then to the older one, and every other claimant is `IdentityIdConflict`, never served.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use super::{
+    ClaimRank, Directory, ExternalUrl, Inputs, Materials, ObjectKey, ObjectStatus, Resolution, ResolvedIdentity,
+    StatusFacts, group_id, in_claim_order, invalid, not_ready,
+};
+use crate::api::{self, IdentityOidcAuth, Kind, Readiness};
+use crate::login::cidr::Cidr;
+use crate::login::external::IssuerSource;
+use crate::paths;
+use crate::sessions::TokenLimits;
+
+/// The identities a snapshot serves, by object and by identity id.
+pub(super) struct Identities {
+    pub(super) resolved: Resolution<Arc<ResolvedIdentity>>,
+    pub(super) by_id: HashMap<String, Arc<ResolvedIdentity>>,
+}
+
+/// The external issuer an identity trusts.
+pub fn issuer_source(spec: &api::IdentityOidcAuthSpec) -> IssuerSource {
+    IssuerSource {
+        discovery_url: crate::login::external::discovery_document_url(&spec.oidc_discovery_url),
+        ca_cert: spec.ca_cert.clone().filter(|c| !c.trim().is_empty()),
+    }
+}
+
+/// Resolves every identity, in claim order. An identity whose spec is valid and whose id
+/// is its own is served even while its issuer's discovery is pending or failing (it holds
+/// its id); its status says why it is not Ready.
+pub(super) fn resolve(
+    inputs: &Inputs,
+    materials: &Materials,
+    external: &ExternalUrl,
+    previous: Option<&Directory>,
+) -> Identities {
+    let mut served: BTreeMap<ObjectKey, Arc<ResolvedIdentity>> = BTreeMap::new();
+    let mut by_id: HashMap<String, Arc<ResolvedIdentity>> = HashMap::new();
+    let mut statuses = Vec::new();
+    let login_url = format!("{}{}", external.as_str(), paths::LOGIN);
+    for (obj, id) in claim_order(inputs, materials, previous) {
+        let k = ObjectKey::of(&obj.metadata);
+        let readiness = match claim(obj, id.as_deref(), &by_id) {
+            Err(r) => r,
+            Ok(id) => {
+                let resolved = Arc::new(resolved(obj, &k, id));
+                by_id.insert(id.to_owned(), Arc::clone(&resolved));
+                served.insert(k, Arc::clone(&resolved));
+                discovery_readiness(&resolved, materials, &login_url)
+            }
+        };
+        let facts = StatusFacts::Identity { identity_id: id, login_url: login_url.clone() };
+        statuses.push(ObjectStatus::of(Kind::IdentityOidcAuth, &obj.metadata, readiness, facts));
+    }
+    Identities { resolved: Resolution { served, statuses }, by_id }
+}
+
+/// Identities with their ids (declared, else generated), in claim order.
+fn claim_order<'a>(
+    inputs: &'a Inputs,
+    materials: &Materials,
+    previous: Option<&Directory>,
+) -> Vec<(&'a IdentityOidcAuth, Option<String>)> {
+    let ranked = inputs.identities.iter().map(|obj| {
+        let key = ObjectKey::of(&obj.metadata);
+        let id = obj.spec.identity_id.clone().or_else(|| materials.identity_ids.get(&key).cloned());
+        let held = id.as_ref().and_then(|id| previous?.identities_by_id.get(id)).is_some_and(|i| i.key == key);
+        (ClaimRank::of(&obj.metadata, Kind::IdentityOidcAuth, held, materials), (&**obj, id))
+    });
+    in_claim_order(ranked.collect())
+}
+
+/// The identity id this object may take, or why it takes none: an invalid spec, no bound
+/// audience, an id still being generated, or an id an earlier claimant took.
+fn claim<'a>(
+    obj: &IdentityOidcAuth,
+    id: Option<&'a str>,
+    taken: &HashMap<String, Arc<ResolvedIdentity>>,
+) -> Result<&'a str, Readiness> {
+    api::validate::identity(&obj.spec).map_err(|e| invalid(&e))?;
+    if !crate::login::matching::audiences_bound(&obj.spec.bound_audiences) {
+        return Err(not_ready(
+            "AudienceRequired",
+            "spec.boundAudiences: name the audiences presented JWTs must carry, or \"*\" to accept any \
+             (an empty value is refused: RFC 8725 §3.9)"
+                .into(),
+        ));
+    }
+    match id {
+        None => Err(not_ready("IdentityIdPending", "the identity id is being generated".into())),
+        Some(id) if taken.contains_key(id) => Err(not_ready(
+            "IdentityIdConflict",
+            format!(
+                "spec.identityId: {id:?} is already the id of another IdentityOidcAuth (the one that held \
+                 it first keeps it)"
+            ),
+        )),
+        Some(id) => Ok(id),
+    }
+}
+
+/// An identity as login sees it: groups resolved in its own namespace, trusted IPs that
+/// parse, and its token limits.
+fn resolved(obj: &IdentityOidcAuth, k: &ObjectKey, id: &str) -> ResolvedIdentity {
+    ResolvedIdentity {
+        id: id.to_owned(),
+        name: k.name.clone(),
+        key: k.clone(),
+        spec: obj.spec.clone(),
+        group_ids: obj.spec.groups.iter().map(|g| group_id(&k.namespace, g)).collect(),
+        trusted_ips: obj.spec.access_token_trusted_ips.iter().filter_map(|t| Cidr::parse(&t.ip_address).ok()).collect(),
+        limits: TokenLimits {
+            ttl: obj.spec.access_token_ttl,
+            max_ttl: obj.spec.access_token_max_ttl,
+            num_uses_limit: u64::try_from(obj.spec.access_token_num_uses_limit).unwrap_or(0),
+        },
+        source: issuer_source(&obj.spec),
+    }
+}
+
+/// A served identity is Ready once its issuer's discovery document names its bound issuer.
+fn discovery_readiness(identity: &ResolvedIdentity, materials: &Materials, login_url: &str) -> Readiness {
+    let source = &identity.source;
+    match materials.issuer_health.get(source) {
+        None => not_ready("DiscoveryPending", format!("spec.oidcDiscoveryUrl: fetching {}", source.discovery_url)),
+        Some(Err(e)) => not_ready("DiscoveryFailed", format!("spec.oidcDiscoveryUrl: {e}")),
+        Some(Ok(issuer)) if *issuer != identity.spec.bound_issuer => not_ready(
+            "IssuerMismatch",
+            format!("spec.boundIssuer: the discovery document at spec.oidcDiscoveryUrl names issuer {issuer:?}"),
+        ),
+        Some(Ok(_)) => Readiness::ready(format!("logs in at {login_url} with identityId {}", identity.id)),
+    }
+}

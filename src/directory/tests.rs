@@ -1,0 +1,323 @@
+/// `vec!` of objects as `Inputs` holds them.
+macro_rules! arcs {
+    ($($x:expr),* $(,)?) => { vec![$(std::sync::Arc::new($x)),*] };
+}
+
+use super::*;
+use crate::api::{OidcAssignmentSpec, OidcClientSpec, OidcKeySpec, OidcProviderSpec, OidcScopeSpec};
+use crate::keys::ring::KeyRing;
+use crate::keys::{JwkSet, KeyVersion, rotation};
+
+const NOW: i64 = 1_700_000_000;
+
+fn meta<T: kube::Resource<DynamicType = ()>>(mut o: T, ns: &str) -> T {
+    o.meta_mut().namespace = Some(ns.into());
+    o
+}
+
+fn client(name: &str, key: &str, assignments: &[&str]) -> OidcClient {
+    let spec: OidcClientSpec = serde_json::from_value(serde_json::json!({
+        "key": key, "assignments": assignments, "redirectUris": ["https://app/cb"]
+    }))
+    .unwrap();
+    meta(OidcClient::new(name, spec), "ns")
+}
+
+fn key(name: &str, spec: OidcKeySpec) -> OidcKey {
+    meta(OidcKey::new(name, spec), "ns")
+}
+
+fn provider(name: &str, clients: &[&str], scopes: &[&str]) -> OidcProvider {
+    let spec = OidcProviderSpec {
+        issuer: None,
+        allowed_clients: clients.iter().map(|s| s.to_string()).collect(),
+        scopes_supported: scopes.iter().map(|s| s.to_string()).collect(),
+    };
+    meta(OidcProvider::new(name, spec), "ns")
+}
+
+/// Materials as a shell would make them: rings for required keys, credentials for clients.
+fn materials(inputs: &Inputs) -> Materials {
+    let mut m = Materials::default();
+    for (k, spec) in required_keys(inputs) {
+        let ring: KeyRing =
+            rotation::advance(None, &KeyPolicy::from(&spec), NOW, |a| KeyVersion::generate(a, NOW)).unwrap().unwrap();
+        m.key_rings.insert(k, ring);
+    }
+    for c in &inputs.clients {
+        let creds = crate::credentials::reconcile(None, c.spec.client_id.as_deref(), true).unwrap().unwrap();
+        m.credentials.insert(ObjectKey::of(&c.metadata), creds);
+    }
+    m
+}
+
+fn status<'a>(dir: &'a Directory, kind: Kind, name: &str) -> &'a ObjectStatus {
+    dir.statuses.iter().find(|s| s.kind == kind && s.key.name == name).unwrap()
+}
+
+fn build_all(inputs: &Inputs) -> Directory {
+    build(inputs, &materials(inputs), &ExternalUrl::new("https://op.example:8443/"), NOW, None)
+}
+
+#[test]
+fn a_client_without_key_uses_the_builtin_default() {
+    let inputs = Inputs {
+        clients: arcs![client("app", DEFAULT_KEY, &["allow_all"])],
+        providers: arcs![provider("p", &["*"], &[])],
+        ..Inputs::default()
+    };
+    let keys = required_keys(&inputs);
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[&ObjectKey::new("ns", "default")], OidcKeySpec::builtin_default());
+    let dir = build_all(&inputs);
+    assert!(status(&dir, Kind::OidcClient, "app").readiness.ready);
+    let p = dir.provider("ns", "p").unwrap();
+    assert_eq!(p.issuer, "https://op.example:8443/v1/ns/identity/oidc/provider/p");
+    let jwks: JwkSet = serde_json::from_str(&p.jwks_json).unwrap();
+    assert_eq!(jwks.keys.len(), 2, "current and next");
+    let discovery: serde_json::Value = serde_json::from_str(&p.discovery_json).unwrap();
+    assert_eq!(discovery["id_token_signing_alg_values_supported"], serde_json::json!(["RS256"]));
+    assert_eq!(discovery["jwks_uri"], format!("{}/.well-known/keys", p.issuer));
+    assert!(p.jwks_max_age < 24 * 3600);
+}
+
+#[test]
+fn missing_references_name_the_field_and_the_rest_keep_serving() {
+    let inputs = Inputs {
+        keys: arcs![key(
+            "k",
+            OidcKeySpec {
+                allowed_clients: vec!["good".into(), "no-assignment".into()],
+                ..OidcKeySpec::builtin_default()
+            },
+        )],
+        clients: arcs![
+            client("good", "k", &["allow_all"]),
+            client("no-key", "missing", &["allow_all"]),
+            client("not-allowed", "k", &["allow_all"]),
+            client("no-assignment", "k", &["ghost"]),
+        ],
+        providers: arcs![
+            provider("p", &["*"], &[]),
+            provider("bad-client", &["nope"], &[]),
+            provider("bad-scope", &["*"], &["ghost"]),
+        ],
+        ..Inputs::default()
+    };
+    let dir = build_all(&inputs);
+    let r = &status(&dir, Kind::OidcClient, "no-key").readiness;
+    assert_eq!((r.ready, r.reason.as_str()), (false, "KeyNotFound"));
+    assert!(r.message.starts_with("spec.key"), "{}", r.message);
+    assert_eq!(status(&dir, Kind::OidcClient, "not-allowed").readiness.reason, "KeyNotAllowed");
+    let r = &status(&dir, Kind::OidcClient, "no-assignment").readiness;
+    assert_eq!(r.reason, "AssignmentNotFound");
+    assert!(r.message.starts_with("spec.assignments[0]"), "{}", r.message);
+    let r = &status(&dir, Kind::OidcProvider, "bad-client").readiness;
+    assert_eq!(r.reason, "ClientNotFound");
+    assert!(r.message.starts_with("spec.allowedClients[0]"));
+    assert_eq!(status(&dir, Kind::OidcProvider, "bad-scope").readiness.reason, "ScopeNotFound");
+    assert!(dir.provider("ns", "bad-scope").is_none());
+    // The good ones serve: the provider lists only the Ready client.
+    assert!(status(&dir, Kind::OidcClient, "good").readiness.ready);
+    let p = dir.provider("ns", "p").unwrap();
+    assert_eq!(p.clients.iter().collect::<Vec<_>>(), ["good"]);
+}
+
+#[test]
+fn id_token_ttl_beyond_verification_ttl_is_not_ready() {
+    let mut c = client("app", "k", &["allow_all"]);
+    c.spec.id_token_ttl = crate::api::Duration::from_secs(2 * 3600);
+    let spec = OidcKeySpec {
+        verification_ttl: crate::api::Duration::from_secs(3600),
+        allowed_clients: vec!["*".into()],
+        ..OidcKeySpec::builtin_default()
+    };
+    let inputs = Inputs { keys: arcs![key("k", spec)], clients: arcs![c], ..Inputs::default() };
+    let dir = build_all(&inputs);
+    let r = &status(&dir, Kind::OidcClient, "app").readiness;
+    assert_eq!(r.reason, "IdTokenTTLTooLong");
+    assert!(r.message.starts_with("spec.idTokenTTL (2h)") && r.message.contains("(1h)"), "{}", r.message);
+}
+
+#[test]
+fn keys_and_scopes_report_their_problems() {
+    let bad_key =
+        OidcKeySpec { rotation_period: crate::api::Duration::from_secs(30), ..OidcKeySpec::builtin_default() };
+    let scope = meta(
+        OidcScope::new("s", OidcScopeSpec { template: Some("{\"a\": {{nope}}}".into()), description: None }),
+        "ns",
+    );
+    let inputs = Inputs { keys: arcs![key("k", bad_key)], scopes: arcs![scope], ..Inputs::default() };
+    let dir = build_all(&inputs);
+    let r = &status(&dir, Kind::OidcKey, "k").readiness;
+    assert_eq!(r.reason, "InvalidSpec");
+    assert!(r.message.starts_with("spec.rotationPeriod"));
+    let r = &status(&dir, Kind::OidcScope, "s").readiness;
+    assert_eq!(r.reason, "TemplateInvalid");
+    assert!(r.message.contains("OidcScope s") && r.message.contains("character 6"), "{}", r.message);
+}
+
+#[test]
+fn pending_material_is_reported_not_served() {
+    let inputs = Inputs { clients: arcs![client("app", DEFAULT_KEY, &["allow_all"])], ..Inputs::default() };
+    let dir = build(&inputs, &Materials::default(), &ExternalUrl::new("https://x"), NOW, None);
+    assert_eq!(status(&dir, Kind::OidcClient, "app").readiness.reason, "KeyNotReady");
+}
+
+#[test]
+fn client_id_conflicts_are_decided_by_name() {
+    let mut a = client("a", DEFAULT_KEY, &["allow_all"]);
+    let mut b = client("b", DEFAULT_KEY, &["allow_all"]);
+    a.spec.client_id = Some("same".into());
+    b.spec.client_id = Some("same".into());
+    let inputs = Inputs { clients: arcs![b, a], ..Inputs::default() };
+    let dir = build_all(&inputs);
+    assert!(status(&dir, Kind::OidcClient, "a").readiness.ready);
+    assert_eq!(status(&dir, Kind::OidcClient, "b").readiness.reason, "ClientIdConflict");
+    let mut m = materials(&inputs);
+    m.secret_conflicts.insert(ObjectKey::new("ns", "a"));
+    let dir = build(&inputs, &m, &ExternalUrl::new("https://op.example:8443/"), NOW, None);
+    let r = &status(&dir, Kind::OidcClient, "a").readiness;
+    assert_eq!(r.reason, "SecretNameConflict");
+    assert!(r.message.starts_with("spec.secretName: Secret \"a-oidc-client\""), "{}", r.message);
+    assert!(dir.namespace("ns").is_none_or(|v| v.clients.values().all(|c| c.name != "a")), "not served");
+}
+
+#[test]
+fn assignments_admit_by_entity_or_group() {
+    let spec: api::IdentityOidcAuthSpec = serde_json::from_value(serde_json::json!({
+        "oidcDiscoveryUrl": "https://issuer", "boundIssuer": "https://issuer", "groups": ["ops"]
+    }))
+    .unwrap();
+    let ident = ResolvedIdentity {
+        id: "e1".into(),
+        name: "runner".into(),
+        key: ObjectKey::new("ns", "runner"),
+        group_ids: vec![group_id("ns", "ops")],
+        trusted_ips: Vec::new(),
+        limits: TokenLimits { ttl: 1, max_ttl: 1, num_uses_limit: 0 },
+        source: issuer_source(&spec),
+        spec,
+    };
+    let by = |s: OidcAssignmentSpec| admits(&OidcAssignment::new("a", s), &ident);
+    assert!(by(OidcAssignmentSpec { entity_ids: vec!["e1".into()], ..Default::default() }));
+    assert!(by(OidcAssignmentSpec { entities: vec!["runner".into()], ..Default::default() }));
+    assert!(by(OidcAssignmentSpec { groups: vec!["ops".into()], ..Default::default() }));
+    assert!(by(OidcAssignmentSpec { group_ids: vec![group_id("ns", "ops")], ..Default::default() }));
+    assert!(!by(OidcAssignmentSpec {
+        groups: vec!["dev".into()],
+        entity_ids: vec!["e2".into()],
+        ..Default::default()
+    }));
+    assert_ne!(group_id("ns", "ops"), group_id("other", "ops"));
+}
+
+#[test]
+fn unchanged_keys_are_not_parsed_again() {
+    let inputs = Inputs { clients: arcs![client("app", DEFAULT_KEY, &["allow_all"])], ..Inputs::default() };
+    let m = materials(&inputs);
+    let ext = ExternalUrl::new("https://x");
+    let first = build(&inputs, &m, &ext, NOW, None);
+    let second = build(&inputs, &m, &ext, NOW + 1, Some(&first));
+    let ring = m.key_rings.keys().next().unwrap();
+    assert!(Arc::ptr_eq(first.signing_key(ring).unwrap(), second.signing_key(ring).unwrap()));
+}
+
+fn identity_obj(ns: &str, name: &str, id: &str, created: Option<i64>) -> IdentityOidcAuth {
+    let spec: api::IdentityOidcAuthSpec = serde_json::from_value(serde_json::json!({
+        "identityId": id, "oidcDiscoveryUrl": "https://issuer", "boundIssuer": "https://issuer",
+        "boundAudiences": "api"
+    }))
+    .unwrap();
+    let mut o = meta(IdentityOidcAuth::new(name, spec), ns);
+    o.metadata.uid = Some(format!("uid-{ns}-{name}"));
+    o.metadata.creation_timestamp = created.map(|t| {
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::from_second(t).unwrap())
+    });
+    o
+}
+
+#[test]
+fn a_contested_identity_id_stays_with_the_older_object_then_with_its_holder() {
+    // The newcomer sorts first by namespace, but the victim is older.
+    let inputs = Inputs {
+        identities: arcs![
+            identity_obj("aaa", "squatter", "victim-id", Some(NOW)),
+            identity_obj("victim", "runner", "victim-id", Some(NOW - 100)),
+        ],
+        ..Inputs::default()
+    };
+    let m = materials(&inputs);
+    let ext = ExternalUrl::new("https://x");
+    let dir = build(&inputs, &m, &ext, NOW, None);
+    assert_eq!(dir.identity_by_id("victim-id").unwrap().key, ObjectKey::new("victim", "runner"));
+    let r = &dir.status(Kind::IdentityOidcAuth, &ObjectKey::new("aaa", "squatter")).unwrap().readiness;
+    assert_eq!(r.reason, "IdentityIdConflict");
+    assert!(r.message.starts_with("spec.identityId"), "{}", r.message);
+    // Once served, the holder keeps it even against an older newcomer.
+    let older = Inputs {
+        identities: arcs![
+            identity_obj("aaa", "squatter", "victim-id", Some(NOW - 1000)),
+            identity_obj("victim", "runner", "victim-id", Some(NOW - 100)),
+        ],
+        ..Inputs::default()
+    };
+    let next = build(&older, &m, &ext, NOW + 1, Some(&dir));
+    assert_eq!(next.identity_by_id("victim-id").unwrap().key, ObjectKey::new("victim", "runner"));
+    // Standalone's first-seen times stand in for creationTimestamp (and beat a forged one).
+    let mut m2 = m.clone();
+    m2.first_seen.insert((Kind::IdentityOidcAuth, ObjectKey::new("victim", "runner")), 5);
+    m2.first_seen.insert((Kind::IdentityOidcAuth, ObjectKey::new("aaa", "squatter")), 9);
+    let dir = build(&older, &m2, &ext, NOW, None);
+    assert_eq!(dir.identity_by_id("victim-id").unwrap().key, ObjectKey::new("victim", "runner"));
+}
+
+#[test]
+fn an_identity_must_bind_an_audience_or_say_any() {
+    let mut none = identity_obj("ns", "none", "id-1", None);
+    none.spec.bound_audiences = " , ".into();
+    let mut any = identity_obj("ns", "any", "id-2", None);
+    any.spec.bound_audiences = "*".into();
+    let inputs = Inputs { identities: arcs![none, any], ..Inputs::default() };
+    let dir = build_all(&inputs);
+    let r = &status(&dir, Kind::IdentityOidcAuth, "none").readiness;
+    assert_eq!(r.reason, "AudienceRequired");
+    assert!(r.message.starts_with("spec.boundAudiences"), "{}", r.message);
+    assert!(dir.identity_by_id("id-1").is_none(), "never served");
+    assert!(dir.identity_by_id("id-2").is_some());
+}
+
+/// Two namespaces whose rings list the same kid with different material: each signs and
+/// publishes its own, the later one is reported, and the holder keeps the kid.
+#[test]
+fn a_repeated_kid_resolves_inside_its_own_ring_only() {
+    let mut victim = client("app", DEFAULT_KEY, &["allow_all"]);
+    victim.metadata.namespace = Some("victim".into());
+    let mut hostile = client("app", DEFAULT_KEY, &["allow_all"]);
+    hostile.metadata.namespace = Some("aaa".into());
+    let pv = meta(provider("p", &["*"], &[]), "victim");
+    let ph = meta(provider("p", &["*"], &[]), "aaa");
+    let inputs = Inputs { clients: arcs![victim, hostile], providers: arcs![pv, ph], ..Inputs::default() };
+    let mut m = materials(&inputs);
+    let (vk, hk) = (ObjectKey::new("victim", DEFAULT_KEY), ObjectKey::new("aaa", DEFAULT_KEY));
+    let victim_kid = m.key_rings[&vk].current.kid.clone();
+    let ext = ExternalUrl::new("https://x");
+    let first = build(&inputs, &m, &ext, NOW, None);
+    let victim_jwks = first.provider("victim", "p").unwrap().jwks_json.clone();
+    // The hostile ring now claims the victim's kid with its own material (and an older
+    // creation time, which a forger controls).
+    let ring = m.key_rings.get_mut(&hk).unwrap();
+    ring.current.kid = victim_kid.clone();
+    ring.current.created_at = 0;
+    let dir = build(&inputs, &m, &ext, NOW + 1, Some(&first));
+    assert_eq!(dir.provider("victim", "p").unwrap().jwks_json, victim_jwks, "the victim publishes its own");
+    let victim_signer = dir.signing_key(&vk).unwrap();
+    let hostile_signer = dir.signing_key(&hk).unwrap();
+    assert_eq!((victim_signer.kid(), hostile_signer.kid()), (victim_kid.as_str(), victim_kid.as_str()));
+    assert_ne!(victim_signer.jwk(), hostile_signer.jwk(), "each ring signs with its own material");
+    assert!(Arc::ptr_eq(victim_signer, first.signing_key(&vk).unwrap()), "the victim's parsed key is reused");
+    assert_eq!(dir.kid_conflicts, vec![KidConflict { ring: hk.clone(), kid: victim_kid.clone(), holder: vk.clone() }]);
+    // Both stay served (nothing is taken offline).
+    assert!(status(&dir, Kind::OidcClient, "app").readiness.ready);
+    assert!(dir.namespace("aaa").unwrap().clients.values().all(|c| c.key.current.kid() == victim_kid));
+}
