@@ -293,10 +293,10 @@ pub fn group_id(namespace: &str, group: &str) -> String {
     format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
 }
 
-/// The order in which objects contesting one global name (an identity id, a client id) get
-/// it: the object that held it in the previous snapshot keeps it while it exists; then the
-/// older object (first seen standalone, `creationTimestamp` on a cluster); then the UID; then
-/// namespace and name. So a newcomer claiming another tenant's id never takes it over.
+/// The order in which objects contesting one name (an identity id, unique across all
+/// namespaces; a client id, unique inside its namespace) get it: the object that held it in
+/// the previous snapshot keeps it while it exists; then the older object (first seen
+/// standalone, `creationTimestamp` on a cluster); then the UID; then namespace and name. So a newcomer claiming another tenant's id never takes it over.
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct ClaimRank {
     newcomer: bool,
