@@ -81,7 +81,8 @@ pub async fn login(state: &AppState, headers: &HeaderMap, body: &[u8], peer: IpA
             r
         }
         Err(e) => {
-            tracing::info!(identity_id, check = e.code(), "login refused");
+            // The identityId is the caller's to choose (up to the body limit): cut it.
+            tracing::info!(identity_id = %login::clip(identity_id), check = e.code(), "login refused");
             api_error(e.status(), e.code(), &e.to_string())
         }
     }
