@@ -129,9 +129,12 @@ async fn the_operator_serves_the_workload_identity_flow_on_a_cluster() {
     cp.allow_anonymous_issuer_discovery();
 
     let tmp = tempfile::tempdir().unwrap();
-    let operator =
-        Server::operator(&cp.kubeconfig, &tmp.path().join("op"), &["--plain-http", "--issuer-refetch-interval", "1"])
-            .await;
+    let operator = Server::operator(
+        &cp.kubeconfig,
+        &tmp.path().join("op"),
+        &["--plain-http", "--allow-insecure-issuers", "--issuer-refetch-interval", "1"],
+    )
+    .await;
 
     let manifests = format!(
         "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: runner}}\n---\n\
@@ -216,9 +219,12 @@ apiVersion: oidc-operator.dev/v1alpha1\nkind: IdentityOidcAuth\nmetadata: {{name
     let creds_before = creds(&cp);
     let kids_before = common::kids(&operator.jwks(&ns, "main").await);
     operator.stop();
-    let operator =
-        Server::operator(&cp.kubeconfig, &tmp.path().join("op2"), &["--plain-http", "--issuer-refetch-interval", "1"])
-            .await;
+    let operator = Server::operator(
+        &cp.kubeconfig,
+        &tmp.path().join("op2"),
+        &["--plain-http", "--allow-insecure-issuers", "--issuer-refetch-interval", "1"],
+    )
+    .await;
     let discovery = format!("{}/.well-known/openid-configuration", operator.issuer(&ns, "main"));
     assert!(operator.wait_status(&discovery, 200, Duration::from_secs(30)).await, "{}", operator.output());
     assert_eq!(common::kids(&operator.jwks(&ns, "main").await), kids_before);

@@ -4,11 +4,23 @@ made and its tokens signed by jwcrypto. It serves HTTPS with a certificate the t
 
   GET  /.well-known/openid-configuration   discovery ({issuer, jwks_uri})
   GET  /jwks                               the published keys
-  POST /mint     {alg, claims, mode?}      -> {token}; claims are merged over defaults
+  POST /mint     {alg, claims, mode?, header?} -> {token}; claims are merged over defaults
                  (iss, aud=oidc-operator, sub, iat, nbf, exp=+300); a null value removes one.
-                 mode: none | hs256-pubkey | bad-signature | no-kid | unpublished
+                 mode: none | hs256-pubkey | bad-signature | no-kid | unpublished |
+                 raw-header (EdDSA only: `header` members are merged into the protected header
+                 and signed by hand, so members jwcrypto itself refuses, like crit, can be sent)
   POST /publish                            publishes keys minted with mode=unpublished
-  GET  /stats                              {jwks_fetches}
+  GET  /stats                              {jwks_fetches, failing_fetches, redirect_target_fetches}
+
+Misbehaving issuers, each under its own path prefix P (its discovery URL is
+BASE/P/.well-known/openid-configuration):
+  other-issuer     its discovery document names BASE as issuer, not BASE/other-issuer
+  redirect-away    discovery redirects to https://localhost:PORT/redirect-away-target (another
+                   origin), which would serve a valid document for BASE/redirect-away
+  redirect-same    discovery redirects to BASE/redirect-same/moved (same origin; valid)
+  not-for-signing  valid discovery; its JWKS has the published keys marked as not for
+                   signatures (RS256: alg RSA-OAEP; ES256: key_ops [deriveKey]; EdDSA: use enc)
+  failing          discovery answers 500 (counted in failing_fetches)
 
 Prints "listening https://127.0.0.1:PORT" once ready.
 """
@@ -31,7 +43,9 @@ ALG_KEYS = {
 }
 
 lock = threading.Lock()
-state = {"published": {}, "pending": {}, "jwks_fetches": 0, "counter": 0}
+state = {"published": {}, "pending": {}, "jwks_fetches": 0, "counter": 0, "failing_fetches": 0,
+         "redirect_target_fetches": 0}
+WELL_KNOWN = "/.well-known/openid-configuration"
 
 
 def b64(data):
@@ -70,6 +84,12 @@ def mint(base, body):
             state["counter"] += 1
             key = new_key(alg, "rotated-%d" % state["counter"])
             state["pending"][key.get("kid")] = key
+    if mode == "raw-header":
+        header = {"alg": "EdDSA", "kid": key.get("kid"), "typ": "JWT"}
+        header.update(body.get("header", {}))
+        signing_input = "%s.%s" % (b64(json.dumps(header).encode()), b64(json.dumps(claims).encode()))
+        signature = key.get_op_key("sign").sign(signing_input.encode())
+        return "%s.%s" % (signing_input, b64(signature))
     if mode == "none":
         header = {"alg": "none", "kid": key.get("kid")}
         return "%s.%s." % (b64(json.dumps(header).encode()), b64(json.dumps(claims).encode()))
@@ -101,8 +121,58 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def redirect(self, location):
+        self.send_response(302)
+        self.send_header("Location", location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def published_jwks(self):
+        with lock:
+            return [json.loads(k.export_public()) for k in state["published"].values()]
+
+    def misbehaving(self, base):
+        """The prefixed issuers (see the module doc); True when the path was one of theirs."""
+        port = self.server.server_address[1]
+        path = self.path
+        if path == "/other-issuer" + WELL_KNOWN:
+            self.reply({"issuer": base, "jwks_uri": base + "/jwks"})
+        elif path == "/redirect-away" + WELL_KNOWN:
+            self.redirect("https://localhost:%d/redirect-away-target" % port)
+        elif path == "/redirect-away-target":
+            with lock:
+                state["redirect_target_fetches"] += 1
+            self.reply({"issuer": base + "/redirect-away", "jwks_uri": base + "/jwks"})
+        elif path == "/redirect-same" + WELL_KNOWN:
+            self.redirect(base + "/redirect-same/moved")
+        elif path == "/redirect-same/moved":
+            self.reply({"issuer": base + "/redirect-same", "jwks_uri": base + "/jwks"})
+        elif path == "/not-for-signing" + WELL_KNOWN:
+            self.reply({"issuer": base + "/not-for-signing", "jwks_uri": base + "/not-for-signing/jwks"})
+        elif path == "/not-for-signing/jwks":
+            keys = []
+            for k in self.published_jwks():
+                k.pop("use", None)
+                if k.get("alg") == "RS256":
+                    k["alg"] = "RSA-OAEP"
+                elif k.get("alg") == "ES256":
+                    k["key_ops"] = ["deriveKey"]
+                else:
+                    k["use"] = "enc"
+                keys.append(k)
+            self.reply({"keys": keys})
+        elif path == "/failing" + WELL_KNOWN:
+            with lock:
+                state["failing_fetches"] += 1
+            self.reply({"error": "down for maintenance"}, 500)
+        else:
+            return False
+        return True
+
     def do_GET(self):
         base = self.server.base
+        if self.misbehaving(base):
+            return
         if self.path == "/.well-known/openid-configuration":
             self.reply({"issuer": base, "jwks_uri": base + "/jwks", "id_token_signing_alg_values_supported": list(ALG_KEYS)})
         elif self.path == "/jwks":
@@ -112,7 +182,8 @@ class Handler(BaseHTTPRequestHandler):
             self.reply({"keys": keys})
         elif self.path == "/stats":
             with lock:
-                self.reply({"jwks_fetches": state["jwks_fetches"]})
+                counts = {k: state[k] for k in ("jwks_fetches", "failing_fetches", "redirect_target_fetches")}
+            self.reply(counts)
         else:
             self.reply({"error": "not found"}, 404)
 

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{ExternalIssuer, Server, identity, write_manifest, yaml_block};
+use common::{ExternalIssuer, Server, identity, identity_at, write_manifest, yaml_block};
 use serde_json::{Value, json};
 
 const RUNNER_ID: &str = "0b6f3c1e-1111-4a6e-9d7a-5d1f6a2b3c4d";
@@ -20,7 +20,25 @@ struct Setup {
     server: Server,
 }
 
+/// The server flags of these tests: the test issuer listens on loopback, which only
+/// `--allow-insecure-issuers` lets the server fetch.
+const FLAGS: &[&str] = &["--plain-http", "--allow-insecure-issuers", "--issuer-refetch-interval", "1"];
+
 async fn setup(extra_identities: impl Fn(&ExternalIssuer) -> String) -> Setup {
+    let s = setup_with(FLAGS, extra_identities).await;
+    let ready = s
+        .server
+        .wait_for_line(
+            |l| l.contains("IdentityOidcAuth") && l.contains("runner") && l.contains("True"),
+            Duration::from_secs(15),
+        )
+        .await;
+    assert!(ready.is_some(), "identity never Ready:\n{}", s.server.output());
+    s
+}
+
+/// The runner identity (and `extra_identities`) served with `flags`, not waiting for them.
+async fn setup_with(flags: &[&str], extra_identities: impl Fn(&ExternalIssuer) -> String) -> Setup {
     let tmp = tempfile::tempdir().unwrap();
     let (manifests, state) = (tmp.path().join("m"), tmp.path().join("state"));
     std::fs::create_dir(&manifests).unwrap();
@@ -33,14 +51,7 @@ async fn setup(extra_identities: impl Fn(&ExternalIssuer) -> String) -> Setup {
     );
     yaml.push_str(&extra_identities(&issuer));
     write_manifest(&manifests, "identities.yaml", &yaml);
-    let server = Server::start(&manifests, &state, &["--plain-http", "--issuer-refetch-interval", "1"]).await;
-    let ready = server
-        .wait_for_line(
-            |l| l.contains("IdentityOidcAuth") && l.contains("runner") && l.contains("True"),
-            Duration::from_secs(15),
-        )
-        .await;
-    assert!(ready.is_some(), "identity never Ready:\n{}", server.output());
+    let server = Server::start(&manifests, &state, flags).await;
     Setup { _tmp: tmp, manifests, issuer, server }
 }
 
@@ -368,4 +379,159 @@ async fn identities_report_issuer_problems_in_ready() {
     // Without caCert only the system roots are trusted, and the test CA is not among them.
     let l = line("untrusted", "DiscoveryFailed").await;
     assert!(l.contains("spec.oidcDiscoveryUrl"), "{l}");
+}
+
+/// Waits for the readiness line of IdentityOidcAuth `name` with `reason`.
+async fn status_line(server: &Server, name: &str, reason: &str) -> String {
+    server
+        .wait_for_line(
+            |l| {
+                let columns: Vec<&str> = l.split_whitespace().collect();
+                columns.get(1..3) == Some(&["IdentityOidcAuth", name][..]) && l.contains(reason)
+            },
+            Duration::from_secs(15),
+        )
+        .await
+        .unwrap_or_else(|| panic!("{name} never reported {reason}:\n{}", server.output()))
+}
+
+/// A login refused because the issuer is unavailable says so and nothing more: the reason is
+/// in the identity's status, for its owner.
+fn assert_generic_unavailable(what: &str, status: u16, body: &Value) {
+    assert_eq!((status, body["error"].as_str()), (503, Some("issuer_unavailable")), "{what}: {body}");
+    assert_eq!(body["statusCode"], 503);
+    let message = body["message"].as_str().unwrap();
+    for detail in ["127.0.0.1", "169.254", "localhost", "names issuer", "loopback", "origin", "refused", "http"] {
+        assert!(!message.contains(detail), "{what}: the login answer leaks {detail:?}: {body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn issuer_fetch_rules_fail_the_identity_and_answer_callers_generically() {
+    const WRONG: &str = "a0000000-0000-4000-8000-000000000001";
+    const AWAY: &str = "a0000000-0000-4000-8000-000000000002";
+    const MOVED: &str = "a0000000-0000-4000-8000-000000000003";
+    const METADATA: &str = "a0000000-0000-4000-8000-000000000004";
+    let extra = |i: &ExternalIssuer| {
+        let at = |prefix: &str| format!("{}/{prefix}", i.base);
+        [
+            identity_at("wrongiss", WRONG, &at("other-issuer"), i, ""),
+            identity_at("awayredir", AWAY, &at("redirect-away"), i, ""),
+            identity_at("sameredir", MOVED, &at("redirect-same"), i, ""),
+            identity_at("metadataip", METADATA, "https://169.254.169.254/latest", i, ""),
+        ]
+        .concat()
+    };
+    let s = setup(extra).await;
+    let claims_for = |prefix: &str| {
+        let mut c = good_claims();
+        c["iss"] = json!(format!("{}/{prefix}", s.issuer.base));
+        c
+    };
+
+    // A discovery document naming another issuer than the one it was fetched for.
+    let l = status_line(&s.server, "wrongiss", "DiscoveryFailed").await;
+    assert!(l.contains("spec.oidcDiscoveryUrl") && l.contains("names issuer"), "{l}");
+    let jwt = s.issuer.mint("RS256", claims_for("other-issuer"), None).await;
+    let (status, body) = login(&s.server, WRONG, &jwt).await;
+    assert_generic_unavailable("wrong issuer", status, &body);
+
+    // A redirect to another origin is not followed: its target is never fetched.
+    let l = status_line(&s.server, "awayredir", "DiscoveryFailed").await;
+    assert!(l.contains("spec.oidcDiscoveryUrl") && l.contains("another origin") && l.contains("localhost"), "{l}");
+    let jwt = s.issuer.mint("RS256", claims_for("redirect-away"), None).await;
+    let (status, body) = login(&s.server, AWAY, &jwt).await;
+    assert_generic_unavailable("cross-origin redirect", status, &body);
+    assert_eq!(s.issuer.stat("redirect_target_fetches").await, 0);
+
+    // A redirect on the same origin is followed.
+    status_line(&s.server, "sameredir", "True").await;
+    let jwt = s.issuer.mint("ES256", claims_for("redirect-same"), None).await;
+    let (status, body) = login(&s.server, MOVED, &jwt).await;
+    assert_eq!(status, 200, "{body}");
+
+    // A metadata address is refused by the URL check itself, before any connection, even
+    // with --allow-insecure-issuers.
+    let l = status_line(&s.server, "metadataip", "DiscoveryFailed").await;
+    assert!(l.contains("refused before connecting") && l.contains("link-local"), "{l}");
+    let (status, body) = login(&s.server, METADATA, &jwt).await;
+    assert_generic_unavailable("metadata address", status, &body);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn loopback_issuers_need_allow_insecure_issuers() {
+    let s = setup_with(&["--plain-http", "--issuer-refetch-interval", "1"], |_| String::new()).await;
+    let l = status_line(&s.server, "runner", "DiscoveryFailed").await;
+    assert!(l.contains("loopback address") && l.contains("--allow-insecure-issuers"), "{l}");
+    let jwt = s.issuer.mint("RS256", good_claims(), None).await;
+    let (status, body) = login(&s.server, RUNNER_ID, &jwt).await;
+    assert_generic_unavailable("loopback issuer", status, &body);
+    assert_eq!(s.issuer.jwks_fetches().await, 0, "nothing was fetched from the loopback issuer");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jwts_with_crit_and_keys_not_for_signing_are_refused() {
+    const NOT_SIGNING: &str = "b0000000-0000-4000-8000-000000000001";
+    let s = setup(|i| identity_at("encjwks", NOT_SIGNING, &format!("{}/not-for-signing", i.base), i, "")).await;
+    // The hand-signed header path works: the same token without crit logs in.
+    let plain = s.issuer.mint_with_header(good_claims(), json!({})).await;
+    assert_eq!(login(&s.server, RUNNER_ID, &plain).await.0, 200);
+    for crit in [json!(["exp"]), json!([]), json!("exp")] {
+        let jwt = s.issuer.mint_with_header(good_claims(), json!({"crit": crit, "exp": 1})).await;
+        let (status, body) = login(&s.server, RUNNER_ID, &jwt).await;
+        assert_eq!((status, body["error"].as_str()), (401, Some("unsupported_crit")), "crit {crit}: {body}");
+    }
+
+    // Keys that say they are not for signatures are ignored, even when a token names their kid.
+    status_line(&s.server, "encjwks", "True").await;
+    let mut claims = good_claims();
+    claims["iss"] = json!(format!("{}/not-for-signing", s.issuer.base));
+    for (alg, marked) in [("RS256", "alg RSA-OAEP"), ("ES256", "key_ops [deriveKey]"), ("EdDSA", "use enc")] {
+        let jwt = s.issuer.mint(alg, claims.clone(), None).await;
+        let (status, body) = login(&s.server, NOT_SIGNING, &jwt).await;
+        assert_eq!((status, body["error"].as_str()), (401, Some("unknown_kid")), "{marked}: {body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_issuer_is_fetched_less_and_less_often() {
+    const FAILING: &str = "c0000000-0000-4000-8000-000000000001";
+    let s = setup(|i| identity_at("failing", FAILING, &format!("{}/failing", i.base), i, "")).await;
+    status_line(&s.server, "failing", "DiscoveryFailed").await;
+    let first = s.issuer.stat("failing_fetches").await;
+    assert!(first >= 1);
+    // A window of 8 s, not a synchronisation: with a 1 s interval the retries come 1, 2, 4, 8 s
+    // apart (at most 4 in the window, counting whole-second rounding), where a fixed interval
+    // would fetch about 8 times. Logins during the window obey the same backoff.
+    let window = std::time::Instant::now();
+    let jwt = s.issuer.mint("RS256", good_claims(), None).await;
+    while window.elapsed() < Duration::from_secs(8) {
+        let (status, body) = login(&s.server, FAILING, &jwt).await;
+        assert_generic_unavailable("failing issuer", status, &body);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let retries = s.issuer.stat("failing_fetches").await - first;
+    assert!((1..=4).contains(&retries), "{retries} fetches of a failing issuer in 8 s");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_logins_log_bounded_fields() {
+    let s = setup(|_| String::new()).await;
+    let jwt = s.issuer.mint("RS256", good_claims(), None).await;
+    let huge = "A".repeat(60 * 1024);
+    let (status, body) = login(&s.server, &huge, &jwt).await;
+    assert_eq!((status, body["error"].as_str()), (401, Some("identity_not_found")));
+    let log_path = s.server.state.with_extension("log");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let log = loop {
+        let log = std::fs::read_to_string(&log_path).unwrap();
+        if log.contains("login refused") {
+            break log;
+        }
+        assert!(std::time::Instant::now() < deadline, "no login refused line in {}", log_path.display());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let line = log.lines().find(|l| l.contains("login refused")).unwrap();
+    assert!(line.contains(&"A".repeat(128)) && line.contains(&format!("({} bytes)", huge.len())), "{line}");
+    assert!(line.len() < 600, "a {} byte log line", line.len());
 }

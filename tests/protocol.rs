@@ -100,7 +100,8 @@ async fn setup_with(extra: &[&str]) -> Setup {
     std::fs::create_dir(&m).unwrap();
     let issuer = ExternalIssuer::start(tmp.path()).await;
     write_manifest(&m, "all.yaml", &manifests(&issuer));
-    let args: Vec<&str> = ["--issuer-refetch-interval", "1"].iter().chain(extra).copied().collect();
+    let args: Vec<&str> =
+        ["--allow-insecure-issuers", "--issuer-refetch-interval", "1"].iter().chain(extra).copied().collect();
     let server = Server::start(&m, &state, &args).await;
     let ready = server
         .wait_for_line(

@@ -2,7 +2,9 @@
 //!
 //! jsonwebtoken verifies the six algorithms it knows; ES512 (which it lacks) is verified
 //! with aws-lc-rs, the same backend. The key decides the algorithm: a token whose header
-//! names another `alg` is refused before any signature check.
+//! names another `alg` is refused before any signature check, and so is a token whose
+//! header carries `crit` (RFC 7515 §4.1.11: critical extensions not understood must be
+//! refused, and none is understood here).
 
 use aws_lc_rs::signature::{ECDSA_P521_SHA512_FIXED, UnparsedPublicKey};
 use base64::Engine;
@@ -21,6 +23,8 @@ pub enum JwsError {
     BadSignature,
     #[error("the JWK is not a usable {0} public key")]
     BadKey(String),
+    #[error("the token's header has a crit member; no critical extension is understood here")]
+    Critical,
 }
 
 /// A public key, decoded once from its JWK, that verifies tokens of its algorithm.
@@ -74,6 +78,9 @@ impl VerifyingKey {
             return Err(JwsError::Malformed);
         };
         let header: Value = serde_json::from_slice(&b64url_decode(h)?).map_err(|_| JwsError::Malformed)?;
+        if header.get("crit").is_some() {
+            return Err(JwsError::Critical);
+        }
         let found = header.get("alg").and_then(Value::as_str).unwrap_or_default();
         if found != self.alg.as_str() {
             return Err(JwsError::AlgorithmMismatch { expected: self.alg, found: found.to_owned() });
@@ -173,6 +180,21 @@ mod tests {
         );
         assert!(matches!(verifier.verify(&none), Err(JwsError::AlgorithmMismatch { .. })));
         assert_eq!(verifier.verify("a.b").unwrap_err(), JwsError::Malformed);
+    }
+
+    #[test]
+    fn a_crit_header_is_refused_even_when_the_signature_verifies() {
+        let key = KeyVersion::generate(SigningAlgorithm::EdDSA, 0).unwrap().parse().unwrap();
+        let verifier = VerifyingKey::from_jwk(key.jwk()).unwrap();
+        let token = key.sign_jwt(&serde_json::json!({"sub": "x"})).unwrap();
+        assert!(verifier.verify(&token).is_ok());
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        for crit in [r#"["exp"]"#, "[]", r#""exp""#, "null"] {
+            let header = format!(r#"{{"alg":"EdDSA","kid":"{}","crit":{crit}}}"#, key.jwk().kid);
+            let input = format!("{}.{}", b64(header.as_bytes()), b64(br#"{"sub":"x"}"#));
+            let signed = format!("{input}.{}", b64(&key.sign_raw(input.as_bytes()).unwrap()));
+            assert_eq!(verifier.verify(&signed).unwrap_err(), JwsError::Critical, "{crit}");
+        }
     }
 
     #[test]

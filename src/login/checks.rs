@@ -7,8 +7,8 @@ use base64::Engine;
 use serde_json::Value;
 
 use super::cidr::{self, Cidr};
-use super::external::{IssuerKeys, SignatureError, verify_signature};
-use super::matching;
+use super::jwks::{IssuerKeys, SignatureError, verify_signature};
+use super::{clip, matching};
 use crate::api::IdentityOidcAuthSpec;
 use crate::keys::SigningAlgorithm;
 
@@ -28,8 +28,10 @@ pub enum LoginError {
     TooLarge,
     #[error("the JWT algorithm {0:?} is not allowed (only RS256/384/512, ES256/384/512 and EdDSA are)")]
     AlgorithmNotAllowed(String),
-    #[error("the external issuer's keys are not available: {0}")]
-    IssuerUnavailable(String),
+    #[error("the identity's external issuer cannot be read now (its owner finds why in the IdentityOidcAuth's status)")]
+    IssuerUnavailable,
+    #[error("the JWT header has crit: no critical JOSE extension is understood here (RFC 7515 §4.1.11)")]
+    CriticalHeader,
     #[error("no key of the external issuer has the JWT's kid")]
     UnknownKid,
     #[error("the JWT's algorithm does not match its key")]
@@ -55,6 +57,8 @@ pub enum LoginError {
     /// The session store refused the new token (full); retry later.
     #[error("the server cannot issue access tokens right now; retry later")]
     TemporarilyUnavailable,
+    #[error("the server could not issue a token")]
+    Internal,
 }
 
 impl LoginError {
@@ -62,7 +66,8 @@ impl LoginError {
     pub fn status(&self) -> u16 {
         match self {
             Self::IpNotAllowed => 403,
-            Self::IssuerUnavailable(_) | Self::TemporarilyUnavailable => 503,
+            Self::IssuerUnavailable | Self::TemporarilyUnavailable => 503,
+            Self::Internal => 500,
             _ => 401,
         }
     }
@@ -74,8 +79,10 @@ impl LoginError {
             Self::Malformed => "malformed_jwt",
             Self::TooLarge => "jwt_too_large",
             Self::AlgorithmNotAllowed(_) => "algorithm_not_allowed",
-            Self::IssuerUnavailable(_) => "issuer_unavailable",
+            Self::IssuerUnavailable => "issuer_unavailable",
             Self::TemporarilyUnavailable => "temporarily_unavailable",
+            Self::CriticalHeader => "unsupported_crit",
+            Self::Internal => "internal_error",
             Self::UnknownKid => "unknown_kid",
             Self::AlgorithmMismatch => "algorithm_mismatch",
             Self::BadSignature => "bad_signature",
@@ -98,7 +105,10 @@ pub struct JwtHeader {
     pub kid: Option<String>,
 }
 
-/// Shape, size and algorithm: before any key is looked at.
+/// Shape, size, `crit`, algorithm and `kid`: before any key is looked at. This is the whole
+/// of what an unauthenticated caller's bytes reach before signature verification (the fuzz
+/// target `external_jwt` runs it). Header members that would point elsewhere for keys
+/// (`jku`, `x5u`, `jwk`, `x5c`) are ignored: keys come only from the identity's issuer.
 pub fn check_header(jwt: &str) -> Result<JwtHeader, LoginError> {
     if jwt.len() > MAX_JWT_BYTES {
         return Err(LoginError::TooLarge);
@@ -109,9 +119,20 @@ pub fn check_header(jwt: &str) -> Result<JwtHeader, LoginError> {
     };
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(h).map_err(|_| LoginError::Malformed)?;
     let header: Value = serde_json::from_slice(&bytes).map_err(|_| LoginError::Malformed)?;
+    let header = header.as_object().ok_or(LoginError::Malformed)?;
+    // Any crit (even empty, or not an array) names extensions this server would have to
+    // understand: it understands none.
+    if header.contains_key("crit") {
+        return Err(LoginError::CriticalHeader);
+    }
     let alg = header.get("alg").and_then(Value::as_str).ok_or(LoginError::Malformed)?;
-    let alg = SigningAlgorithm::from_name(alg).ok_or_else(|| LoginError::AlgorithmNotAllowed(alg.to_owned()))?;
-    let kid = header.get("kid").and_then(Value::as_str).map(str::to_owned);
+    let alg =
+        SigningAlgorithm::from_name(alg).ok_or_else(|| LoginError::AlgorithmNotAllowed(clip(alg).into_owned()))?;
+    let kid = match header.get("kid") {
+        None => None,
+        Some(Value::String(kid)) => Some(kid.clone()),
+        Some(_) => return Err(LoginError::Malformed),
+    };
     Ok(JwtHeader { alg, kid })
 }
 
@@ -194,6 +215,83 @@ mod tests {
         assert_eq!(check_header("a.b"), Err(LoginError::Malformed));
         assert_eq!(check_header("!!.b.c"), Err(LoginError::Malformed));
         assert_eq!(check_header(&"a".repeat(MAX_JWT_BYTES + 1)), Err(LoginError::TooLarge));
+        assert_eq!(check_header(&jwt(json!({"alg": "RS256", "kid": 7}))), Err(LoginError::Malformed));
+        assert_eq!(check_header(&jwt(json!(["alg", "RS256"]))), Err(LoginError::Malformed));
+        // A header naming a key elsewhere is not followed: the kid still decides.
+        let jku = check_header(&jwt(json!({"alg": "ES256", "kid": "k", "jku": "https://evil.example/jwks"})));
+        assert_eq!(jku, Ok(JwtHeader { alg: SigningAlgorithm::ES256, kid: Some("k".into()) }));
+        // An attacker's alg is cut in the answer.
+        let long = check_header(&jwt(json!({"alg": "x".repeat(10_000)}))).unwrap_err().to_string();
+        assert!(long.len() < 400, "{long}");
+    }
+
+    #[test]
+    fn any_crit_header_is_refused() {
+        for crit in [json!(["exp"]), json!(["b64"]), json!([]), json!("exp"), json!(null), json!({})] {
+            let h = check_header(&jwt(json!({"alg": "RS256", "kid": "k", "crit": crit, "exp": 1})));
+            assert_eq!(h, Err(LoginError::CriticalHeader), "{crit}");
+        }
+        assert_eq!(LoginError::CriticalHeader.status(), 401);
+        assert_eq!(LoginError::CriticalHeader.code(), "unsupported_crit");
+    }
+
+    #[test]
+    fn an_unavailable_issuer_tells_the_caller_nothing_more() {
+        let e = LoginError::IssuerUnavailable;
+        assert_eq!((e.status(), e.code()), (503, "issuer_unavailable"));
+        assert!(!e.to_string().contains("http"), "{e}");
+    }
+
+    /// A cheap stand-in for the fuzz target `external_jwt` (fuzz/) inside the normal test run:
+    /// deterministic mutations of JWT headers and compact strings must be decided, never panic,
+    /// and nothing with crit or an alg outside the list may pass.
+    #[test]
+    fn mutated_jwt_headers_never_panic_or_pass_crit() {
+        let seeds = [
+            r#"{"alg":"RS256","kid":"k1","typ":"JWT"}"#,
+            r#"{"alg":"EdDSA","crit":["exp"],"exp":1}"#,
+            r#"{"alg":"ES512","kid":"","jku":"https://x"}"#,
+            r#"{"alg":"none"}"#,
+        ];
+        let alphabet: Vec<char> = "{}[]\":,. \\acdeiklrtgnoSRE0125\u{0}é".chars().collect();
+        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        for i in 0..20_000 {
+            let mut chars: Vec<char> = seeds[i % seeds.len()].chars().collect();
+            for _ in 0..(1 + next() % 4) {
+                let at = (next() as usize) % (chars.len() + 1);
+                match next() % 3 {
+                    0 if at < chars.len() => {
+                        chars.remove(at);
+                    }
+                    1 => chars.insert(at, alphabet[(next() as usize) % alphabet.len()]),
+                    _ if at < chars.len() => chars[at] = alphabet[(next() as usize) % alphabet.len()],
+                    _ => {}
+                }
+            }
+            let header: String = chars.into_iter().collect();
+            let mut compact = format!("{}.{}.c2ln", b64(&header), b64("{}"));
+            if i % 5 == 0 {
+                // Mutate the compact form itself too: dots, padding, non-base64 bytes.
+                let at = (next() as usize) % compact.len();
+                let c = ['.', '=', '+', '/', 'A', '\u{7f}'][(next() as usize) % 6];
+                compact.insert(at, c);
+            }
+            if let Ok(h) = check_header(&compact) {
+                let first = compact.split('.').next().unwrap();
+                let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(first).unwrap();
+                let decoded: Value = serde_json::from_slice(&bytes).unwrap();
+                assert!(decoded.get("crit").is_none(), "{compact}");
+                assert_eq!(decoded["alg"], h.alg.as_str(), "{compact}");
+                assert_eq!(decoded.get("kid").and_then(Value::as_str), h.kid.as_deref(), "{compact}");
+            }
+        }
     }
 
     #[test]

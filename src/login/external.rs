@@ -1,10 +1,14 @@
 //! External issuers: their discovery document and JWKS, fetched over HTTPS (trusting only an
 //! identity's `caCert` when set, the system roots otherwise), with timeouts, size limits and a
-//! cache. An unknown `kid` triggers a refetch, at most once per [`REFETCH_INTERVAL`] per
-//! issuer, so a flood of bad kids cannot make the server hammer the issuer.
+//! cache. Every URL and every resolved address passes [`FetchPolicy`] before a connection is
+//! made. An unknown `kid` triggers a refetch, at most once per [`REFETCH_INTERVAL`] per
+//! issuer, and a failing issuer is retried with exponential backoff ([`FetchState`]), so
+//! neither a flood of bad kids nor a dead issuer makes the server hammer anyone.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,7 +16,9 @@ use arc_swap::ArcSwapOption;
 use serde_json::Value;
 use tokio_rustls::rustls;
 
-use crate::keys::{Jwk, JwsError, SigningAlgorithm, VerifyingKey};
+use super::clip;
+use super::fetch_policy::{self, AddressRefused, FetchPolicy, FetchState, UrlRefused};
+pub use super::jwks::{ExternalKey, IssuerKeys, MAX_KEYS_WITHOUT_KID, SignatureError, verify_signature};
 
 /// Largest discovery document or JWKS accepted.
 pub const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
@@ -23,7 +29,8 @@ pub const REFETCH_INTERVAL: i64 = 10;
 /// How long fetched keys are trusted before a background refresh (seconds).
 pub const KEYS_MAX_AGE: i64 = 300;
 
-/// Why an issuer could not be read.
+/// Why an issuer could not be read. The text goes to the identity's status (its owner's
+/// eyes), never to a login caller.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FetchError {
     #[error("{url}: {reason}")]
@@ -34,8 +41,8 @@ pub enum FetchError {
     Invalid { url: String, reason: String },
     #[error("caCert: {0}")]
     CaCert(String),
-    #[error("{url}: plain http is refused (start with --allow-insecure-issuers for local trials)")]
-    Insecure { url: String },
+    #[error("{url}: refused before connecting: {reason}")]
+    Refused { url: String, reason: String },
 }
 
 /// Where to fetch an issuer from and whom to trust.
@@ -45,87 +52,27 @@ pub struct IssuerSource {
     pub ca_cert: Option<String>,
 }
 
-/// One external public key with the algorithms it may verify.
-pub struct ExternalKey {
-    pub jwk: Jwk,
-    /// Verifiers by algorithm, made once when the JWKS is fetched.
-    verifiers: Vec<VerifyingKey>,
-}
-
-impl ExternalKey {
-    fn new(raw: &Value) -> Option<Self> {
-        let kty = raw.get("kty")?.as_str()?;
-        if raw.get("use").and_then(Value::as_str).is_some_and(|u| u != "sig") {
-            return None;
-        }
-        let declared = raw.get("alg").and_then(Value::as_str).and_then(SigningAlgorithm::from_name);
-        let candidates: Vec<SigningAlgorithm> = match (declared, kty, raw.get("crv").and_then(Value::as_str)) {
-            (Some(a), _, _) => vec![a],
-            (None, "RSA", _) => vec![SigningAlgorithm::RS256, SigningAlgorithm::RS384, SigningAlgorithm::RS512],
-            (None, "EC", Some("P-256")) => vec![SigningAlgorithm::ES256],
-            (None, "EC", Some("P-384")) => vec![SigningAlgorithm::ES384],
-            (None, "EC", Some("P-521")) => vec![SigningAlgorithm::ES512],
-            (None, "OKP", Some("Ed25519")) => vec![SigningAlgorithm::EdDSA],
-            _ => return None,
-        };
-        let text = |k: &str| raw.get(k).and_then(Value::as_str).map(str::to_owned);
-        let base = Jwk {
-            kty: kty.to_owned(),
-            kid: text("kid").unwrap_or_default(),
-            alg: String::new(),
-            use_: "sig".into(),
-            n: text("n"),
-            e: text("e"),
-            crv: text("crv"),
-            x: text("x"),
-            y: text("y"),
-        };
-        let verifiers: Vec<VerifyingKey> = candidates
-            .into_iter()
-            .filter_map(|alg| VerifyingKey::from_jwk(&Jwk { alg: alg.as_str().into(), ..base.clone() }).ok())
-            .collect();
-        (!verifiers.is_empty()).then_some(Self { jwk: base, verifiers })
-    }
-
-    /// The verifier of this key for `alg`, if the key can verify it.
-    pub fn verifier(&self, alg: SigningAlgorithm) -> Option<&VerifyingKey> {
-        self.verifiers.iter().find(|v| v.algorithm() == alg)
-    }
-}
-
-/// What an issuer published, as last fetched.
-pub struct IssuerKeys {
-    /// The discovery document's `issuer`.
-    pub issuer: String,
-    pub keys: Vec<ExternalKey>,
-    pub fetched_at: i64,
-}
-
-impl IssuerKeys {
-    pub fn by_kid(&self, kid: &str) -> Option<&ExternalKey> {
-        self.keys.iter().find(|k| k.jwk.kid == kid)
-    }
-}
-
 /// One issuer's cache entry.
 pub struct Issuer {
     pub source: IssuerSource,
     client: Result<reqwest::Client, FetchError>,
+    policy: FetchPolicy,
     keys: ArcSwapOption<IssuerKeys>,
     last_error: Mutex<Option<FetchError>>,
-    last_fetch: AtomicI64,
+    state: Mutex<FetchState>,
     fetching: tokio::sync::Mutex<()>,
 }
 
 impl Issuer {
-    fn new(source: IssuerSource, allow_http: bool) -> Self {
-        let client = http_client(source.ca_cert.as_deref(), allow_http);
+    fn new(source: IssuerSource, policy: FetchPolicy, lookup: Lookup) -> Self {
+        let client = http_client(source.ca_cert.as_deref(), policy, lookup);
         Self {
             source,
             client,
+            policy,
             keys: ArcSwapOption::empty(),
             last_error: Mutex::new(None),
-            last_fetch: AtomicI64::new(i64::MIN / 2),
+            state: Mutex::new(FetchState::default()),
             fetching: tokio::sync::Mutex::new(()),
         }
     }
@@ -140,15 +87,28 @@ impl Issuer {
         self.last_error.lock().ok().and_then(|e| e.clone())
     }
 
+    /// When the last fetch started and how many in a row failed.
+    pub fn fetch_state(&self) -> FetchState {
+        self.state.lock().map(|s| *s).unwrap_or_default()
+    }
+
     /// Fetches discovery and JWKS now, unless another task is fetching (then waits for it) or
-    /// a fetch happened within `min_interval` seconds.
+    /// the last fetch is too recent: `min_interval` seconds after a success, an exponential
+    /// backoff after failures ([`FetchState::next_allowed`]).
     pub async fn refresh(&self, now: i64, min_interval: i64) -> Option<Arc<IssuerKeys>> {
         let _guard = self.fetching.lock().await;
-        if now - self.last_fetch.load(Ordering::Acquire) < min_interval {
+        if !self.fetch_state().due(now, min_interval) {
             return self.keys();
         }
-        self.last_fetch.store(now, Ordering::Release);
-        match self.fetch(now).await {
+        // Marked before fetching, so a slow fetch is not started again by the refresher.
+        if let Ok(mut s) = self.state.lock() {
+            s.last_attempt = Some(now);
+        }
+        let result = self.fetch(now).await;
+        if let Ok(mut s) = self.state.lock() {
+            *s = s.after(now, result.is_ok());
+        }
+        match result {
             Ok(keys) => {
                 let keys = Arc::new(keys);
                 self.keys.store(Some(Arc::clone(&keys)));
@@ -158,7 +118,7 @@ impl Issuer {
                 Some(keys)
             }
             Err(err) => {
-                tracing::warn!(discovery = %self.source.discovery_url, error = %err, "fetching an external issuer failed");
+                tracing::warn!(discovery = %clip(&self.source.discovery_url), error = %err, "fetching an external issuer failed");
                 if let Ok(mut e) = self.last_error.lock() {
                     *e = Some(err);
                 }
@@ -169,22 +129,21 @@ impl Issuer {
 
     async fn fetch(&self, now: i64) -> Result<IssuerKeys, FetchError> {
         let client = self.client.as_ref().map_err(Clone::clone)?;
-        let discovery = get_json(client, &self.source.discovery_url).await?;
-        let invalid = |url: &str, reason: &str| FetchError::Invalid { url: url.to_owned(), reason: reason.to_owned() };
-        let issuer = discovery
-            .get("issuer")
-            .and_then(Value::as_str)
-            .ok_or_else(|| invalid(&self.source.discovery_url, "no issuer"))?
-            .to_owned();
+        let url = &self.source.discovery_url;
+        let discovery = get_json(client, self.policy, url).await?;
+        let invalid = |url: &str, reason: String| FetchError::Invalid { url: url.to_owned(), reason };
+        let issuer =
+            discovery.get("issuer").and_then(Value::as_str).ok_or_else(|| invalid(url, "no issuer".into()))?.to_owned();
+        fetch_policy::check_issuer(url, &issuer).map_err(|e| invalid(url, e.to_string()))?;
+        // The JWKS may live on another host (many IdPs serve it from a CDN), but it is fetched
+        // under the same address, scheme and redirect rules as the discovery document.
         let jwks_uri = discovery
             .get("jwks_uri")
             .and_then(Value::as_str)
-            .ok_or_else(|| invalid(&self.source.discovery_url, "no jwks_uri"))?
+            .ok_or_else(|| invalid(url, "no jwks_uri".into()))?
             .to_owned();
-        let jwks = get_json(client, &jwks_uri).await?;
-        let raw = jwks.get("keys").and_then(Value::as_array).ok_or_else(|| invalid(&jwks_uri, "no keys array"))?;
-        let keys = raw.iter().filter_map(ExternalKey::new).collect();
-        Ok(IssuerKeys { issuer, keys, fetched_at: now })
+        let jwks = get_json(client, self.policy, &jwks_uri).await?;
+        IssuerKeys::from_jwks(issuer, &jwks, now).ok_or_else(|| invalid(&jwks_uri, "no keys array".into()))
     }
 }
 
@@ -194,11 +153,54 @@ pub fn discovery_document_url(configured: &str) -> String {
     if configured.contains("/.well-known/") {
         configured.to_owned()
     } else {
-        format!("{}/.well-known/openid-configuration", configured.trim_end_matches('/'))
+        format!("{}{}", configured.trim_end_matches('/'), fetch_policy::OPENID_CONFIGURATION)
     }
 }
 
-fn http_client(ca_cert: Option<&str>, allow_http: bool) -> Result<reqwest::Client, FetchError> {
+/// How host names become addresses: the system resolver, or a fixed table in tests (so a name
+/// can "resolve" to a metadata address without any packet being sent).
+pub type Lookup = Arc<dyn Fn(String) -> LookupFuture + Send + Sync>;
+/// What a [`Lookup`] returns.
+pub type LookupFuture = Pin<Box<dyn Future<Output = std::io::Result<Vec<IpAddr>>> + Send>>;
+
+/// The system resolver (getaddrinfo on a blocking thread).
+pub fn system_lookup() -> Lookup {
+    Arc::new(|host: String| {
+        Box::pin(async move { Ok(tokio::net::lookup_host((host.as_str(), 0)).await?.map(|a| a.ip()).collect()) })
+    })
+}
+
+/// A name that resolved to an address the policy refuses.
+#[derive(Debug, thiserror::Error)]
+#[error("{host} resolves to {reason}")]
+struct ResolvedRefused {
+    host: String,
+    reason: AddressRefused,
+}
+
+/// The resolver of the issuers' HTTP clients: DNS can point anywhere, so the addresses a name
+/// resolves to are checked, and the connection uses exactly those addresses (no second
+/// lookup that could answer differently). A name with any refused address is refused whole.
+struct PolicyResolver {
+    policy: FetchPolicy,
+    lookup: Lookup,
+}
+
+impl reqwest::dns::Resolve for PolicyResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let (policy, lookup, host) = (self.policy, Arc::clone(&self.lookup), name.as_str().to_owned());
+        Box::pin(async move {
+            let addrs = lookup(host.clone()).await?;
+            for ip in &addrs {
+                policy.check_address(*ip).map_err(|reason| ResolvedRefused { host: host.clone(), reason })?;
+            }
+            let addrs: reqwest::dns::Addrs = Box::new(addrs.into_iter().map(|ip| SocketAddr::new(ip, 0)));
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(addrs)
+        })
+    }
+}
+
+fn http_client(ca_cert: Option<&str>, policy: FetchPolicy, lookup: Lookup) -> Result<reqwest::Client, FetchError> {
     let mut roots = rustls::RootCertStore::empty();
     match ca_cert.filter(|c| !c.trim().is_empty()) {
         Some(pem) => {
@@ -224,12 +226,19 @@ fn http_client(ca_cert: Option<&str>, allow_http: bool) -> Result<reqwest::Clien
         .map_err(|e| FetchError::CaCert(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
+    let redirects = reqwest::redirect::Policy::custom(move |attempt| {
+        match policy.check_redirect(attempt.previous(), attempt.url()) {
+            Ok(()) => attempt.follow(),
+            Err(refused) => attempt.error(refused),
+        }
+    });
     reqwest::Client::builder()
         .use_preconfigured_tls(tls)
-        .https_only(!allow_http)
+        .https_only(!policy.allow_insecure)
         .timeout(FETCH_TIMEOUT)
         .connect_timeout(FETCH_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::limited(3))
+        .redirect(redirects)
+        .dns_resolver(Arc::new(PolicyResolver { policy, lookup }))
         .build()
         .map_err(|e| FetchError::Http { url: String::new(), reason: e.to_string() })
 }
@@ -238,15 +247,33 @@ fn http_client(ca_cert: Option<&str>, allow_http: bool) -> Result<reqwest::Clien
 /// `application/jwk-set+json` (406 otherwise).
 const ACCEPT: &str = "application/json, application/jwk-set+json";
 
-async fn get_json(client: &reqwest::Client, url: &str) -> Result<Value, FetchError> {
-    let http = |reason: String| FetchError::Http { url: url.to_owned(), reason };
-    let mut resp = client.get(url).header("accept", ACCEPT).send().await.map_err(|e| {
-        if e.is_builder() && url.starts_with("http://") {
-            FetchError::Insecure { url: url.to_owned() }
-        } else {
-            http(e.to_string())
+/// A request error with its causes (reqwest's own text names only the URL), or the policy
+/// refusal that stopped it before any connection.
+fn describe(url: &str, e: &reqwest::Error) -> FetchError {
+    use std::error::Error;
+    let mut causes = Vec::new();
+    let mut next: Option<&(dyn Error + 'static)> = e.source();
+    while let Some(err) = next {
+        if err.is::<ResolvedRefused>() || err.is::<UrlRefused>() {
+            return FetchError::Refused { url: url.to_owned(), reason: err.to_string() };
         }
-    })?;
+        causes.push(err.to_string());
+        next = err.source();
+    }
+    // reqwest's own text only repeats the URL: say it only when there is nothing else.
+    let reason = if causes.is_empty() { e.to_string() } else { causes.join(": ") };
+    FetchError::Http { url: url.to_owned(), reason: clip(&reason).into_owned() }
+}
+
+/// Fetches one JSON document after [`FetchPolicy::check_url`]; errors name the URL cut to a
+/// bounded length (a `jwks_uri` is chosen by whoever runs the issuer).
+async fn get_json(client: &reqwest::Client, policy: FetchPolicy, full_url: &str) -> Result<Value, FetchError> {
+    let shown = clip(full_url);
+    let url: &str = &shown;
+    let refused = |reason: UrlRefused| FetchError::Refused { url: url.to_owned(), reason: reason.to_string() };
+    let parsed = policy.check_url_text(full_url).map_err(refused)?;
+    let http = |reason: String| FetchError::Http { url: url.to_owned(), reason };
+    let mut resp = client.get(parsed).header("accept", ACCEPT).send().await.map_err(|e| describe(url, &e))?;
     if !resp.status().is_success() {
         return Err(http(format!("status {}", resp.status())));
     }
@@ -254,7 +281,7 @@ async fn get_json(client: &reqwest::Client, url: &str) -> Result<Value, FetchErr
         return Err(FetchError::TooLarge { url: url.to_owned() });
     }
     let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| http(e.to_string()))? {
+    while let Some(chunk) = resp.chunk().await.map_err(|e| describe(url, &e))? {
         if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
             return Err(FetchError::TooLarge { url: url.to_owned() });
         }
@@ -266,14 +293,21 @@ async fn get_json(client: &reqwest::Client, url: &str) -> Result<Value, FetchErr
 /// Every external issuer the identities name, shared by the login handlers and the
 /// background refresher.
 pub struct IssuerRegistry {
-    allow_http: bool,
+    policy: FetchPolicy,
+    lookup: Lookup,
     issuers: Mutex<HashMap<IssuerSource, Arc<Issuer>>>,
 }
 
 impl IssuerRegistry {
-    /// `allow_http` lets issuers be fetched over plain http (tests and the dev issuer only).
-    pub fn new(allow_http: bool) -> Self {
-        Self { allow_http, issuers: Mutex::new(HashMap::new()) }
+    /// `allow_insecure` (`--allow-insecure-issuers`) lets issuers be fetched over plain http
+    /// and from loopback addresses (tests and the dev issuer only).
+    pub fn new(allow_insecure: bool) -> Self {
+        Self::with_lookup(allow_insecure, system_lookup())
+    }
+
+    /// As [`IssuerRegistry::new`], resolving names with `lookup`.
+    pub fn with_lookup(allow_insecure: bool, lookup: Lookup) -> Self {
+        Self { policy: FetchPolicy { allow_insecure }, lookup, issuers: Mutex::new(HashMap::new()) }
     }
 
     /// The cache entry of an issuer, made on first use.
@@ -282,7 +316,10 @@ impl IssuerRegistry {
             Ok(m) => m,
             Err(poisoned) => poisoned.into_inner(),
         };
-        Arc::clone(map.entry(source.clone()).or_insert_with(|| Arc::new(Issuer::new(source.clone(), self.allow_http))))
+        Arc::clone(
+            map.entry(source.clone())
+                .or_insert_with(|| Arc::new(Issuer::new(source.clone(), self.policy, Arc::clone(&self.lookup)))),
+        )
     }
 
     /// Drops issuers no identity names any more.
@@ -295,7 +332,8 @@ impl IssuerRegistry {
 
 /// What each issuer's last fetch gave: its `issuer`, or why it failed (absent while the first
 /// fetch runs). Starts background fetches of issuers never fetched or whose keys are older
-/// than [`KEYS_MAX_AGE`]; never waits for them. Drops issuers no identity names.
+/// than [`KEYS_MAX_AGE`], when their backoff allows; never waits for them. Drops issuers no
+/// identity names.
 pub fn refresh_health(
     registry: &IssuerRegistry,
     sources: Vec<IssuerSource>,
@@ -307,7 +345,8 @@ pub fn refresh_health(
     for source in sources {
         let issuer = registry.get(&source);
         let keys = issuer.keys();
-        if keys.as_ref().is_none_or(|k| now - k.fetched_at >= KEYS_MAX_AGE) {
+        let stale = keys.as_ref().is_none_or(|k| now - k.fetched_at >= KEYS_MAX_AGE);
+        if stale && issuer.fetch_state().due(now, refetch_interval) {
             let task = Arc::clone(&issuer);
             tokio::spawn(async move {
                 task.refresh(now, refetch_interval).await;
@@ -325,55 +364,174 @@ pub fn refresh_health(
     health
 }
 
-/// Verifies a token's signature against an issuer's keys: by `kid`, or, without one, against
-/// at most [`MAX_KEYS_WITHOUT_KID`] keys (as Infisical does).
-pub fn verify_signature(
-    keys: &IssuerKeys,
-    alg: SigningAlgorithm,
-    kid: Option<&str>,
-    token: &str,
-) -> Result<Value, SignatureError> {
-    match kid {
-        Some(kid) => {
-            let key = keys.by_kid(kid).ok_or(SignatureError::UnknownKid)?;
-            let v = key.verifier(alg).ok_or(SignatureError::AlgorithmMismatch)?;
-            v.verify(token).map(|(_, claims)| claims).map_err(SignatureError::from)
-        }
-        None => {
-            let mut tried = 0;
-            for key in &keys.keys {
-                let Some(v) = key.verifier(alg) else { continue };
-                if tried == MAX_KEYS_WITHOUT_KID {
-                    break;
-                }
-                tried += 1;
-                if let Ok((_, claims)) = v.verify(token) {
-                    return Ok(claims);
-                }
-            }
-            Err(SignatureError::BadSignature)
-        }
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use serde_json::json;
+    use warp::{Filter, Reply};
+
+    use super::*;
+    use crate::keys::{KeyVersion, SigningAlgorithm};
+
+    /// Every name resolves to `ip`; the names asked for are recorded.
+    fn fixed_lookup(ip: &str, asked: Arc<Mutex<Vec<String>>>) -> Lookup {
+        let ip: IpAddr = ip.parse().unwrap();
+        Arc::new(move |host: String| {
+            asked.lock().unwrap().push(host);
+            Box::pin(async move { Ok(vec![ip]) })
+        })
     }
-}
 
-/// Keys tried for a token without `kid`.
-pub const MAX_KEYS_WITHOUT_KID: usize = 10;
+    fn source(url: &str) -> IssuerSource {
+        IssuerSource { discovery_url: discovery_document_url(url), ca_cert: None }
+    }
 
-/// Why a signature check failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SignatureError {
-    UnknownKid,
-    AlgorithmMismatch,
-    BadSignature,
-    Malformed,
-}
+    async fn error_of(registry: &IssuerRegistry, url: &str) -> String {
+        let issuer = registry.get(&source(url));
+        assert!(issuer.refresh(0, 1).await.is_none(), "{url} was fetched");
+        issuer.last_error().unwrap().to_string()
+    }
 
-impl From<JwsError> for SignatureError {
-    fn from(e: JwsError) -> Self {
-        match e {
-            JwsError::Malformed => Self::Malformed,
-            JwsError::AlgorithmMismatch { .. } | JwsError::BadKey(_) => Self::AlgorithmMismatch,
-            JwsError::BadSignature => Self::BadSignature,
+    /// A plain-http issuer on 127.0.0.1 (reached as `issuer.test`), with one document per
+    /// path prefix; returns its port and its request count.
+    async fn local_issuer() -> (u16, Arc<AtomicUsize>) {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let base = format!("http://issuer.test:{port}");
+        let jwk = KeyVersion::generate(SigningAlgorithm::ES256, 0).unwrap().parse().unwrap().jwk().clone();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&hits);
+        let routes = warp::path::full().map(move |path: warp::path::FullPath| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let doc = |issuer: String, jwks: String| {
+                warp::reply::json(&json!({"issuer": issuer, "jwks_uri": jwks})).into_response()
+            };
+            let found = |to: String| {
+                let r = warp::reply::with_status(String::new(), warp::http::StatusCode::FOUND);
+                warp::reply::with_header(r, "location", to).into_response()
+            };
+            match path.as_str() {
+                "/.well-known/openid-configuration" => doc(base.clone(), format!("{base}/jwks")),
+                "/jwks" => warp::reply::json(&json!({"keys": [jwk]})).into_response(),
+                "/other/.well-known/openid-configuration" => doc(base.clone(), format!("{base}/jwks")),
+                "/cross/.well-known/openid-configuration" => {
+                    found(format!("http://elsewhere.test:{port}/.well-known/openid-configuration"))
+                }
+                "/same/.well-known/openid-configuration" => found(format!("{base}/same/moved")),
+                "/same/moved" => doc(format!("{base}/same"), format!("{base}/jwks")),
+                "/loop/.well-known/openid-configuration" => {
+                    found(format!("{base}/loop/.well-known/openid-configuration"))
+                }
+                "/meta/.well-known/openid-configuration" => {
+                    doc(format!("{base}/meta"), "http://169.254.169.254/latest/jwks".into())
+                }
+                "/cdn/.well-known/openid-configuration" => {
+                    doc(format!("{base}/cdn"), format!("http://keys.test:{port}/jwks"))
+                }
+                _ => warp::reply::with_status(String::new(), warp::http::StatusCode::INTERNAL_SERVER_ERROR)
+                    .into_response(),
+            }
+        });
+        tokio::spawn(warp::serve(routes).incoming(listener).run());
+        (port, hits)
+    }
+
+    #[tokio::test]
+    async fn a_name_resolving_to_a_metadata_address_is_refused_before_connecting() {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        for (address, rule) in
+            [("169.254.169.254", "link-local"), ("::ffff:169.254.169.254", "link-local"), ("fd00:ec2::254", "metadata")]
+        {
+            let asked = Arc::new(Mutex::new(Vec::new()));
+            // Even with insecure issuers allowed: the metadata rule has no switch.
+            let registry = IssuerRegistry::with_lookup(true, fixed_lookup(address, Arc::clone(&asked)));
+            let e = error_of(&registry, "https://metadata.test/").await;
+            assert!(e.contains("refused before connecting") && e.contains(address) && e.contains(rule), "{e}");
+            assert!(e.contains("metadata.test resolves to"), "{e}");
+            assert_eq!(*asked.lock().unwrap(), ["metadata.test"]);
         }
+        // Literals are refused by the URL check: the resolver is never asked.
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let registry = IssuerRegistry::with_lookup(true, fixed_lookup("10.0.0.1", Arc::clone(&asked)));
+        let e = error_of(&registry, "https://169.254.169.254/latest").await;
+        assert!(e.contains("169.254.169.254 is a link-local address"), "{e}");
+        assert!(asked.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn loopback_names_need_allow_insecure_issuers() {
+        let (port, hits) = local_issuer().await;
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let strict = IssuerRegistry::with_lookup(false, fixed_lookup("127.0.0.1", Arc::clone(&asked)));
+        let e = error_of(&strict, &format!("https://issuer.test:{port}")).await;
+        assert!(e.contains("127.0.0.1 is a loopback address") && e.contains("--allow-insecure-issuers"), "{e}");
+        assert_eq!(hits.load(Ordering::SeqCst), 0, "nothing connected");
+        let insecure = IssuerRegistry::with_lookup(true, fixed_lookup("127.0.0.1", asked));
+        let keys = insecure.get(&source(&format!("http://issuer.test:{port}"))).refresh(0, 1).await.unwrap();
+        assert_eq!((keys.issuer.as_str(), keys.keys.len()), (format!("http://issuer.test:{port}").as_str(), 1));
+    }
+
+    #[tokio::test]
+    async fn redirects_stay_on_their_origin() {
+        let (port, hits) = local_issuer().await;
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let registry = IssuerRegistry::with_lookup(true, fixed_lookup("127.0.0.1", Arc::clone(&asked)));
+        let e = error_of(&registry, &format!("http://issuer.test:{port}/cross")).await;
+        assert!(e.contains("another origin") && e.contains(&format!("http://elsewhere.test:{port}")), "{e}");
+        assert!(!asked.lock().unwrap().iter().any(|h| h == "elsewhere.test"), "the other host was never resolved");
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        let e = error_of(&registry, &format!("http://issuer.test:{port}/loop")).await;
+        assert!(e.contains("more than 3 redirects"), "{e}");
+        let same = registry.get(&source(&format!("http://issuer.test:{port}/same"))).refresh(0, 1).await;
+        assert_eq!(
+            same.unwrap().issuer,
+            format!("http://issuer.test:{port}/same"),
+            "same-origin redirects are followed"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_jwks_uri_passes_the_address_rules_but_may_name_another_host() {
+        let (port, _) = local_issuer().await;
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let registry = IssuerRegistry::with_lookup(true, fixed_lookup("127.0.0.1", Arc::clone(&asked)));
+        let e = error_of(&registry, &format!("http://issuer.test:{port}/meta")).await;
+        assert!(e.starts_with("http://169.254.169.254/latest/jwks: refused before connecting"), "{e}");
+        let cdn = registry.get(&source(&format!("http://issuer.test:{port}/cdn"))).refresh(0, 1).await.unwrap();
+        assert_eq!(cdn.keys.len(), 1);
+        assert!(asked.lock().unwrap().iter().any(|h| h == "keys.test"));
+    }
+
+    #[tokio::test]
+    async fn a_discovery_document_must_name_the_issuer_it_was_fetched_for() {
+        let (port, _) = local_issuer().await;
+        let registry = IssuerRegistry::with_lookup(true, fixed_lookup("127.0.0.1", Arc::new(Mutex::new(Vec::new()))));
+        let e = error_of(&registry, &format!("http://issuer.test:{port}/other")).await;
+        assert!(
+            e.contains(&format!("names issuer \"http://issuer.test:{port}\""))
+                && e.contains(&format!("fetched for issuer \"http://issuer.test:{port}/other\"")),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failing_issuer_is_retried_with_backoff() {
+        let (port, hits) = local_issuer().await;
+        let registry = IssuerRegistry::with_lookup(true, fixed_lookup("127.0.0.1", Arc::new(Mutex::new(Vec::new()))));
+        let issuer = registry.get(&source(&format!("http://issuer.test:{port}/failing")));
+        let mut fetched_at = Vec::new();
+        for now in 0..20 {
+            let before = hits.load(Ordering::SeqCst);
+            issuer.refresh(now, 1).await;
+            issuer.refresh(now, 1).await;
+            if hits.load(Ordering::SeqCst) > before {
+                fetched_at.push(now);
+            }
+        }
+        assert_eq!(fetched_at, [0, 1, 3, 7, 15]);
+        assert_eq!(issuer.fetch_state().failures, 5);
+        assert!(issuer.last_error().unwrap().to_string().contains("status 500"));
     }
 }

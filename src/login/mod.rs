@@ -4,8 +4,11 @@
 pub mod checks;
 pub mod cidr;
 pub mod external;
+pub mod fetch_policy;
+pub mod jwks;
 pub mod matching;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -55,11 +58,11 @@ pub async fn login(
     let identity = dir.identity_by_id(identity_id).ok_or(LoginError::IdentityNotFound)?;
     let header = checks::check_header(jwt)?;
     let issuer = issuers.get(&identity.source);
+    // Why the issuer failed is its owner's business (the identity's status says it); the
+    // caller, who may be anyone, learns only that it is unavailable.
     let mut keys = match issuer.keys() {
         Some(k) => k,
-        None => issuer.refresh(now, refetch_interval).await.ok_or_else(|| {
-            LoginError::IssuerUnavailable(issuer.last_error().map(|e| e.to_string()).unwrap_or_default())
-        })?,
+        None => issuer.refresh(now, refetch_interval).await.ok_or(LoginError::IssuerUnavailable)?,
     };
     let claims = match checks::check_signature(&keys, &header, jwt) {
         Err(LoginError::UnknownKid) => {
@@ -72,15 +75,13 @@ pub async fn login(
         other => other?,
     };
     if keys.issuer != identity.spec.bound_issuer {
-        return Err(LoginError::IssuerUnavailable(format!(
-            "the discovery document names issuer {:?}, not boundIssuer",
-            keys.issuer
-        )));
+        // Reported as IssuerMismatch in the identity's status.
+        return Err(LoginError::IssuerUnavailable);
     }
     checks::check_claims(&claims, &identity.spec, now)?;
     checks::check_ip(&identity.trusted_ips, peer)?;
 
-    let token = new_token().map_err(|_| LoginError::IssuerUnavailable("no randomness".into()))?;
+    let token = new_token().map_err(|_| LoginError::Internal)?;
     let limits = identity.limits;
     let record = TokenRecord {
         identity: identity.key.clone(),
@@ -114,6 +115,19 @@ fn alias(identity: &ResolvedIdentity, claims: &Value) -> Alias {
         })
         .collect();
     Alias { name: claims.get("sub").and_then(Value::as_str).unwrap_or_default().to_owned(), metadata }
+}
+
+/// Longest attacker-chosen text (an `identityId`, a header value, a remote document's field)
+/// put into a log line or a status message, in characters.
+pub const MAX_FIELD_CHARS: usize = 128;
+
+/// `text` cut to [`MAX_FIELD_CHARS`] characters, saying how long it was: log lines and
+/// statuses stay small whatever a caller or a remote issuer sends.
+pub fn clip(text: &str) -> Cow<'_, str> {
+    match text.char_indices().nth(MAX_FIELD_CHARS) {
+        None => Cow::Borrowed(text),
+        Some((end, _)) => Cow::Owned(format!("{}... ({} bytes)", &text[..end], text.len())),
+    }
 }
 
 /// Why a presented access token was refused.
@@ -196,4 +210,20 @@ pub fn authenticate(
         Use::Renew => tokens.renew(&hash, &limits, now)?,
     };
     Ok(Session { identity, record, limits })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attacker_text_is_cut_in_logs() {
+        assert_eq!(clip("runner"), "runner");
+        let exact = "é".repeat(MAX_FIELD_CHARS);
+        assert_eq!(clip(&exact), exact.as_str(), "exactly the limit is kept");
+        let long = "é".repeat(64 * 1024);
+        let cut = clip(&long);
+        assert!(cut.starts_with(&"é".repeat(MAX_FIELD_CHARS)) && cut.ends_with(&format!("({} bytes)", long.len())));
+        assert!(cut.chars().count() < MAX_FIELD_CHARS + 32, "{cut}");
+    }
 }

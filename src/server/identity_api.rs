@@ -84,7 +84,8 @@ pub async fn login(state: &AppState, headers: &HeaderMap, body: &[u8], peer: IpA
             if e == login::LoginError::TemporarilyUnavailable {
                 state.metrics.store_refused(crate::sessions::RecordKind::AccessToken);
             }
-            tracing::info!(identity_id, check = e.code(), "login refused");
+            // The identityId is the caller's to choose (up to the body limit): cut it.
+            tracing::info!(identity_id = %login::clip(identity_id), check = e.code(), "login refused");
             api_error(e.status(), e.code(), &e.to_string())
         }
     }

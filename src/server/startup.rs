@@ -37,7 +37,8 @@ pub struct ServeArgs {
     /// PEM private key of --tls-cert.
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// Fetch external issuers over plain http too (local trials with `dev-issuer`, tests).
+    /// Fetch external issuers over plain http and from loopback addresses too (local trials
+    /// with `dev-issuer`, tests). Link-local and metadata addresses stay refused.
     #[arg(long)]
     pub allow_insecure_issuers: bool,
     /// Least seconds between two fetches of an external issuer's keys when a JWT names an

@@ -277,7 +277,17 @@ impl ExternalIssuer {
     /// Mints a token: `claims` merge over the defaults (null removes one); `mode` as in
     /// tests/issuer.py.
     pub async fn mint(&self, alg: &str, claims: serde_json::Value, mode: Option<&str>) -> String {
-        let body = serde_json::json!({"alg": alg, "claims": claims, "mode": mode});
+        self.mint_body(serde_json::json!({"alg": alg, "claims": claims, "mode": mode})).await
+    }
+
+    /// Mints an EdDSA token whose protected header has `header`'s members too (mode
+    /// `raw-header`: members such as `crit` that jwcrypto refuses to sign).
+    pub async fn mint_with_header(&self, claims: serde_json::Value, header: serde_json::Value) -> String {
+        self.mint_body(serde_json::json!({"alg": "EdDSA", "claims": claims, "mode": "raw-header", "header": header}))
+            .await
+    }
+
+    async fn mint_body(&self, body: serde_json::Value) -> String {
         let resp: serde_json::Value =
             self.http.post(format!("{}/mint", self.base)).json(&body).send().await.unwrap().json().await.unwrap();
         resp["token"].as_str().unwrap().to_owned()
@@ -288,9 +298,14 @@ impl ExternalIssuer {
     }
 
     pub async fn jwks_fetches(&self) -> u64 {
+        self.stat("jwks_fetches").await
+    }
+
+    /// A counter of tests/issuer.py's `/stats`.
+    pub async fn stat(&self, name: &str) -> u64 {
         let v: serde_json::Value =
             self.http.get(format!("{}/stats", self.base)).send().await.unwrap().json().await.unwrap();
-        v["jwks_fetches"].as_u64().unwrap()
+        v[name].as_u64().unwrap_or_else(|| panic!("no counter {name}: {v}"))
     }
 }
 
@@ -310,9 +325,14 @@ pub fn yaml_block(text: &str, spaces: usize) -> String {
 /// An IdentityOidcAuth in the `default` namespace bound to the test issuer; `extra` adds spec
 /// lines (2-space indented).
 pub fn identity(name: &str, id: &str, issuer: &ExternalIssuer, extra: &str) -> String {
+    identity_at(name, id, &issuer.base, issuer, extra)
+}
+
+/// As [`identity`], with `url` as both `oidcDiscoveryUrl` and `boundIssuer` (one of
+/// tests/issuer.py's prefixed issuers, say), still trusting the test issuer's CA.
+pub fn identity_at(name: &str, id: &str, url: &str, issuer: &ExternalIssuer, extra: &str) -> String {
     format!(
-        "apiVersion: oidc-operator.dev/v1alpha1\nkind: IdentityOidcAuth\nmetadata: {{name: {name}}}\nspec:\n  identityId: {id}\n  oidcDiscoveryUrl: {base}\n  boundIssuer: {base}\n  boundAudiences: \"oidc-operator, other\"\n  boundSubject: \"system:serviceaccount:ci:*\"\n  claimMappings: {{namespace: kubernetes.io.namespace}}\n{extra}  caCert: |\n{ca}---\n",
-        base = issuer.base,
+        "apiVersion: oidc-operator.dev/v1alpha1\nkind: IdentityOidcAuth\nmetadata: {{name: {name}}}\nspec:\n  identityId: {id}\n  oidcDiscoveryUrl: {url}\n  boundIssuer: {url}\n  boundAudiences: \"oidc-operator, other\"\n  boundSubject: \"system:serviceaccount:ci:*\"\n  claimMappings: {{namespace: kubernetes.io.namespace}}\n{extra}  caCert: |\n{ca}---\n",
         ca = yaml_block(&issuer.ca_pem, 4),
     )
 }
