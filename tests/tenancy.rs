@@ -293,3 +293,41 @@ async fn the_session_store_has_a_ceiling_and_is_purged_in_the_background() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// The ring of a deleted key that nothing uses is marked, kept for its verification window,
+/// then deleted with its private keys; a key that nothing deleted keeps its ring.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_ring_of_a_deleted_key_is_deleted_after_its_verification_window() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (m, state) = (tmp.path().join("m"), tmp.path().join("state"));
+    std::fs::create_dir(&m).unwrap();
+    let key = |name: &str| {
+        format!(
+            "apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcKey\nmetadata: {{name: {name}, namespace: victim}}\nspec: {{rotationPeriod: 1m, verificationTTL: 3s}}\n---\n"
+        )
+    };
+    write_manifest(&m, "keys.yaml", &format!("{}{}", key("gone"), key("kept")));
+    let server = Server::start(&m, &state, &[]).await;
+    for name in ["gone", "kept"] {
+        assert!(row(&server, "victim", "OidcKey", name, "True").await.is_some(), "{}", server.output());
+    }
+    let ring = |name: &str| std::fs::read_to_string(state.join(format!("keys/victim/{name}.json"))).ok();
+    assert!(ring("gone").is_some_and(|r| !r.contains("orphanedAt")));
+    write_manifest(&m, "keys.yaml", &key("kept"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !ring("gone").is_some_and(|r| r.contains("orphanedAt")) {
+        assert!(std::time::Instant::now() < deadline, "the unused ring was never marked: {}", server.output());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let marked = std::time::Instant::now();
+    while ring("gone").is_some() {
+        assert!(std::time::Instant::now() < deadline + Duration::from_secs(5), "the unused ring was never deleted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        marked.elapsed() >= Duration::from_millis(1500),
+        "kept for its verification window ({:?})",
+        marked.elapsed()
+    );
+    assert!(ring("kept").is_some_and(|r| !r.contains("orphanedAt")), "a key still declared keeps its ring");
+}

@@ -65,9 +65,9 @@ pub struct Materials {
     pub issuer_health: BTreeMap<IssuerSource, Result<String, String>>,
     /// Clients whose `spec.secretName` names a Secret that is not theirs (never written over).
     pub secret_conflicts: BTreeSet<ObjectKey>,
-    /// When the standalone shell first saw each identity and client (kept in its state
-    /// folder): its stand-in for `metadata.creationTimestamp`, which a manifest could forge.
-    /// Empty on a cluster, where the API server's creationTimestamp is used.
+    /// The order in which the standalone shell first saw each identity and client (arrival
+    /// numbers kept in its state folder): its stand-in for `metadata.creationTimestamp`,
+    /// which a manifest could forge. Empty on a cluster, where the API server's is used.
     pub first_seen: BTreeMap<(Kind, ObjectKey), i64>,
 }
 

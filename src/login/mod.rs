@@ -9,7 +9,6 @@ pub mod jwks;
 pub mod matching;
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -101,7 +100,8 @@ pub async fn login(
 
 /// The entity alias of a login: the external `sub` and the claims `claimMappings` picks.
 fn alias(identity: &ResolvedIdentity, claims: &Value) -> Alias {
-    let metadata: BTreeMap<String, String> = identity
+    // `claim_mappings` is a B-tree: the pairs come out sorted by key.
+    let metadata: Box<[(String, String)]> = identity
         .spec
         .claim_mappings
         .iter()

@@ -38,7 +38,7 @@ pub fn entity_context(identity: &ResolvedIdentity, alias: &Alias) -> EntityConte
         group_names: identity.spec.groups.clone(),
         alias_id: alias_id(&identity.id, &alias.name),
         alias_name: alias.name.clone(),
-        alias_metadata: alias.metadata.clone(),
+        alias_metadata: alias.metadata.iter().cloned().collect(),
     }
 }
 

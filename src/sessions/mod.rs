@@ -9,8 +9,6 @@ mod memory;
 
 pub use memory::MemoryStore;
 
-use std::collections::BTreeMap;
-
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
@@ -21,8 +19,9 @@ use crate::api::ObjectKey;
 pub struct Alias {
     /// The external token's `sub`.
     pub name: String,
-    /// Claims picked by the identity's `claimMappings`.
-    pub metadata: BTreeMap<String, String>,
+    /// Claims picked by the identity's `claimMappings`, sorted by key. A boxed slice, not a
+    /// map: every live token holds one, and a B-tree's first node alone costs ~500 bytes.
+    pub metadata: Box<[(String, String)]>,
 }
 
 /// What the store keeps per token (never the token itself).

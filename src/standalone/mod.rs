@@ -226,12 +226,11 @@ fn retire_orphaned_rings(
     Ok(changed)
 }
 
-/// Records when identities and clients first appear, and forgets those that are gone (one
-/// removed and added again is a newcomer). Whether anything changed.
+/// Records the order in which identities and clients first appear, and forgets those that
+/// are gone (one removed and added again is a newcomer). Whether anything changed.
 fn record_first_seen(
     inputs: &directory::Inputs,
     first_seen: &mut std::collections::BTreeMap<(crate::api::Kind, ObjectKey), i64>,
-    now: i64,
 ) -> bool {
     use crate::api::Kind;
     let present: std::collections::BTreeSet<(Kind, ObjectKey)> = inputs
@@ -243,9 +242,12 @@ fn record_first_seen(
     let before = first_seen.len();
     first_seen.retain(|k, _| present.contains(k));
     let mut changed = first_seen.len() != before;
+    // An arrival number, not a time: two objects seen within one second stay ordered.
+    let mut next = first_seen.values().max().map_or(0, |m| m.saturating_add(1));
     for k in present {
         if let std::collections::btree_map::Entry::Vacant(e) = first_seen.entry(k) {
-            e.insert(now);
+            e.insert(next);
+            next = next.saturating_add(1);
             changed = true;
         }
     }
@@ -290,7 +292,7 @@ fn ensure_materials(
                 changed = true;
             }
         }
-        if record_first_seen(inputs, &mut m.first_seen, now) {
+        if record_first_seen(inputs, &mut m.first_seen) {
             state.save_first_seen(&m.first_seen)?;
             changed = true;
         }
