@@ -41,6 +41,27 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
+/// Short-lived allocations of request-like sizes on every worker for `period`.
+async fn keep_allocating(period: std::time::Duration) {
+    let mut workers = Vec::new();
+    for w in 0..WORKERS {
+        workers.push(tokio::spawn(async move {
+            let start = Instant::now();
+            let mut n = w;
+            while start.elapsed() < period {
+                for _ in 0..1000 {
+                    n = n.wrapping_mul(31).wrapping_add(7);
+                    std::hint::black_box(vec![0u8; 32 + n % 2048]);
+                }
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    for w in workers {
+        w.await.unwrap();
+    }
+}
+
 /// `n` logins spread over the runtime's workers.
 async fn run_logins(state: &AppState, jwt: &Arc<String>, peer: std::net::IpAddr, n: usize) {
     let mut workers = Vec::new();
@@ -109,11 +130,12 @@ async fn main() {
     let jwt = Arc::new(key.sign_jwt(&claims).unwrap());
     let peer: std::net::IpAddr = [127, 0, 0, 1].into();
 
-    // Warm up (the first login fetches the issuer), then the baseline.
-    let dir = state.directory.load().unwrap();
-    let ctx = LoginContext { dir: &dir, issuers: &state.issuers, tokens: state.tokens.as_ref(), refetch_interval: 10 };
-    login::login(&ctx, "bench-identity", &jwt, peer, now()).await.unwrap();
-    purge::purge_once(&state, now() + 5);
+    // Warm up as a server that has served and forgotten a few logins (the first one fetches
+    // the issuer; the allocator's per-thread caches fill), then the baseline.
+    run_logins(&state, &jwt, peer, 10_000).await;
+    let s = state.clone();
+    tokio::task::spawn_blocking(move || purge::purge_once(&s, now() + 5)).await.unwrap();
+    keep_allocating(std::time::Duration::from_secs(1)).await;
     let baseline = rss_bytes();
 
     let started = Instant::now();
@@ -129,13 +151,11 @@ async fn main() {
     let s = state.clone();
     let purged = tokio::task::spawn_blocking(move || purge::purge_once(&s, now() + 2)).await.unwrap();
     let purge_ms = purge_started.elapsed().as_secs_f64() * 1000.0;
-    // A live server keeps serving: the workers' next allocations take back what the purge
-    // freed on another thread (mimalloc returns cross-thread frees to their owner lazily).
-    // A short burst of logins, then the purge once more, as the next tick would.
-    run_logins(&state, &jwt, peer, 10_000).await;
-    let s = state.clone();
-    tokio::task::spawn_blocking(move || purge::purge_once(&s, now() + 4)).await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // A live server keeps serving, and mimalloc returns freed pages to the system during its
+    // next allocations (frees from another thread go back to their owner lazily, and purges
+    // run after a short delay). So the workers keep allocating for a second, as request
+    // handling does, holding nothing, before RSS is read.
+    keep_allocating(std::time::Duration::from_secs(1)).await;
     let after = rss_bytes();
 
     println!("logins: {records} in {took:.1} s ({:.0}/s on {WORKERS} workers)", records as f64 / took);

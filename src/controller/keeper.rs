@@ -372,26 +372,13 @@ fn new_credentials(ctx: &Context, inputs: &Inputs, materials: &mut Materials) {
 async fn collect_garbage(ctx: &Context, inputs: &Inputs, budget: &mut usize) {
     let clients: HashMap<ObjectKey, &OidcClient> =
         inputs.clients.iter().map(|c| (ObjectKey::of(&c.metadata), &**c)).collect();
-    for s in ctx.stores.secrets() {
-        let SecretOwner::Client(client) = &s.owner else { continue };
-        let (ns, name) = (s.namespace.clone(), s.name.clone());
-        let key = ObjectKey::new(ns.clone(), client.clone());
-        let stale = match clients.get(&key) {
-            None => true,
-            Some(c) => {
-                let current = c.credentials_name();
-                current != name && ctx.stores.secret(&ns, &current).is_some()
-            }
-        };
-        if !stale {
-            continue;
-        }
-        if *budget == 0 {
-            return;
-        }
-        *budget -= 1;
+    let secrets = ctx.stores.secrets();
+    let stale = secrets::stale_credentials(&secrets, &clients, |ns, n| ctx.stores.secret(ns, n).is_some(), *budget);
+    *budget -= stale.len();
+    for (s, key) in stale {
+        let (ns, name, client) = (s.namespace.clone(), s.name.clone(), key.name.clone());
         // The caches may lag: ask the API server whether the client still names this Secret.
-        match Api::<OidcClient>::namespaced(ctx.client.clone(), &ns).get_opt(client).await {
+        match Api::<OidcClient>::namespaced(ctx.client.clone(), &ns).get_opt(&client).await {
             Ok(Some(live)) if live.credentials_name() == name => continue,
             Ok(_) => {}
             Err(e) => {

@@ -187,6 +187,34 @@ pub fn needs_write(observed: Option<&CachedSecret>, wanted: &Secret) -> bool {
     observed.is_none_or(|s| s.digest != digest(wanted))
 }
 
+/// The credentials Secrets to collect in one pass: a client's Secret whose client is gone,
+/// or that its client no longer names once the Secret it names now exists. At most `budget`
+/// of them, so a pile of orphans (thousands of deleted clients) is collected a slice per
+/// pass and never holds back the snapshot every namespace waits for.
+pub fn stale_credentials(
+    secrets: &[std::sync::Arc<CachedSecret>],
+    clients: &std::collections::HashMap<crate::api::ObjectKey, &crate::api::OidcClient>,
+    exists: impl Fn(&str, &str) -> bool,
+    budget: usize,
+) -> Vec<(std::sync::Arc<CachedSecret>, crate::api::ObjectKey)> {
+    secrets
+        .iter()
+        .filter_map(|s| {
+            let SecretOwner::Client(client) = &s.owner else { return None };
+            let key = crate::api::ObjectKey::new(s.namespace.clone(), client.clone());
+            let stale = match clients.get(&key) {
+                None => true,
+                Some(c) => {
+                    let current = c.credentials_name();
+                    current != s.name && exists(&s.namespace, &current)
+                }
+            };
+            stale.then(|| (std::sync::Arc::clone(s), key))
+        })
+        .take(budget)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,5 +259,37 @@ mod tests {
         let unrelated =
             Secret { metadata: ObjectMeta { name: Some("ca".into()), ..ObjectMeta::default() }, ..Secret::default() };
         assert_eq!(CachedSecret::of(&unrelated), None);
+    }
+
+    #[test]
+    fn orphaned_credentials_are_collected_a_bounded_slice_per_pass() {
+        let secret = |ns: &str, name: &str, client: &str| {
+            std::sync::Arc::new(CachedSecret {
+                namespace: ns.into(),
+                name: name.into(),
+                resource_version: None,
+                owner: SecretOwner::Client(client.into()),
+                credentials: None,
+                key_ring: None,
+                digest: [0; 32],
+            })
+        };
+        let live: crate::api::OidcClient = serde_json::from_value(serde_json::json!({
+            "apiVersion": "oidc-operator.dev/v1alpha1", "kind": "OidcClient",
+            "metadata": {"name": "live", "namespace": "a"}, "spec": {"secretName": "live-new"}
+        }))
+        .unwrap();
+        let clients = [(crate::api::ObjectKey::new("a", "live"), &live)].into_iter().collect();
+        let mut secrets: Vec<_> = (0..40).map(|i| secret("b", &format!("gone-{i}"), &format!("gone-{i}"))).collect();
+        secrets.push(secret("a", "live-old", "live"));
+        let none_exist = |_: &str, _: &str| false;
+        let picked = stale_credentials(&secrets, &clients, none_exist, 16);
+        assert_eq!(picked.len(), 16, "bounded per pass");
+        assert!(picked.iter().all(|(s, _)| s.name.starts_with("gone-")));
+        // The old Secret of a renamed client goes only once its new one exists.
+        let live_only = &secrets[40..];
+        assert!(stale_credentials(live_only, &clients, none_exist, 16).is_empty());
+        assert_eq!(stale_credentials(live_only, &clients, |_, n| n == "live-new", 16).len(), 1);
+        assert!(stale_credentials(&secrets, &clients, none_exist, 0).is_empty());
     }
 }
