@@ -20,25 +20,31 @@ impl Mutator {
         self.state
     }
 
-    fn below(&mut self, n: usize) -> usize {
+    /// A number below `n` (0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
         usize::try_from(self.next() % u64::try_from(n.max(1)).unwrap_or(1)).unwrap_or(0)
+    }
+
+    /// One to four random edits of `items` (characters, bytes), drawing from `alphabet`.
+    pub fn edit<T: Copy>(&mut self, items: &mut Vec<T>, alphabet: &[T]) {
+        for _ in 0..=self.below(4) {
+            let at = self.below(items.len() + 1);
+            let c = alphabet[self.below(alphabet.len())];
+            match self.below(3) {
+                0 if at < items.len() => {
+                    items.remove(at);
+                }
+                1 => items.insert(at, c),
+                _ if at < items.len() => items[at] = c,
+                _ => {}
+            }
+        }
     }
 
     /// `seed` with one to four random edits drawing characters from `alphabet`.
     pub fn mutate(&mut self, seed: &str, alphabet: &[char]) -> String {
         let mut chars: Vec<char> = seed.chars().collect();
-        for _ in 0..=self.below(4) {
-            let at = self.below(chars.len() + 1);
-            let c = alphabet[self.below(alphabet.len())];
-            match self.below(3) {
-                0 if at < chars.len() => {
-                    chars.remove(at);
-                }
-                1 => chars.insert(at, c),
-                _ if at < chars.len() => chars[at] = c,
-                _ => {}
-            }
-        }
+        self.edit(&mut chars, alphabet);
         chars.into_iter().collect()
     }
 }

@@ -254,33 +254,15 @@ mod tests {
             r#"{"alg":"none"}"#,
         ];
         let alphabet: Vec<char> = "{}[]\":,. \\acdeiklrtgnoSRE0125\u{0}é".chars().collect();
-        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut mutator = crate::mutation::Mutator::default();
         let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
         for i in 0..20_000 {
-            let mut chars: Vec<char> = seeds[i % seeds.len()].chars().collect();
-            for _ in 0..(1 + next() % 4) {
-                let at = (next() as usize) % (chars.len() + 1);
-                match next() % 3 {
-                    0 if at < chars.len() => {
-                        chars.remove(at);
-                    }
-                    1 => chars.insert(at, alphabet[(next() as usize) % alphabet.len()]),
-                    _ if at < chars.len() => chars[at] = alphabet[(next() as usize) % alphabet.len()],
-                    _ => {}
-                }
-            }
-            let header: String = chars.into_iter().collect();
+            let header = mutator.mutate(seeds[i % seeds.len()], &alphabet);
             let mut compact = format!("{}.{}.c2ln", b64(&header), b64("{}"));
             if i % 5 == 0 {
                 // Mutate the compact form itself too: dots, padding, non-base64 bytes.
-                let at = (next() as usize) % compact.len();
-                let c = ['.', '=', '+', '/', 'A', '\u{7f}'][(next() as usize) % 6];
+                let at = mutator.below(compact.len());
+                let c = ['.', '=', '+', '/', 'A', '\u{7f}'][mutator.below(6)];
                 compact.insert(at, c);
             }
             if let Ok(h) = check_header(&compact) {

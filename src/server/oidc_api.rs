@@ -271,32 +271,15 @@ mod tests {
             Some("text/plain"),
             None,
         ];
-        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut mutator = crate::mutation::Mutator::default();
         let (mut forms, mut jsons) = (0, 0);
         for i in 0..20_000 {
             let mut bytes = seeds[i % seeds.len()].to_vec();
-            for _ in 0..(1 + next() % 4) {
-                let at = (next() as usize) % (bytes.len() + 1);
-                let byte = alphabet[(next() as usize) % alphabet.len()];
-                match next() % 3 {
-                    0 if at < bytes.len() => {
-                        bytes.remove(at);
-                    }
-                    1 => bytes.insert(at, byte),
-                    _ if at < bytes.len() => bytes[at] = byte,
-                    _ => {}
-                }
-            }
-            let method = if next() % 2 == 0 { Method::GET } else { Method::POST };
-            let h = headers(types[(next() as usize) % types.len()]);
+            mutator.edit(&mut bytes, alphabet);
+            let method = if mutator.below(2) == 0 { Method::GET } else { Method::POST };
+            let h = headers(types[mutator.below(types.len())]);
             let query = String::from_utf8_lossy(&bytes).into_owned();
-            let _ = params_of(&method, &query, &h, &bytes, next() % 2 == 0);
+            let _ = params_of(&method, &query, &h, &bytes, mutator.below(2) == 0);
             let _ = super::super::identity_api::parse_fields(&h, &bytes);
             if let Ok(p) = oidc::parse_params(&bytes) {
                 assert!(p.keys().all(|k| !k.is_empty()));
