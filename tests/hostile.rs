@@ -53,13 +53,7 @@ async fn setup(extra: &[&str]) -> Setup {
     // The tests' issuer listens on loopback.
     let args: Vec<&str> = ["--allow-insecure-issuers"].iter().chain(extra).copied().collect();
     let server = Server::start(&m, &state, &args).await;
-    let ready = server
-        .wait_for_line(
-            |l| l.contains("IdentityOidcAuth") && l.contains("runner") && l.contains("True"),
-            Duration::from_secs(15),
-        )
-        .await;
-    assert!(ready.is_some(), "{}", server.output());
+    server.wait_identity_ready("runner").await;
     let creds: Value = serde_json::from_slice(&std::fs::read(state.join("clients/default/app.json")).unwrap()).unwrap();
     let ca_pem = std::fs::read(state.join("tls/ca.crt")).unwrap();
     Setup {

@@ -26,14 +26,7 @@ const FLAGS: &[&str] = &["--plain-http", "--allow-insecure-issuers", "--issuer-r
 
 async fn setup(extra_identities: impl Fn(&ExternalIssuer) -> String) -> Setup {
     let s = setup_with(FLAGS, extra_identities).await;
-    let ready = s
-        .server
-        .wait_for_line(
-            |l| l.contains("IdentityOidcAuth") && l.contains("runner") && l.contains("True"),
-            Duration::from_secs(15),
-        )
-        .await;
-    assert!(ready.is_some(), "identity never Ready:\n{}", s.server.output());
+    s.server.wait_identity_ready("runner").await;
     s
 }
 

@@ -103,13 +103,7 @@ async fn setup_with(extra: &[&str]) -> Setup {
     let args: Vec<&str> =
         ["--allow-insecure-issuers", "--issuer-refetch-interval", "1"].iter().chain(extra).copied().collect();
     let server = Server::start(&m, &state, &args).await;
-    let ready = server
-        .wait_for_line(
-            |l| l.contains("IdentityOidcAuth") && l.contains("runner") && l.contains("True"),
-            Duration::from_secs(15),
-        )
-        .await;
-    assert!(ready.is_some(), "{}", server.output());
+    server.wait_identity_ready("runner").await;
     let ca = std::fs::read(state.join("tls/ca.crt")).unwrap();
     // No redirects: an OpenID relying party must not follow them at the token endpoint.
     let http = reqwest::Client::builder()

@@ -109,6 +109,18 @@ impl Server {
         self.lines.lock().unwrap().join("\n")
     }
 
+    /// Waits until the readiness report shows IdentityOidcAuth `name` Ready, or fails the test
+    /// with the server's output.
+    pub async fn wait_identity_ready(&self, name: &str) {
+        let ready = self
+            .wait_for_line(
+                |l| l.contains("IdentityOidcAuth") && l.contains(name) && l.contains("True"),
+                Duration::from_secs(15),
+            )
+            .await;
+        assert!(ready.is_some(), "identity {name} never Ready:\n{}", self.output());
+    }
+
     /// Waits for a stdout line matching `pred`.
     pub async fn wait_for_line(&self, pred: impl Fn(&str) -> bool, timeout: Duration) -> Option<String> {
         let deadline = Instant::now() + timeout;
