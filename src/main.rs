@@ -39,11 +39,15 @@ enum Command {
     Run(oidc_operator::controller::Options),
     /// DEVELOPMENT ONLY: a loopback OpenID issuer that mints JWTs for trying machine login.
     DevIssuer(oidc_operator::dev_issuer::Options),
-    /// Write the CustomResourceDefinitions (one file per kind) into a folder, or print them.
+    /// Write the generated files: the CRDs into crds/, the Helm chart and config/crd (with its
+    /// kustomization), and the Argo CD health patch; or only the CRDs into one folder.
     Crdgen {
-        /// Folder to write `<plural>.<group>.yaml` files into.
-        #[arg(long, default_value = "crds")]
-        out: PathBuf,
+        /// Write only the CRDs (`<plural>.<group>.yaml`) into this folder.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Repository root the generated files are written under.
+        #[arg(long, default_value = ".", conflicts_with = "out")]
+        root: PathBuf,
         /// Print all CRDs as one multi-document YAML stream instead of writing files.
         #[arg(long)]
         stdout: bool,
@@ -60,17 +64,26 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-fn crdgen(out: PathBuf, stdout: bool) -> Result<(), String> {
+fn crdgen(out: Option<PathBuf>, root: PathBuf, stdout: bool) -> Result<(), String> {
     let crds = oidc_operator::api::render_crds().map_err(|e| format!("rendering CRDs: {e}"))?;
     if stdout {
         let docs: Vec<String> = crds.into_iter().map(|(_, yaml)| yaml).collect();
         print!("{}", docs.join("---\n"));
         return Ok(());
     }
-    std::fs::create_dir_all(&out).map_err(|e| format!("creating {}: {e}", out.display()))?;
-    for (name, yaml) in crds {
-        let path = out.join(name);
-        std::fs::write(&path, yaml).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    let files = match out {
+        Some(dir) => crds.into_iter().map(|(name, yaml)| (dir.join(name), yaml)).collect::<Vec<_>>(),
+        None => oidc_operator::api::generated::generated_files()
+            .map_err(|e| format!("rendering generated files: {e}"))?
+            .into_iter()
+            .map(|(path, contents)| (root.join(path), contents))
+            .collect(),
+    };
+    for (path, contents) in files {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("creating {}: {e}", parent.display()))?;
+        }
+        std::fs::write(&path, contents).map_err(|e| format!("writing {}: {e}", path.display()))?;
         println!("wrote {}", path.display());
     }
     Ok(())
@@ -80,7 +93,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     let result = match cli.command {
-        Command::Crdgen { out, stdout } => crdgen(out, stdout),
+        Command::Crdgen { out, root, stdout } => crdgen(out, root, stdout),
         Command::Run(options) => oidc_operator::controller::main(options).map_err(|e| e.to_string()),
         Command::Standalone(options) => oidc_operator::standalone::main(options).map_err(|e| e.to_string()),
         Command::DevIssuer(options) => oidc_operator::dev_issuer::main(options).map_err(|e| e.to_string()),

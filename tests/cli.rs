@@ -93,3 +93,44 @@ async fn kubectl_reads_the_crds() {
         );
     }
 }
+
+/// No container engine runs here, so the image is proved as far as it can be: the runtime
+/// stage is distroless `cc` (glibc, libgcc_s, libm, CA certificates), whose libraries cover
+/// everything the binary links against, and the build stage runs the README's build command.
+#[test]
+fn the_runtime_image_provides_what_the_binary_links_against() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).expect("a Dockerfile at the root");
+    let froms: Vec<&str> = dockerfile.lines().filter(|l| l.trim_start().starts_with("FROM ")).collect();
+    assert_eq!(froms.len(), 2, "a build stage and a runtime stage: {froms:?}");
+    assert!(froms[1].contains("gcr.io/distroless/cc-debian12"), "{}", froms[1]);
+    assert!(dockerfile.contains("cargo build --release --locked"), "the README's build command");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    assert!(readme.contains("cargo build --release --locked"), "the README documents the build");
+    // distroless/cc-debian12 ships glibc's libraries and libgcc_s (and libssl, unused here).
+    let provided = [
+        "libc.so.6",
+        "libm.so.6",
+        "libgcc_s.so.1",
+        "libpthread.so.0",
+        "libdl.so.2",
+        "librt.so.1",
+        "ld-linux-x86-64.so.2",
+        "ld-linux-aarch64.so.1",
+    ];
+    let out = Command::new("readelf").args(["--dynamic", "--wide", BIN]).output().expect("readelf (binutils)");
+    assert!(out.status.success());
+    let dynamic = String::from_utf8_lossy(&out.stdout);
+    let needed: Vec<&str> = dynamic
+        .lines()
+        .filter(|l| l.contains("(NEEDED)"))
+        .filter_map(|l| l.split('[').nth(1)?.split(']').next())
+        .collect();
+    assert!(needed.contains(&"libc.so.6"), "{dynamic}");
+    for lib in &needed {
+        assert!(provided.contains(lib), "the binary needs {lib}, which distroless/cc does not provide");
+    }
+    let interp = Command::new("readelf").args(["--program-headers", BIN]).output().unwrap();
+    let interp = String::from_utf8_lossy(&interp.stdout);
+    assert!(interp.contains("/lib64/ld-linux-x86-64.so.2") || interp.contains("ld-linux-aarch64"), "{interp}");
+}

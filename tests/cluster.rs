@@ -10,13 +10,8 @@ mod common;
 use std::time::Duration;
 
 use base64::Engine;
-use common::Server;
 use common::cluster::{ControlPlane, eventually, jsonpath, ready_field, wait_ready};
-use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreJwsSigningAlgorithm, CoreProviderMetadata};
-use openidconnect::{
-    AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce, PkceCodeChallenge, RedirectUrl, Scope,
-    TokenResponse,
-};
+use common::{Server, flow};
 use serde_json::{Value, json};
 
 const KEY: &str = "apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcKey\nmetadata: {name: k}\n";
@@ -115,10 +110,6 @@ fn the_api_server_accepts_good_manifests_and_refuses_bad_ones_by_the_crd_rules()
     assert!(ok, "other fields stay editable: {err}");
 }
 
-fn yaml_block(text: &str, spaces: usize) -> String {
-    common::yaml_block(text, spaces)
-}
-
 /// The workload-identity flow on a real cluster: the operator keeps Secrets and status, a
 /// ServiceAccount token (signed by the API server) logs in to an IdentityOidcAuth that trusts
 /// the API server's own service-account issuer, and openidconnect verifies the ID token.
@@ -136,28 +127,9 @@ async fn the_operator_serves_the_workload_identity_flow_on_a_cluster() {
     )
     .await;
 
-    let manifests = format!(
-        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: runner}}\n---\n\
-apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcKey\nmetadata: {{name: signing}}\nspec: {{algorithm: ES256, allowedClients: [\"*\"]}}\n---\n\
-apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcScope\nmetadata: {{name: groups}}\nspec: {{template: '{{\"groups\": {{{{identity.entity.groups.names}}}}, \"sa\": {{{{identity.entity.aliases.k8s.name}}}}}}'}}\n---\n\
-apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcAssignment\nmetadata: {{name: platform}}\nspec: {{groups: [platform]}}\n---\n\
-apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcClient\nmetadata: {{name: app}}\nspec: {{key: signing, redirectUris: [\"https://app.example/cb\"], assignments: [platform]}}\n---\n\
-apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcProvider\nmetadata: {{name: main}}\nspec: {{allowedClients: [\"*\"], scopesSupported: [groups]}}\n---\n\
-apiVersion: oidc-operator.dev/v1alpha1\nkind: IdentityOidcAuth\nmetadata: {{name: runner}}\nspec:\n  oidcDiscoveryUrl: {url}\n  boundIssuer: {url}\n  boundAudiences: oidc-operator\n  boundSubject: \"system:serviceaccount:{ns}:runner\"\n  groups: [platform]\n  caCert: |\n{ca}",
-        url = cp.url,
-        ca = yaml_block(&cp.ca_pem(), 4),
-    );
-    let (ok, err) = cp.apply(&ns, &manifests);
+    let (ok, err) = cp.apply(&ns, &flow::workload_manifests(&cp, &ns));
     assert!(ok, "{err}");
-    let all = [
-        "oidckey/signing",
-        "oidcscope/groups",
-        "oidcassignment/platform",
-        "oidcclient/app",
-        "oidcprovider/main",
-        "identityoidcauth/runner",
-    ];
-    wait_ready(&cp, &ns, &all, &operator);
+    wait_ready(&cp, &ns, &flow::WORKLOAD_OBJECTS, &operator);
 
     // Status facts and the client's Secret.
     let issuer = jsonpath(&cp, &ns, "oidcprovider/main", "{.status.issuer}");
@@ -165,52 +137,18 @@ apiVersion: oidc-operator.dev/v1alpha1\nkind: IdentityOidcAuth\nmetadata: {{name
     assert!(!jsonpath(&cp, &ns, "oidckey/signing", "{.status.currentKid}").is_empty());
     let identity_id = jsonpath(&cp, &ns, "identityoidcauth/runner", "{.status.identityId}");
     assert_eq!(identity_id, jsonpath(&cp, &ns, "identityoidcauth/runner", "{.metadata.uid}"));
+    let (client_id, client_secret) = flow::client_credentials(&cp, &ns, "app");
+    assert_eq!(client_id, jsonpath(&cp, &ns, "oidcclient/app", "{.status.clientId}"));
     let decode =
         |b64: String| String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b64).unwrap()).unwrap();
-    let client_id = decode(jsonpath(&cp, &ns, "secret/app-oidc-client", "{.data.client_id}"));
-    let client_secret = decode(jsonpath(&cp, &ns, "secret/app-oidc-client", "{.data.client_secret}"));
-    assert_eq!(client_id, jsonpath(&cp, &ns, "oidcclient/app", "{.status.clientId}"));
     assert_eq!(decode(jsonpath(&cp, &ns, "secret/app-oidc-client", "{.data.issuer}")), issuer);
-    assert!(client_secret.starts_with("oidcop_secret_"));
+    assert!(client_secret.unwrap().starts_with("oidcop_secret_"));
 
-    // A real service-account token logs in.
-    let out = cp.kubectl(&["create", "token", "runner", "-n", &ns, "--audience", "oidc-operator"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let sa_token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    let access = common::login_token(&operator, &identity_id, &sa_token).await;
-
-    // authorize -> token with openidconnect, which verifies the ID token with discovery + JWKS.
-    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let metadata = CoreProviderMetadata::discover_async(IssuerUrl::new(issuer.clone()).unwrap(), &http).await.unwrap();
-    let client = CoreClient::from_provider_metadata(
-        metadata,
-        ClientId::new(client_id.clone()),
-        Some(ClientSecret::new(client_secret)),
-    )
-    .set_redirect_uri(RedirectUrl::new("https://app.example/cb".into()).unwrap());
-    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-    let (url, csrf, nonce) = client
-        .authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random)
-        .add_scope(Scope::new("groups".into()))
-        .set_pkce_challenge(challenge)
-        .url();
-    let body: Value = http.get(url).bearer_auth(&access).send().await.unwrap().json().await.unwrap();
-    assert_eq!(body["state"], csrf.secret().as_str(), "{body}");
-    let token = client
-        .exchange_code(AuthorizationCode::new(body["code"].as_str().unwrap().to_owned()))
-        .unwrap()
-        .set_pkce_verifier(verifier)
-        .request_async(&http)
-        .await
-        .unwrap();
-    let id_verifier = client.id_token_verifier().set_allowed_algs(vec![CoreJwsSigningAlgorithm::EcdsaP256Sha256]);
-    let claims = token.id_token().unwrap().claims(&id_verifier, &nonce).unwrap();
-    assert_eq!(claims.subject().as_str(), identity_id);
-    let payload = token.id_token().unwrap().to_string().split('.').nth(1).unwrap().to_owned();
-    let raw: Value =
-        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
-    assert_eq!(raw["groups"], json!(["platform"]));
-    assert_eq!(raw["sa"], format!("system:serviceaccount:{ns}:runner"));
+    // A real service-account token logs in; authorize -> token with openidconnect, which
+    // verifies the ID token with discovery + JWKS.
+    let flow = flow::run(&cp, &ns, &operator, "main", "app", &["groups"], None).await;
+    assert_eq!(flow.claims["groups"], json!(["platform"]));
+    assert_eq!(flow.claims["sa"], format!("system:serviceaccount:{ns}:runner"));
 
     // A restart of the operator keeps every key and client credential byte-identical.
     let key_data = jsonpath(&cp, &ns, "secret/oidc-key-signing", "{.data}");

@@ -207,19 +207,66 @@ impl Readiness {
     /// The `Ready` condition for this readiness. `previous` keeps `lastTransitionTime`
     /// stable while the status does not change.
     pub fn condition(&self, generation: Option<i64>, now: Time, previous: Option<&Condition>) -> Condition {
-        let status = if self.ready { "True" } else { "False" }.to_owned();
-        let last_transition_time = match previous {
-            Some(p) if p.status == status => p.last_transition_time.clone(),
-            _ => now,
-        };
-        Condition {
-            type_: "Ready".into(),
-            status,
-            reason: self.reason.clone(),
-            message: self.message.clone(),
-            observed_generation: generation,
-            last_transition_time,
+        let status = if self.ready { "True" } else { "False" };
+        condition("Ready", status, &self.reason, &self.message, generation, now, previous)
+    }
+
+    /// Whether the object waits for a change of its spec (or of what it names) rather than
+    /// for work in progress: not Ready for any reason but [`PROGRESSING_REASONS`].
+    pub fn stalled(&self) -> bool {
+        !self.ready && !PROGRESSING_REASONS.contains(&self.reason.as_str())
+    }
+
+    /// The `Stalled` condition (kstatus' abnormal-true convention): `True` with the `Ready`
+    /// reason and message when [`Readiness::stalled`], else `False`. Flux's kstatus reads it
+    /// as `Failed`, Argo CD's health script as `Degraded`; a `Ready=False` without it is
+    /// `InProgress` / `Progressing`.
+    pub fn stalled_condition(&self, generation: Option<i64>, now: Time, previous: Option<&Condition>) -> Condition {
+        if self.stalled() {
+            condition("Stalled", "True", &self.reason, &self.message, generation, now, previous)
+        } else {
+            let (reason, message) = match self.ready {
+                true => ("Ready", "the object is served"),
+                false => ("Progressing", "the operator is still working on it"),
+            };
+            condition("Stalled", "False", reason, message, generation, now, previous)
         }
+    }
+}
+
+/// Not-Ready reasons that clear without anyone changing a spec: material being generated, an
+/// issuer being fetched or retried, a key another object is waiting for, a held deletion.
+pub const PROGRESSING_REASONS: [&str; 7] = [
+    "CredentialsPending",
+    "DeletionHeld",
+    "DiscoveryFailed",
+    "DiscoveryPending",
+    "IdentityIdPending",
+    "KeyMaterialPending",
+    "KeyNotReady",
+];
+
+/// A condition whose `lastTransitionTime` stays that of `previous` while its status does.
+fn condition(
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: Time,
+    previous: Option<&Condition>,
+) -> Condition {
+    let last_transition_time = match previous {
+        Some(p) if p.status == status => p.last_transition_time.clone(),
+        _ => now,
+    };
+    Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message: message.into(),
+        observed_generation: generation,
+        last_transition_time,
     }
 }
 

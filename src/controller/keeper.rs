@@ -114,7 +114,9 @@ async fn pass(
         }
     }
     let previous = ctx.app.directory.load();
+    let started = std::time::Instant::now();
     let dir = directory::build(&inputs, &materials, &ctx.external, now, previous.as_deref());
+    let took = started.elapsed();
     for (key, spec) in directory::required_keys(&inputs) {
         if let Some(ring) = materials.key_rings.get(&key) {
             next_due = next_due.min(ring.next_event(&KeyPolicy::from(&spec)));
@@ -126,7 +128,7 @@ async fn pass(
         let labels = server::metrics::ObjectLabels { kind: st.kind.to_string(), ready: ready.into() };
         ctx.app.metrics.objects.get_or_create(&labels).inc();
     }
-    ctx.app.metrics.snapshot_builds.inc();
+    ctx.app.metrics.snapshot_built(server::unix_now_ms(), took);
     let new_conflicts: Vec<directory::KidConflict> = dir
         .kid_conflicts
         .iter()

@@ -123,36 +123,60 @@ pub struct Written {
 }
 
 /// What this process last wrote in an object's status: a fingerprint of the whole body and
-/// what a later status needs of its `Ready` condition (kept small: one per object).
+/// what a later status needs of its `Ready` and `Stalled` conditions (kept small: one per
+/// object).
 #[derive(Clone)]
 pub struct WrittenStatus {
     pub fingerprint: u64,
     pub uid: Option<String>,
-    pub ready: bool,
+    pub ready: Option<ConditionMark>,
+    pub stalled: Option<ConditionMark>,
+}
+
+/// A condition's status, reason and transition time.
+#[derive(Clone)]
+pub struct ConditionMark {
+    pub status: String,
     pub reason: String,
     pub last_transition_time: Time,
 }
 
-impl WrittenStatus {
-    pub fn new(fingerprint: u64, uid: Option<String>, c: &Condition) -> WrittenStatus {
-        WrittenStatus {
-            fingerprint,
-            uid,
-            ready: c.status == "True",
+impl ConditionMark {
+    fn of(c: &Condition) -> Self {
+        Self {
+            status: c.status.clone(),
             reason: c.reason.clone(),
             last_transition_time: c.last_transition_time.clone(),
         }
     }
 
-    /// The `Ready` condition as far as the next status and Event need it.
-    pub fn condition(&self) -> Condition {
+    fn condition(&self, type_: &str) -> Condition {
         Condition {
-            type_: "Ready".into(),
-            status: if self.ready { "True" } else { "False" }.into(),
+            type_: type_.into(),
+            status: self.status.clone(),
             reason: self.reason.clone(),
             message: String::new(),
             observed_generation: None,
             last_transition_time: self.last_transition_time.clone(),
+        }
+    }
+}
+
+impl WrittenStatus {
+    pub fn new(fingerprint: u64, uid: Option<String>, written: &crate::reconcile::status::Previous) -> WrittenStatus {
+        WrittenStatus {
+            fingerprint,
+            uid,
+            ready: written.ready.as_ref().map(ConditionMark::of),
+            stalled: written.stalled.as_ref().map(ConditionMark::of),
+        }
+    }
+
+    /// The conditions as far as the next status and Event need them.
+    pub fn previous(&self) -> crate::reconcile::status::Previous {
+        crate::reconcile::status::Previous {
+            ready: self.ready.as_ref().map(|m| m.condition("Ready")),
+            stalled: self.stalled.as_ref().map(|m| m.condition("Stalled")),
         }
     }
 }

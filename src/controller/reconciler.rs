@@ -40,6 +40,7 @@ pub async fn reconcile<K: Managed>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Act
     if !ctx.leading() {
         return Ok(Action::await_change());
     }
+    ctx.app.metrics.reconciled(K::KIND);
     let key = ObjectKey::of(obj.meta());
     // Take what this object needs from the snapshot and let go of it before any write: a
     // reconcile waiting on the API server must not keep an old snapshot of every object alive.
@@ -64,6 +65,7 @@ pub async fn reconcile<K: Managed>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Act
 
 /// Retries a failed write with exponential backoff per object: 0.5 s, 1 s, 2 s, ... 5 min.
 pub fn error_policy<K: Managed>(obj: Arc<K>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+    ctx.app.metrics.reconcile_failed(K::KIND);
     let id = (K::KIND, ObjectKey::of(obj.meta()));
     let mut written = ctx.written();
     let n = written.failures.entry(id).or_insert(0);
@@ -171,15 +173,19 @@ async fn write_status<K: Managed>(
     // A record of another object of the same name (deleted and created again) does not count.
     let written = ctx.written().statuses.get(&id).filter(|w| w.uid == uid).cloned();
     // What this process wrote last is newer than a watch cache that may lag behind it.
-    let previous = written.as_ref().map(WrittenStatus::condition).or_else(|| status::ready_condition(current.as_ref()));
-    let desired = status::desired(st, previous.as_ref(), unix_now());
+    let previous = match &written {
+        Some(w) => w.previous(),
+        None => status::Previous::of(current.as_ref()),
+    };
+    let desired = status::desired(st, &previous, unix_now());
     let print = fingerprint(&desired);
-    let Some(condition) = status::ready_condition(Some(&desired)) else { return Ok(()) };
+    let now_written = status::Previous::of(Some(&desired));
+    let Some(condition) = now_written.ready.clone() else { return Ok(()) };
     if written.as_ref().is_some_and(|w| w.fingerprint == print) {
         return Ok(());
     }
     if status::matches(current.as_ref(), &desired) {
-        ctx.written().statuses.insert(id, WrittenStatus::new(print, uid.clone(), &condition));
+        ctx.written().statuses.insert(id, WrittenStatus::new(print, uid.clone(), &now_written));
         return Ok(());
     }
     let api = Api::<K>::namespaced(ctx.client.clone(), &k.namespace);
@@ -189,11 +195,11 @@ async fn write_status<K: Managed>(
         Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
         Err(e) => return Err(failed(K::KIND, k, "status")(e)),
     }
-    if let Some(t) = status::transition(previous.as_ref(), &condition) {
+    if let Some(t) = status::transition(previous.ready.as_ref(), &condition) {
         let type_ = if t.warning { EventType::Warning } else { EventType::Normal };
         ctx.announce(obj.object_ref(&()), type_, &t.reason, t.note, "Reconcile").await;
     }
     tracing::debug!(kind = %K::KIND, object = %k, ready = %condition.status, "status written");
-    ctx.written().statuses.insert(id, WrittenStatus::new(print, uid.clone(), &condition));
+    ctx.written().statuses.insert(id, WrittenStatus::new(print, uid.clone(), &now_written));
     Ok(())
 }

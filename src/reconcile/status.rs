@@ -11,18 +11,38 @@ fn rfc3339(secs: i64) -> Option<String> {
     k8s_openapi::jiff::Timestamp::from_second(secs).ok().map(|t| t.to_string())
 }
 
-/// The `Ready` condition in an object's status (as JSON), if it has one.
-pub fn ready_condition(status: Option<&Value>) -> Option<Condition> {
+/// The condition of type `type_` in an object's status (as JSON), if it has one.
+pub fn find_condition(status: Option<&Value>, type_: &str) -> Option<Condition> {
     let conditions = status?.get("conditions")?.as_array()?;
-    conditions.iter().filter_map(|c| serde_json::from_value::<Condition>(c.clone()).ok()).find(|c| c.type_ == "Ready")
+    conditions.iter().filter_map(|c| serde_json::from_value::<Condition>(c.clone()).ok()).find(|c| c.type_ == type_)
 }
 
-/// The status an object should have. `previous` is its current `Ready` condition, so
-/// `lastTransitionTime` only moves when the condition's status does.
-pub fn desired(st: &ObjectStatus, previous: Option<&Condition>, now: i64) -> Value {
+/// The `Ready` condition in an object's status (as JSON), if it has one.
+pub fn ready_condition(status: Option<&Value>) -> Option<Condition> {
+    find_condition(status, "Ready")
+}
+
+/// The conditions an object's status holds now, to keep their `lastTransitionTime`.
+#[derive(Clone, Debug, Default)]
+pub struct Previous {
+    pub ready: Option<Condition>,
+    pub stalled: Option<Condition>,
+}
+
+impl Previous {
+    pub fn of(status: Option<&Value>) -> Self {
+        Self { ready: find_condition(status, "Ready"), stalled: find_condition(status, "Stalled") }
+    }
+}
+
+/// The status an object should have: `Ready`, then `Stalled` (see
+/// [`crate::api::Readiness::stalled_condition`]). `previous` holds its current conditions, so
+/// `lastTransitionTime` only moves when a condition's status does.
+pub fn desired(st: &ObjectStatus, previous: &Previous, now: i64) -> Value {
     let now_time = Time(k8s_openapi::jiff::Timestamp::from_second(now).unwrap_or_default());
-    let condition = st.readiness.condition(st.generation, now_time, previous);
-    let mut status = json!({"conditions": [condition]});
+    let ready = st.readiness.condition(st.generation, now_time.clone(), previous.ready.as_ref());
+    let stalled = st.readiness.stalled_condition(st.generation, now_time, previous.stalled.as_ref());
+    let mut status = json!({"conditions": [ready, stalled]});
     if let Some(g) = st.generation {
         status["observedGeneration"] = g.into();
     }
@@ -115,21 +135,49 @@ mod tests {
     #[test]
     fn transition_time_moves_only_with_the_status() {
         let ready = status(Readiness::ready("ok"), 1);
-        let first = desired(&ready, None, 100);
+        let first = desired(&ready, &Previous::default(), 100);
         assert_eq!(first["observedGeneration"], 1);
         assert_eq!(first["secretName"], "app-oidc-client");
         assert!(first.get("clientId").is_none(), "nulls are left out");
-        let cond = ready_condition(Some(&first)).unwrap();
-        let again = desired(&status(Readiness::ready("ok"), 2), Some(&cond), 200);
+        let again = desired(&status(Readiness::ready("ok"), 2), &Previous::of(Some(&first)), 200);
         assert_eq!(again["conditions"][0]["lastTransitionTime"], first["conditions"][0]["lastTransitionTime"]);
-        let broken = desired(&status(Readiness::not_ready("KeyNotFound", "spec.key: missing"), 2), Some(&cond), 200);
+        assert_eq!(again["conditions"][1]["lastTransitionTime"], first["conditions"][1]["lastTransitionTime"]);
+        let broken = desired(
+            &status(Readiness::not_ready("KeyNotFound", "spec.key: missing"), 2),
+            &Previous::of(Some(&first)),
+            200,
+        );
         assert_ne!(broken["conditions"][0]["lastTransitionTime"], first["conditions"][0]["lastTransitionTime"]);
+        assert_ne!(broken["conditions"][1]["lastTransitionTime"], first["conditions"][1]["lastTransitionTime"]);
         assert!(matches(Some(&first), &first));
         let mut with_null = first.clone();
         with_null["clientId"] = Value::Null;
         assert!(matches(Some(&with_null), &first));
         assert!(!matches(Some(&first), &again), "observedGeneration differs");
         assert!(!matches(None, &first));
+    }
+
+    /// kstatus and Argo CD read `Stalled=True` as failed, `Ready=False` alone as in progress.
+    #[test]
+    fn spec_reasons_stall_and_work_in_progress_does_not() {
+        let conditions = |r: Readiness| {
+            let body = desired(&status(r, 3), &Previous::default(), 100);
+            let stalled = find_condition(Some(&body), "Stalled").unwrap();
+            (ready_condition(Some(&body)).unwrap(), stalled)
+        };
+        let (ready, stalled) = conditions(Readiness::ready("ok"));
+        assert_eq!((ready.status.as_str(), stalled.status.as_str()), ("True", "False"));
+        assert_eq!(stalled.observed_generation, Some(3));
+        let (ready, stalled) = conditions(Readiness::not_ready("KeyNotFound", "spec.key: OidcKey \"k\" not found"));
+        assert_eq!((ready.status.as_str(), stalled.status.as_str()), ("False", "True"));
+        assert_eq!((stalled.reason.as_str(), stalled.message.as_str()), ("KeyNotFound", ready.message.as_str()));
+        for reason in crate::api::common::PROGRESSING_REASONS {
+            let (ready, stalled) = conditions(Readiness::not_ready(reason, "working"));
+            assert_eq!((ready.status.as_str(), stalled.status.as_str()), ("False", "False"), "{reason}");
+        }
+        for reason in ["InvalidSpec", "TemplateInvalid", "ClientIdConflict", "AudienceRequired", "IssuerMismatch"] {
+            assert!(Readiness::not_ready(reason, "m").stalled(), "{reason}");
+        }
     }
 
     #[test]

@@ -58,13 +58,20 @@ fn required<'a>(fields: &'a HashMap<String, String>, name: &str) -> Result<&'a s
 pub async fn login(state: &AppState, headers: &HeaderMap, body: &[u8], peer: IpAddr) -> Response {
     let fields = match parse_fields(headers, body) {
         Ok(f) => f,
-        Err(e) => return e.response(),
+        Err(e) => {
+            state.metrics.login("invalid_request");
+            return e.response();
+        }
     };
     let (identity_id, jwt) = match (required(&fields, "identityId"), required(&fields, "jwt")) {
         (Ok(i), Ok(j)) => (i, j),
-        (Err(e), _) | (_, Err(e)) => return e.response(),
+        (Err(e), _) | (_, Err(e)) => {
+            state.metrics.login("invalid_request");
+            return e.response();
+        }
     };
     let Some(dir) = state.directory.load() else {
+        state.metrics.login("not_ready");
         return api_error(503, "not_ready", "the directory is not built yet");
     };
     let now = super::unix_now();
@@ -76,11 +83,13 @@ pub async fn login(state: &AppState, headers: &HeaderMap, body: &[u8], peer: IpA
     };
     match login::login(&ctx, identity_id, jwt, peer, now).await {
         Ok(resp) => {
+            state.metrics.login("success");
             let mut r = json_response(StatusCode::OK, serde_json::to_string(&resp).unwrap_or_default());
             no_store(&mut r);
             r
         }
         Err(e) => {
+            state.metrics.login(e.code());
             if e == login::LoginError::TemporarilyUnavailable {
                 state.metrics.store_refused(crate::sessions::RecordKind::AccessToken);
             }

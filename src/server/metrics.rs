@@ -5,12 +5,29 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub endpoint: &'static str,
     pub code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub endpoint: &'static str,
+}
+
+/// A login's outcome: `success` or the error code the caller got (a fixed set).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -41,6 +58,18 @@ pub struct ListenerLabels {
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
+    /// Seconds from a request's arrival (after its headers) to its answer, by endpoint.
+    pub request_duration: Family<EndpointLabels, Histogram>,
+    /// Machine logins by outcome.
+    pub logins: Family<OutcomeLabels, Counter>,
+    /// Reconciles run by the per-kind controllers, and those that failed (and are retried).
+    pub reconciles: Family<KindLabels, Counter>,
+    pub reconcile_errors: Family<KindLabels, Counter>,
+    /// Seconds one directory snapshot took to build.
+    pub snapshot_build_duration: Histogram,
+    /// Unix time (ms) of the last snapshot; rendered as `snapshot_age_seconds`.
+    snapshot_built_at_ms: std::sync::atomic::AtomicI64,
+    snapshot_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub objects: Family<ObjectLabels, Gauge>,
     pub rotations: Counter,
     pub snapshot_builds: Counter,
@@ -62,6 +91,37 @@ impl Default for Metrics {
         let rotations = Counter::default();
         let snapshot_builds = Counter::default();
         registry.register("http_requests", "HTTP requests served, by endpoint and status code", requests.clone());
+        let request_duration = Family::<EndpointLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0])
+        });
+        registry.register(
+            "http_request_duration_seconds",
+            "Time from a request's headers to its answer, by endpoint",
+            request_duration.clone(),
+        );
+        let logins = Family::<OutcomeLabels, Counter>::default();
+        registry.register("logins", "Machine logins, by outcome (success or the error code)", logins.clone());
+        let reconciles = Family::<KindLabels, Counter>::default();
+        let reconcile_errors = Family::<KindLabels, Counter>::default();
+        registry.register("reconciles", "Reconciles of the per-kind controllers, by kind", reconciles.clone());
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that failed and are retried with backoff, by kind",
+            reconcile_errors.clone(),
+        );
+        let snapshot_build_duration =
+            Histogram::new([0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0]);
+        registry.register(
+            "snapshot_build_duration_seconds",
+            "Time to build one directory snapshot",
+            snapshot_build_duration.clone(),
+        );
+        let snapshot_age = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "snapshot_age_seconds",
+            "Seconds since the served directory snapshot was built (-1 before the first)",
+            snapshot_age.clone(),
+        );
         registry.register("objects", "Declared objects, by kind and readiness", objects.clone());
         registry.register("key_rotations", "Key ring changes (creations, rotations, prunes)", rotations.clone());
         registry.register("snapshot_builds", "Directory snapshots built", snapshot_builds.clone());
@@ -86,6 +146,13 @@ impl Default for Metrics {
         Self {
             registry,
             requests,
+            request_duration,
+            logins,
+            reconciles,
+            reconcile_errors,
+            snapshot_build_duration,
+            snapshot_built_at_ms: std::sync::atomic::AtomicI64::new(-1),
+            snapshot_age,
             objects,
             rotations,
             snapshot_builds,
@@ -99,9 +166,32 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Counts one request.
-    pub fn request(&self, endpoint: &'static str, code: u16) {
+    /// Counts one request and the time it took.
+    pub fn request(&self, endpoint: &'static str, code: u16, took: std::time::Duration) {
         self.requests.get_or_create(&RequestLabels { endpoint, code }).inc();
+        self.request_duration.get_or_create(&EndpointLabels { endpoint }).observe(took.as_secs_f64());
+    }
+
+    /// Counts one login by its outcome.
+    pub fn login(&self, outcome: &'static str) {
+        self.logins.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// Counts one reconcile of a kind.
+    pub fn reconciled(&self, kind: crate::api::Kind) {
+        self.reconciles.get_or_create(&KindLabels { kind: kind.as_str() }).inc();
+    }
+
+    /// Counts one failed reconcile of a kind (it is retried with backoff).
+    pub fn reconcile_failed(&self, kind: crate::api::Kind) {
+        self.reconcile_errors.get_or_create(&KindLabels { kind: kind.as_str() }).inc();
+    }
+
+    /// Records a snapshot built at `at` (unix ms) in `took`.
+    pub fn snapshot_built(&self, at_ms: i64, took: std::time::Duration) {
+        self.snapshot_builds.inc();
+        self.snapshot_build_duration.observe(took.as_secs_f64());
+        self.snapshot_built_at_ms.store(at_ms, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Counts one record the session store refused.
@@ -114,8 +204,10 @@ impl Metrics {
         self.connections_rejected.get_or_create(&ConnectionLabels { listener, reason }).inc();
     }
 
-    /// Prometheus text exposition.
-    pub fn render(&self) -> String {
+    /// Prometheus text exposition, `snapshot_age_seconds` as of `now_ms` (unix ms).
+    pub fn render(&self, now_ms: i64) -> String {
+        let built = self.snapshot_built_at_ms.load(std::sync::atomic::Ordering::Relaxed);
+        self.snapshot_age.set(if built < 0 { -1.0 } else { (now_ms - built).max(0) as f64 / 1000.0 });
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();

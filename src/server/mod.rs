@@ -168,6 +168,7 @@ async fn dispatch(
     deadline: Option<body::BodyDeadline>,
     body: impl futures::Stream<Item = Result<impl Buf, warp::Error>>,
 ) -> Result<Response, Infallible> {
+    let started = std::time::Instant::now();
     let peer_ip = peer.map(|p| p.0.ip()).unwrap_or(IpAddr::from([0, 0, 0, 0]));
     let ip = client_ip(peer_ip, &headers, &state.trusted_proxies);
     let identity_endpoint = match path.as_str() {
@@ -192,7 +193,7 @@ async fn dispatch(
                     (e.response(|status, msg| error(status, "invalid_request", msg)), label)
                 }
             };
-            state.metrics.request(label, resp.status().as_u16());
+            state.metrics.request(label, resp.status().as_u16(), started.elapsed());
             return Ok(resp);
         }
     };
@@ -238,7 +239,7 @@ async fn dispatch(
             _ => handle(&state, &method, path.as_str()),
         },
     };
-    state.metrics.request(label, resp.status().as_u16());
+    state.metrics.request(label, resp.status().as_u16(), started.elapsed());
     Ok(resp)
 }
 
@@ -279,7 +280,7 @@ pub fn management_routes(state: AppState) -> impl Filter<Extract = (Response,), 
             r
         }
         paths::METRICS => {
-            let mut r = state.metrics.render().into_response();
+            let mut r = state.metrics.render(unix_now_ms()).into_response();
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),

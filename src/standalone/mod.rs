@@ -160,9 +160,11 @@ impl Shell {
             return Ok(());
         }
         let previous = self.shared.load();
+        let started = std::time::Instant::now();
         let dir = directory::build(&self.inputs, &self.materials, &self.external, now, previous.as_deref());
+        let took = started.elapsed();
         self.reporter.report(&dir, &self.inputs, &self.state, &self.metrics);
-        self.metrics.snapshot_builds.inc();
+        self.metrics.snapshot_built(crate::server::unix_now_ms(), took);
         // Tokens of deleted or replaced identities die with them.
         if let Some(previous) = previous {
             for old in previous.identities_by_id.values() {

@@ -14,8 +14,45 @@ pub struct ControlPlane {
     apiserver: Child,
     apiserver_cmd: Command,
     _dir: tempfile::TempDir,
+    bin: PathBuf,
+    etcd_url: String,
+    admin_token: String,
     pub url: String,
     pub kubeconfig: PathBuf,
+}
+
+/// A second kube-apiserver on the same etcd (see [`ControlPlane::start_relying_apiserver`]).
+pub struct RelyingApiServer {
+    child: Child,
+    log: PathBuf,
+    pub url: String,
+    pub ca: PathBuf,
+}
+
+impl RelyingApiServer {
+    /// `kubectl --token=<token> auth whoami -o json` against this API server, trusting only
+    /// its serving certificate and no kubeconfig credentials.
+    pub fn whoami(&self, token: &str) -> std::process::Output {
+        Command::new("kubectl")
+            .arg(format!("--server={}", self.url))
+            .arg(format!("--certificate-authority={}", self.ca.display()))
+            .arg(format!("--token={token}"))
+            .args(["--kubeconfig=/dev/null", "auth", "whoami", "-o", "json"])
+            .output()
+            .expect("kubectl is required")
+    }
+
+    /// What the API server logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for RelyingApiServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn free_port() -> u16 {
@@ -39,8 +76,39 @@ fn spawn_apiserver(cmd: &mut Command, log: &Path) -> Child {
     cmd.stderr(Stdio::from(log)).spawn().expect("starting kube-apiserver")
 }
 
+/// The arguments of a kube-apiserver on `etcd_url` serving on `port`, with the test's
+/// service-account key and static tokens in `d`.
+fn apiserver_command(bin: &Path, d: &Path, etcd_url: &str, port: u16, cert_dir: &str, url: &str) -> Command {
+    let mut cmd = Command::new(bin.join("kube-apiserver"));
+    cmd.args(["--etcd-servers", etcd_url, "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1"])
+        .args(["--secure-port", &port.to_string(), "--cert-dir"])
+        .arg(d.join(cert_dir))
+        .args(["--service-account-issuer", url, "--service-account-key-file"])
+        .arg(d.join("sa.key"))
+        .arg("--service-account-signing-key-file")
+        .arg(d.join("sa.key"))
+        .arg("--token-auth-file")
+        .arg(d.join("tokens.csv"))
+        .args(["--authorization-mode", "RBAC", "--service-cluster-ip-range", "10.0.0.0/24"])
+        .args(["--enable-priority-and-fairness=false", "--v", "0"])
+        .stdout(Stdio::null());
+    cmd
+}
+
 impl ControlPlane {
+    /// etcd and kube-apiserver with `crds/` applied and established.
     pub fn start() -> ControlPlane {
+        let cp = Self::start_without_crds();
+        let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+        let out = cp.kubectl(&["apply", "--server-side", "-f", crds.to_str().unwrap()]);
+        assert!(out.status.success(), "applying crds/: {}", String::from_utf8_lossy(&out.stderr));
+        let out = cp.kubectl(&["wait", "--for=condition=Established", "crd", "--all", "--timeout=60s"]);
+        assert!(out.status.success(), "CRDs not established: {}", String::from_utf8_lossy(&out.stderr));
+        cp
+    }
+
+    /// etcd and kube-apiserver with nothing installed (Helm or kustomize installs the CRDs).
+    pub fn start_without_crds() -> ControlPlane {
         let bin = binaries();
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
@@ -65,20 +133,7 @@ impl ControlPlane {
         let token = oidc_operator::credentials::random_base62(40).unwrap();
         std::fs::write(d.join("tokens.csv"), format!("{token},admin,admin,\"system:masters\"\n")).unwrap();
         let url = format!("https://127.0.0.1:{api_port}");
-        let mut apiserver_cmd = Command::new(bin.join("kube-apiserver"));
-        apiserver_cmd
-            .args(["--etcd-servers", &etcd_url, "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1"])
-            .args(["--secure-port", &api_port.to_string(), "--cert-dir"])
-            .arg(d.join("certs"))
-            .args(["--service-account-issuer", &url, "--service-account-key-file"])
-            .arg(d.join("sa.key"))
-            .arg("--service-account-signing-key-file")
-            .arg(d.join("sa.key"))
-            .arg("--token-auth-file")
-            .arg(d.join("tokens.csv"))
-            .args(["--authorization-mode", "RBAC", "--service-cluster-ip-range", "10.0.0.0/24"])
-            .args(["--enable-priority-and-fairness=false", "--v", "0"])
-            .stdout(Stdio::null());
+        let mut apiserver_cmd = apiserver_command(&bin, d, &etcd_url, api_port, "certs", &url);
         let log = d.join("apiserver.log");
         let apiserver = spawn_apiserver(&mut apiserver_cmd, &log);
         let kubeconfig = d.join("kubeconfig");
@@ -87,6 +142,9 @@ impl ControlPlane {
             apiserver,
             apiserver_cmd,
             _dir: dir,
+            bin,
+            etcd_url,
+            admin_token: token.clone(),
             url: url.clone(),
             kubeconfig: kubeconfig.clone(),
         };
@@ -98,21 +156,66 @@ impl ControlPlane {
             cp.assert_alive(deadline);
             std::thread::sleep(Duration::from_millis(100));
         }
-        std::fs::write(
-            &kubeconfig,
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster: {{server: \"{url}\", certificate-authority: \"{}\"}}\nusers:\n- name: admin\n  user: {{token: \"{token}\"}}\ncontexts:\n- name: e2e\n  context: {{cluster: e2e, user: admin}}\ncurrent-context: e2e\n",
-                ca.display()
-            ),
-        )
-        .unwrap();
+        std::fs::write(&kubeconfig, cp.kubeconfig_text("admin", &token)).unwrap();
         cp.wait_ready(deadline);
-        let crds = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
-        let out = cp.kubectl(&["apply", "--server-side", "-f", crds.to_str().unwrap()]);
-        assert!(out.status.success(), "applying crds/: {}", String::from_utf8_lossy(&out.stderr));
-        let out = cp.kubectl(&["wait", "--for=condition=Established", "crd", "--all", "--timeout=60s"]);
-        assert!(out.status.success(), "CRDs not established: {}", String::from_utf8_lossy(&out.stderr));
         cp
+    }
+
+    fn kubeconfig_text(&self, user: &str, token: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster: {{server: \"{}\", certificate-authority: \"{}\"}}\nusers:\n- name: {user}\n  user: {{token: \"{token}\"}}\ncontexts:\n- name: e2e\n  context: {{cluster: e2e, user: {user}}}\ncurrent-context: e2e\n",
+            self.url,
+            self._dir.path().join("certs/apiserver.crt").display()
+        )
+    }
+
+    /// A kubeconfig that authenticates with the token of ServiceAccount `namespace/name`
+    /// (`kubectl create token`), so a process using it has exactly that account's RBAC.
+    pub fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> PathBuf {
+        let out = self.kubectl(&["create", "token", name, "-n", namespace, "--duration=2h"]);
+        assert!(out.status.success(), "token of {namespace}/{name}: {}", String::from_utf8_lossy(&out.stderr));
+        let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        let path = self._dir.path().join(format!("kubeconfig-{namespace}-{name}"));
+        std::fs::write(&path, self.kubeconfig_text(name, &token)).unwrap();
+        path
+    }
+
+    /// Starts a second kube-apiserver on the same etcd with `--authentication-config` set to
+    /// `auth_config` (an AuthenticationConfiguration document), and waits until it serves.
+    pub fn start_relying_apiserver(&self, auth_config: &str) -> RelyingApiServer {
+        let d = self._dir.path();
+        let port = free_port();
+        std::fs::write(d.join("authn.yaml"), auth_config).unwrap();
+        let mut cmd = apiserver_command(&self.bin, d, &self.etcd_url, port, "certs-relying", &self.url);
+        cmd.arg("--authentication-config").arg(d.join("authn.yaml"));
+        let log = d.join("apiserver-relying.log");
+        let child = spawn_apiserver(&mut cmd, &log);
+        let mut rp = RelyingApiServer {
+            child,
+            log,
+            url: format!("https://127.0.0.1:{port}"),
+            ca: d.join("certs-relying/apiserver.crt"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if let Ok(Some(status)) = rp.child.try_wait() {
+                panic!("the relying kube-apiserver exited ({status}):\n{}", rp.log());
+            }
+            assert!(Instant::now() < deadline, "the relying kube-apiserver never became ready:\n{}", rp.log());
+            if rp.ca.exists() {
+                let ready = Command::new("kubectl")
+                    .arg(format!("--server={}", rp.url))
+                    .arg(format!("--certificate-authority={}", rp.ca.display()))
+                    .arg(format!("--token={}", self.admin_token))
+                    .args(["--kubeconfig=/dev/null", "get", "--raw", "/readyz"])
+                    .output()
+                    .expect("kubectl is required");
+                if ready.status.success() {
+                    return rp;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
     }
 
     fn wait_ready(&mut self, deadline: Instant) {

@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub mod cluster;
+pub mod flow;
+pub mod install;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_oidc-operator");
 

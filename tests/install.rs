@@ -1,0 +1,507 @@
+//! Install and operate, on the real control plane of the end-to-end tier: the Helm chart and
+//! the kustomize tree install the operator; the operator then runs as a process (no kubelet
+//! runs here) with the chart's ServiceAccount token and RBAC, so a missing permission fails
+//! the workload-identity flow; kstatus (Flux) and Argo CD's Lua health read the live objects;
+//! and a second kube-apiserver trusts the ID tokens the operator issues.
+
+// Test helpers outside #[test] functions stop the test on a failed step.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use base64::Engine;
+use common::cluster::{ControlPlane, eventually, jsonpath, ready_field, wait_ready};
+use common::install::{self, documents, helm, helm_output, kubectl_stdin, live};
+use common::{Server, flow};
+use serde_json::{Value, json};
+
+const RELEASE_NS: &str = "oidc-system";
+
+fn chart() -> String {
+    install::root().join("charts/oidc-operator").display().to_string()
+}
+
+fn ok(out: &std::process::Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The operator container's arguments in rendered manifests, with what only makes sense
+/// inside a pod dropped: listen addresses (the harness binds loopback port 0) and the
+/// in-cluster `--external-url` (the harness serves on 127.0.0.1).
+fn operator_args(manifests: &[Value]) -> Vec<String> {
+    let deployment = manifests.iter().find(|d| d["kind"] == "Deployment").expect("a Deployment");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<String> =
+        container["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_owned()).collect();
+    let mut kept = Vec::new();
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        if ["--listen", "--metrics-listen", "--external-url"].contains(&a.as_str()) {
+            it.next();
+        } else {
+            kept.push(a);
+        }
+    }
+    kept
+}
+
+/// Starts `oidc-operator` with the Deployment's arguments, as ServiceAccount `ns/sa`.
+async fn operator_as(cp: &ControlPlane, manifests: &[Value], ns: &str, sa: &str, state: &Path) -> Server {
+    let args = operator_args(manifests);
+    assert_eq!(args.first().map(String::as_str), Some("run"), "{args:?}");
+    let kubeconfig = cp.service_account_kubeconfig(ns, sa);
+    let mut all: Vec<String> = args;
+    all.extend(["--kubeconfig".into(), kubeconfig.display().to_string(), "--namespace".into(), ns.into()]);
+    all.extend(["--identity".into(), "op-0".into(), "--allow-insecure-issuers".into()]);
+    all.extend(["--issuer-refetch-interval".into(), "1".into()]);
+    std::fs::create_dir_all(state).unwrap();
+    let mut server = Server::spawn(&all, state).await;
+    let ca = operator_ca(cp, ns, manifests);
+    server.trust(&ca);
+    server
+}
+
+/// The operator's CA, from the Secret its Deployment names in `--ca-secret`.
+fn operator_ca(cp: &ControlPlane, ns: &str, manifests: &[Value]) -> String {
+    let args = operator_args(manifests);
+    let secret = args.iter().position(|a| a == "--ca-secret").map(|i| args[i + 1].clone()).unwrap();
+    let b64 = jsonpath(cp, ns, &format!("secret/{secret}"), "{.data.ca\\.crt}");
+    String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b64).unwrap()).unwrap()
+}
+
+/// Nothing the operator logged says the API server refused it.
+fn assert_never_forbidden(state: &Path) {
+    let log = std::fs::read_to_string(state.with_extension("log")).unwrap_or_default();
+    for needle in ["forbidden", "Forbidden", "403"] {
+        assert!(!log.contains(needle), "the operator was refused by RBAC ({needle}):\n{log}");
+    }
+}
+
+/// `kubectl auth can-i` as the operator's ServiceAccount.
+fn can_i(cp: &ControlPlane, args: &[&str]) -> bool {
+    let mut all = vec!["auth", "can-i"];
+    all.extend_from_slice(args);
+    let who = format!("--as=system:serviceaccount:{RELEASE_NS}:oidc-operator");
+    all.push(&who);
+    String::from_utf8_lossy(&cp.kubectl(&all).stdout).trim() == "yes"
+}
+
+/// A metric's value summed over the lines whose labels contain every `labels` entry.
+fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter(|l| labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn scrape(operator: &Server) -> String {
+    reqwest::get(format!("{}/metrics", operator.metrics)).await.unwrap().text().await.unwrap()
+}
+
+/// `helm install`, the operator under the chart's ServiceAccount and RBAC (cluster-wide,
+/// then namespaced after `helm upgrade`), the whole flow in both, and the metrics moving.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_helm_chart_installs_and_the_operator_runs_under_its_rbac_in_both_modes() {
+    let cp = tokio::task::spawn_blocking(ControlPlane::start_without_crds).await.unwrap();
+    cp.allow_anonymous_issuer_discovery();
+    let chart = chart();
+
+    // What `helm template` renders is accepted by the API server as it is (no CRDs yet, so
+    // only the chart's own objects; the CRDs come with `helm install`).
+    let dry = "dry-run";
+    let rendered = helm(&cp, &["template", "--kube-version", "1.34.4", "oidc-operator", &chart, "-n", dry]);
+    ok(&cp.kubectl(&["create", "namespace", dry]), "namespace");
+    // No controller-manager runs here to give namespaces their `default` ServiceAccount,
+    // which the test hook's Pod runs as.
+    ok(&cp.kubectl(&["create", "serviceaccount", "default", "-n", dry]), "default ServiceAccount");
+    ok(&kubectl_stdin(&cp, &["apply", "--dry-run=server", "-n", dry, "-f", "-"], &rendered), "dry run");
+
+    helm(&cp, &["install", "oidc-operator", &chart, "-n", RELEASE_NS, "--create-namespace"]);
+    ok(&cp.kubectl(&["wait", "--for=condition=Established", "crd", "--all", "--timeout=60s"]), "CRDs");
+    let manifest = documents(&helm(&cp, &["get", "manifest", "oidc-operator", "-n", RELEASE_NS]));
+    let kinds: Vec<&str> = manifest.iter().filter_map(|d| d["kind"].as_str()).collect();
+    for kind in ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Service", "Deployment"]
+    {
+        assert!(kinds.contains(&kind), "the release lacks a {kind}: {kinds:?}");
+    }
+    for what in ["deployment/oidc-operator", "serviceaccount/oidc-operator", "service/oidc-operator"] {
+        ok(&cp.kubectl(&["get", "-n", RELEASE_NS, what]), what);
+    }
+    ok(&cp.kubectl(&["create", "serviceaccount", "default", "-n", RELEASE_NS]), "default ServiceAccount");
+    // The helm test hook is part of the release and is a valid Pod.
+    let hooks = helm(&cp, &["get", "hooks", "oidc-operator", "-n", RELEASE_NS]);
+    assert!(hooks.contains("helm.sh/hook: test") && hooks.contains("openid-configuration"), "{hooks}");
+    let hook = helm(
+        &cp,
+        &[
+            "template",
+            "--kube-version",
+            "1.34.4",
+            "oidc-operator",
+            &chart,
+            "-n",
+            RELEASE_NS,
+            "--show-only",
+            "templates/tests/discovery.yaml",
+        ],
+    );
+    ok(&kubectl_stdin(&cp, &["apply", "--dry-run=server", "-n", RELEASE_NS, "-f", "-"], &hook), "test hook");
+    // A pod with the chart's securityContext passes the restricted Pod Security level.
+    let deployment = manifest.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(container["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
+    assert_eq!(deployment["spec"]["template"]["spec"]["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+
+    // Cluster-wide mode: the flow in a tenant namespace, as the chart's ServiceAccount.
+    let tenant = cp.namespace();
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("cluster-mode");
+    let operator = operator_as(&cp, &manifest, RELEASE_NS, "oidc-operator", &state).await;
+    let ca = operator_ca(&cp, RELEASE_NS, &manifest);
+    let before = scrape(&operator).await;
+    let (applied, err) = cp.apply(&tenant, &flow::workload_manifests(&cp, &tenant));
+    assert!(applied, "{err}");
+    wait_ready(&cp, &tenant, &flow::WORKLOAD_OBJECTS, &operator);
+    let result = flow::run(&cp, &tenant, &operator, "main", "app", &["groups"], Some(&ca)).await;
+    assert_eq!(result.claims["groups"], json!(["platform"]));
+    assert_eq!(jsonpath(&cp, RELEASE_NS, "lease/oidc-operator", "{.spec.holderIdentity}"), "op-0");
+    assert_never_forbidden(&state);
+
+    // The counters moved during the flow.
+    let after = scrape(&operator).await;
+    for (name, labels) in [
+        ("oidc_operator_logins_total", vec!["outcome=\"success\""]),
+        ("oidc_operator_http_requests_total", vec!["endpoint=\"token\"", "code=\"200\""]),
+        ("oidc_operator_http_requests_total", vec!["endpoint=\"authorize\"", "code=\"200\""]),
+        ("oidc_operator_http_request_duration_seconds_count", vec!["endpoint=\"login\""]),
+        ("oidc_operator_reconciles_total", vec!["kind=\"OidcClient\""]),
+        ("oidc_operator_key_rotations_total", vec![]),
+        ("oidc_operator_snapshot_builds_total", vec![]),
+        ("oidc_operator_snapshot_build_duration_seconds_count", vec![]),
+    ] {
+        let (was, now) = (metric(&before, name, &labels), metric(&after, name, &labels));
+        assert!(now > was, "{name}{labels:?} did not move: {was} -> {now}\n{after}");
+    }
+    let age = metric(&after, "oidc_operator_snapshot_age_seconds", &[]);
+    assert!((0.0..60.0).contains(&age), "snapshot age {age}");
+    assert_eq!(metric(&after, "oidc_operator_objects", &["kind=\"OidcClient\"", "ready=\"True\""]), 1.0);
+    operator.stop();
+
+    // Namespaced mode: no ClusterRole that reads Secrets; a Role in each watched namespace.
+    helm(
+        &cp,
+        &[
+            "upgrade",
+            "oidc-operator",
+            &chart,
+            "-n",
+            RELEASE_NS,
+            "--set",
+            "rbac.mode=namespaced",
+            "--set",
+            &format!("watchNamespaces={{{tenant}}}"),
+        ],
+    );
+    let manifest = documents(&helm(&cp, &["get", "manifest", "oidc-operator", "-n", RELEASE_NS]));
+    assert!(!cp.kubectl(&["get", "clusterrolebinding", "oidc-operator"]).status.success(), "cluster binding left");
+    assert!(!can_i(&cp, &["list", "secrets", "--all-namespaces"]), "still reads every Secret");
+    assert!(!can_i(&cp, &["get", "secrets", "-n", "default"]), "reads Secrets of an unwatched namespace");
+    assert!(can_i(&cp, &["list", "secrets", "-n", &tenant]));
+    assert!(can_i(&cp, &["patch", "oidcclients.oidc-operator.dev", "--subresource=status", "-n", &tenant]));
+    let state = tmp.path().join("namespaced-mode");
+    let operator = operator_as(&cp, &manifest, RELEASE_NS, "oidc-operator", &state).await;
+    // A change after the restart is reconciled under the namespaced RBAC.
+    let (applied, err) = cp.apply(
+        &tenant,
+        "apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcClient\nmetadata: {name: second}\nspec: {key: signing, redirectUris: [\"https://app.example/cb\"], assignments: [platform]}\n",
+    );
+    assert!(applied, "{err}");
+    wait_ready(&cp, &tenant, &["oidcclient/second"], &operator);
+    let result = flow::run(&cp, &tenant, &operator, "main", "second", &["groups"], Some(&ca)).await;
+    assert_eq!(result.claims["groups"], json!(["platform"]));
+    assert_never_forbidden(&state);
+
+    // Values the schema or the templates refuse, with their reasons.
+    for (set, needle) in [
+        ("rbac.mode=everything", "/rbac/mode"),
+        ("rbac.mode=namespaced", "/watchNamespaces"),
+        ("replicaCount=2", "shared session store"),
+        ("logFormat=xml", "logFormat"),
+        ("unknownValue=1", "unknownValue"),
+    ] {
+        let out = helm_output(&cp, &["template", "--kube-version", "1.34.4", "x", &chart, "--set", set]);
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && text.contains(needle), "--set {set}: {text}");
+    }
+    let out = helm_output(&cp, &["lint", &chart]);
+    ok(&out, "helm lint");
+}
+
+/// `kubectl apply -k config/default` installs the same objects as the chart; the operator
+/// runs as the ServiceAccount it creates; `config/samples` become Ready; kstatus and Argo
+/// CD's health script read Current/Healthy, InProgress/Progressing and Failed/Degraded on
+/// live objects.
+#[tokio::test(flavor = "multi_thread")]
+async fn kustomize_installs_the_operator_and_the_samples_become_ready_and_healthy() {
+    let cp = tokio::task::spawn_blocking(ControlPlane::start_without_crds).await.unwrap();
+    cp.allow_anonymous_issuer_discovery();
+    let root = install::root();
+    let default = root.join("config/default");
+    ok(&cp.kubectl(&["apply", "-k", default.to_str().unwrap()]), "apply -k config/default");
+    ok(&cp.kubectl(&["wait", "--for=condition=Established", "crd", "--all", "--timeout=60s"]), "CRDs");
+
+    // The same objects as the chart renders with release `oidc-operator` in that namespace.
+    let kustomized =
+        documents(&String::from_utf8(cp.kubectl(&["kustomize", default.to_str().unwrap()]).stdout).unwrap());
+    let chart_ns = "oidc-operator-system";
+    let rendered = documents(&helm(
+        &cp,
+        &[
+            "template",
+            "--kube-version",
+            "1.34.4",
+            "oidc-operator",
+            &chart(),
+            "-n",
+            chart_ns,
+            "--include-crds",
+            "--skip-tests",
+        ],
+    ));
+    let names = |docs: &[Value]| {
+        let mut v: Vec<String> = docs
+            .iter()
+            .filter(|d| d["kind"] != "Namespace")
+            .map(|d| {
+                format!(
+                    "{}/{}/{}",
+                    d["kind"].as_str().unwrap(),
+                    d["metadata"]["namespace"].as_str().unwrap_or(""),
+                    d["metadata"]["name"].as_str().unwrap()
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&kustomized), names(&rendered), "kustomize and helm render different objects");
+    let rules = |docs: &[Value], kind: &str| -> std::collections::BTreeMap<String, Value> {
+        docs.iter()
+            .filter(|d| d["kind"] == kind)
+            .map(|d| (d["metadata"]["name"].as_str().unwrap().to_owned(), d["rules"].clone()))
+            .collect()
+    };
+    for kind in ["ClusterRole", "Role"] {
+        assert_eq!(rules(&kustomized, kind), rules(&rendered, kind), "{kind} rules differ");
+    }
+    let pod =
+        |docs: &[Value]| docs.iter().find(|d| d["kind"] == "Deployment").unwrap()["spec"]["template"]["spec"].clone();
+    assert_eq!(pod(&kustomized), pod(&rendered), "the Deployments' pods differ");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("op");
+    let operator = operator_as(&cp, &kustomized, chart_ns, "oidc-operator", &state).await;
+
+    // The samples, adapted by an overlay as a user would: the issuer is this API server.
+    // (kustomize loads bases by relative path only: the overlay sits beside a copy.)
+    let overlay = tmp.path().join("overlay");
+    std::fs::create_dir_all(&overlay).unwrap();
+    let base = tmp.path().join("samples");
+    std::fs::create_dir_all(&base).unwrap();
+    for entry in std::fs::read_dir(root.join("config/samples")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, base.join(path.file_name().unwrap())).unwrap();
+    }
+    let patch = format!(
+        "- op: replace\n  path: /spec/oidcDiscoveryUrl\n  value: {url}\n- op: replace\n  path: /spec/boundIssuer\n  value: {url}\n- op: add\n  path: /spec/caCert\n  value: |\n{ca}",
+        url = cp.url,
+        ca = common::yaml_block(&cp.ca_pem(), 4)
+    );
+    std::fs::write(overlay.join("issuer.yaml"), patch).unwrap();
+    std::fs::write(
+        overlay.join("kustomization.yaml"),
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- ../samples\npatches:\n- path: issuer.yaml\n  target: {kind: IdentityOidcAuth, name: runner}\n",
+    )
+    .unwrap();
+    ok(&cp.kubectl(&["apply", "-n", "default", "-k", overlay.to_str().unwrap()]), "samples");
+    let samples = [
+        "oidckey/workload-key",
+        "oidcscope/groups",
+        "oidcscope/kubernetes",
+        "oidcassignment/platform",
+        "oidcclient/billing-api",
+        "oidcprovider/main",
+        "identityoidcauth/runner",
+    ];
+    wait_ready(&cp, "default", &samples, &operator);
+    assert_never_forbidden(&state);
+
+    // Current / Healthy for every Ready sample.
+    for what in samples {
+        let obj = live(&cp, "default", what);
+        assert_eq!(install::kstatus(&obj).0, "Current", "{what}");
+        assert_eq!(install::argo_health(&obj).0, "Healthy", "{what}");
+    }
+
+    // Failed / Degraded: a client naming a key that does not exist (a spec reason).
+    let (applied, err) = cp.apply("default", "apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcClient\nmetadata: {name: broken}\nspec: {key: missing, redirectUris: [\"https://b.example/cb\"]}\n");
+    assert!(applied, "{err}");
+    eventually(30, "KeyNotFound", || ready_field(&cp, "default", "oidcclient/broken", "reason") == "KeyNotFound").await;
+    let broken = live(&cp, "default", "oidcclient/broken");
+    let (status, message) = install::kstatus(&broken);
+    assert_eq!(status, "Failed", "{broken}");
+    assert!(message.contains("spec.key"), "{message}");
+    let (health, message) = install::argo_health(&broken);
+    assert_eq!(health, "Degraded", "{message}");
+    assert!(message.contains("KeyNotFound"), "{message}");
+    // `kubectl wait` sees the same: Ready is False, Stalled True.
+    ok(
+        &cp.kubectl(&["wait", "-n", "default", "--for=condition=Stalled", "oidcclient/broken", "--timeout=10s"]),
+        "wait Stalled",
+    );
+
+    // InProgress / Progressing: work that clears without a spec change (an issuer that
+    // does not answer yet is retried).
+    let (applied, err) = cp.apply("default", "apiVersion: oidc-operator.dev/v1alpha1\nkind: IdentityOidcAuth\nmetadata: {name: waiting}\nspec: {oidcDiscoveryUrl: \"https://127.0.0.1:9\", boundIssuer: \"https://127.0.0.1:9\", boundAudiences: x}\n");
+    assert!(applied, "{err}");
+    eventually(30, "DiscoveryFailed", || {
+        ready_field(&cp, "default", "identityoidcauth/waiting", "reason") == "DiscoveryFailed"
+    })
+    .await;
+    let waiting = live(&cp, "default", "identityoidcauth/waiting");
+    assert_eq!(install::kstatus(&waiting).0, "InProgress", "{waiting}");
+    assert_eq!(install::argo_health(&waiting).0, "Progressing");
+
+    // InProgress / Progressing while a new generation is not observed: the operator is
+    // stopped, a spec changes, and both read the stale status as in progress; once the
+    // operator is back the object is Current and Healthy again.
+    operator.stop();
+    let (applied, err) = cp.apply("default", "apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcScope\nmetadata: {name: groups}\nspec: {description: edited, template: '{ \"groups\": {{identity.entity.groups.names}} }'}\n");
+    assert!(applied, "{err}");
+    let edited = live(&cp, "default", "oidcscope/groups");
+    assert_ne!(edited["metadata"]["generation"], edited["status"]["observedGeneration"], "{edited}");
+    let (status, message) = install::kstatus(&edited);
+    assert_eq!(status, "InProgress", "{message}");
+    let (health, message) = install::argo_health(&edited);
+    assert_eq!(health, "Progressing");
+    assert!(message.contains("generation"), "{message}");
+    let operator = operator_as(&cp, &kustomized, chart_ns, "oidc-operator", &tmp.path().join("op2")).await;
+    eventually(30, "the new generation observed", || {
+        let obj = live(&cp, "default", "oidcscope/groups");
+        obj["metadata"]["generation"] == obj["status"]["observedGeneration"]
+    })
+    .await;
+    let obj = live(&cp, "default", "oidcscope/groups");
+    assert_eq!(install::kstatus(&obj).0, "Current");
+    assert_eq!(install::argo_health(&obj).0, "Healthy");
+
+    // The samples' identity logs in with the `runner` ServiceAccount's token.
+    let identity_id = jsonpath(&cp, "default", "identityoidcauth/runner", "{.status.identityId}");
+    let token = flow::service_account_token(&cp, "default", "runner", "oidc-operator");
+    let access = common::login_token(&operator, &identity_id, &token).await;
+    assert!(!access.is_empty());
+    drop(operator);
+}
+
+/// A second kube-apiserver with a structured AuthenticationConfiguration trusting a provider
+/// of this operator: an ID token from the flow authenticates `kubectl auth whoami` with the
+/// username and groups of its claims; a token of another provider, one for another client
+/// (audience) and an expired one are refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn kube_apiserver_accepts_the_id_tokens_of_a_provider_as_a_relying_party() {
+    let cp = tokio::task::spawn_blocking(ControlPlane::start).await.unwrap();
+    cp.allow_anonymous_issuer_discovery();
+    let ns = cp.namespace();
+    let tmp = tempfile::tempdir().unwrap();
+    // HTTPS with the operator's CA (kube-apiserver fetches discovery and JWKS over https).
+    let mut operator = Server::operator(
+        &cp.kubeconfig,
+        &tmp.path().join("op"),
+        &["--allow-insecure-issuers", "--issuer-refetch-interval", "1"],
+    )
+    .await;
+    let (applied, err) = cp.apply(&ns, &flow::workload_manifests(&cp, &ns));
+    assert!(applied, "{err}");
+    let extra = "apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcScope\nmetadata: {name: kube}\nspec: {template: '{\"username\": {{identity.entity.name}}, \"groups\": {{identity.entity.groups.names}}}'}\n---\n\
+apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcProvider\nmetadata: {name: main}\nspec: {allowedClients: [\"*\"], scopesSupported: [groups, kube]}\n---\n\
+apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcProvider\nmetadata: {name: other}\nspec: {allowedClients: [\"*\"], scopesSupported: [kube]}\n---\n\
+apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcClient\nmetadata: {name: elsewhere}\nspec: {key: signing, redirectUris: [\"https://app.example/cb\"], assignments: [platform]}\n---\n\
+apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcClient\nmetadata: {name: brief}\nspec: {key: signing, idTokenTTL: 5s, redirectUris: [\"https://app.example/cb\"], assignments: [platform]}\n";
+    let (applied, err) = cp.apply(&ns, extra);
+    assert!(applied, "{err}");
+    let mut objects = flow::WORKLOAD_OBJECTS.to_vec();
+    objects.extend(["oidcscope/kube", "oidcprovider/other", "oidcclient/elsewhere", "oidcclient/brief"]);
+    wait_ready(&cp, &ns, &objects, &operator);
+    let ca_b64 = jsonpath(&cp, "default", "secret/oidc-operator-ca", "{.data.ca\\.crt}");
+    let ca = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(ca_b64).unwrap()).unwrap();
+    operator.trust(&ca);
+
+    let issuer = jsonpath(&cp, &ns, "oidcprovider/main", "{.status.issuer}");
+    let (app_id, _) = flow::client_credentials(&cp, &ns, "app");
+    let (brief_id, _) = flow::client_credentials(&cp, &ns, "brief");
+    let auth_config = format!(
+        "apiVersion: apiserver.config.k8s.io/v1\nkind: AuthenticationConfiguration\njwt:\n- issuer:\n    url: {issuer}\n    audiences: [{app_id}, {brief_id}]\n    audienceMatchPolicy: MatchAny\n    certificateAuthority: |\n{ca}  claimMappings:\n    username: {{claim: username, prefix: \"oidc:\"}}\n    groups: {{claim: groups, prefix: \"oidc:\"}}\n",
+        ca = common::yaml_block(&ca, 6)
+    );
+    let rp = tokio::task::block_in_place(|| cp.start_relying_apiserver(&auth_config));
+
+    let good = flow::run(&cp, &ns, &operator, "main", "app", &["kube"], Some(&ca)).await;
+    assert_eq!(good.claims["username"], "runner");
+    let whoami = |token: &str| {
+        let out = rp.whoami(token);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // The authenticator fetches discovery and JWKS in the background after start-up.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let review: Value = loop {
+        let (accepted, stdout, stderr) = whoami(&good.id_token);
+        if accepted {
+            break serde_json::from_str(&stdout).unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "the ID token was never accepted: {stderr}\n{}", rp.log());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let user = &review["status"]["userInfo"];
+    assert_eq!(user["username"], "oidc:runner", "{review}");
+    let groups: Vec<&str> = user["groups"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert!(groups.contains(&"oidc:platform") && groups.contains(&"system:authenticated"), "{groups:?}");
+
+    // A token of another provider of the same operator (same key, other issuer): refused.
+    let other = flow::run(&cp, &ns, &operator, "other", "app", &["kube"], Some(&ca)).await;
+    assert_ne!(other.issuer, good.issuer);
+    let (accepted, _, stderr) = whoami(&other.id_token);
+    assert!(!accepted && stderr.contains("Unauthorized"), "another provider's token: {stderr}");
+    // A token for a client the configuration does not list (wrong audience): refused.
+    let elsewhere = flow::run(&cp, &ns, &operator, "main", "elsewhere", &["kube"], Some(&ca)).await;
+    let (accepted, _, stderr) = whoami(&elsewhere.id_token);
+    assert!(!accepted && stderr.contains("Unauthorized"), "wrong audience: {stderr}");
+    // A token that expired: accepted while it lives, refused after.
+    let brief = flow::run(&cp, &ns, &operator, "main", "brief", &["kube"], Some(&ca)).await;
+    let exp = brief.claims["exp"].as_i64().unwrap();
+    let (accepted, _, stderr) = whoami(&brief.id_token);
+    assert!(accepted, "a live token of the short-lived client: {stderr}");
+    // kube-apiserver caches a successful authentication for 10 s (its token cache), so the
+    // refusal is looked for once that has passed too.
+    let now = oidc_operator::server::unix_now;
+    while now() <= exp + 11 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let (accepted, _, stderr) = whoami(&brief.id_token);
+    assert!(!accepted && stderr.contains("Unauthorized"), "an expired token: {stderr}");
+    drop(rp);
+}
