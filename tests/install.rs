@@ -77,12 +77,21 @@ fn operator_ca(cp: &ControlPlane, ns: &str, manifests: &[Value]) -> String {
     String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b64).unwrap()).unwrap()
 }
 
-/// Nothing the operator logged says the API server refused it.
+/// Nothing the operator logged says the API server refused it (kube's wording of a 403, and
+/// the operator's warnings on failed writes and Events).
 fn assert_never_forbidden(state: &Path) {
     let log = std::fs::read_to_string(state.with_extension("log")).unwrap_or_default();
-    for needle in ["forbidden", "Forbidden", "403"] {
-        assert!(!log.contains(needle), "the operator was refused by RBAC ({needle}):\n{log}");
+    for needle in [" is forbidden: ", "Forbidden", "publishing an Event failed"] {
+        assert!(!log.contains(needle), "the operator was refused ({needle:?}):\n{log}");
     }
+}
+
+/// Events the operator published in `ns` (as ServiceAccount, under its RBAC).
+fn operator_events(cp: &ControlPlane, ns: &str) -> Vec<Value> {
+    let out = cp.kubectl(&["get", "events.events.k8s.io", "-n", ns, "-o", "json"]);
+    ok(&out, "events");
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    list["items"].as_array().unwrap().iter().filter(|e| e["reportingController"] == "oidc-operator").cloned().collect()
 }
 
 /// `kubectl auth can-i` as the operator's ServiceAccount.
@@ -177,6 +186,9 @@ async fn the_helm_chart_installs_and_the_operator_runs_under_its_rbac_in_both_mo
     assert_eq!(result.claims["groups"], json!(["platform"]));
     assert_eq!(jsonpath(&cp, RELEASE_NS, "lease/oidc-operator", "{.spec.holderIdentity}"), "op-0");
     assert_never_forbidden(&state);
+    // Events were published under the chart's RBAC (an identity starts out DiscoveryPending).
+    let events = operator_events(&cp, &tenant);
+    assert!(events.iter().any(|e| e["reason"] == "DiscoveryPending"), "no Event published: {events:?}");
 
     // The counters moved during the flow.
     let after = scrape(&operator).await;
@@ -230,6 +242,16 @@ async fn the_helm_chart_installs_and_the_operator_runs_under_its_rbac_in_both_mo
     wait_ready(&cp, &tenant, &["oidcclient/second"], &operator);
     let result = flow::run(&cp, &tenant, &operator, "main", "second", &["groups"], Some(&ca)).await;
     assert_eq!(result.claims["groups"], json!(["platform"]));
+    // A client that starts out not Ready is announced by an Event, under the Role's rights.
+    let (applied, err) = cp.apply(
+        &tenant,
+        "apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcClient\nmetadata: {name: keyless}\nspec: {key: missing, redirectUris: [\"https://app.example/cb\"]}\n",
+    );
+    assert!(applied, "{err}");
+    eventually(30, "the KeyNotFound Event", || {
+        operator_events(&cp, &tenant).iter().any(|e| e["reason"] == "KeyNotFound")
+    })
+    .await;
     assert_never_forbidden(&state);
 
     // Values the schema or the templates refuse, with their reasons.
@@ -244,6 +266,18 @@ async fn the_helm_chart_installs_and_the_operator_runs_under_its_rbac_in_both_mo
         let text = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && text.contains(needle), "--set {set}: {text}");
     }
+    // Cluster mode narrowed to some namespaces binds its ClusterRole only there.
+    let narrowed = documents(&helm(
+        &cp,
+        &["template", "--kube-version", "1.34.4", "x", &chart, "-n", RELEASE_NS, "--set", "watchNamespaces={a,b}"],
+    ));
+    assert!(!narrowed.iter().any(|d| d["kind"] == "ClusterRoleBinding"), "a ClusterRoleBinding with watchNamespaces");
+    let bound: Vec<&str> = narrowed
+        .iter()
+        .filter(|d| d["kind"] == "RoleBinding" && d["roleRef"]["kind"] == "ClusterRole")
+        .filter_map(|d| d["metadata"]["namespace"].as_str())
+        .collect();
+    assert_eq!(bound, ["a", "b"]);
     let out = helm_output(&cp, &["lint", &chart]);
     ok(&out, "helm lint");
 }
@@ -437,7 +471,7 @@ async fn kube_apiserver_accepts_the_id_tokens_of_a_provider_as_a_relying_party()
 apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcProvider\nmetadata: {name: main}\nspec: {allowedClients: [\"*\"], scopesSupported: [groups, kube]}\n---\n\
 apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcProvider\nmetadata: {name: other}\nspec: {allowedClients: [\"*\"], scopesSupported: [kube]}\n---\n\
 apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcClient\nmetadata: {name: elsewhere}\nspec: {key: signing, redirectUris: [\"https://app.example/cb\"], assignments: [platform]}\n---\n\
-apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcClient\nmetadata: {name: brief}\nspec: {key: signing, idTokenTTL: 5s, redirectUris: [\"https://app.example/cb\"], assignments: [platform]}\n";
+apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcClient\nmetadata: {name: brief}\nspec: {key: signing, idTokenTTL: 20s, redirectUris: [\"https://app.example/cb\"], assignments: [platform]}\n";
     let (applied, err) = cp.apply(&ns, extra);
     assert!(applied, "{err}");
     let mut objects = flow::WORKLOAD_OBJECTS.to_vec();

@@ -340,13 +340,8 @@ async fn edits_are_picked_up_and_bad_manifests_do_not_stop_the_rest() {
     assert!(server.wait_status(&second_url, 404, Duration::from_secs(10)).await);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_user_provided_certificate_is_served() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (manifests, state) = (tmp.path().join("m"), tmp.path().join("state"));
-    std::fs::create_dir(&manifests).unwrap();
-    write_manifest(&manifests, "base.yaml", BASE);
-    // A CA and a leaf made here, not by the product.
+/// A CA made here, not by the product, and a `localhost` leaf it signs: (CA PEM, leaf, key).
+fn test_ca_and_leaf() -> (String, String, String) {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -355,10 +350,33 @@ async fn a_user_provided_certificate_is_served() {
     let leaf_key = rcgen::KeyPair::generate().unwrap();
     let leaf =
         rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap().signed_by(&leaf_key, &issuer).unwrap();
-    std::fs::write(tmp.path().join("tls.crt"), leaf.pem()).unwrap();
-    std::fs::write(tmp.path().join("tls.key"), leaf_key.serialize_pem()).unwrap();
+    (ca_cert.pem(), leaf.pem(), leaf_key.serialize_pem())
+}
+
+/// A client of `localhost` on `port` that trusts `ca` only.
+fn client_trusting(ca: &str, port: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap())
+        .resolve("localhost", format!("127.0.0.1:{port}").parse().unwrap())
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+/// A given certificate is served, and a renewed pair written over its files (as cert-manager
+/// and the kubelet do with a mounted Secret) is served without a restart; a half-written
+/// renewal (new certificate, old key) is not.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_user_provided_certificate_is_served_and_followed_when_renewed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (manifests, state) = (tmp.path().join("m"), tmp.path().join("state"));
+    std::fs::create_dir(&manifests).unwrap();
+    write_manifest(&manifests, "base.yaml", BASE);
+    let (ca, leaf, leaf_key) = test_ca_and_leaf();
     let cert = tmp.path().join("tls.crt");
     let key = tmp.path().join("tls.key");
+    std::fs::write(&cert, leaf).unwrap();
+    std::fs::write(&key, leaf_key).unwrap();
     let server = Server::start(
         &manifests,
         &state,
@@ -367,21 +385,32 @@ async fn a_user_provided_certificate_is_served() {
             cert.to_str().unwrap(),
             "--tls-key",
             key.to_str().unwrap(),
+            "--tls-reload-interval",
+            "1",
             "--external-url",
             "https://localhost:1",
         ],
     )
     .await;
     let port = server.api.rsplit(':').next().unwrap().to_owned();
-    let client = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(ca_cert.pem().as_bytes()).unwrap())
-        .resolve("localhost", format!("127.0.0.1:{port}").parse().unwrap())
-        .build()
-        .unwrap();
     let url =
         format!("https://localhost:{port}/v1/default/identity/oidc/provider/first/.well-known/openid-configuration");
-    let doc: serde_json::Value = client.get(url).send().await.unwrap().json().await.unwrap();
+    let doc: serde_json::Value = client_trusting(&ca, &port).get(&url).send().await.unwrap().json().await.unwrap();
     // The issuer follows --external-url.
     assert_eq!(doc["issuer"], "https://localhost:1/v1/default/identity/oidc/provider/first");
     assert!(!state.join("tls/ca.crt").exists(), "no CA is generated when a certificate is given");
+
+    // Half a renewal: the old pair keeps serving.
+    let (new_ca, new_leaf, new_key) = test_ca_and_leaf();
+    std::fs::write(&cert, &new_leaf).unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(client_trusting(&ca, &port).get(&url).send().await.is_ok(), "a broken pair replaced a good one");
+    // The whole renewal is served from the next reload on, to new connections.
+    std::fs::write(&key, &new_key).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while client_trusting(&new_ca, &port).get(&url).send().await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "the renewed certificate was never served");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(client_trusting(&ca, &port).get(&url).send().await.is_err(), "the old certificate is still served");
 }

@@ -209,7 +209,8 @@ impl Context {
     async fn announce(&self, about: ObjectReference, type_: EventType, reason: &str, note: String, action: &str) {
         let event = Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary: None };
         if let Err(e) = self.recorder.publish(&event, &about).await {
-            tracing::debug!(object = ?about.name, reason, error = %e, "publishing an Event failed");
+            // Warn: a missing events.k8s.io permission must show in the log.
+            tracing::warn!(object = ?about.name, reason, error = %e, "publishing an Event failed");
         }
     }
 }

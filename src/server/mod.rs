@@ -12,6 +12,7 @@ pub mod oidc_api;
 pub mod purge;
 pub mod startup;
 pub mod tls;
+pub mod tls_reload;
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};

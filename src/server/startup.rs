@@ -37,6 +37,10 @@ pub struct ServeArgs {
     /// PEM private key of --tls-cert.
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Seconds between two reads of --tls-cert/--tls-key: a renewed pair (cert-manager) is
+    /// served from then on without a restart.
+    #[arg(long, default_value_t = super::tls_reload::RELOAD_INTERVAL.as_secs(), value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub tls_reload_interval: u64,
     /// Fetch external issuers over plain http and from loopback addresses too (local trials
     /// with `dev-issuer`, tests). Link-local and metadata addresses stay refused.
     #[arg(long)]
@@ -131,28 +135,30 @@ pub async fn start(args: &ServeArgs, ca: CaSource<'_>, mode: &str) -> Result<Sta
     };
     let tls = if args.plain_http {
         None
+    } else if let (Some(c), Some(k)) = (&args.tls_cert, &args.tls_key) {
+        // A given certificate (cert-manager renews it in place): re-read while serving.
+        let resolver = super::tls_reload::ReloadingCert::load(c, k)?;
+        tokio::spawn(Arc::clone(&resolver).watch(std::time::Duration::from_secs(args.tls_reload_interval)));
+        Some(tls::acceptor_resolving(resolver)?)
     } else {
-        let cert = match (&args.tls_cert, &args.tls_key) {
-            (Some(c), Some(k)) => tls::from_files(c, k)?,
-            _ => {
-                let mut hosts = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
-                if let Some(h) = url::Url::parse(external.as_str()).ok().and_then(|u| u.host_str().map(str::to_owned)) {
-                    hosts.push(h.trim_start_matches('[').trim_end_matches(']').to_owned());
-                }
-                if !local.ip().is_unspecified() {
-                    hosts.push(local.ip().to_string());
-                }
-                let ca = match ca {
-                    CaSource::Dir(dir) => {
-                        let ca = tls::ca_in_dir(dir)?;
-                        println!("tls: generated certificate signed by the CA in {}", dir.join("ca.crt").display());
-                        ca
-                    }
-                    CaSource::Loaded(ca) => ca,
-                    CaSource::NotNeeded => return Err(tls::TlsError::Empty("--tls-cert".into()).into()),
-                };
-                ca.issue(&hosts)?
+        let cert = {
+            let mut hosts = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+            if let Some(h) = url::Url::parse(external.as_str()).ok().and_then(|u| u.host_str().map(str::to_owned)) {
+                hosts.push(h.trim_start_matches('[').trim_end_matches(']').to_owned());
             }
+            if !local.ip().is_unspecified() {
+                hosts.push(local.ip().to_string());
+            }
+            let ca = match ca {
+                CaSource::Dir(dir) => {
+                    let ca = tls::ca_in_dir(dir)?;
+                    println!("tls: generated certificate signed by the CA in {}", dir.join("ca.crt").display());
+                    ca
+                }
+                CaSource::Loaded(ca) => ca,
+                CaSource::NotNeeded => return Err(tls::TlsError::Empty("--tls-cert".into()).into()),
+            };
+            ca.issue(&hosts)?
         };
         Some(tls::acceptor(&cert)?)
     };

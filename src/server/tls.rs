@@ -112,20 +112,18 @@ pub fn from_files(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
 
 /// A TLS acceptor (TLS 1.2/1.3, h2 and http/1.1) for a certificate, with aws-lc-rs.
 pub fn acceptor(cert: &CertifiedKey) -> Result<TlsAcceptor, TlsError> {
-    let chain: Vec<_> = rustls_pemfile::certs(&mut cert.chain_pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .map_err(|e| file_err(Path::new("certificate"), e))?;
-    if chain.is_empty() {
-        return Err(TlsError::Empty("certificate".into()));
-    }
-    let key = rustls_pemfile::private_key(&mut cert.key_pem.as_bytes())
-        .map_err(|e| file_err(Path::new("private key"), e))?
-        .ok_or_else(|| TlsError::Empty("private key".into()))?;
+    let key = super::tls_reload::certified_key(&cert.chain_pem, &cert.key_pem)?;
+    acceptor_resolving(Arc::new(rustls::sign::SingleCertAndKey::from(key)))
+}
+
+/// A TLS acceptor whose certificate `resolver` picks at each handshake (a reloading one for
+/// certificates from files).
+pub fn acceptor_resolving(resolver: Arc<dyn rustls::server::ResolvesServerCert>) -> Result<TlsAcceptor, TlsError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert(chain, key)?;
+        .with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
