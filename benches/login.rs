@@ -16,7 +16,7 @@ use oidc_operator::directory::{self, ExternalUrl, Inputs, Materials, SharedDirec
 use oidc_operator::keys::{KeyVersion, SigningAlgorithm, VerifyingKey};
 use oidc_operator::login::external::IssuerRegistry;
 use oidc_operator::server::{self, AppState, Metrics};
-use oidc_operator::sessions::MemoryStore;
+use oidc_operator::sessions::{MemoryStore, SessionStore};
 use warp::Filter;
 
 mod support;
@@ -74,7 +74,7 @@ async fn main() {
         directory: shared,
         metrics: Arc::new(Metrics::default()),
         issuers: Arc::new(IssuerRegistry::new(true)),
-        tokens: Arc::new(MemoryStore::default()),
+        tokens: SessionStore::Memory(Arc::new(MemoryStore::default())),
         trusted_proxies: Arc::new(Vec::new()),
         refetch_interval: 10,
         code_ttl: 300,

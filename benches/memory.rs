@@ -17,7 +17,7 @@ use oidc_operator::directory::{self, ExternalUrl, Inputs, Materials, SharedDirec
 use oidc_operator::keys::{KeyVersion, SigningAlgorithm};
 use oidc_operator::login::{self, LoginContext, external::IssuerRegistry};
 use oidc_operator::server::{AppState, Metrics, purge};
-use oidc_operator::sessions::MemoryStore;
+use oidc_operator::sessions::{SessionStore, TokenStore};
 use warp::Filter;
 
 mod support;
@@ -69,12 +69,7 @@ async fn run_logins(state: &AppState, jwt: &Arc<String>, peer: std::net::IpAddr,
         let (state, jwt) = (state.clone(), Arc::clone(jwt));
         workers.push(tokio::spawn(async move {
             let dir = state.directory.load().unwrap();
-            let ctx = LoginContext {
-                dir: &dir,
-                issuers: &state.issuers,
-                tokens: state.tokens.as_ref(),
-                refetch_interval: 10,
-            };
+            let ctx = LoginContext { dir: &dir, issuers: &state.issuers, tokens: &state.tokens, refetch_interval: 10 };
             for _ in 0..n / WORKERS {
                 login::login(&ctx, "bench-identity", &jwt, peer, now()).await.unwrap();
             }
@@ -118,7 +113,7 @@ async fn main() {
         directory: shared,
         metrics: Arc::new(Metrics::default()),
         issuers: Arc::new(IssuerRegistry::new(true)),
-        tokens: Arc::new(MemoryStore::with_limit(2 * LOGINS)),
+        tokens: SessionStore::memory(2 * LOGINS),
         trusted_proxies: Arc::new(Vec::new()),
         refetch_interval: 10,
         code_ttl: 300,
@@ -141,7 +136,7 @@ async fn main() {
     let started = Instant::now();
     run_logins(&state, &jwt, peer, LOGINS).await;
     let took = started.elapsed().as_secs_f64();
-    let records = state.tokens.records();
+    let records = state.tokens.as_memory().unwrap().records();
     let loaded = rss_bytes();
     let per_record = loaded.saturating_sub(baseline) as f64 / records as f64;
 
@@ -167,5 +162,5 @@ async fn main() {
         mib(after),
         (after as f64 / baseline as f64 - 1.0) * 100.0
     );
-    assert_eq!(state.tokens.records(), 0, "the purge drops every expired record");
+    assert_eq!(state.tokens.as_memory().unwrap().records(), 0, "the purge drops every expired record");
 }

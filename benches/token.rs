@@ -23,7 +23,7 @@ use oidc_operator::keys::ring::KeyPolicy;
 use oidc_operator::keys::{KeyVersion, SigningAlgorithm, rotation};
 use oidc_operator::login::external::IssuerRegistry;
 use oidc_operator::server::{self, AppState, Metrics};
-use oidc_operator::sessions::{Alias, CodeRecord, MemoryStore, TokenStore, token_hash};
+use oidc_operator::sessions::{Alias, CodeRecord, MemoryStore, SessionStore, TokenStore, token_hash};
 
 const RAW_SECONDS: f64 = 2.0;
 const REDIRECT: &str = "https://app.example/callback";
@@ -80,7 +80,7 @@ async fn main() {
         directory: Arc::clone(&shared),
         metrics: Arc::new(Metrics::default()),
         issuers: Arc::new(IssuerRegistry::new(false)),
-        tokens: Arc::clone(&store) as Arc<dyn TokenStore>,
+        tokens: SessionStore::Memory(Arc::clone(&store)),
         trusted_proxies: Arc::new(Vec::new()),
         refetch_interval: 10,
         code_ttl: 300,

@@ -1,7 +1,7 @@
 //! The identity of a namespaced object: what every layer (directory, sessions, shells) keys by.
 
 /// Namespace and name of an object.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct ObjectKey {
     pub namespace: String,
     pub name: String,

@@ -57,6 +57,9 @@ pub enum LoginError {
     /// The session store refused the new token (full); retry later.
     #[error("the server cannot issue access tokens right now; retry later")]
     TemporarilyUnavailable,
+    /// A shared session store could not answer; retry later.
+    #[error("the session store is unavailable; retry later")]
+    StoreUnavailable,
     #[error("the server could not issue a token")]
     Internal,
 }
@@ -66,7 +69,7 @@ impl LoginError {
     pub fn status(&self) -> u16 {
         match self {
             Self::IpNotAllowed => 403,
-            Self::IssuerUnavailable | Self::TemporarilyUnavailable => 503,
+            Self::IssuerUnavailable | Self::TemporarilyUnavailable | Self::StoreUnavailable => 503,
             Self::Internal => 500,
             _ => 401,
         }
@@ -80,7 +83,7 @@ impl LoginError {
             Self::TooLarge => "jwt_too_large",
             Self::AlgorithmNotAllowed(_) => "algorithm_not_allowed",
             Self::IssuerUnavailable => "issuer_unavailable",
-            Self::TemporarilyUnavailable => "temporarily_unavailable",
+            Self::TemporarilyUnavailable | Self::StoreUnavailable => "temporarily_unavailable",
             Self::CriticalHeader => "unsupported_crit",
             Self::Internal => "internal_error",
             Self::UnknownKid => "unknown_kid",

@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::directory::{Directory, ResolvedIdentity};
-use crate::sessions::{Alias, RecordKind, TokenError, TokenLimits, TokenRecord, TokenStore, new_token, token_hash};
+use crate::sessions::{Alias, RecordKind, SessionStore, TokenError, TokenLimits, TokenRecord, new_token, token_hash};
 pub use checks::LoginError;
 use external::IssuerRegistry;
 
@@ -36,7 +36,7 @@ pub struct LoginResponse {
 pub struct LoginContext<'a> {
     pub dir: &'a Directory,
     pub issuers: &'a IssuerRegistry,
-    pub tokens: &'a dyn TokenStore,
+    pub tokens: &'a SessionStore,
     /// Least seconds between two refetches of one issuer's keys.
     pub refetch_interval: i64,
 }
@@ -91,9 +91,13 @@ pub async fn login(
         alias: alias(identity, &claims),
     };
     let expires_in = record.expires_at(&limits) - now;
-    tokens.insert(token_hash(&token), record).map_err(|e| {
+    let hard_expiry = now.saturating_add(limits.max_ttl);
+    tokens.insert(token_hash(&token), record, hard_expiry).await.map_err(|e| {
         tracing::warn!(record = RecordKind::AccessToken.label(), error = %e, "session store refused a record");
-        LoginError::TemporarilyUnavailable
+        match e {
+            crate::sessions::StoreError::Unavailable => LoginError::StoreUnavailable,
+            _ => LoginError::TemporarilyUnavailable,
+        }
     })?;
     Ok(LoginResponse { access_token: token, expires_in, access_token_max_ttl: limits.max_ttl, token_type: "Bearer" })
 }
@@ -145,6 +149,7 @@ impl AccessError {
     pub fn status(&self) -> u16 {
         match self {
             Self::IpNotAllowed => 403,
+            Self::Token(TokenError::Unavailable) => 503,
             _ => 401,
         }
     }
@@ -155,6 +160,7 @@ impl AccessError {
             Self::Token(TokenError::Unknown) => "invalid_token",
             Self::Token(TokenError::Expired) => "token_expired",
             Self::Token(TokenError::UsesExhausted) => "token_uses_exhausted",
+            Self::Token(TokenError::Unavailable) => "temporarily_unavailable",
             Self::IpNotAllowed => "ip_not_allowed",
         }
     }
@@ -180,9 +186,9 @@ pub enum Use {
 }
 
 /// Checks a presented token against the store and its identity's current spec, from `peer`.
-pub fn authenticate(
+pub async fn authenticate(
     dir: &Directory,
-    tokens: &dyn TokenStore,
+    tokens: &SessionStore,
     token: &str,
     peer: IpAddr,
     now: i64,
@@ -191,12 +197,12 @@ pub fn authenticate(
     let hash = token_hash(token);
     // Look the record up without counting, to find the identity whose limits apply.
     let far = TokenLimits { ttl: i64::MAX, max_ttl: i64::MAX, num_uses_limit: 0 };
-    let peeked = tokens.peek(&hash, &far, now)?;
+    let peeked = tokens.peek(&hash, &far, now).await?;
     let identity = match dir.identity_by_id(&peeked.identity_id) {
         Some(i) if i.key == peeked.identity => Arc::clone(i),
         _ => {
             // The identity was deleted or replaced: its tokens die with it.
-            tokens.revoke(&hash);
+            tokens.revoke(&hash).await.map_err(|_| TokenError::Unavailable)?;
             return Err(AccessError::Token(TokenError::Unknown));
         }
     };
@@ -205,9 +211,9 @@ pub fn authenticate(
         return Err(AccessError::IpNotAllowed);
     }
     let record = match mode {
-        Use::Count => tokens.use_token(&hash, &limits, now)?,
-        Use::Peek => tokens.peek(&hash, &limits, now)?,
-        Use::Renew => tokens.renew(&hash, &limits, now)?,
+        Use::Count => tokens.use_token(&hash, &limits, now).await?,
+        Use::Peek => tokens.peek(&hash, &limits, now).await?,
+        Use::Renew => tokens.renew(&hash, &limits, now).await?,
     };
     Ok(Session { identity, record, limits })
 }

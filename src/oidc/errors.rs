@@ -5,6 +5,9 @@
 use warp::http::{HeaderValue, StatusCode, header};
 use warp::reply::{Reply, Response};
 
+/// The description of a 503 for a shared store that did not answer.
+const STORE_UNAVAILABLE: &str = "the session store is unavailable; retry shortly";
+
 /// A protocol error with a human description.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OAuthError {
@@ -83,6 +86,17 @@ impl OAuthError {
     pub fn store(kind: crate::sessions::RecordKind, e: crate::sessions::StoreError) -> Self {
         tracing::warn!(record = kind.label(), error = %e, "session store refused a record");
         Self::TemporarilyUnavailable(e.to_string())
+    }
+
+    /// A shared session store that could not answer: 503, nothing issued or accepted.
+    pub fn unavailable(e: &crate::sessions::StoreError) -> Self {
+        tracing::warn!(error = %e, "session store unavailable");
+        Self::TemporarilyUnavailable(STORE_UNAVAILABLE.into())
+    }
+
+    /// Whether this is the store's ceiling refusing a record (not the store being away).
+    pub fn is_store_full(&self) -> bool {
+        matches!(self, Self::TemporarilyUnavailable(d) if d != STORE_UNAVAILABLE)
     }
 
     /// The JSON error response, with `WWW-Authenticate` where the RFCs ask for it.

@@ -10,7 +10,7 @@ use super::{OAuthError, claims, pkce, required};
 use crate::api::ClientType;
 use crate::directory::{Directory, ResolvedClient, ResolvedProvider};
 use crate::sessions::{
-    CodeBinding, CodeRedemption, RecordKind, StoreError, TokenStore, UserinfoRecord, new_token, token_hash,
+    CodeBinding, CodeRedemption, RecordKind, SessionStore, StoreError, UserinfoRecord, new_token, token_hash,
 };
 
 /// How the client authenticated (RFC 6749 §2.3, OpenID Connect Core §9).
@@ -97,12 +97,12 @@ pub struct TokenResponse {
 }
 
 /// Exchanges a code. A replayed code fails and revokes the access tokens it issued.
-pub fn exchange(
+pub async fn exchange(
     dir: &Directory,
     provider: &ResolvedProvider,
     client: &ResolvedClient,
     params: &HashMap<String, String>,
-    store: &dyn TokenStore,
+    store: &SessionStore,
     now: i64,
 ) -> Result<TokenResponse, OAuthError> {
     match required(params, "grant_type")? {
@@ -113,7 +113,8 @@ pub fn exchange(
     let code_hash = token_hash(code);
     let binding =
         CodeBinding { namespace: &provider.namespace, provider: &provider.name, client_id: &client.client_id };
-    let record = match store.redeem_code(&code_hash, &binding, now) {
+    let redemption = store.redeem_code(&code_hash, &binding, now).await.map_err(|e| OAuthError::unavailable(&e))?;
+    let record = match redemption {
         CodeRedemption::Fresh(r) => *r,
         CodeRedemption::Replayed { revoked } => {
             tracing::warn!(client_id = %client.client_id, revoked, "authorization code replayed; its tokens are revoked");
@@ -143,7 +144,9 @@ pub fn exchange(
     let gone = OAuthError::InvalidGrant("the entity no longer exists".into());
     let (identity, mut id_claims) = claims::granted_claims(dir, &provider.namespace, grant, now, gone)?;
 
-    let access_token = new_token().map_err(|_| OAuthError::ServerError("no randomness".into()))?;
+    // The token names its grant, so a shared store finds it with the code it came from.
+    let random = new_token().map_err(|_| OAuthError::ServerError("no randomness".into()))?;
+    let access_token = crate::sessions::redis::userinfo_token(&random, &code_hash);
     let key = &client.key.current;
     let alg = key.algorithm();
     let mut standard = json!({
@@ -166,20 +169,22 @@ pub fn exchange(
         id_claims.extend(std_claims);
     }
     let id_token = key.sign_jwt(&id_claims).map_err(|_| OAuthError::ServerError("signing failed".into()))?;
-    let stored = store.insert_userinfo(
-        token_hash(&access_token),
-        UserinfoRecord {
-            namespace: provider.namespace.clone(),
-            provider: provider.name.clone(),
-            client_id: client.client_id.clone(),
-            scopes: record.scopes.clone(),
-            identity: record.identity.clone(),
-            identity_id: record.identity_id.clone(),
-            alias: record.alias.clone(),
-            expires_at: now + i64::try_from(client.access_token_ttl).unwrap_or(i64::MAX / 4),
-            code_hash,
-        },
-    );
+    let stored = store
+        .insert_userinfo(
+            token_hash(&access_token),
+            UserinfoRecord {
+                namespace: provider.namespace.clone(),
+                provider: provider.name.clone(),
+                client_id: client.client_id.clone(),
+                scopes: record.scopes.clone(),
+                identity: record.identity.clone(),
+                identity_id: record.identity_id.clone(),
+                alias: record.alias.clone(),
+                expires_at: now + i64::try_from(client.access_token_ttl).unwrap_or(i64::MAX / 4),
+                code_hash,
+            },
+        )
+        .await;
     match stored {
         Ok(()) => {}
         Err(StoreError::CodeReplayed) => {
@@ -187,6 +192,7 @@ pub fn exchange(
             return Err(OAuthError::InvalidGrant("the code was already used".into()));
         }
         Err(e @ StoreError::Full { .. }) => return Err(OAuthError::store(RecordKind::Userinfo, e)),
+        Err(e @ StoreError::Unavailable) => return Err(OAuthError::unavailable(&e)),
     }
     Ok(TokenResponse { access_token, token_type: "Bearer", expires_in: client.access_token_ttl, id_token })
 }

@@ -4,19 +4,21 @@ use serde_json::{Map, Value};
 
 use super::{OAuthError, claims};
 use crate::directory::{Directory, ResolvedProvider};
-use crate::sessions::{TokenStore, token_hash};
+use crate::sessions::SessionStore;
 
 /// The claims for a userinfo access token: `sub` and the granted scopes' claims.
-pub fn claims_for(
+pub async fn claims_for(
     dir: &Directory,
     provider: &ResolvedProvider,
-    store: &dyn TokenStore,
+    store: &SessionStore,
     token: Option<&str>,
     now: i64,
 ) -> Result<Map<String, Value>, OAuthError> {
     let token = token.ok_or_else(|| OAuthError::InvalidToken("no access token".into()))?;
     let record = store
-        .userinfo(&token_hash(token), now)
+        .userinfo(token, now)
+        .await
+        .map_err(|e| OAuthError::unavailable(&e))?
         .ok_or_else(|| OAuthError::InvalidToken("the access token is invalid or expired".into()))?;
     if record.namespace != provider.namespace || record.provider != provider.name {
         return Err(OAuthError::InvalidToken("the access token was issued by another provider".into()));

@@ -78,7 +78,7 @@ pub async fn login(state: &AppState, headers: &HeaderMap, body: &[u8], peer: IpA
     let ctx = login::LoginContext {
         dir: &dir,
         issuers: &state.issuers,
-        tokens: state.tokens.as_ref(),
+        tokens: &state.tokens,
         refetch_interval: state.refetch_interval,
     };
     match login::login(&ctx, identity_id, jwt, peer, now).await {
@@ -154,7 +154,7 @@ pub async fn token_operation(
         TokenOp::Revoke => Use::Peek,
         TokenOp::Lookup => Use::Count,
     };
-    let session = match login::authenticate(&dir, state.tokens.as_ref(), &token, peer, now, mode) {
+    let session = match login::authenticate(&dir, &state.tokens, &token, peer, now, mode).await {
         Ok(s) => s,
         Err(e) => return access_error(&e),
     };
@@ -165,10 +165,10 @@ pub async fn token_operation(
             json!({"accessToken": token, "expiresIn": expires_in, "accessTokenMaxTTL": session.limits.max_ttl, "tokenType": "Bearer"})
                 .to_string(),
         ),
-        TokenOp::Revoke => {
-            state.tokens.revoke(&crate::sessions::token_hash(&token));
-            json_response(StatusCode::OK, json!({"message": "Successfully revoked access token"}).to_string())
-        }
+        TokenOp::Revoke => match state.tokens.revoke(&crate::sessions::token_hash(&token)).await {
+            Ok(_) => json_response(StatusCode::OK, json!({"message": "Successfully revoked access token"}).to_string()),
+            Err(e) => api_error(503, "temporarily_unavailable", &e.to_string()),
+        },
         TokenOp::Lookup => json_response(
             StatusCode::OK,
             json!({

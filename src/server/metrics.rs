@@ -25,6 +25,12 @@ pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
 
+/// A session store operation (a fixed set: `token_put`, `token_use`, `code_redeem`, ...).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StoreOpLabels {
+    pub op: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: &'static str,
@@ -65,6 +71,11 @@ pub struct Metrics {
     /// Reconciles run by the per-kind controllers, and those that failed (and are retried).
     pub reconciles: Family<KindLabels, Counter>,
     pub reconcile_errors: Family<KindLabels, Counter>,
+    /// Shared session store: latency and failures (errors and timeouts) by operation, and
+    /// whether its last health check answered.
+    pub store_duration: Family<StoreOpLabels, Histogram>,
+    pub store_errors: Family<StoreOpLabels, Counter>,
+    pub store_up: Gauge,
     /// Seconds one directory snapshot took to build.
     pub snapshot_build_duration: Histogram,
     /// Unix time (ms) of the last snapshot; rendered as `snapshot_age_seconds`.
@@ -116,6 +127,26 @@ impl Default for Metrics {
             "Time to build one directory snapshot",
             snapshot_build_duration.clone(),
         );
+        let store_duration = Family::<StoreOpLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0])
+        });
+        let store_errors = Family::<StoreOpLabels, Counter>::default();
+        let store_up = Gauge::default();
+        registry.register(
+            "session_store_duration_seconds",
+            "Shared session store call time, by operation",
+            store_duration.clone(),
+        );
+        registry.register(
+            "session_store_errors",
+            "Shared session store calls that failed or timed out, by operation",
+            store_errors.clone(),
+        );
+        registry.register(
+            "session_store_up",
+            "Whether the shared session store answered its last ping",
+            store_up.clone(),
+        );
         let snapshot_age = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         registry.register(
             "snapshot_age_seconds",
@@ -151,6 +182,9 @@ impl Default for Metrics {
             reconciles,
             reconcile_errors,
             snapshot_build_duration,
+            store_duration,
+            store_errors,
+            store_up,
             snapshot_built_at_ms: std::sync::atomic::AtomicI64::new(-1),
             snapshot_age,
             objects,
@@ -175,6 +209,15 @@ impl Metrics {
     /// Counts one login by its outcome.
     pub fn login(&self, outcome: &'static str) {
         self.logins.get_or_create(&OutcomeLabels { outcome }).inc();
+    }
+
+    /// Records one shared store call.
+    pub fn store_operation(&self, op: &'static str, took: std::time::Duration, ok: bool) {
+        let labels = StoreOpLabels { op };
+        self.store_duration.get_or_create(&labels).observe(took.as_secs_f64());
+        if !ok {
+            self.store_errors.get_or_create(&labels).inc();
+        }
     }
 
     /// Counts one reconcile of a kind.

@@ -29,7 +29,7 @@ use crate::directory::SharedDirectory;
 use crate::login::cidr::{self, Cidr};
 use crate::login::external::IssuerRegistry;
 use crate::paths::{self, ProviderEndpoint};
-use crate::sessions::TokenStore;
+use crate::sessions::SessionStore;
 use identity_api::{TokenOp, api_error};
 pub use metrics::Metrics;
 
@@ -43,7 +43,7 @@ pub struct AppState {
     pub directory: Arc<SharedDirectory>,
     pub metrics: Arc<Metrics>,
     pub issuers: Arc<IssuerRegistry>,
-    pub tokens: Arc<dyn TokenStore>,
+    pub tokens: SessionStore,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Arc<Vec<Cidr>>,
     /// Least seconds between two refetches of one external issuer's keys.
@@ -229,6 +229,7 @@ async fn dispatch(
                 let resp = match (dir, provider) {
                     (Some(dir), Some(provider)) => {
                         oidc_api::handle(&state, &dir, &provider, route.endpoint, &method, &query, &headers, &bytes, ip)
+                            .await
                     }
                     _ => {
                         let msg = format!("no provider {:?} in namespace {:?}", route.provider, route.namespace);
@@ -274,9 +275,14 @@ pub fn api_routes(state: AppState) -> impl Filter<Extract = (Response,), Error =
 pub fn management_routes(state: AppState) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
     warp::path::full().map(move |path: warp::path::FullPath| match path.as_str() {
         paths::HEALTHZ => "ok".into_response(),
-        paths::READYZ if state.directory.is_ready() => "ready".into_response(),
+        paths::READYZ if state.directory.is_ready() && state.tokens.is_up() => "ready".into_response(),
         paths::READYZ => {
-            let mut r = "not ready: no directory snapshot yet".into_response();
+            let why = if state.directory.is_ready() {
+                "not ready: the session store does not answer"
+            } else {
+                "not ready: no directory snapshot yet"
+            };
+            let mut r = why.into_response();
             *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
             r
         }

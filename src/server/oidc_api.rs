@@ -39,7 +39,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 /// Answers authorize, token or userinfo for a provider (the body was read within its limits;
 /// one that broke them was answered before).
 #[allow(clippy::too_many_arguments)]
-pub fn handle(
+pub async fn handle(
     state: &AppState,
     dir: &Directory,
     provider: &ResolvedProvider,
@@ -51,9 +51,9 @@ pub fn handle(
     ip: IpAddr,
 ) -> Response {
     let result = match endpoint {
-        ProviderEndpoint::Authorize => authorize(state, dir, provider, method, query, headers, body, ip),
-        ProviderEndpoint::Token => token(state, dir, provider, method, headers, body),
-        _ => userinfo(state, dir, provider, method, headers, body),
+        ProviderEndpoint::Authorize => authorize(state, dir, provider, method, query, headers, body, ip).await,
+        ProviderEndpoint::Token => token(state, dir, provider, method, headers, body).await,
+        _ => userinfo(state, dir, provider, method, headers, body).await,
     };
     match result {
         Ok(r) => no_store(r),
@@ -140,7 +140,7 @@ impl<'de> serde::Deserialize<'de> for Members {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn authorize(
+async fn authorize(
     state: &AppState,
     dir: &Directory,
     provider: &ResolvedProvider,
@@ -158,16 +158,22 @@ fn authorize(
     })?;
     let params = params_of(method, query, headers, body, true)?;
     let now = unix_now();
-    let session =
-        login::authenticate(dir, state.tokens.as_ref(), &token, ip, now, Use::Count).map_err(|e| match e {
-            AccessError::IpNotAllowed => OAuthError::AccessDenied(e.to_string()),
-            other => OAuthError::InvalidToken(other.to_string()),
-        })?;
+    let session = login::authenticate(dir, &state.tokens, &token, ip, now, Use::Count).await.map_err(|e| match e {
+        AccessError::IpNotAllowed => OAuthError::AccessDenied(e.to_string()),
+        AccessError::Token(crate::sessions::TokenError::Unavailable) => {
+            OAuthError::unavailable(&crate::sessions::StoreError::Unavailable)
+        }
+        other => OAuthError::InvalidToken(other.to_string()),
+    })?;
     let grant = oidc::authorize::decide(dir, provider, &params, &session, now, state.code_ttl)?;
     let code = crate::sessions::new_token().map_err(|_| OAuthError::ServerError("no randomness".into()))?;
-    if let Err(e) = state.tokens.insert_code(token_hash(&code), grant.code) {
-        state.metrics.store_refused(RecordKind::Code);
-        return Err(OAuthError::store(RecordKind::Code, e));
+    match state.tokens.insert_code(token_hash(&code), grant.code).await {
+        Ok(()) => {}
+        Err(e @ crate::sessions::StoreError::Unavailable) => return Err(OAuthError::unavailable(&e)),
+        Err(e) => {
+            state.metrics.store_refused(RecordKind::Code);
+            return Err(OAuthError::store(RecordKind::Code, e));
+        }
     }
     let mut body = json!({"code": code});
     if let Some(s) = grant.state {
@@ -176,7 +182,7 @@ fn authorize(
     Ok(json_response(StatusCode::OK, body.to_string()))
 }
 
-fn token(
+async fn token(
     state: &AppState,
     dir: &Directory,
     provider: &ResolvedProvider,
@@ -191,16 +197,16 @@ fn token(
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let auth = oidc::token::client_auth(authorization, &params)?;
     let client = oidc::token::authenticate_client(dir, provider, &auth)?;
-    let response = oidc::token::exchange(dir, provider, client, &params, state.tokens.as_ref(), unix_now())
-        .inspect_err(|e| {
-            if matches!(e, OAuthError::TemporarilyUnavailable(_)) {
+    let response =
+        oidc::token::exchange(dir, provider, client, &params, &state.tokens, unix_now()).await.inspect_err(|e| {
+            if e.is_store_full() {
                 state.metrics.store_refused(RecordKind::Userinfo);
             }
         })?;
     Ok(json_response(StatusCode::OK, serde_json::to_string(&response).unwrap_or_default()))
 }
 
-fn userinfo(
+async fn userinfo(
     state: &AppState,
     dir: &Directory,
     provider: &ResolvedProvider,
@@ -221,7 +227,7 @@ fn userinfo(
         return Err(OAuthError::InvalidRequest("send the access token once (RFC 6750 §2)".into()));
     }
     let token = from_header.map(str::to_owned).or(from_body);
-    let claims = oidc::userinfo::claims_for(dir, provider, state.tokens.as_ref(), token.as_deref(), unix_now())?;
+    let claims = oidc::userinfo::claims_for(dir, provider, &state.tokens, token.as_deref(), unix_now()).await?;
     Ok(json_response(StatusCode::OK, serde_json::Value::Object(claims).to_string()))
 }
 

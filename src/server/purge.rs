@@ -12,13 +12,15 @@ pub const DEFAULT_INTERVAL: u64 = 10;
 
 /// One purge against the current snapshot: a token whose identity is gone, or whose limits
 /// (from the identity's current spec) say it is expired or used up, is dropped. How many.
+/// A shared store expires its records itself: nothing to do here.
 pub fn purge_once(state: &AppState, now: i64) -> usize {
+    use crate::sessions::TokenStore;
+    let Some(store) = state.tokens.as_memory() else { return 0 };
     let Some(dir) = state.directory.load() else { return 0 };
-    let purged = state
-        .tokens
-        .purge(now, &|r| dir.identity_by_id(&r.identity_id).filter(|i| i.key == r.identity).map(|i| i.limits));
+    let purged =
+        store.purge(now, &|r| dir.identity_by_id(&r.identity_id).filter(|i| i.key == r.identity).map(|i| i.limits));
     state.metrics.store_purged.inc_by(u64::try_from(purged).unwrap_or(u64::MAX));
-    state.metrics.store_records.set(i64::try_from(state.tokens.records()).unwrap_or(i64::MAX));
+    state.metrics.store_records.set(i64::try_from(store.records()).unwrap_or(i64::MAX));
     purged
 }
 

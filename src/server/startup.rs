@@ -10,7 +10,7 @@ use super::{AppState, Metrics, conn, tls};
 use crate::directory::{ExternalUrl, SharedDirectory};
 use crate::login::cidr::Cidr;
 use crate::login::external::IssuerRegistry;
-use crate::sessions::{MemoryStore, TokenStore};
+use crate::sessions::SessionStore;
 
 /// Flags of the servers, shared by `standalone` and `run`.
 #[derive(clap::Args, Debug, Clone)]
@@ -63,7 +63,34 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = super::purge::DEFAULT_INTERVAL, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub session_purge_interval: u64,
     #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
     pub limits: LimitArgs,
+}
+
+/// Where codes and tokens live: one replica's memory, or a shared Redis (or Valkey).
+#[derive(clap::Args, Debug, Clone)]
+pub struct StoreArgs {
+    /// Shared store for codes and tokens, so that every replica serves the whole protocol:
+    /// redis://host:port[/db], rediss://... (TLS), redis+cluster://h1:p1,h2:p2 (a Redis
+    /// Cluster; rediss+cluster:// with TLS). Omitted: one replica's memory.
+    #[arg(long, env = "OIDC_OPERATOR_SESSION_STORE")]
+    pub session_store: Option<String>,
+    /// PEM CA the store's TLS certificate must chain to (system roots otherwise).
+    #[arg(long, requires = "session_store")]
+    pub session_store_ca: Option<PathBuf>,
+    /// ACL user of the store.
+    #[arg(long, env = "OIDC_OPERATOR_SESSION_STORE_USERNAME", requires = "session_store")]
+    pub session_store_username: Option<String>,
+    /// File holding the store's password (or set OIDC_OPERATOR_SESSION_STORE_PASSWORD).
+    #[arg(long, requires = "session_store")]
+    pub session_store_password_file: Option<PathBuf>,
+    /// Deadline of every store call, in milliseconds: past it the endpoint answers 503.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(10..=30000))]
+    pub session_store_timeout_ms: u64,
+    /// Prefix of every key the store writes.
+    #[arg(long, default_value = "oidcop")]
+    pub session_store_prefix: String,
 }
 
 /// Why the servers could not start.
@@ -79,6 +106,36 @@ pub enum StartError {
     TrustedProxies(String),
     #[error(transparent)]
     Listen(#[from] limits::BindRefused),
+    #[error(transparent)]
+    Store(#[from] crate::sessions::redis::RedisSetupError),
+    #[error("--session-store-password-file {0}: {1}")]
+    StorePassword(PathBuf, String),
+}
+
+/// The session store the flags ask for; a shared one is health-checked every second.
+fn session_store(args: &ServeArgs, metrics: &Arc<Metrics>) -> Result<SessionStore, StartError> {
+    let store = &args.store;
+    let Some(url) = &store.session_store else { return Ok(SessionStore::memory(args.max_session_records)) };
+    let password = match &store.session_store_password_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| StartError::StorePassword(path.clone(), e.to_string()))?
+                .trim_end_matches(['\n', '\r'])
+                .to_owned(),
+        ),
+        None => std::env::var("OIDC_OPERATOR_SESSION_STORE_PASSWORD").ok().filter(|p| !p.is_empty()),
+    };
+    let options = crate::sessions::redis::RedisOptions {
+        url: url.clone(),
+        ca: store.session_store_ca.clone(),
+        username: store.session_store_username.clone(),
+        password,
+        timeout: std::time::Duration::from_millis(store.session_store_timeout_ms),
+        prefix: store.session_store_prefix.clone(),
+    };
+    let redis = crate::sessions::redis::RedisStore::connect(&options, Arc::clone(metrics))?;
+    tokio::spawn(Arc::clone(&redis).watch_health(std::time::Duration::from_secs(1)));
+    Ok(SessionStore::Redis(redis))
 }
 
 /// The running servers' shared state and external URL.
@@ -168,10 +225,11 @@ pub async fn start(args: &ServeArgs, ca: CaSource<'_>, mode: &str) -> Result<Sta
         .map(|p| Cidr::parse(p))
         .collect::<Result<Vec<_>, _>>()
         .map_err(StartError::TrustedProxies)?;
-    let tokens: Arc<dyn TokenStore> = Arc::new(MemoryStore::with_limit(args.max_session_records));
+    let metrics = Arc::new(Metrics::default());
+    let tokens = session_store(args, &metrics)?;
     let app = AppState {
         directory: Arc::new(SharedDirectory::default()),
-        metrics: Arc::new(Metrics::default()),
+        metrics,
         issuers: Arc::new(IssuerRegistry::new(args.allow_insecure_issuers)),
         tokens,
         trusted_proxies: Arc::new(trusted_proxies),

@@ -1,13 +1,18 @@
-//! Identity access tokens behind one store trait: in memory for one replica; the trait leaves
-//! room for a shared (Redis-protocol) store when several replicas serve.
+//! Identity access tokens, codes and userinfo tokens. [`TokenStore`] states their semantics
+//! and [`MemoryStore`] keeps them in one replica's memory; [`SessionStore`] is what the
+//! servers call, async, so that a shared (Redis-protocol) store can sit behind it when
+//! several replicas serve.
 //!
 //! Tokens are opaque (256 random bits) and stored only as their SHA-256. A token's limits are
 //! read from its identity's *current* spec at every use, so lowering an identity's TTLs or
 //! use limit applies to tokens already issued.
 
 mod memory;
+pub mod redis;
+mod store;
 
 pub use memory::MemoryStore;
+pub use store::SessionStore;
 
 use base64::Engine;
 use sha2::{Digest, Sha256};
@@ -15,7 +20,7 @@ use sha2::{Digest, Sha256};
 use crate::api::ObjectKey;
 
 /// The external login behind a token: templates read it as the entity alias.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Alias {
     /// The external token's `sub`.
     pub name: String,
@@ -25,7 +30,7 @@ pub struct Alias {
 }
 
 /// What the store keeps per token (never the token itself).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TokenRecord {
     /// The IdentityOidcAuth that issued it.
     pub identity: ObjectKey,
@@ -70,6 +75,9 @@ pub enum TokenError {
     Expired,
     #[error("the access token has reached its use limit")]
     UsesExhausted,
+    /// The store could not answer in time: nothing is accepted that could not be checked.
+    #[error("the session store is unavailable")]
+    Unavailable,
 }
 
 /// The hash under which a token is stored.
@@ -86,7 +94,7 @@ pub fn new_token() -> Result<String, crate::credentials::RandomError> {
 }
 
 /// An authorization code's binding (OpenID Connect Core §3.1.2, RFC 6749 §4.1).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CodeRecord {
     pub namespace: String,
     pub provider: String,
@@ -108,7 +116,7 @@ pub struct CodeRecord {
 }
 
 /// An access token for the userinfo endpoint, issued by a code exchange.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct UserinfoRecord {
     pub namespace: String,
     pub provider: String,
@@ -166,6 +174,9 @@ pub enum StoreError {
     /// be issued (RFC 6749 §4.1.2).
     #[error("the authorization code was replayed")]
     CodeReplayed,
+    /// A shared store could not answer in time (unreachable, slow, failing over).
+    #[error("the session store is unavailable")]
+    Unavailable,
 }
 
 /// Which kind of record a store call is about (a bounded metrics label).

@@ -17,7 +17,7 @@ use crate::keys::ring::KeyPolicy;
 use crate::keys::rotation;
 use crate::login::external::IssuerRegistry;
 use crate::server::{self, Metrics, unix_now};
-use crate::sessions::TokenStore;
+use crate::sessions::SessionStore;
 use state::StateDir;
 
 /// Flags of `oidc-operator standalone`.
@@ -75,7 +75,7 @@ async fn run(options: Options) -> Result<(), StandaloneError> {
         Arc::clone(&started.app.directory),
         Arc::clone(&started.app.metrics),
         Arc::clone(&started.app.issuers),
-        Arc::clone(&started.app.tokens),
+        started.app.tokens.clone(),
     );
     let external = started.external;
 
@@ -128,7 +128,7 @@ struct Shell {
     last_good: manifests::LastGood,
     reporter: report::Reporter,
     issuers: Arc<IssuerRegistry>,
-    tokens: Arc<dyn TokenStore>,
+    tokens: SessionStore,
 }
 
 impl Shell {

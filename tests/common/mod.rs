@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 pub mod cluster;
 pub mod flow;
 pub mod install;
+pub mod redis;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_oidc-operator");
 

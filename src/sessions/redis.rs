@@ -1,0 +1,465 @@
+//! The shared session store: Redis (or Valkey), single node or Cluster, so that every replica
+//! serves login, authorize, token and userinfo. The layout and its reasons are in
+//! `docs/session-store.md`; in short:
+//!
+//! - one Redis hash per record, its key named by the record's SHA-256 (never the token):
+//!   `P:{<hash>}:tok` for an identity access token, `P:{<code hash>}:grant` for a code and
+//!   the userinfo tokens it issued (fields `u:<hash>`). The `{...}` hash tag keeps each key
+//!   on one Cluster slot, and every script touches that one key, so each operation is atomic
+//!   across replicas: a code is spent once, a use limit counts exactly, a replay deletes the
+//!   userinfo tokens of its code and refuses the one a concurrent exchange is about to store;
+//! - a userinfo token is `<random>.<base64url(SHA-256(code))>`: its suffix names its grant;
+//! - expiry is Redis's (`PEXPIREAT`): a token at its max TTL, a code at its expiry, a grant
+//!   at its last userinfo token's;
+//! - everything stored grants; nothing stored denies. A store that lost its data therefore
+//!   makes old tokens and codes unknown, never valid;
+//! - every call has a deadline; any failure is [`StoreError::Unavailable`], which the
+//!   endpoints answer with 503 `temporarily_unavailable`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use base64::Engine;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, FromRedisValue, Value};
+
+use super::{
+    CodeBinding, CodeRecord, CodeRedemption, StoreError, TokenError, TokenLimits, TokenRecord, UserinfoRecord,
+};
+use crate::server::metrics::Metrics;
+
+/// How to reach the store (`--session-store*` flags).
+#[derive(Clone, Debug)]
+pub struct RedisOptions {
+    /// `redis://host:port[/db]`, `rediss://...` (TLS), or `redis+cluster://h1:p1,h2:p2`
+    /// (`rediss+cluster://` for TLS): the nodes a Cluster client starts from.
+    pub url: String,
+    /// PEM CA the server certificate must chain to (TLS); the system roots when absent.
+    pub ca: Option<PathBuf>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Deadline of every call.
+    pub timeout: Duration,
+    /// Key prefix, so installations can share one Redis (ACL: `~<prefix>:*`).
+    pub prefix: String,
+}
+
+/// Why the store could not be set up (at start-up; later failures are `Unavailable`).
+#[derive(Debug, thiserror::Error)]
+pub enum RedisSetupError {
+    #[error("--session-store {url}: {reason}")]
+    Url { url: String, reason: String },
+    #[error("--session-store-ca {path}: {reason}")]
+    Ca { path: PathBuf, reason: String },
+}
+
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl Conn {
+    async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> redis::RedisResult<T> {
+        match self {
+            Self::Single(c) => cmd.query_async(&mut c.clone()).await,
+            Self::Cluster(c) => cmd.query_async(&mut c.clone()).await,
+        }
+    }
+}
+
+/// Codes and tokens in Redis.
+pub struct RedisStore {
+    conn: Conn,
+    prefix: String,
+    timeout: Duration,
+    metrics: Arc<Metrics>,
+    /// The last health check answered (`/readyz`).
+    up: AtomicBool,
+}
+
+/// `KEYS[1]` = token; `ARGV` = record JSON, issued_at, hard expiry (unix ms).
+const TOK_PUT: &str = r"
+redis.call('HSET', KEYS[1], 'd', ARGV[1], 'i', ARGV[2], 't', ARGV[2], 'n', 0)
+redis.call('PEXPIREAT', KEYS[1], ARGV[3])
+return 1";
+
+/// `KEYS[1]` = token; `ARGV` = mode (`peek` | `count` | `renew`), now, ttl, max TTL, use
+/// limit (0 = none). Returns `{0}` unknown, `{1}` expired, `{2}` used up, or
+/// `{3, record, issued_at, renewed_at, uses}`. A raised max TTL moves the key's expiry later.
+const TOK_USE: &str = r"
+local v = redis.call('HMGET', KEYS[1], 'd', 'i', 't', 'n')
+if not v[1] then return {0} end
+local now, ttl, maxttl, limit = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local i, t, n = tonumber(v[2]), tonumber(v[3]), tonumber(v[4])
+if now >= math.min(t + ttl, i + maxttl) then return {1} end
+if ARGV[1] ~= 'peek' then
+  if limit > 0 and n >= limit then return {2} end
+  if ARGV[1] == 'count' then
+    n = redis.call('HINCRBY', KEYS[1], 'n', 1)
+  else
+    redis.call('HSET', KEYS[1], 't', ARGV[2])
+    t = now
+  end
+  if maxttl < 1e15 then redis.call('PEXPIREAT', KEYS[1], (i + maxttl) * 1000, 'GT') end
+end
+return {3, v[1], v[2], tostring(t), tostring(n)}";
+
+/// `KEYS[1]` = grant; `ARGV` = code JSON, binding, expires_at, expiry (unix ms).
+const GRANT_PUT: &str = r"
+redis.call('HSET', KEYS[1], 'd', ARGV[1], 'b', ARGV[2], 'e', ARGV[3], 's', 0)
+redis.call('PEXPIREAT', KEYS[1], ARGV[4])
+return 1";
+
+/// `KEYS[1]` = grant; `ARGV` = binding, now. Returns `{0}` unknown (or expired: spent all
+/// the same), `{1}` another client's code (left unspent), `{2, revoked}` a replay (now marked,
+/// its userinfo tokens deleted), `{3, code}` the first redemption.
+const GRANT_REDEEM: &str = r"
+local v = redis.call('HMGET', KEYS[1], 'b', 's', 'e', 'd')
+if not v[1] then return {0} end
+if v[1] ~= ARGV[1] then return {1} end
+if v[2] ~= '0' then
+  redis.call('HSET', KEYS[1], 's', 2)
+  local n = 0
+  for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
+    if string.sub(f, 1, 2) == 'u:' then
+      redis.call('HDEL', KEYS[1], f)
+      n = n + 1
+    end
+  end
+  return {2, n}
+end
+redis.call('HSET', KEYS[1], 's', 1)
+if tonumber(ARGV[2]) >= tonumber(v[3]) then return {0} end
+redis.call('PEXPIREAT', KEYS[1], (tonumber(ARGV[2]) + 60) * 1000, 'GT')
+return {3, v[4]}";
+
+/// `KEYS[1]` = grant; `ARGV` = field `u:<hash>`, userinfo JSON, its expiry (unix ms).
+/// Returns 0 when the code was replayed (or is gone), 1 when stored.
+const GRANT_ADD_USERINFO: &str = r"
+local s = redis.call('HGET', KEYS[1], 's')
+if (not s) or s == '2' then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PEXPIREAT', KEYS[1], ARGV[3], 'GT')
+return 1";
+
+fn hex(hash: &[u8; 32]) -> String {
+    hash.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn eval(script: &str, key: String) -> Cmd {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(script).arg(1).arg(key);
+    cmd
+}
+
+/// The suffix a userinfo token carries: the grant it belongs to.
+pub fn userinfo_token(random: &str, code_hash: &[u8; 32]) -> String {
+    format!("{random}.{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(code_hash))
+}
+
+/// The code hash a userinfo token names, if it is well formed.
+fn grant_of(token_suffix: &str) -> Option<[u8; 32]> {
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token_suffix).ok()?;
+    bytes.try_into().ok()
+}
+
+fn binding_text(namespace: &str, provider: &str, client_id: &str) -> String {
+    // Names cannot hold NUL, so the joined text is unambiguous.
+    format!("{namespace}\0{provider}\0{client_id}")
+}
+
+fn int(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int(i) => Some(*i),
+        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        _ => None,
+    }
+}
+
+fn text(v: &Value) -> Option<&str> {
+    match v {
+        Value::BulkString(b) => std::str::from_utf8(b).ok(),
+        Value::SimpleString(s) => Some(s),
+        _ => None,
+    }
+}
+
+impl RedisStore {
+    /// Sets up the client. Connections are made lazily and re-made in the background, so an
+    /// unreachable store at start-up gives 503s, not a failed start.
+    pub fn connect(options: &RedisOptions, metrics: Arc<Metrics>) -> Result<Arc<Self>, RedisSetupError> {
+        let url_err = |reason: String| RedisSetupError::Url { url: redact(&options.url), reason };
+        let certs = match &options.ca {
+            Some(path) => Some(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(
+                    std::fs::read(path)
+                        .map_err(|e| RedisSetupError::Ca { path: path.clone(), reason: e.to_string() })?,
+                ),
+            }),
+            None => None,
+        };
+        let (cluster, tls, rest) = if let Some(rest) = options.url.strip_prefix("redis+cluster://") {
+            (true, false, rest)
+        } else if let Some(rest) = options.url.strip_prefix("rediss+cluster://") {
+            (true, true, rest)
+        } else {
+            (false, options.url.starts_with("rediss://"), "")
+        };
+        if options.url.contains('@') {
+            return Err(url_err(
+                "credentials in the URL would show in process lists: use --session-store-username and \
+                 --session-store-password-file or OIDC_OPERATOR_SESSION_STORE_PASSWORD"
+                    .into(),
+            ));
+        }
+        let scheme = if tls { "rediss" } else { "redis" };
+        let conn = if cluster {
+            let nodes: Vec<String> =
+                rest.split(',').filter(|n| !n.trim().is_empty()).map(|n| format!("{scheme}://{}", n.trim())).collect();
+            if nodes.is_empty() {
+                return Err(url_err("no Cluster node given".into()));
+            }
+            let mut builder = redis::cluster::ClusterClientBuilder::new(nodes)
+                .connection_timeout(options.timeout.max(Duration::from_millis(200)))
+                .response_timeout(options.timeout)
+                .retries(2);
+            if let Some(user) = &options.username {
+                builder = builder.username(user);
+            }
+            if let Some(password) = &options.password {
+                builder = builder.password(password);
+            }
+            if let Some(certs) = certs {
+                builder = builder.certs(certs);
+            }
+            let client = builder.build().map_err(|e| url_err(e.to_string()))?;
+            Conn::Cluster(client.get_pending_async_connection_with_config(Default::default()))
+        } else {
+            let mut info: redis::ConnectionInfo = redis::IntoConnectionInfo::into_connection_info(options.url.as_str())
+                .map_err(|e| url_err(e.to_string()))?;
+            let mut settings = info.redis_settings().clone();
+            if let Some(user) = &options.username {
+                settings = settings.set_username(user);
+            }
+            if let Some(password) = &options.password {
+                settings = settings.set_password(password);
+            }
+            info = info.set_redis_settings(settings);
+            let client = match certs {
+                Some(certs) => redis::Client::build_with_tls(info, certs),
+                None => redis::Client::open(info),
+            }
+            .map_err(|e| url_err(e.to_string()))?;
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(options.timeout.max(Duration::from_millis(200))))
+                .set_response_timeout(Some(options.timeout))
+                .set_min_delay(Duration::from_millis(50))
+                .set_max_delay(Duration::from_secs(2))
+                .set_number_of_retries(usize::MAX);
+            Conn::Single(ConnectionManager::new_lazy_with_config(client, config).map_err(|e| url_err(e.to_string()))?)
+        };
+        Ok(Arc::new(Self {
+            conn,
+            prefix: options.prefix.clone(),
+            timeout: options.timeout,
+            metrics,
+            up: AtomicBool::new(false),
+        }))
+    }
+
+    fn key(&self, hash: &[u8; 32], kind: &str) -> String {
+        format!("{}:{{{}}}:{kind}", self.prefix, hex(hash))
+    }
+
+    /// Runs one command under the deadline, timing it; every failure is `Unavailable`.
+    async fn run<T: FromRedisValue>(&self, op: &'static str, cmd: &Cmd) -> Result<T, StoreError> {
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(self.timeout, self.conn.query::<T>(cmd)).await;
+        self.metrics.store_operation(op, started.elapsed(), result.as_ref().is_ok_and(Result::is_ok));
+        match result {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                tracing::warn!(op, error = %e, "session store call failed");
+                Err(StoreError::Unavailable)
+            }
+            Err(_) => {
+                tracing::warn!(op, timeout_ms = self.timeout.as_millis(), "session store call timed out");
+                Err(StoreError::Unavailable)
+            }
+        }
+    }
+
+    /// Whether the last health check got an answer.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// Pings every `interval` and keeps [`RedisStore::is_up`] current.
+    pub async fn watch_health(self: Arc<Self>, interval: Duration) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let up = self.run::<String>("ping", &redis::cmd("PING")).await.is_ok();
+            if up != self.up.swap(up, Ordering::Relaxed) {
+                if up {
+                    tracing::info!("session store reachable");
+                } else {
+                    tracing::warn!("session store unreachable: login, authorize, token and userinfo answer 503");
+                }
+            }
+            self.metrics.store_up.set(i64::from(up));
+        }
+    }
+
+    pub async fn insert(&self, hash: [u8; 32], record: TokenRecord, hard_expiry: i64) -> Result<(), StoreError> {
+        let json = serde_json::to_string(&record).map_err(|_| StoreError::Unavailable)?;
+        let mut cmd = eval(TOK_PUT, self.key(&hash, "tok"));
+        cmd.arg(json).arg(record.issued_at).arg(hard_expiry.saturating_mul(1000));
+        self.run::<i64>("token_put", &cmd).await.map(drop)
+    }
+
+    pub async fn use_token(
+        &self,
+        hash: &[u8; 32],
+        mode: &'static str,
+        limits: &TokenLimits,
+        now: i64,
+    ) -> Result<TokenRecord, TokenError> {
+        let mut cmd = eval(TOK_USE, self.key(hash, "tok"));
+        cmd.arg(mode).arg(now).arg(limits.ttl).arg(limits.max_ttl).arg(limits.num_uses_limit);
+        let op = match mode {
+            "peek" => "token_peek",
+            "count" => "token_use",
+            _ => "token_renew",
+        };
+        let reply: Vec<Value> = self.run(op, &cmd).await.map_err(|_| TokenError::Unavailable)?;
+        match reply.first().and_then(int) {
+            Some(0) => Err(TokenError::Unknown),
+            Some(1) => Err(TokenError::Expired),
+            Some(2) => Err(TokenError::UsesExhausted),
+            Some(3) if reply.len() == 5 => {
+                let mut record: TokenRecord = reply
+                    .get(1)
+                    .and_then(text)
+                    .and_then(|j| serde_json::from_str(j).ok())
+                    .ok_or(TokenError::Unavailable)?;
+                record.issued_at = int(&reply[2]).ok_or(TokenError::Unavailable)?;
+                record.renewed_at = int(&reply[3]).ok_or(TokenError::Unavailable)?;
+                record.uses = int(&reply[4]).and_then(|n| u64::try_from(n).ok()).ok_or(TokenError::Unavailable)?;
+                Ok(record)
+            }
+            _ => Err(TokenError::Unavailable),
+        }
+    }
+
+    pub async fn revoke(&self, hash: &[u8; 32]) -> Result<bool, StoreError> {
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(self.key(hash, "tok"));
+        self.run::<i64>("token_revoke", &cmd).await.map(|n| n > 0)
+    }
+
+    pub async fn insert_code(&self, hash: [u8; 32], record: CodeRecord) -> Result<(), StoreError> {
+        let binding = binding_text(&record.namespace, &record.provider, &record.client_id);
+        let expires_at = record.expires_at;
+        let json = serde_json::to_string(&record).map_err(|_| StoreError::Unavailable)?;
+        let mut cmd = eval(GRANT_PUT, self.key(&hash, "grant"));
+        cmd.arg(json).arg(binding).arg(expires_at).arg(expires_at.saturating_mul(1000));
+        self.run::<i64>("code_put", &cmd).await.map(drop)
+    }
+
+    pub async fn redeem_code(
+        &self,
+        hash: &[u8; 32],
+        binding: &CodeBinding<'_>,
+        now: i64,
+    ) -> Result<CodeRedemption, StoreError> {
+        let mut cmd = eval(GRANT_REDEEM, self.key(hash, "grant"));
+        cmd.arg(binding_text(binding.namespace, binding.provider, binding.client_id)).arg(now);
+        let reply: Vec<Value> = self.run("code_redeem", &cmd).await?;
+        match reply.first().and_then(int) {
+            Some(0) => Ok(CodeRedemption::Unknown),
+            Some(1) => Ok(CodeRedemption::WrongBinding),
+            Some(2) => Ok(CodeRedemption::Replayed {
+                revoked: reply.get(1).and_then(int).and_then(|n| usize::try_from(n).ok()).unwrap_or(0),
+            }),
+            Some(3) => {
+                let record: CodeRecord = reply
+                    .get(1)
+                    .and_then(text)
+                    .and_then(|j| serde_json::from_str(j).ok())
+                    .ok_or(StoreError::Unavailable)?;
+                Ok(CodeRedemption::Fresh(Box::new(record)))
+            }
+            _ => Err(StoreError::Unavailable),
+        }
+    }
+
+    pub async fn insert_userinfo(&self, hash: [u8; 32], record: UserinfoRecord) -> Result<(), StoreError> {
+        let expiry = record.expires_at.saturating_mul(1000);
+        let json = serde_json::to_string(&record).map_err(|_| StoreError::Unavailable)?;
+        let mut cmd = eval(GRANT_ADD_USERINFO, self.key(&record.code_hash, "grant"));
+        cmd.arg(format!("u:{}", hex(&hash))).arg(json).arg(expiry);
+        match self.run::<i64>("userinfo_put", &cmd).await? {
+            1 => Ok(()),
+            _ => Err(StoreError::CodeReplayed),
+        }
+    }
+
+    /// A userinfo token's record; `token` is the token itself (its suffix names its grant).
+    pub async fn userinfo(&self, token: &str, now: i64) -> Result<Option<UserinfoRecord>, StoreError> {
+        let Some(code_hash) = token.rsplit_once('.').and_then(|(_, suffix)| grant_of(suffix)) else {
+            return Ok(None);
+        };
+        let mut cmd = redis::cmd("HGET");
+        cmd.arg(self.key(&code_hash, "grant")).arg(format!("u:{}", hex(&super::token_hash(token))));
+        let json: Option<String> = self.run("userinfo_get", &cmd).await?;
+        let record = json.and_then(|j| serde_json::from_str::<UserinfoRecord>(&j).ok());
+        Ok(record.filter(|r| now < r.expires_at && r.code_hash == code_hash))
+    }
+}
+
+/// A URL fit for messages: user info dropped.
+fn redact(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((_, host)) => format!("{scheme}://***@{host}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn userinfo_tokens_name_their_grant() {
+        let hash = super::super::token_hash("a code");
+        let token = userinfo_token("random", &hash);
+        let (_, suffix) = token.rsplit_once('.').unwrap();
+        assert_eq!(grant_of(suffix), Some(hash));
+        assert_eq!(grant_of("not base64!"), None);
+        assert_eq!(grant_of("c2hvcnQ"), None, "a suffix of another length names no grant");
+    }
+
+    #[test]
+    fn urls_never_show_credentials() {
+        assert_eq!(redact("redis://user:pw@host:6379"), "redis://***@host:6379");
+        assert_eq!(redact("redis://host:6379"), "redis://host:6379");
+    }
+
+    #[test]
+    fn keys_carry_one_hash_tag() {
+        let hash = [0xab; 32];
+        assert_eq!(hex(&hash).len(), 64);
+        let key = format!("{}:{{{}}}:{}", "oidcop", hex(&hash), "tok");
+        assert!(key.starts_with("oidcop:{abab") && key.ends_with("}:tok"));
+    }
+}

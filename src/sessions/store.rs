@@ -1,0 +1,127 @@
+//! The session store the servers call. Async, so that a store across the network can sit
+//! behind the same calls; the memory store answers at once. Every error of a shared store is
+//! [`StoreError::Unavailable`] / [`TokenError::Unavailable`], which every endpoint answers
+//! with 503 `temporarily_unavailable`: never a token or code that could not be checked.
+
+use std::sync::Arc;
+
+use super::redis::RedisStore;
+use super::{
+    CodeBinding, CodeRecord, CodeRedemption, MemoryStore, StoreError, TokenError, TokenLimits, TokenRecord, TokenStore,
+    UserinfoRecord, token_hash,
+};
+use crate::api::ObjectKey;
+
+/// Where codes and tokens live.
+#[derive(Clone)]
+pub enum SessionStore {
+    /// One replica's memory (the default).
+    Memory(Arc<MemoryStore>),
+    /// Redis or Valkey, shared by every replica (`--session-store`).
+    Redis(Arc<RedisStore>),
+}
+
+impl SessionStore {
+    /// A memory store holding at most `max_records` live records.
+    pub fn memory(max_records: usize) -> Self {
+        Self::Memory(Arc::new(MemoryStore::with_limit(max_records)))
+    }
+
+    /// The memory store, when that is where records live (purge, ceiling, bench figures).
+    pub fn as_memory(&self) -> Option<&MemoryStore> {
+        match self {
+            Self::Memory(m) => Some(m),
+            Self::Redis(_) => None,
+        }
+    }
+
+    /// Whether the store can answer (`/readyz`): a shared store's last health check.
+    pub fn is_up(&self) -> bool {
+        match self {
+            Self::Memory(_) => true,
+            Self::Redis(r) => r.is_up(),
+        }
+    }
+
+    /// Stores a new token's record; `hard_expiry` (unix seconds: login plus max TTL) is when
+    /// a shared store drops it at the latest.
+    pub async fn insert(&self, hash: [u8; 32], record: TokenRecord, hard_expiry: i64) -> Result<(), StoreError> {
+        match self {
+            Self::Memory(m) => m.insert(hash, record),
+            Self::Redis(r) => r.insert(hash, record, hard_expiry).await,
+        }
+    }
+
+    pub async fn use_token(&self, hash: &[u8; 32], limits: &TokenLimits, now: i64) -> Result<TokenRecord, TokenError> {
+        match self {
+            Self::Memory(m) => m.use_token(hash, limits, now),
+            Self::Redis(r) => r.use_token(hash, "count", limits, now).await,
+        }
+    }
+
+    pub async fn peek(&self, hash: &[u8; 32], limits: &TokenLimits, now: i64) -> Result<TokenRecord, TokenError> {
+        match self {
+            Self::Memory(m) => m.peek(hash, limits, now),
+            Self::Redis(r) => r.use_token(hash, "peek", limits, now).await,
+        }
+    }
+
+    pub async fn renew(&self, hash: &[u8; 32], limits: &TokenLimits, now: i64) -> Result<TokenRecord, TokenError> {
+        match self {
+            Self::Memory(m) => m.renew(hash, limits, now),
+            Self::Redis(r) => r.use_token(hash, "renew", limits, now).await,
+        }
+    }
+
+    /// Revokes one token; whether it existed.
+    pub async fn revoke(&self, hash: &[u8; 32]) -> Result<bool, StoreError> {
+        match self {
+            Self::Memory(m) => Ok(m.revoke(hash)),
+            Self::Redis(r) => r.revoke(hash).await,
+        }
+    }
+
+    /// Revokes every token an identity issued (it was deleted or replaced); how many. A
+    /// shared store need not: a token is refused at use once its identity is gone from the
+    /// directory (`login::authenticate`), and expires with its record.
+    pub fn revoke_identity(&self, identity: &ObjectKey, keep_identity_id: Option<&str>) -> usize {
+        match self {
+            Self::Memory(m) => m.revoke_identity(identity, keep_identity_id),
+            Self::Redis(_) => 0,
+        }
+    }
+
+    pub async fn insert_code(&self, hash: [u8; 32], record: CodeRecord) -> Result<(), StoreError> {
+        match self {
+            Self::Memory(m) => m.insert_code(hash, record),
+            Self::Redis(r) => r.insert_code(hash, record).await,
+        }
+    }
+
+    pub async fn redeem_code(
+        &self,
+        hash: &[u8; 32],
+        binding: &CodeBinding<'_>,
+        now: i64,
+    ) -> Result<CodeRedemption, StoreError> {
+        match self {
+            Self::Memory(m) => Ok(m.redeem_code(hash, binding, now)),
+            Self::Redis(r) => r.redeem_code(hash, binding, now).await,
+        }
+    }
+
+    pub async fn insert_userinfo(&self, hash: [u8; 32], record: UserinfoRecord) -> Result<(), StoreError> {
+        match self {
+            Self::Memory(m) => m.insert_userinfo(hash, record),
+            Self::Redis(r) => r.insert_userinfo(hash, record).await,
+        }
+    }
+
+    /// A userinfo token's record, if it exists and has not expired.
+    pub async fn userinfo(&self, token: &str, now: i64) -> Result<Option<UserinfoRecord>, StoreError> {
+        match self {
+            Self::Memory(m) => Ok(m.userinfo(&token_hash(token), now)),
+            Self::Redis(r) => r.userinfo(token, now).await,
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! Every replica serves the whole protocol: codes and tokens in Redis (issue 14). Two
+//! `oidc-operator standalone` processes, the second started on a copy of the first one's state
+//! folder (same keys, credentials and identity ids), share one Debian `redis-server` (single
+//! node, then a three-master Redis Cluster): a flow crosses them step by step, a replayed code
+//! fails at the other replica, a use limit is counted exactly across both, a revocation is seen
+//! by both, tokens survive a replica's restart; with the store stopped every protocol endpoint
+//! answers 503 and nothing is issued, and service comes back with the store.
+
+// Test helpers outside #[test] functions stop the test on a failed step.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::redis::{RedisCluster, RedisServer};
+use common::{ExternalIssuer, Server, identity, login_token, write_manifest};
+use serde_json::{Value, json};
+
+const RUNNER: &str = "5e551011-0000-4000-8000-000000000001";
+const LIMITED: &str = "5e551011-0000-4000-8000-000000000002";
+const USES: usize = 25;
+const REDIRECT: &str = "https://app.example/callback";
+
+struct Pair {
+    _tmp: tempfile::TempDir,
+    issuer: ExternalIssuer,
+    manifests: PathBuf,
+    state_a: PathBuf,
+    state_b: PathBuf,
+    store: String,
+}
+
+impl Pair {
+    /// The manifests, replica A started once (it makes keys, credentials and the CA), and a
+    /// copy of its state folder for B.
+    async fn new(store: String) -> (Pair, Server, Server) {
+        let tmp = tempfile::tempdir().unwrap();
+        let manifests = tmp.path().join("m");
+        std::fs::create_dir(&manifests).unwrap();
+        let issuer = ExternalIssuer::start(tmp.path()).await;
+        let mut yaml = identity("runner", RUNNER, &issuer, "  groups: [platform]\n");
+        yaml.push_str(&identity("limited", LIMITED, &issuer, &format!("  accessTokenNumUsesLimit: {USES}\n")));
+        yaml.push_str(&format!(
+            "apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcClient\nmetadata: {{name: app}}\nspec: {{redirectUris: [\"{REDIRECT}\"], assignments: [allow_all]}}\n---\n\
+             apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcProvider\nmetadata: {{name: main}}\nspec: {{allowedClients: [\"*\"]}}\n"
+        ));
+        write_manifest(&manifests, "all.yaml", &yaml);
+        let (state_a, state_b) = (tmp.path().join("a"), tmp.path().join("b"));
+        let pair = Pair { _tmp: tmp, issuer, manifests, state_a, state_b, store };
+        let a = pair.start(&pair.state_a).await;
+        let out = std::process::Command::new("cp").arg("-a").arg(&pair.state_a).arg(&pair.state_b).status().unwrap();
+        assert!(out.success());
+        let b = pair.start(&pair.state_b).await;
+        (pair, a, b)
+    }
+
+    async fn start(&self, state: &Path) -> Server {
+        let server = Server::start(
+            &self.manifests,
+            state,
+            &["--allow-insecure-issuers", "--session-store", &self.store, "--session-store-timeout-ms", "300"],
+        )
+        .await;
+        server.wait_identity_ready("runner").await;
+        server.wait_identity_ready("limited").await;
+        server
+    }
+
+    fn client(&self) -> (String, String) {
+        let v: Value =
+            serde_json::from_slice(&std::fs::read(self.state_a.join("clients/default/app.json")).unwrap()).unwrap();
+        (v["client_id"].as_str().unwrap().to_owned(), v["client_secret"].as_str().unwrap().to_owned())
+    }
+
+    async fn jwt(&self) -> String {
+        self.issuer.mint("ES256", json!({}), None).await
+    }
+}
+
+async fn status_json(resp: reqwest::Response) -> (u16, Value) {
+    (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn login(server: &Server, id: &str, jwt: &str) -> (u16, Value) {
+    let url = format!("{}/api/v1/auth/oidc-auth/login", server.api);
+    status_json(server.client().post(url).json(&json!({"identityId": id, "jwt": jwt})).send().await.unwrap()).await
+}
+
+async fn lookup(server: &Server, token: &str) -> (u16, Value) {
+    let url = format!("{}/api/v1/auth/token/lookup", server.api);
+    status_json(server.client().get(url).bearer_auth(token).send().await.unwrap()).await
+}
+
+async fn authorize(server: &Server, token: &str, client_id: &str) -> (u16, Value) {
+    let url = format!("{}/authorize", server.issuer("default", "main"));
+    let query = [
+        ("response_type", "code"),
+        ("client_id", client_id),
+        ("redirect_uri", REDIRECT),
+        ("scope", "openid"),
+        ("state", "s1"),
+    ];
+    status_json(server.client().get(url).bearer_auth(token).query(&query).send().await.unwrap()).await
+}
+
+async fn exchange(server: &Server, client: &(String, String), code: &str) -> (u16, Value) {
+    let url = format!("{}/token", server.issuer("default", "main"));
+    let form = [("grant_type", "authorization_code"), ("code", code), ("redirect_uri", REDIRECT)];
+    status_json(server.client().post(url).basic_auth(&client.0, Some(&client.1)).form(&form).send().await.unwrap())
+        .await
+}
+
+async fn userinfo(server: &Server, token: &str) -> (u16, Value) {
+    let url = format!("{}/userinfo", server.issuer("default", "main"));
+    status_json(server.client().get(url).bearer_auth(token).send().await.unwrap()).await
+}
+
+/// The issue's two-replica scenario against one store URL.
+async fn two_replicas_share_one_store(store: String) {
+    let (pair, a, b) = Pair::new(store).await;
+    let client = pair.client();
+
+    // login at A, authorize at B, token at A, userinfo at B.
+    let token = login_token(&a, RUNNER, &pair.jwt().await).await;
+    let (status, body) = authorize(&b, &token, &client.0).await;
+    assert_eq!(status, 200, "authorize at B with A's token: {body}");
+    let code = body["code"].as_str().unwrap().to_owned();
+    let (status, body) = exchange(&a, &client, &code).await;
+    assert_eq!(status, 200, "token at A with B's code: {body}");
+    let access = body["access_token"].as_str().unwrap().to_owned();
+    let (status, body) = userinfo(&b, &access).await;
+    assert_eq!((status, body["sub"].as_str()), (200, Some(RUNNER)), "userinfo at B: {body}");
+
+    // The code replayed at the other replica fails, and revokes what it issued, everywhere.
+    let (status, body) = exchange(&b, &client, &code).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "{body}");
+    for server in [&a, &b] {
+        assert_eq!(userinfo(server, &access).await.0, 401, "the replayed code's token still works");
+    }
+
+    // A use limit of N gives exactly N uses to 4 concurrent workers spread over A and B.
+    let limited = Arc::new(login_token(&b, LIMITED, &pair.jwt().await).await);
+    let (a, b) = (Arc::new(a), Arc::new(b));
+    let granted = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for w in 0..4 {
+        let (server, token, granted) =
+            (if w % 2 == 0 { Arc::clone(&a) } else { Arc::clone(&b) }, Arc::clone(&limited), Arc::clone(&granted));
+        workers.push(tokio::spawn(async move {
+            loop {
+                let (status, body) = lookup(&server, &token).await;
+                match status {
+                    200 => granted.fetch_add(1, Ordering::SeqCst),
+                    401 => {
+                        assert_eq!(body["error"], "token_uses_exhausted", "{body}");
+                        break;
+                    }
+                    other => panic!("lookup answered {other}: {body}"),
+                };
+            }
+        }));
+    }
+    for w in workers {
+        w.await.unwrap();
+    }
+    assert_eq!(granted.load(Ordering::SeqCst), USES, "uses counted across replicas");
+
+    // Revocation at A is refused at B.
+    let doomed = login_token(&a, RUNNER, &pair.jwt().await).await;
+    assert_eq!(lookup(&b, &doomed).await.0, 200);
+    let url = format!("{}/api/v1/auth/token/revoke", a.api);
+    let resp = a.client().post(url).json(&json!({"accessToken": doomed})).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let (status, body) = lookup(&b, &doomed).await;
+    assert_eq!((status, body["error"].as_str()), (401, Some("invalid_token")), "{body}");
+
+    // A token survives a replica's restart (and is served by the other meanwhile).
+    let kept = login_token(&a, RUNNER, &pair.jwt().await).await;
+    let a = Arc::into_inner(a).unwrap();
+    a.stop();
+    assert_eq!(lookup(&b, &kept).await.0, 200, "B serves while A is down");
+    let a = pair.start(&pair.state_a).await;
+    let (status, body) = lookup(&a, &kept).await;
+    assert_eq!(status, 200, "the token after A's restart: {body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_serve_the_whole_protocol_from_one_redis() {
+    let redis = tokio::task::spawn_blocking(RedisServer::start).await.unwrap();
+    two_replicas_share_one_store(redis.url()).await;
+    // Only hashes are stored: no key or value holds a token.
+    let keys = common::redis::cli(redis.port, &["--scan", "--pattern", "oidcop:*"]);
+    assert!(!keys.is_empty() && keys.lines().all(|k| k.len() > 64), "{keys}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_serve_the_whole_protocol_from_a_redis_cluster() {
+    let cluster = tokio::task::spawn_blocking(RedisCluster::start).await.unwrap();
+    two_replicas_share_one_store(cluster.url()).await;
+    let counts = cluster.key_counts();
+    assert!(counts.iter().filter(|n| **n > 0).count() >= 2, "records spread over the masters: {counts:?}");
+}
+
+/// The store stopped: every protocol endpoint answers 503 with its JSON error at both
+/// replicas, `/readyz` says so, nothing is issued; restarted (empty), service resumes with no
+/// operator restart and the old tokens are unknown, never valid.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopped_store_fails_closed_and_service_resumes_with_it() {
+    let mut redis = tokio::task::spawn_blocking(RedisServer::start).await.unwrap();
+    let (pair, a, b) = Pair::new(redis.url()).await;
+    let client = pair.client();
+    let token = login_token(&a, RUNNER, &pair.jwt().await).await;
+    let (_, body) = authorize(&a, &token, &client.0).await;
+    let code = body["code"].as_str().unwrap().to_owned();
+    let (_, second) = authorize(&b, &token, &client.0).await;
+    let (_, body) = exchange(&b, &client, second["code"].as_str().unwrap()).await;
+    let access = body["access_token"].as_str().unwrap().to_owned();
+
+    redis.stop();
+    let jwt = pair.jwt().await;
+    for server in [&a, &b] {
+        let (status, body) = login(server, RUNNER, &jwt).await;
+        assert_eq!((status, body["error"].as_str()), (503, Some("temporarily_unavailable")), "login: {body}");
+        assert_eq!(body["statusCode"], 503, "the login API's error shape: {body}");
+        let (status, body) = authorize(server, &token, &client.0).await;
+        assert_eq!((status, body["error"].as_str()), (503, Some("temporarily_unavailable")), "authorize: {body}");
+        let (status, body) = exchange(server, &client, &code).await;
+        assert_eq!((status, body["error"].as_str()), (503, Some("temporarily_unavailable")), "token: {body}");
+        let (status, body) = userinfo(server, &access).await;
+        assert_eq!((status, body["error"].as_str()), (503, Some("temporarily_unavailable")), "userinfo: {body}");
+        let (status, body) = lookup(server, &token).await;
+        assert_eq!((status, body["error"].as_str()), (503, Some("temporarily_unavailable")), "lookup: {body}");
+    }
+    common::cluster::eventually(10, "/readyz to report the store", || {
+        std::process::Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &format!("{}/readyz", a.metrics)])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout) == "503")
+            .unwrap_or(false)
+    })
+    .await;
+
+    // Back, empty (no persistence): service resumes; what was issued before is unknown.
+    tokio::task::block_in_place(|| redis.restart());
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let fresh = loop {
+        let (status, body) = login(&a, RUNNER, &pair.jwt().await).await;
+        if status == 200 {
+            break body["accessToken"].as_str().unwrap().to_owned();
+        }
+        assert!(std::time::Instant::now() < deadline, "login never resumed: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(lookup(&b, &fresh).await.0, 200);
+    assert_eq!(lookup(&b, &token).await.1["error"], "invalid_token", "a lost token must be unknown");
+    assert_eq!(exchange(&a, &client, &code).await.1["error"], "invalid_grant", "a lost code must be unknown");
+    assert_eq!(userinfo(&b, &access).await.0, 401, "a lost userinfo token must be unknown");
+}
