@@ -258,7 +258,8 @@ async fn the_helm_chart_installs_and_the_operator_runs_under_its_rbac_in_both_mo
     for (set, needle) in [
         ("rbac.mode=everything", "/rbac/mode"),
         ("rbac.mode=namespaced", "/watchNamespaces"),
-        ("replicaCount=2", "shared session store"),
+        ("replicaCount=2", "/sessionStore/url"),
+        ("sessionStore.url=redis://user:pw@redis:6379", "/sessionStore/url"),
         ("logFormat=xml", "logFormat"),
         ("unknownValue=1", "unknownValue"),
     ] {
@@ -266,6 +267,30 @@ async fn the_helm_chart_installs_and_the_operator_runs_under_its_rbac_in_both_mo
         let text = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && text.contains(needle), "--set {set}: {text}");
     }
+    // Several replicas with a shared store: the store flags, and a PodDisruptionBudget.
+    let replicated = documents(&helm(
+        &cp,
+        &[
+            "template",
+            "--kube-version",
+            "1.34.4",
+            "x",
+            &chart,
+            "--set",
+            "replicaCount=2",
+            "--set",
+            "sessionStore.url=redis://redis:6379",
+            "--set",
+            "sessionStore.existingSecret=redis-auth",
+        ],
+    ));
+    assert!(replicated.iter().any(|d| d["kind"] == "PodDisruptionBudget"), "no PDB with 2 replicas");
+    let args = operator_args(&replicated);
+    assert!(args.windows(2).any(|w| w == ["--session-store", "redis://redis:6379"]), "{args:?}");
+    let deployment = replicated.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let env = deployment["spec"]["template"]["spec"]["containers"][0]["env"].to_string();
+    assert!(env.contains("OIDC_OPERATOR_SESSION_STORE_PASSWORD") && env.contains("redis-auth"), "{env}");
+
     // Cluster mode narrowed to some namespaces binds its ClusterRole only there.
     let narrowed = documents(&helm(
         &cp,

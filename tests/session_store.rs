@@ -260,3 +260,84 @@ async fn a_stopped_store_fails_closed_and_service_resumes_with_it() {
     assert_eq!(exchange(&a, &client, &code).await.1["error"], "invalid_grant", "a lost code must be unknown");
     assert_eq!(userinfo(&b, &access).await.0, 401, "a lost userinfo token must be unknown");
 }
+
+/// The cluster tier: two `oidc-operator run` replicas against the test kube-apiserver share
+/// one Redis; a service-account token's flow crosses them step by step.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_operator_replicas_on_a_cluster_share_one_redis() {
+    use base64::Engine;
+    use common::cluster::{ControlPlane, jsonpath, wait_ready};
+    use common::flow;
+    let cp = tokio::task::spawn_blocking(ControlPlane::start).await.unwrap();
+    let redis = tokio::task::spawn_blocking(RedisServer::start).await.unwrap();
+    cp.allow_anonymous_issuer_discovery();
+    let ns = cp.namespace();
+    let tmp = tempfile::tempdir().unwrap();
+    let url = redis.url();
+    let args = |who: &'static str| {
+        ["--identity", who, "--allow-insecure-issuers", "--issuer-refetch-interval", "1", "--session-store"]
+            .into_iter()
+            .map(str::to_owned)
+            .chain([url.clone()])
+            .collect::<Vec<String>>()
+    };
+    let one_args = args("op-one");
+    let mut one = Server::operator(
+        &cp.kubeconfig,
+        &tmp.path().join("one"),
+        &one_args.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .await;
+    let two_args = args("op-two");
+    let mut two = Server::operator(
+        &cp.kubeconfig,
+        &tmp.path().join("two"),
+        &two_args.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+    .await;
+    let ca_b64 = jsonpath(&cp, "default", "secret/oidc-operator-ca", "{.data.ca\\.crt}");
+    let ca = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(ca_b64).unwrap()).unwrap();
+    one.trust(&ca);
+    two.trust(&ca);
+    let (applied, err) = cp.apply(&ns, &flow::workload_manifests(&cp, &ns));
+    assert!(applied, "{err}");
+    wait_ready(&cp, &ns, &flow::WORKLOAD_OBJECTS, &one);
+    let identity_id = jsonpath(&cp, &ns, "identityoidcauth/runner", "{.status.identityId}");
+    let (client_id, secret) = flow::client_credentials(&cp, &ns, "app");
+    let client = (client_id, secret.unwrap());
+    let sa_token = flow::service_account_token(&cp, &ns, "runner", "oidc-operator");
+
+    // login at one, authorize at two, token at one, userinfo at two, replay at two.
+    let token = login_token(&one, &identity_id, &sa_token).await;
+    let authorize_url = format!("{}/authorize", two.issuer(&ns, "main"));
+    let query = [
+        ("response_type", "code"),
+        ("client_id", client.0.as_str()),
+        ("redirect_uri", "https://app.example/cb"),
+        ("scope", "openid groups"),
+        ("state", "s"),
+    ];
+    let (status, body) =
+        status_json(two.client().get(authorize_url).bearer_auth(&token).query(&query).send().await.unwrap()).await;
+    assert_eq!(status, 200, "authorize at two: {body}");
+    let code = body["code"].as_str().unwrap().to_owned();
+    let form =
+        [("grant_type", "authorization_code"), ("code", code.as_str()), ("redirect_uri", "https://app.example/cb")];
+    let token_at = |s: &Server| format!("{}/token", s.issuer(&ns, "main"));
+    let (status, body) = status_json(
+        one.client().post(token_at(&one)).basic_auth(&client.0, Some(&client.1)).form(&form).send().await.unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "token at one: {body}");
+    let access = body["access_token"].as_str().unwrap().to_owned();
+    let userinfo_url = format!("{}/userinfo", two.issuer(&ns, "main"));
+    let (status, body) = status_json(two.client().get(&userinfo_url).bearer_auth(&access).send().await.unwrap()).await;
+    assert_eq!((status, body["groups"].clone()), (200, json!(["platform"])), "userinfo at two: {body}");
+    let (status, body) = status_json(
+        two.client().post(token_at(&two)).basic_auth(&client.0, Some(&client.1)).form(&form).send().await.unwrap(),
+    )
+    .await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "replay at two: {body}");
+    let (status, _) = status_json(two.client().get(&userinfo_url).bearer_auth(&access).send().await.unwrap()).await;
+    assert_eq!(status, 401, "the replay revoked the token at every replica");
+}

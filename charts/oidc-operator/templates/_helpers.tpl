@@ -91,8 +91,8 @@ The --external-url value: externalUrl without a trailing "/", else the in-cluste
 Refuses values this version cannot run; included by the Deployment and the RBAC templates.
 */}}
 {{- define "oidc-operator.validate" -}}
-{{- if gt (int .Values.replicaCount) 1 }}
-{{- fail "replicaCount > 1 needs a shared session store, which this version does not have yet (codes and tokens live in one replica's memory)" }}
+{{- if and (gt (int .Values.replicaCount) 1) (empty .Values.sessionStore.url) }}
+{{- fail "replicaCount > 1 needs sessionStore.url: codes and tokens must live in a store every replica shares (Redis or Valkey)" }}
 {{- end }}
 {{- if and (eq .Values.rbac.mode "namespaced") (empty .Values.watchNamespaces) }}
 {{- fail "rbac.mode=namespaced needs watchNamespaces: the Roles are created in those namespaces only, and without --watch-namespace the operator would watch every namespace. Set watchNamespaces (e.g. --set 'watchNamespaces={team-a,team-b}') or use rbac.mode=cluster." }}

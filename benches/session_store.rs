@@ -1,0 +1,233 @@
+//! Login and token endpoint throughput with codes and tokens in Redis against the memory
+//! store, measured in one run on one machine.
+//!
+//!     cargo bench --bench session_store
+//!
+//! Starts Debian's `redis-server` (installed by `scripts/tools`) on a free loopback port with
+//! no persistence, then serves the same directory twice over loopback: once with the memory
+//! store, once with `--session-store redis://...`. Prints, per store, machine logins/s (ES256
+//! external JWT: verify, checks, token stored) and token endpoint exchanges/s (ES256 client:
+//! code redeemed, ID token signed, userinfo token stored), and the Redis / memory ratios.
+//! The target is >= 0.7x. Redis runs on the same two cores as the server and the load.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+
+mod support;
+
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use oidc_operator::api::{IdentityOidcAuth, OidcClient, OidcKey, OidcKeySpec, OidcProvider};
+use oidc_operator::directory::{self, ExternalUrl, Inputs, Materials, ObjectKey, SharedDirectory};
+use oidc_operator::keys::ring::KeyPolicy;
+use oidc_operator::keys::{KeyVersion, SigningAlgorithm, rotation};
+use oidc_operator::login::external::IssuerRegistry;
+use oidc_operator::server::{self, AppState, Metrics};
+use oidc_operator::sessions::redis::{RedisOptions, RedisStore};
+use oidc_operator::sessions::{Alias, CodeRecord, SessionStore, token_hash};
+use support::now;
+use warp::Filter;
+
+const REDIRECT: &str = "https://app.example/callback";
+const IDENTITY: &str = "bench-identity";
+/// Codes put in each store before its token phase: more than one phase can spend.
+const CODES: usize = 120_000;
+
+fn in_ns<T: kube::Resource<DynamicType = ()>>(mut o: T) -> Arc<T> {
+    o.meta_mut().namespace = Some("default".into());
+    Arc::new(o)
+}
+
+fn redis_server() -> (std::process::Child, u16, tempfile::TempDir) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let bin = std::env::var("HOME").map(|h| format!("{h}/.cache/oidc-operator/bin/redis-server")).unwrap();
+    let bin = if std::path::Path::new(&bin).exists() { bin } else { "redis-server".into() };
+    let child = Command::new(&bin)
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server (scripts/tools installs Debian's)");
+    (child, port, dir)
+}
+
+async fn serve(state: AppState) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(server::serve(listener, None, server::api_routes(state)));
+    addr
+}
+
+fn code_record(client_id: &str, now: i64) -> CodeRecord {
+    CodeRecord {
+        namespace: "default".into(),
+        provider: "p".into(),
+        client_id: client_id.into(),
+        redirect_uri: REDIRECT.into(),
+        nonce: Some("n-0123456789".into()),
+        scopes: vec!["openid".into()],
+        challenge: None,
+        identity: ObjectKey::new("default", "bench"),
+        identity_id: IDENTITY.into(),
+        alias: Alias::default(),
+        auth_time: now,
+        max_age_sent: false,
+        expires_at: now + 3600,
+    }
+}
+
+/// Puts `CODES` codes into `store` from 64 tasks; returns them.
+async fn codes(store: &SessionStore, tag: &str, client_id: &str) -> Arc<Vec<String>> {
+    let all: Arc<Vec<String>> = Arc::new((0..CODES).map(|i| format!("bench-code-{tag}-{i}")).collect());
+    let mut tasks = Vec::new();
+    for w in 0..64 {
+        let (store, all, client_id) = (store.clone(), Arc::clone(&all), client_id.to_owned());
+        tasks.push(tokio::spawn(async move {
+            for code in all.iter().skip(w).step_by(64) {
+                store.insert_code(token_hash(code), code_record(&client_id, now())).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    all
+}
+
+#[tokio::main]
+async fn main() {
+    let _ = tokio_rustls::rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let (mut redis, port, _redis_dir) = redis_server();
+
+    // The external issuer of the logins (ES256), on loopback.
+    let external = KeyVersion::generate(SigningAlgorithm::ES256, now()).unwrap().parse().unwrap();
+    let issuer_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = format!("http://{}", issuer_listener.local_addr().unwrap());
+    let discovery = serde_json::json!({"issuer": issuer, "jwks_uri": format!("{issuer}/jwks")});
+    let jwks = serde_json::json!({"keys": [external.jwk()]});
+    let routes = warp::path!(".well-known" / "openid-configuration")
+        .map(move || warp::reply::json(&discovery))
+        .or(warp::path!("jwks").map(move || warp::reply::json(&jwks)));
+    tokio::spawn(warp::serve(routes).incoming(issuer_listener).run());
+
+    // One identity, one ES256 client, one provider.
+    let t0 = now();
+    let mut inputs = Inputs::default();
+    let key = OidcKeySpec {
+        algorithm: SigningAlgorithm::ES256,
+        allowed_clients: vec!["*".into()],
+        ..OidcKeySpec::builtin_default()
+    };
+    inputs.keys.push(in_ns(OidcKey::new("key", key)));
+    let client = serde_json::from_value(serde_json::json!({
+        "key": "key", "redirectUris": [REDIRECT], "assignments": ["allow_all"]
+    }))
+    .unwrap();
+    inputs.clients.push(in_ns(OidcClient::new("client", client)));
+    let provider = serde_json::from_value(serde_json::json!({"allowedClients": ["*"]})).unwrap();
+    inputs.providers.push(in_ns(OidcProvider::new("p", provider)));
+    let identity = serde_json::from_value(serde_json::json!({
+        "identityId": IDENTITY, "oidcDiscoveryUrl": issuer, "boundIssuer": issuer,
+        "boundAudiences": "bench", "boundSubject": "system:serviceaccount:bench:*",
+    }))
+    .unwrap();
+    inputs.identities.push(in_ns(IdentityOidcAuth::new("bench", identity)));
+    let mut materials = Materials::default();
+    for (k, spec) in directory::required_keys(&inputs) {
+        let ring =
+            rotation::advance(None, &KeyPolicy::from(&spec), t0, |a| KeyVersion::generate(a, t0)).unwrap().unwrap();
+        materials.key_rings.insert(k, ring);
+    }
+    let creds = oidc_operator::credentials::reconcile(None, None, true).unwrap().unwrap();
+    materials.credentials.insert(ObjectKey::new("default", "client"), creds.clone());
+
+    let metrics = Arc::new(Metrics::default());
+    let redis_store = RedisStore::connect(
+        &RedisOptions {
+            url: format!("redis://127.0.0.1:{port}"),
+            ca: None,
+            username: None,
+            password: None,
+            timeout: Duration::from_millis(500),
+            prefix: "oidcop".into(),
+        },
+        Arc::clone(&metrics),
+    )
+    .unwrap();
+    let stores = [("memory", SessionStore::memory(10_000_000)), ("redis", SessionStore::Redis(redis_store))];
+
+    let jwt = external
+        .sign_jwt(&serde_json::json!({
+            "iss": issuer, "aud": "bench", "sub": "system:serviceaccount:bench:runner",
+            "iat": now(), "exp": now() + 3600,
+        }))
+        .unwrap();
+    let login_body = Bytes::from(serde_json::json!({"identityId": IDENTITY, "jwt": jwt}).to_string());
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            creds.client_id,
+            creds.client_secret.clone().unwrap()
+        ))
+    );
+
+    println!("# cargo bench --bench session_store   ({} cores; server, Redis and load share them)", support::cores());
+    println!("{:<8} {:>16} {:>22}", "store", "logins/s", "token exchanges/s");
+    let mut rates = Vec::new();
+    for (name, store) in stores {
+        let state = AppState {
+            directory: Arc::new(SharedDirectory::default()),
+            metrics: Arc::clone(&metrics),
+            issuers: Arc::new(IssuerRegistry::new(true)),
+            tokens: store.clone(),
+            trusted_proxies: Arc::new(Vec::new()),
+            refetch_interval: 10,
+            code_ttl: 300,
+        };
+        let shared = Arc::clone(&state.directory);
+        let addr = serve(state).await;
+        let dir = directory::build(&inputs, &materials, &ExternalUrl::new(&format!("http://{addr}")), now(), None);
+        let issuer_url = dir.provider("default", "p").unwrap().issuer.clone();
+        shared.store(dir);
+
+        let body = login_body.clone();
+        let login = move || {
+            support::request("/api/v1/auth/oidc-auth/login", &[("content-type", "application/json")], body.clone())
+        };
+        let mut first = support::connection(addr).await;
+        let (status, answer) = support::send(&mut first, login()).await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+        let logins = support::load(addr, login).await;
+
+        let all = codes(&store, name, &creds.client_id).await;
+        let next = Arc::new(AtomicUsize::new(0));
+        let token_path = format!("{}/token", issuer_url.trim_start_matches(&format!("http://{addr}")));
+        let basic = basic.clone();
+        let exchanges = support::load(addr, move || {
+            let code = &all[next.fetch_add(1, Ordering::Relaxed) % CODES];
+            let body =
+                format!("grant_type=authorization_code&code={code}&redirect_uri=https%3A%2F%2Fapp.example%2Fcallback");
+            let headers = [("content-type", "application/x-www-form-urlencoded"), ("authorization", basic.as_str())];
+            support::request(&token_path, &headers, Bytes::from(body))
+        })
+        .await;
+        println!("{name:<8} {logins:>16.0} {exchanges:>22.0}");
+        rates.push((logins, exchanges));
+    }
+    println!(
+        "{:<8} {:>15.2}x {:>21.2}x   (target >= 0.70x)",
+        "ratio",
+        rates[1].0 / rates[0].0,
+        rates[1].1 / rates[0].1
+    );
+    let _ = redis.kill();
+    let _ = redis.wait();
+}
