@@ -208,9 +208,50 @@ async fn two_replicas_serve_the_whole_protocol_from_a_redis_cluster() {
 /// The store stopped: every protocol endpoint answers 503 with its JSON error at both
 /// replicas, `/readyz` says so, nothing is issued; restarted (empty), service resumes with no
 /// operator restart and the old tokens are unknown, never valid.
+/// A store the tests can stop and start again, empty.
+trait Store {
+    fn url(&self) -> String;
+    fn stop(&mut self);
+    fn restart(&mut self);
+}
+
+impl Store for RedisServer {
+    fn url(&self) -> String {
+        RedisServer::url(self)
+    }
+    fn stop(&mut self) {
+        RedisServer::stop(self)
+    }
+    fn restart(&mut self) {
+        RedisServer::restart(self)
+    }
+}
+
+impl Store for RedisCluster {
+    fn url(&self) -> String {
+        RedisCluster::url(self)
+    }
+    fn stop(&mut self) {
+        RedisCluster::stop(self)
+    }
+    fn restart(&mut self) {
+        RedisCluster::restart(self)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stopped_store_fails_closed_and_service_resumes_with_it() {
-    let mut redis = tokio::task::spawn_blocking(RedisServer::start).await.unwrap();
+    let redis = tokio::task::spawn_blocking(RedisServer::start).await.unwrap();
+    stopped_store_fails_closed(redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopped_cluster_fails_closed_and_service_resumes_with_it() {
+    let cluster = tokio::task::spawn_blocking(RedisCluster::start).await.unwrap();
+    stopped_store_fails_closed(cluster).await;
+}
+
+async fn stopped_store_fails_closed(mut redis: impl Store) {
     let (pair, a, b) = Pair::new(redis.url()).await;
     let client = pair.client();
     let token = login_token(&a, RUNNER, &pair.jwt().await).await;
@@ -340,4 +381,104 @@ async fn two_operator_replicas_on_a_cluster_share_one_redis() {
     assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "replay at two: {body}");
     let (status, _) = status_json(two.client().get(&userinfo_url).bearer_auth(&access).send().await.unwrap()).await;
     assert_eq!(status, 401, "the replay revoked the token at every replica");
+}
+
+/// TLS with the store's own CA (`--session-store-ca`) and an ACL user whose password comes
+/// from a file or the environment (never the URL); a wrong password gives 503, never a token.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_store_is_reached_over_tls_as_an_acl_user() {
+    let (redis, ca) = tokio::task::spawn_blocking(|| RedisServer::start_tls_acl("oidc", "s3cret-pw")).await.unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let manifests = tmp.path().join("m");
+    std::fs::create_dir(&manifests).unwrap();
+    let issuer = ExternalIssuer::start(tmp.path()).await;
+    write_manifest(&manifests, "all.yaml", &identity("runner", RUNNER, &issuer, ""));
+    std::fs::write(tmp.path().join("ca.pem"), &ca).unwrap();
+    std::fs::write(tmp.path().join("password"), "s3cret-pw\n").unwrap();
+    std::fs::write(tmp.path().join("wrong"), "guess\n").unwrap();
+    let url = format!("rediss://127.0.0.1:{}", redis.port);
+    let ca_path = tmp.path().join("ca.pem").display().to_string();
+    let start = |state: &str, password_file: &str| {
+        let state = tmp.path().join(state);
+        let args: Vec<String> = [
+            "--allow-insecure-issuers",
+            "--session-store",
+            &url,
+            "--session-store-ca",
+            &ca_path,
+            "--session-store-username",
+            "oidc",
+            "--session-store-password-file",
+            &tmp.path().join(password_file).display().to_string(),
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+        (state, args)
+    };
+    let (state, args) = start("good", "password");
+    let server = Server::start(&manifests, &state, &args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    server.wait_identity_ready("runner").await;
+    let token = login_token(&server, RUNNER, &issuer.mint("ES256", json!({}), None).await).await;
+    assert_eq!(lookup(&server, &token).await.0, 200);
+    assert!(redis.dbsize() > 0, "the token's record is in the TLS store");
+    drop(server);
+
+    // The wrong password: the store refuses the connection, and so every login fails closed.
+    let (state, args) = start("bad", "wrong");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut cmd = std::process::Command::new(common::BIN);
+    cmd.arg("standalone").arg("--manifests").arg(&manifests).arg("--state").arg(&state).args(&args);
+    let log = std::fs::File::create(tmp.path().join("bad.log")).unwrap();
+    let mut child = cmd
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    // Its output is read to the end (a closed pipe would stop it), the api address kept.
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(api) = line.split_whitespace().find_map(|w| w.strip_prefix("api=")) {
+                let _ = tx.send(api.to_owned());
+            }
+        }
+    });
+    let api = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(30)))
+        .await
+        .unwrap()
+        .expect("the server with a wrong password still starts");
+    let http = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(state.join("tls/ca.crt")).unwrap()).unwrap(),
+        )
+        .build()
+        .unwrap();
+    let jwt = issuer.mint("ES256", json!({}), None).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let body: Value = loop {
+        let resp = http
+            .post(format!("{api}/api/v1/auth/oidc-auth/login"))
+            .json(&json!({"identityId": RUNNER, "jwt": jwt}))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        // Until its issuer is fetched the identity is not served; then the store refuses.
+        if status == 503 && body["error"] == "temporarily_unavailable" {
+            break body;
+        }
+        assert_ne!(status, 200, "a login succeeded with a wrong store password");
+        assert!(std::time::Instant::now() < deadline, "never 503: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(body["statusCode"], 503);
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(tmp.path().join("bad.log")).unwrap();
+    assert!(!log.contains("guess") && !log.contains("s3cret-pw"), "a password in the log:\n{log}");
 }

@@ -21,8 +21,15 @@ fn bin(name: &str) -> PathBuf {
 
 /// `redis-cli -p <port> <args>`'s output.
 pub fn cli(port: u16, args: &[&str]) -> String {
+    cli_with(port, &[], args)
+}
+
+/// `redis-cli` with connection options (`--tls`, `--user`, ...) before `args`.
+pub fn cli_with(port: u16, options: &[String], args: &[&str]) -> String {
     let out = Command::new(bin("redis-cli"))
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(options)
+        .arg("--no-auth-warning")
         .args(args)
         .output()
         .expect("running redis-cli");
@@ -35,6 +42,8 @@ pub struct RedisServer {
     pub port: u16,
     dir: tempfile::TempDir,
     extra: Vec<String>,
+    /// How redis-cli reaches it (TLS, ACL user).
+    cli_options: Vec<String>,
 }
 
 impl RedisServer {
@@ -49,12 +58,80 @@ impl RedisServer {
             port: free_port(),
             dir: tempfile::tempdir().unwrap(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            cli_options: Vec::new(),
         };
         server.spawn();
         server
     }
 
+    /// TLS only (a certificate for 127.0.0.1 signed by a CA made here), with the `default`
+    /// user off and one ACL user `user`/`password` confined to `~oidcop:*`. Returns the
+    /// server and the CA's PEM.
+    pub fn start_tls_acl(user: &str, password: &str) -> (RedisServer, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        // OpenSSL (redis-cli) builds the chain by names: the CA needs one.
+        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "redis test CA");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .unwrap()
+            .signed_by(&leaf_key, &issuer)
+            .unwrap();
+        let (ca_path, cert, key) = (dir.path().join("ca.crt"), dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        std::fs::write(&ca_path, ca.pem()).unwrap();
+        std::fs::write(&cert, leaf.pem()).unwrap();
+        std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
+        let port = free_port();
+        let path = |p: &std::path::Path| p.display().to_string();
+        let extra = vec![
+            "--port".to_owned(),
+            "0".to_owned(),
+            "--tls-port".to_owned(),
+            port.to_string(),
+            "--tls-cert-file".to_owned(),
+            path(&cert),
+            "--tls-key-file".to_owned(),
+            path(&key),
+            "--tls-ca-cert-file".to_owned(),
+            path(&ca_path),
+            "--tls-auth-clients".to_owned(),
+            "no".to_owned(),
+            // Each word its own argument: redis-server joins them into one config line.
+            "--user".to_owned(),
+            "default".to_owned(),
+            "off".to_owned(),
+            "--user".to_owned(),
+            user.to_owned(),
+            "on".to_owned(),
+            format!(">{password}"),
+            "~oidcop:*".to_owned(),
+            "+@all".to_owned(),
+        ];
+        let mut server = RedisServer {
+            child: None,
+            port,
+            dir,
+            extra,
+            cli_options: vec![
+                "--tls".into(),
+                "--cacert".into(),
+                path(&ca_path),
+                "--user".into(),
+                user.into(),
+                "--pass".into(),
+                password.into(),
+            ],
+        };
+        server.spawn();
+        (server, ca.pem())
+    }
+
     fn spawn(&mut self) {
+        // A later --port (TLS only) wins over this one.
         let child = Command::new(bin("redis-server"))
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
@@ -66,7 +143,7 @@ impl RedisServer {
             .expect("starting redis-server");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while cli(self.port, &["ping"]) != "PONG" {
+        while cli_with(self.port, &self.cli_options, &["ping"]) != "PONG" {
             assert!(Instant::now() < deadline, "redis-server did not answer:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -85,14 +162,22 @@ impl RedisServer {
         }
     }
 
+    /// How many keys it holds.
+    pub fn dbsize(&self) -> u64 {
+        cli_with(self.port, &self.cli_options, &["dbsize"]).parse().unwrap_or(0)
+    }
+
     /// Starts it again on the same port, empty.
     pub fn restart(&mut self) {
         self.stop();
         self.spawn();
     }
 
+    /// The end of what the server logged.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
+        let log = std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default();
+        let start = log.len().saturating_sub(4000);
+        log.get(start..).unwrap_or(&log).to_owned()
     }
 }
 
@@ -141,6 +226,28 @@ impl RedisCluster {
     pub fn url(&self) -> String {
         let nodes: Vec<String> = self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
         format!("redis+cluster://{}", nodes.join(","))
+    }
+
+    /// Stops every node.
+    pub fn stop(&mut self) {
+        for node in &mut self.nodes {
+            node.stop();
+        }
+    }
+
+    /// Starts every node again, empty; each keeps its `nodes.conf`, so the cluster re-forms
+    /// with the same slots.
+    pub fn restart(&mut self) {
+        for node in &mut self.nodes {
+            node.restart();
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for node in &self.nodes {
+            while !cli(node.port, &["cluster", "info"]).contains("cluster_state:ok") {
+                assert!(Instant::now() < deadline, "the cluster never re-formed:\n{}", node.log());
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
     }
 
     /// How many keys each master holds.
