@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::redis::{RedisCluster, RedisServer};
+use common::redis::{RedisCluster, RedisSentinel, RedisServer};
 use common::{ExternalIssuer, Server, identity, login_token, write_manifest};
 use serde_json::{Value, json};
 
@@ -119,8 +119,8 @@ async fn userinfo(server: &Server, token: &str) -> (u16, Value) {
     status_json(server.client().get(url).bearer_auth(token).send().await.unwrap()).await
 }
 
-/// The two-replica scenario against one store URL.
-async fn two_replicas_share_one_store(store: String) {
+/// The two-replica scenario against one store URL; returns the pair and replica A.
+async fn two_replicas_share_one_store(store: String) -> (Pair, Server) {
     let (pair, a, b) = Pair::new(store).await;
     let client = pair.client();
 
@@ -186,12 +186,13 @@ async fn two_replicas_share_one_store(store: String) {
     let a = pair.start(&pair.state_a).await;
     let (status, body) = lookup(&a, &kept).await;
     assert_eq!(status, 200, "the token after A's restart: {body}");
+    (pair, a)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_replicas_serve_the_whole_protocol_from_one_redis() {
     let redis = tokio::task::spawn_blocking(RedisServer::start).await.unwrap();
-    two_replicas_share_one_store(redis.url()).await;
+    let _pair = two_replicas_share_one_store(redis.url()).await;
     // Only hashes are stored: no key or value holds a token.
     let keys = common::redis::cli(redis.port, &["--scan", "--pattern", "oidcop:*"]);
     assert!(!keys.is_empty() && keys.lines().all(|k| k.len() > 64), "{keys}");
@@ -200,9 +201,14 @@ async fn two_replicas_serve_the_whole_protocol_from_one_redis() {
 #[tokio::test(flavor = "multi_thread")]
 async fn two_replicas_serve_the_whole_protocol_from_a_redis_cluster() {
     let cluster = tokio::task::spawn_blocking(RedisCluster::start).await.unwrap();
-    two_replicas_share_one_store(cluster.url()).await;
+    let a = two_replicas_share_one_store(cluster.url()).await;
+    // Records spread over the masters by their hash tags (30 more tokens: all on one master
+    // of three by chance with odds of 3 in 3^30).
+    for _ in 0..30 {
+        login_token(&a.1, RUNNER, &a.0.jwt().await).await;
+    }
     let counts = cluster.key_counts();
-    assert!(counts.iter().filter(|n| **n > 0).count() >= 2, "records spread over the masters: {counts:?}");
+    assert_eq!(counts.iter().filter(|n| **n > 0).count(), 3, "records spread over the masters: {counts:?}");
 }
 
 /// The store stopped: every protocol endpoint answers 503 with its JSON error at both
@@ -296,7 +302,17 @@ async fn stopped_store_fails_closed(mut redis: impl Store) {
         assert!(std::time::Instant::now() < deadline, "login never resumed: {status} {body}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    assert_eq!(lookup(&b, &fresh).await.0, 200);
+    // Each replica reconnects on its own (a call during its reconnect backoff answers 503).
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, body) = lookup(&b, &fresh).await;
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503, "{body}");
+        assert!(std::time::Instant::now() < deadline, "B never resumed: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     assert_eq!(lookup(&b, &token).await.1["error"], "invalid_token", "a lost token must be unknown");
     assert_eq!(exchange(&a, &client, &code).await.1["error"], "invalid_grant", "a lost code must be unknown");
     assert_eq!(userinfo(&b, &access).await.0, 401, "a lost userinfo token must be unknown");
@@ -481,4 +497,34 @@ async fn the_store_is_reached_over_tls_as_an_acl_user() {
     let _ = child.wait();
     let log = std::fs::read_to_string(tmp.path().join("bad.log")).unwrap();
     assert!(!log.contains("guess") && !log.contains("s3cret-pw"), "a password in the log:\n{log}");
+}
+
+/// Redis with Sentinel: two replicas find the master through the Sentinel, share it, and
+/// follow a failover: once the Sentinel names the promoted replica, logins and the tokens
+/// issued before (replicated to it) work again, with no operator restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_follow_a_sentinel_failover() {
+    let redis = tokio::task::spawn_blocking(RedisSentinel::start).await.unwrap();
+    let (pair, a, b) = Pair::new(redis.url()).await;
+    let token = login_token(&a, RUNNER, &pair.jwt().await).await;
+    assert_eq!(lookup(&b, &token).await.0, 200, "B reads what A wrote through the Sentinel's master");
+    assert!(redis.master.dbsize() > 0);
+
+    tokio::task::block_in_place(|| redis.fail_over());
+    // The old master is a replica now: writes to it answer READONLY until both replicas have
+    // asked the Sentinel again (a call or two each answers 503 meanwhile, never a token).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    for server in [&a, &b] {
+        loop {
+            let (status, body) = login(server, RUNNER, &pair.jwt().await).await;
+            if status == 200 {
+                break;
+            }
+            assert_eq!((status, body["error"].as_str()), (503, Some("temporarily_unavailable")), "{body}");
+            assert!(std::time::Instant::now() < deadline, "logins never resumed after the failover");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    assert_eq!(lookup(&b, &token).await.0, 200, "the token replicated before the failover");
+    assert!(redis.replica.dbsize() > 0, "the promoted replica holds the records");
 }

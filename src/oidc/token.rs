@@ -9,9 +9,7 @@ use serde_json::{Value, json};
 use super::{OAuthError, claims, pkce, required};
 use crate::api::ClientType;
 use crate::directory::{Directory, ResolvedClient, ResolvedProvider};
-use crate::sessions::{
-    CodeBinding, CodeRedemption, RecordKind, SessionStore, StoreError, UserinfoRecord, new_token, token_hash,
-};
+use crate::sessions::{CodeBinding, CodeRedemption, RecordKind, SessionStore, StoreError, new_token, token_hash};
 
 /// How the client authenticated (RFC 6749 §2.3, OpenID Connect Core §9).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,7 +111,16 @@ pub async fn exchange(
     let code_hash = token_hash(code);
     let binding =
         CodeBinding { namespace: &provider.namespace, provider: &provider.name, client_id: &client.client_id };
-    let redemption = store.redeem_code(&code_hash, &binding, now).await.map_err(|e| OAuthError::unavailable(&e))?;
+    // The userinfo token is made first so the store can issue it with the redemption, in one
+    // step; it names its grant, so a shared store finds it with the code it came from.
+    let random = new_token().map_err(|_| OAuthError::ServerError("no randomness".into()))?;
+    let access_token = crate::sessions::redis::userinfo_token(&random, &code_hash);
+    let userinfo = (token_hash(&access_token), now + i64::try_from(client.access_token_ttl).unwrap_or(i64::MAX / 4));
+    let redemption = match store.redeem_code(&code_hash, &binding, now, userinfo).await {
+        Ok(r) => r,
+        Err(e @ StoreError::Full { .. }) => return Err(OAuthError::store(RecordKind::Userinfo, e)),
+        Err(e) => return Err(OAuthError::unavailable(&e)),
+    };
     let record = match redemption {
         CodeRedemption::Fresh(r) => *r,
         CodeRedemption::Replayed { revoked } => {
@@ -144,9 +151,6 @@ pub async fn exchange(
     let gone = OAuthError::InvalidGrant("the entity no longer exists".into());
     let (identity, mut id_claims) = claims::granted_claims(dir, &provider.namespace, grant, now, gone)?;
 
-    // The token names its grant, so a shared store finds it with the code it came from.
-    let random = new_token().map_err(|_| OAuthError::ServerError("no randomness".into()))?;
-    let access_token = crate::sessions::redis::userinfo_token(&random, &code_hash);
     let key = &client.key.current;
     let alg = key.algorithm();
     let mut standard = json!({
@@ -169,31 +173,6 @@ pub async fn exchange(
         id_claims.extend(std_claims);
     }
     let id_token = key.sign_jwt(&id_claims).map_err(|_| OAuthError::ServerError("signing failed".into()))?;
-    let stored = store
-        .insert_userinfo(
-            token_hash(&access_token),
-            UserinfoRecord {
-                namespace: provider.namespace.clone(),
-                provider: provider.name.clone(),
-                client_id: client.client_id.clone(),
-                scopes: record.scopes.clone(),
-                identity: record.identity.clone(),
-                identity_id: record.identity_id.clone(),
-                alias: record.alias.clone(),
-                expires_at: now + i64::try_from(client.access_token_ttl).unwrap_or(i64::MAX / 4),
-                code_hash,
-            },
-        )
-        .await;
-    match stored {
-        Ok(()) => {}
-        Err(StoreError::CodeReplayed) => {
-            tracing::warn!(client_id = %client.client_id, "authorization code replayed during its exchange; no token is issued");
-            return Err(OAuthError::InvalidGrant("the code was already used".into()));
-        }
-        Err(e @ StoreError::Full { .. }) => return Err(OAuthError::store(RecordKind::Userinfo, e)),
-        Err(e @ StoreError::Unavailable) => return Err(OAuthError::unavailable(&e)),
-    }
     Ok(TokenResponse { access_token, token_type: "Bearer", expires_in: client.access_token_ttl, id_token })
 }
 

@@ -130,6 +130,23 @@ pub struct UserinfoRecord {
     pub code_hash: [u8; 32],
 }
 
+impl UserinfoRecord {
+    /// The userinfo token a code's exchange issues, living until `expires_at`.
+    pub fn of(code: &CodeRecord, code_hash: [u8; 32], expires_at: i64) -> Self {
+        Self {
+            namespace: code.namespace.clone(),
+            provider: code.provider.clone(),
+            client_id: code.client_id.clone(),
+            scopes: code.scopes.clone(),
+            identity: code.identity.clone(),
+            identity_id: code.identity_id.clone(),
+            alias: code.alias.clone(),
+            expires_at,
+            code_hash,
+        }
+    }
+}
+
 /// Whom a code was issued to: checked before the code is spent (RFC 6749 §4.1.3), so
 /// another client presenting it can neither spend it nor trigger the replay revocation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -34,8 +34,9 @@ use crate::server::metrics::Metrics;
 /// How to reach the store (`--session-store*` flags).
 #[derive(Clone, Debug)]
 pub struct RedisOptions {
-    /// `redis://host:port[/db]`, `rediss://...` (TLS), or `redis+cluster://h1:p1,h2:p2`
-    /// (`rediss+cluster://` for TLS): the nodes a Cluster client starts from.
+    /// `redis://host:port[/db]`, `rediss://...` (TLS), `redis+cluster://h1:p1,h2:p2`
+    /// (`rediss+cluster://` for TLS): the nodes a Cluster client starts from, or
+    /// `redis+sentinel://s1:p1,s2:p2/<master name>`: the Sentinels that name the master.
     pub url: String,
     /// PEM CA the server certificate must chain to (TLS); the system roots when absent.
     pub ca: Option<PathBuf>,
@@ -60,6 +61,7 @@ pub enum RedisSetupError {
 enum Conn {
     Single(ConnectionManager),
     Cluster(ClusterConnection),
+    Sentinel(Arc<SentinelConn>),
 }
 
 impl Conn {
@@ -67,13 +69,65 @@ impl Conn {
         match self {
             Self::Single(c) => cmd.query_async(&mut c.clone()).await,
             Self::Cluster(c) => cmd.query_async(&mut c.clone()).await,
+            Self::Sentinel(s) => s.query(cmd).await,
         }
+    }
+
+    /// A call passed its deadline: a Sentinel-found master may be gone.
+    fn timed_out(&self) {
+        if let Self::Sentinel(s) = self {
+            s.forget();
+        }
+    }
+}
+
+/// The master the Sentinels name, asked again after a failover: a connection to the old
+/// master that is refused, dropped, timed out or answered `READONLY` (it is a replica now)
+/// is dropped, and the next call asks the Sentinels. redis-rs's `SentinelClient` finds the
+/// master; the `ConnectionManager` over it reconnects to that address only.
+struct SentinelConn {
+    client: tokio::sync::Mutex<redis::sentinel::SentinelClient>,
+    current: arc_swap::ArcSwapOption<ConnectionManager>,
+    config: ConnectionManagerConfig,
+}
+
+impl SentinelConn {
+    async fn connection(&self) -> redis::RedisResult<ConnectionManager> {
+        if let Some(c) = self.current.load_full() {
+            return Ok((*c).clone());
+        }
+        // One question to the Sentinels at a time; the others wait for its answer.
+        let mut client = self.client.lock().await;
+        if let Some(c) = self.current.load_full() {
+            return Ok((*c).clone());
+        }
+        let master = client.async_get_client().await?;
+        let manager = ConnectionManager::new_lazy_with_config(master, self.config.clone())?;
+        self.current.store(Some(Arc::new(manager.clone())));
+        Ok(manager)
+    }
+
+    async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> redis::RedisResult<T> {
+        let mut conn = self.connection().await?;
+        let result = cmd.query_async(&mut conn).await;
+        if let Err(e) = &result {
+            let moved = e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly);
+            if moved || e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
+                self.forget();
+            }
+        }
+        result
+    }
+
+    fn forget(&self) {
+        self.current.store(None);
     }
 }
 
 /// Codes and tokens in Redis.
 pub struct RedisStore {
     conn: Conn,
+    scripts: Scripts,
     prefix: String,
     timeout: Duration,
     metrics: Arc<Metrics>,
@@ -114,9 +168,10 @@ redis.call('HSET', KEYS[1], 'd', ARGV[1], 'b', ARGV[2], 'e', ARGV[3], 's', 0)
 redis.call('PEXPIREAT', KEYS[1], ARGV[4])
 return 1";
 
-/// `KEYS[1]` = grant; `ARGV` = binding, now. Returns `{0}` unknown (or expired: spent all
-/// the same), `{1}` another client's code (left unspent), `{2, revoked}` a replay (now marked,
-/// its userinfo tokens deleted), `{3, code}` the first redemption.
+/// `KEYS[1]` = grant; `ARGV` = binding, now, userinfo field `u:<hash>`, its expiry (unix
+/// seconds). Returns `{0}` unknown (or expired: spent all the same), `{1}` another client's
+/// code (left unspent), `{2, revoked}` a replay (now marked, its userinfo tokens deleted), or
+/// `{3, code}` the first redemption, which issues the userinfo token in the same step.
 const GRANT_REDEEM: &str = r"
 local v = redis.call('HMGET', KEYS[1], 'b', 's', 'e', 'd')
 if not v[1] then return {0} end
@@ -134,26 +189,43 @@ if v[2] ~= '0' then
 end
 redis.call('HSET', KEYS[1], 's', 1)
 if tonumber(ARGV[2]) >= tonumber(v[3]) then return {0} end
-redis.call('PEXPIREAT', KEYS[1], (tonumber(ARGV[2]) + 60) * 1000, 'GT')
+redis.call('HSET', KEYS[1], ARGV[3], ARGV[4])
+redis.call('PEXPIREAT', KEYS[1], tonumber(ARGV[4]) * 1000, 'GT')
 return {3, v[4]}";
 
-/// `KEYS[1]` = grant; `ARGV` = field `u:<hash>`, userinfo JSON, its expiry (unix ms).
-/// Returns 0 when the code was replayed (or is gone), 1 when stored.
-const GRANT_ADD_USERINFO: &str = r"
-local s = redis.call('HGET', KEYS[1], 's')
-if (not s) or s == '2' then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('PEXPIREAT', KEYS[1], ARGV[3], 'GT')
-return 1";
+/// A Lua script and its SHA-1, for `EVALSHA` (with `EVAL` when a node has not seen it).
+struct Lua {
+    body: &'static str,
+    sha: String,
+}
+
+impl Lua {
+    fn new(body: &'static str) -> Self {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, body.as_bytes());
+        Self { body, sha: digest.as_ref().iter().map(|b| format!("{b:02x}")).collect() }
+    }
+
+    /// The call, by hash (`EVALSHA`) or by body (`EVAL`, which also caches it on the node).
+    fn cmd(&self, by_sha: bool, key: &str, args: &[String]) -> Cmd {
+        let mut cmd = if by_sha { redis::cmd("EVALSHA") } else { redis::cmd("EVAL") };
+        cmd.arg(if by_sha { self.sha.as_str() } else { self.body }).arg(1).arg(key);
+        for a in args {
+            cmd.arg(a);
+        }
+        cmd
+    }
+}
+
+/// The scripts, hashed once.
+struct Scripts {
+    tok_put: Lua,
+    tok_use: Lua,
+    grant_put: Lua,
+    grant_redeem: Lua,
+}
 
 fn hex(hash: &[u8; 32]) -> String {
     hash.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn eval(script: &str, key: String) -> Cmd {
-    let mut cmd = redis::cmd("EVAL");
-    cmd.arg(script).arg(1).arg(key);
-    cmd
 }
 
 /// The suffix a userinfo token carries: the grant it belongs to.
@@ -210,6 +282,10 @@ impl RedisStore {
         } else {
             (false, options.url.starts_with("rediss://"), "")
         };
+        let sentinel = options.url.strip_prefix("redis+sentinel://");
+        if options.url.starts_with("rediss+sentinel://") {
+            return Err(url_err("TLS to Sentinels is not supported yet: use redis+sentinel:// or a Cluster".into()));
+        }
         if options.url.contains('@') {
             return Err(url_err(
                 "credentials in the URL would show in process lists: use --session-store-username and \
@@ -218,7 +294,43 @@ impl RedisStore {
             ));
         }
         let scheme = if tls { "rediss" } else { "redis" };
-        let conn = if cluster {
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(options.timeout.max(Duration::from_millis(200))))
+            .set_response_timeout(Some(options.timeout))
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_secs(2))
+            .set_number_of_retries(usize::MAX);
+        let conn = if let Some(rest) = sentinel {
+            let (nodes, master) = rest
+                .split_once('/')
+                .ok_or_else(|| url_err("name the master: redis+sentinel://host:port,.../<master>".into()))?;
+            let master = master.trim_end_matches('/');
+            let sentinels: Vec<String> =
+                nodes.split(',').filter(|n| !n.trim().is_empty()).map(|n| format!("redis://{}", n.trim())).collect();
+            if sentinels.is_empty() || master.is_empty() {
+                return Err(url_err("name at least one Sentinel and the master".into()));
+            }
+            let mut node_info = redis::RedisConnectionInfo::default();
+            if let Some(user) = &options.username {
+                node_info = node_info.set_username(user);
+            }
+            if let Some(password) = &options.password {
+                node_info = node_info.set_password(password);
+            }
+            let node = redis::sentinel::SentinelNodeConnectionInfo::default().set_redis_connection_info(node_info);
+            let client = redis::sentinel::SentinelClient::build(
+                sentinels,
+                master,
+                Some(node),
+                redis::sentinel::SentinelServerType::Master,
+            )
+            .map_err(|e| url_err(e.to_string()))?;
+            Conn::Sentinel(Arc::new(SentinelConn {
+                client: tokio::sync::Mutex::new(client),
+                current: arc_swap::ArcSwapOption::empty(),
+                config: manager_config,
+            }))
+        } else if cluster {
             let nodes: Vec<String> =
                 rest.split(',').filter(|n| !n.trim().is_empty()).map(|n| format!("{scheme}://{}", n.trim())).collect();
             if nodes.is_empty() {
@@ -255,16 +367,19 @@ impl RedisStore {
                 None => redis::Client::open(info),
             }
             .map_err(|e| url_err(e.to_string()))?;
-            let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(options.timeout.max(Duration::from_millis(200))))
-                .set_response_timeout(Some(options.timeout))
-                .set_min_delay(Duration::from_millis(50))
-                .set_max_delay(Duration::from_secs(2))
-                .set_number_of_retries(usize::MAX);
-            Conn::Single(ConnectionManager::new_lazy_with_config(client, config).map_err(|e| url_err(e.to_string()))?)
+            Conn::Single(
+                ConnectionManager::new_lazy_with_config(client, manager_config).map_err(|e| url_err(e.to_string()))?,
+            )
+        };
+        let scripts = Scripts {
+            tok_put: Lua::new(TOK_PUT),
+            tok_use: Lua::new(TOK_USE),
+            grant_put: Lua::new(GRANT_PUT),
+            grant_redeem: Lua::new(GRANT_REDEEM),
         };
         Ok(Arc::new(Self {
             conn,
+            scripts,
             prefix: options.prefix.clone(),
             timeout: options.timeout,
             metrics,
@@ -288,6 +403,40 @@ impl RedisStore {
                 Err(StoreError::Unavailable)
             }
             Err(_) => {
+                self.conn.timed_out();
+                tracing::warn!(op, timeout_ms = self.timeout.as_millis(), "session store call timed out");
+                Err(StoreError::Unavailable)
+            }
+        }
+    }
+
+    /// Runs a script by its hash, loading it by its body on a node that has not seen it
+    /// (a restarted or new node, a Cluster node taking over a slot).
+    async fn run_script<T: FromRedisValue>(
+        &self,
+        op: &'static str,
+        script: &Lua,
+        key: &str,
+        args: &[String],
+    ) -> Result<T, StoreError> {
+        let started = std::time::Instant::now();
+        let first = tokio::time::timeout(self.timeout, self.conn.query::<T>(&script.cmd(true, key, args))).await;
+        let result = match first {
+            Ok(Err(e)) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                let left = self.timeout.saturating_sub(started.elapsed());
+                tokio::time::timeout(left, self.conn.query::<T>(&script.cmd(false, key, args))).await
+            }
+            other => other,
+        };
+        self.metrics.store_operation(op, started.elapsed(), result.as_ref().is_ok_and(Result::is_ok));
+        match result {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                tracing::warn!(op, error = %e, "session store call failed");
+                Err(StoreError::Unavailable)
+            }
+            Err(_) => {
+                self.conn.timed_out();
                 tracing::warn!(op, timeout_ms = self.timeout.as_millis(), "session store call timed out");
                 Err(StoreError::Unavailable)
             }
@@ -319,9 +468,8 @@ impl RedisStore {
 
     pub async fn insert(&self, hash: [u8; 32], record: TokenRecord, hard_expiry: i64) -> Result<(), StoreError> {
         let json = serde_json::to_string(&record).map_err(|_| StoreError::Unavailable)?;
-        let mut cmd = eval(TOK_PUT, self.key(&hash, "tok"));
-        cmd.arg(json).arg(record.issued_at).arg(hard_expiry.saturating_mul(1000));
-        self.run::<i64>("token_put", &cmd).await.map(drop)
+        let args = [json, record.issued_at.to_string(), hard_expiry.saturating_mul(1000).to_string()];
+        self.run_script::<i64>("token_put", &self.scripts.tok_put, &self.key(&hash, "tok"), &args).await.map(drop)
     }
 
     pub async fn use_token(
@@ -331,14 +479,22 @@ impl RedisStore {
         limits: &TokenLimits,
         now: i64,
     ) -> Result<TokenRecord, TokenError> {
-        let mut cmd = eval(TOK_USE, self.key(hash, "tok"));
-        cmd.arg(mode).arg(now).arg(limits.ttl).arg(limits.max_ttl).arg(limits.num_uses_limit);
+        let args = [
+            mode.to_owned(),
+            now.to_string(),
+            limits.ttl.to_string(),
+            limits.max_ttl.to_string(),
+            limits.num_uses_limit.to_string(),
+        ];
         let op = match mode {
             "peek" => "token_peek",
             "count" => "token_use",
             _ => "token_renew",
         };
-        let reply: Vec<Value> = self.run(op, &cmd).await.map_err(|_| TokenError::Unavailable)?;
+        let reply: Vec<Value> = self
+            .run_script(op, &self.scripts.tok_use, &self.key(hash, "tok"), &args)
+            .await
+            .map_err(|_| TokenError::Unavailable)?;
         match reply.first().and_then(int) {
             Some(0) => Err(TokenError::Unknown),
             Some(1) => Err(TokenError::Expired),
@@ -368,9 +524,8 @@ impl RedisStore {
         let binding = binding_text(&record.namespace, &record.provider, &record.client_id);
         let expires_at = record.expires_at;
         let json = serde_json::to_string(&record).map_err(|_| StoreError::Unavailable)?;
-        let mut cmd = eval(GRANT_PUT, self.key(&hash, "grant"));
-        cmd.arg(json).arg(binding).arg(expires_at).arg(expires_at.saturating_mul(1000));
-        self.run::<i64>("code_put", &cmd).await.map(drop)
+        let args = [json, binding, expires_at.to_string(), expires_at.saturating_mul(1000).to_string()];
+        self.run_script::<i64>("code_put", &self.scripts.grant_put, &self.key(&hash, "grant"), &args).await.map(drop)
     }
 
     pub async fn redeem_code(
@@ -378,10 +533,16 @@ impl RedisStore {
         hash: &[u8; 32],
         binding: &CodeBinding<'_>,
         now: i64,
+        userinfo: ([u8; 32], i64),
     ) -> Result<CodeRedemption, StoreError> {
-        let mut cmd = eval(GRANT_REDEEM, self.key(hash, "grant"));
-        cmd.arg(binding_text(binding.namespace, binding.provider, binding.client_id)).arg(now);
-        let reply: Vec<Value> = self.run("code_redeem", &cmd).await?;
+        let args = [
+            binding_text(binding.namespace, binding.provider, binding.client_id),
+            now.to_string(),
+            format!("u:{}", hex(&userinfo.0)),
+            userinfo.1.to_string(),
+        ];
+        let reply: Vec<Value> =
+            self.run_script("code_redeem", &self.scripts.grant_redeem, &self.key(hash, "grant"), &args).await?;
         match reply.first().and_then(int) {
             Some(0) => Ok(CodeRedemption::Unknown),
             Some(1) => Ok(CodeRedemption::WrongBinding),
@@ -400,27 +561,18 @@ impl RedisStore {
         }
     }
 
-    pub async fn insert_userinfo(&self, hash: [u8; 32], record: UserinfoRecord) -> Result<(), StoreError> {
-        let expiry = record.expires_at.saturating_mul(1000);
-        let json = serde_json::to_string(&record).map_err(|_| StoreError::Unavailable)?;
-        let mut cmd = eval(GRANT_ADD_USERINFO, self.key(&record.code_hash, "grant"));
-        cmd.arg(format!("u:{}", hex(&hash))).arg(json).arg(expiry);
-        match self.run::<i64>("userinfo_put", &cmd).await? {
-            1 => Ok(()),
-            _ => Err(StoreError::CodeReplayed),
-        }
-    }
-
-    /// A userinfo token's record; `token` is the token itself (its suffix names its grant).
+    /// A userinfo token's record, from its grant (the token's suffix names it): its expiry
+    /// is the token's field, the rest is the code's.
     pub async fn userinfo(&self, token: &str, now: i64) -> Result<Option<UserinfoRecord>, StoreError> {
         let Some(code_hash) = token.rsplit_once('.').and_then(|(_, suffix)| grant_of(suffix)) else {
             return Ok(None);
         };
-        let mut cmd = redis::cmd("HGET");
-        cmd.arg(self.key(&code_hash, "grant")).arg(format!("u:{}", hex(&super::token_hash(token))));
-        let json: Option<String> = self.run("userinfo_get", &cmd).await?;
-        let record = json.and_then(|j| serde_json::from_str::<UserinfoRecord>(&j).ok());
-        Ok(record.filter(|r| now < r.expires_at && r.code_hash == code_hash))
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(self.key(&code_hash, "grant")).arg(format!("u:{}", hex(&super::token_hash(token)))).arg("d");
+        let (expires_at, code): (Option<i64>, Option<String>) = self.run("userinfo_get", &cmd).await?;
+        let (Some(expires_at), Some(code)) = (expires_at, code) else { return Ok(None) };
+        let code: CodeRecord = serde_json::from_str(&code).map_err(|_| StoreError::Unavailable)?;
+        Ok((now < expires_at).then(|| UserinfoRecord::of(&code, code_hash, expires_at)))
     }
 }
 

@@ -98,22 +98,31 @@ impl SessionStore {
         }
     }
 
+    /// Spends a code issued under `binding` and, on its first redemption, issues the
+    /// userinfo token `userinfo` (its hash, its expiry) with it, in one step: a replay at any
+    /// moment after revokes it, and a replay before refuses it (`Replayed`). The token is
+    /// handed out only if the exchange then succeeds; one that is not is never known to
+    /// anyone and expires.
     pub async fn redeem_code(
         &self,
         hash: &[u8; 32],
         binding: &CodeBinding<'_>,
         now: i64,
+        userinfo: ([u8; 32], i64),
     ) -> Result<CodeRedemption, StoreError> {
         match self {
-            Self::Memory(m) => Ok(m.redeem_code(hash, binding, now)),
-            Self::Redis(r) => r.redeem_code(hash, binding, now).await,
-        }
-    }
-
-    pub async fn insert_userinfo(&self, hash: [u8; 32], record: UserinfoRecord) -> Result<(), StoreError> {
-        match self {
-            Self::Memory(m) => m.insert_userinfo(hash, record),
-            Self::Redis(r) => r.insert_userinfo(hash, record).await,
+            Self::Memory(m) => {
+                let redemption = m.redeem_code(hash, binding, now);
+                if let CodeRedemption::Fresh(code) = &redemption {
+                    match m.insert_userinfo(userinfo.0, UserinfoRecord::of(code, *hash, userinfo.1)) {
+                        Ok(()) => {}
+                        Err(StoreError::CodeReplayed) => return Ok(CodeRedemption::Replayed { revoked: 0 }),
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(redemption)
+            }
+            Self::Redis(r) => r.redeem_code(hash, binding, now, userinfo).await,
         }
     }
 

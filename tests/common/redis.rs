@@ -255,3 +255,84 @@ impl RedisCluster {
         self.nodes.iter().map(|n| cli(n.port, &["dbsize"]).parse().unwrap_or(0)).collect()
     }
 }
+
+/// A master, one replica and one Sentinel watching them (master name `mymaster`).
+pub struct RedisSentinel {
+    pub master: RedisServer,
+    pub replica: RedisServer,
+    sentinel: Option<Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl RedisSentinel {
+    pub fn start() -> RedisSentinel {
+        let master = RedisServer::start();
+        let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let conf = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor mymaster 127.0.0.1 {} 1\n\
+                 sentinel down-after-milliseconds mymaster 1000\nsentinel failover-timeout mymaster 5000\n",
+                dir.path().display(),
+                master.port
+            ),
+        )
+        .unwrap();
+        let sentinel = Command::new(bin("redis-server"))
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::from(std::fs::File::create(dir.path().join("sentinel.log")).unwrap()))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting redis-server --sentinel");
+        let s = RedisSentinel { master, replica, sentinel: Some(sentinel), port, dir };
+        // The Sentinel knows the master, and the replica through it.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !cli(s.port, &["sentinel", "replicas", "mymaster"]).contains(&s.replica.port.to_string()) {
+            assert!(Instant::now() < deadline, "the Sentinel never saw the replica:\n{}", s.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        s
+    }
+
+    /// `redis+sentinel://127.0.0.1:<sentinel port>/mymaster`.
+    pub fn url(&self) -> String {
+        format!("redis+sentinel://127.0.0.1:{}/mymaster", self.port)
+    }
+
+    /// The port of the master the Sentinel names now.
+    pub fn master_port(&self) -> u16 {
+        let out = cli(self.port, &["sentinel", "get-master-addr-by-name", "mymaster"]);
+        out.lines().nth(1).and_then(|p| p.trim().parse().ok()).unwrap_or(0)
+    }
+
+    /// Waits until the replica has every write, then has the Sentinel promote it; returns
+    /// once the Sentinel names it.
+    pub fn fail_over(&self) {
+        cli(self.master.port, &["wait", "1", "5000"]);
+        let answer = cli(self.port, &["sentinel", "failover", "mymaster"]);
+        assert_eq!(answer, "OK", "SENTINEL FAILOVER: {answer}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.master_port() != self.replica.port {
+            assert!(Instant::now() < deadline, "the failover never finished:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("sentinel.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for RedisSentinel {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.sentinel.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
