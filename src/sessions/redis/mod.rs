@@ -16,6 +16,9 @@
 //! - every call has a deadline; any failure is [`StoreError::Unavailable`], which the
 //!   endpoints answer with 503 `temporarily_unavailable`.
 
+mod scripts;
+mod sentinel;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,6 +33,8 @@ use super::{
     CodeBinding, CodeRecord, CodeRedemption, StoreError, TokenError, TokenLimits, TokenRecord, UserinfoRecord,
 };
 use crate::server::metrics::Metrics;
+use scripts::{GRANT_PUT, GRANT_REDEEM, Lua, Scripts, TOK_PUT, TOK_USE};
+use sentinel::SentinelConn;
 
 /// How to reach the store (`--session-store*` flags).
 #[derive(Clone, Debug)]
@@ -81,49 +86,6 @@ impl Conn {
     }
 }
 
-/// The master the Sentinels name, asked again after a failover: a connection to the old
-/// master that is refused, dropped, timed out or answered `READONLY` (it is a replica now)
-/// is dropped, and the next call asks the Sentinels. redis-rs's `SentinelClient` finds the
-/// master; the `ConnectionManager` over it reconnects to that address only.
-struct SentinelConn {
-    client: tokio::sync::Mutex<redis::sentinel::SentinelClient>,
-    current: arc_swap::ArcSwapOption<ConnectionManager>,
-    config: ConnectionManagerConfig,
-}
-
-impl SentinelConn {
-    async fn connection(&self) -> redis::RedisResult<ConnectionManager> {
-        if let Some(c) = self.current.load_full() {
-            return Ok((*c).clone());
-        }
-        // One question to the Sentinels at a time; the others wait for its answer.
-        let mut client = self.client.lock().await;
-        if let Some(c) = self.current.load_full() {
-            return Ok((*c).clone());
-        }
-        let master = client.async_get_client().await?;
-        let manager = ConnectionManager::new_lazy_with_config(master, self.config.clone())?;
-        self.current.store(Some(Arc::new(manager.clone())));
-        Ok(manager)
-    }
-
-    async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> redis::RedisResult<T> {
-        let mut conn = self.connection().await?;
-        let result = cmd.query_async(&mut conn).await;
-        if let Err(e) = &result {
-            let moved = e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly);
-            if moved || e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
-                self.forget();
-            }
-        }
-        result
-    }
-
-    fn forget(&self) {
-        self.current.store(None);
-    }
-}
-
 /// Codes and tokens in Redis.
 pub struct RedisStore {
     conn: Conn,
@@ -133,95 +95,6 @@ pub struct RedisStore {
     metrics: Arc<Metrics>,
     /// The last health check answered (`/readyz`).
     up: AtomicBool,
-}
-
-/// `KEYS[1]` = token; `ARGV` = record JSON, issued_at, hard expiry (unix ms).
-const TOK_PUT: &str = r"
-redis.call('HSET', KEYS[1], 'd', ARGV[1], 'i', ARGV[2], 't', ARGV[2], 'n', 0)
-redis.call('PEXPIREAT', KEYS[1], ARGV[3])
-return 1";
-
-/// `KEYS[1]` = token; `ARGV` = mode (`peek` | `count` | `renew`), now, ttl, max TTL, use
-/// limit (0 = none). Returns `{0}` unknown, `{1}` expired, `{2}` used up, or
-/// `{3, record, issued_at, renewed_at, uses}`. A raised max TTL moves the key's expiry later.
-const TOK_USE: &str = r"
-local v = redis.call('HMGET', KEYS[1], 'd', 'i', 't', 'n')
-if not v[1] then return {0} end
-local now, ttl, maxttl, limit = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local i, t, n = tonumber(v[2]), tonumber(v[3]), tonumber(v[4])
-if now >= math.min(t + ttl, i + maxttl) then return {1} end
-if ARGV[1] ~= 'peek' then
-  if limit > 0 and n >= limit then return {2} end
-  if ARGV[1] == 'count' then
-    n = redis.call('HINCRBY', KEYS[1], 'n', 1)
-  else
-    redis.call('HSET', KEYS[1], 't', ARGV[2])
-    t = now
-  end
-  if maxttl < 1e15 then redis.call('PEXPIREAT', KEYS[1], (i + maxttl) * 1000, 'GT') end
-end
-return {3, v[1], v[2], tostring(t), tostring(n)}";
-
-/// `KEYS[1]` = grant; `ARGV` = code JSON, binding, expires_at, expiry (unix ms).
-const GRANT_PUT: &str = r"
-redis.call('HSET', KEYS[1], 'd', ARGV[1], 'b', ARGV[2], 'e', ARGV[3], 's', 0)
-redis.call('PEXPIREAT', KEYS[1], ARGV[4])
-return 1";
-
-/// `KEYS[1]` = grant; `ARGV` = binding, now, userinfo field `u:<hash>`, its expiry (unix
-/// seconds). Returns `{0}` unknown (or expired: spent all the same), `{1}` another client's
-/// code (left unspent), `{2, revoked}` a replay (now marked, its userinfo tokens deleted), or
-/// `{3, code}` the first redemption, which issues the userinfo token in the same step.
-const GRANT_REDEEM: &str = r"
-local v = redis.call('HMGET', KEYS[1], 'b', 's', 'e', 'd')
-if not v[1] then return {0} end
-if v[1] ~= ARGV[1] then return {1} end
-if v[2] ~= '0' then
-  redis.call('HSET', KEYS[1], 's', 2)
-  local n = 0
-  for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
-    if string.sub(f, 1, 2) == 'u:' then
-      redis.call('HDEL', KEYS[1], f)
-      n = n + 1
-    end
-  end
-  return {2, n}
-end
-redis.call('HSET', KEYS[1], 's', 1)
-if tonumber(ARGV[2]) >= tonumber(v[3]) then return {0} end
-redis.call('HSET', KEYS[1], ARGV[3], ARGV[4])
-redis.call('PEXPIREAT', KEYS[1], tonumber(ARGV[4]) * 1000, 'GT')
-return {3, v[4]}";
-
-/// A Lua script and its SHA-1, for `EVALSHA` (with `EVAL` when a node has not seen it).
-struct Lua {
-    body: &'static str,
-    sha: String,
-}
-
-impl Lua {
-    fn new(body: &'static str) -> Self {
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, body.as_bytes());
-        Self { body, sha: digest.as_ref().iter().map(|b| format!("{b:02x}")).collect() }
-    }
-
-    /// The call, by hash (`EVALSHA`) or by body (`EVAL`, which also caches it on the node).
-    fn cmd(&self, by_sha: bool, key: &str, args: &[String]) -> Cmd {
-        let mut cmd = if by_sha { redis::cmd("EVALSHA") } else { redis::cmd("EVAL") };
-        cmd.arg(if by_sha { self.sha.as_str() } else { self.body }).arg(1).arg(key);
-        for a in args {
-            cmd.arg(a);
-        }
-        cmd
-    }
-}
-
-/// The scripts, hashed once.
-struct Scripts {
-    tok_put: Lua,
-    tok_use: Lua,
-    grant_put: Lua,
-    grant_redeem: Lua,
 }
 
 fn hex(hash: &[u8; 32]) -> String {
@@ -395,19 +268,7 @@ impl RedisStore {
     async fn run<T: FromRedisValue>(&self, op: &'static str, cmd: &Cmd) -> Result<T, StoreError> {
         let started = std::time::Instant::now();
         let result = tokio::time::timeout(self.timeout, self.conn.query::<T>(cmd)).await;
-        self.metrics.store_operation(op, started.elapsed(), result.as_ref().is_ok_and(Result::is_ok));
-        match result {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => {
-                tracing::warn!(op, error = %e, "session store call failed");
-                Err(StoreError::Unavailable)
-            }
-            Err(_) => {
-                self.conn.timed_out();
-                tracing::warn!(op, timeout_ms = self.timeout.as_millis(), "session store call timed out");
-                Err(StoreError::Unavailable)
-            }
-        }
+        self.settle(op, started, result)
     }
 
     /// Runs a script by its hash, loading it by its body on a node that has not seen it
@@ -428,6 +289,17 @@ impl RedisStore {
             }
             other => other,
         };
+        self.settle(op, started, result)
+    }
+
+    /// Counts a call and turns its outcome into the store's: any error or a passed deadline
+    /// is `Unavailable`, logged by operation (never with a key or value).
+    fn settle<T>(
+        &self,
+        op: &'static str,
+        started: std::time::Instant,
+        result: Result<redis::RedisResult<T>, tokio::time::error::Elapsed>,
+    ) -> Result<T, StoreError> {
         self.metrics.store_operation(op, started.elapsed(), result.as_ref().is_ok_and(Result::is_ok));
         match result {
             Ok(Ok(v)) => Ok(v),

@@ -1,0 +1,94 @@
+//! The Lua scripts of the Redis store. Each touches exactly one key, `KEYS[1]` (a Cluster
+//! slot), so Redis runs it atomically with respect to every replica's calls; the operator's
+//! clock comes in `ARGV` (`now`, unix seconds), as in the memory store.
+
+use redis::Cmd;
+
+/// `KEYS[1]` = token; `ARGV` = record JSON, issued_at, hard expiry (unix ms).
+pub(super) const TOK_PUT: &str = r"
+redis.call('HSET', KEYS[1], 'd', ARGV[1], 'i', ARGV[2], 't', ARGV[2], 'n', 0)
+redis.call('PEXPIREAT', KEYS[1], ARGV[3])
+return 1";
+
+/// `KEYS[1]` = token; `ARGV` = mode (`peek` | `count` | `renew`), now, ttl, max TTL, use
+/// limit (0 = none). Returns `{0}` unknown, `{1}` expired, `{2}` used up, or
+/// `{3, record, issued_at, renewed_at, uses}`. A raised max TTL moves the key's expiry later.
+pub(super) const TOK_USE: &str = r"
+local v = redis.call('HMGET', KEYS[1], 'd', 'i', 't', 'n')
+if not v[1] then return {0} end
+local now, ttl, maxttl, limit = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local i, t, n = tonumber(v[2]), tonumber(v[3]), tonumber(v[4])
+if now >= math.min(t + ttl, i + maxttl) then return {1} end
+if ARGV[1] ~= 'peek' then
+  if limit > 0 and n >= limit then return {2} end
+  if ARGV[1] == 'count' then
+    n = redis.call('HINCRBY', KEYS[1], 'n', 1)
+  else
+    redis.call('HSET', KEYS[1], 't', ARGV[2])
+    t = now
+  end
+  if maxttl < 1e15 then redis.call('PEXPIREAT', KEYS[1], (i + maxttl) * 1000, 'GT') end
+end
+return {3, v[1], v[2], tostring(t), tostring(n)}";
+
+/// `KEYS[1]` = grant; `ARGV` = code JSON, binding, expires_at, expiry (unix ms).
+pub(super) const GRANT_PUT: &str = r"
+redis.call('HSET', KEYS[1], 'd', ARGV[1], 'b', ARGV[2], 'e', ARGV[3], 's', 0)
+redis.call('PEXPIREAT', KEYS[1], ARGV[4])
+return 1";
+
+/// `KEYS[1]` = grant; `ARGV` = binding, now, userinfo field `u:<hash>`, its expiry (unix
+/// seconds). Returns `{0}` unknown (or expired: spent all the same), `{1}` another client's
+/// code (left unspent), `{2, revoked}` a replay (now marked, its userinfo tokens deleted), or
+/// `{3, code}` the first redemption, which issues the userinfo token in the same step.
+pub(super) const GRANT_REDEEM: &str = r"
+local v = redis.call('HMGET', KEYS[1], 'b', 's', 'e', 'd')
+if not v[1] then return {0} end
+if v[1] ~= ARGV[1] then return {1} end
+if v[2] ~= '0' then
+  redis.call('HSET', KEYS[1], 's', 2)
+  local n = 0
+  for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
+    if string.sub(f, 1, 2) == 'u:' then
+      redis.call('HDEL', KEYS[1], f)
+      n = n + 1
+    end
+  end
+  return {2, n}
+end
+redis.call('HSET', KEYS[1], 's', 1)
+if tonumber(ARGV[2]) >= tonumber(v[3]) then return {0} end
+redis.call('HSET', KEYS[1], ARGV[3], ARGV[4])
+redis.call('PEXPIREAT', KEYS[1], tonumber(ARGV[4]) * 1000, 'GT')
+return {3, v[4]}";
+
+/// A Lua script and its SHA-1, for `EVALSHA` (with `EVAL` when a node has not seen it).
+pub(super) struct Lua {
+    body: &'static str,
+    sha: String,
+}
+
+impl Lua {
+    pub(super) fn new(body: &'static str) -> Self {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, body.as_bytes());
+        Self { body, sha: digest.as_ref().iter().map(|b| format!("{b:02x}")).collect() }
+    }
+
+    /// The call, by hash (`EVALSHA`) or by body (`EVAL`, which also caches it on the node).
+    pub(super) fn cmd(&self, by_sha: bool, key: &str, args: &[String]) -> Cmd {
+        let mut cmd = if by_sha { redis::cmd("EVALSHA") } else { redis::cmd("EVAL") };
+        cmd.arg(if by_sha { self.sha.as_str() } else { self.body }).arg(1).arg(key);
+        for a in args {
+            cmd.arg(a);
+        }
+        cmd
+    }
+}
+
+/// The scripts, hashed once.
+pub(super) struct Scripts {
+    pub(super) tok_put: Lua,
+    pub(super) tok_use: Lua,
+    pub(super) grant_put: Lua,
+    pub(super) grant_redeem: Lua,
+}
