@@ -155,8 +155,9 @@ async fn two_replicas_share_one_store(store: String) -> (Pair, Server) {
                 let (status, body) = lookup(&server, &token).await;
                 match status {
                     200 => granted.fetch_add(1, Ordering::SeqCst),
+                    // The worker that finds it used up deletes it: the others find it gone.
                     401 => {
-                        assert_eq!(body["error"], "token_uses_exhausted", "{body}");
+                        assert!(body["error"] == "token_uses_exhausted" || body["error"] == "invalid_token", "{body}");
                         break;
                     }
                     other => panic!("lookup answered {other}: {body}"),
@@ -168,6 +169,8 @@ async fn two_replicas_share_one_store(store: String) -> (Pair, Server) {
         w.await.unwrap();
     }
     assert_eq!(granted.load(Ordering::SeqCst), USES, "uses counted across replicas");
+    // A used-up token is gone from the store: raising the limit later cannot revive it.
+    assert_eq!(lookup(&a, &limited).await.1["error"], "invalid_token");
 
     // Revocation at A is refused at B.
     let doomed = login_token(&a, RUNNER, &pair.jwt().await).await;
@@ -527,4 +530,96 @@ async fn two_replicas_follow_a_sentinel_failover() {
     }
     assert_eq!(lookup(&b, &token).await.0, 200, "the token replicated before the failover");
     assert!(redis.replica.dbsize() > 0, "the promoted replica holds the records");
+}
+
+/// The Redis store called directly, as the endpoints do, on the cases the HTTP tests cannot
+/// force: an exchange retried after a lost reply, a replay, another client's code, a token
+/// used up, expiry by Redis.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_redis_store_keeps_the_memory_store_semantics() {
+    use oidc_operator::api::ObjectKey;
+    use oidc_operator::sessions::redis::{RedisOptions, RedisStore};
+    use oidc_operator::sessions::{
+        Alias, CodeBinding, CodeRecord, CodeRedemption, SessionStore, TokenError, TokenLimits, TokenRecord, token_hash,
+    };
+    let redis = tokio::task::spawn_blocking(RedisServer::start).await.unwrap();
+    let options = RedisOptions {
+        url: redis.url(),
+        ca: None,
+        username: None,
+        password: None,
+        timeout: Duration::from_millis(500),
+        prefix: "oidcop".into(),
+    };
+    let store = SessionStore::Redis(RedisStore::connect(&options, Default::default()).unwrap());
+    let now = oidc_operator::server::unix_now();
+    let code = CodeRecord {
+        namespace: "ns".into(),
+        provider: "p".into(),
+        client_id: "c".into(),
+        redirect_uri: REDIRECT.into(),
+        nonce: None,
+        scopes: vec!["openid".into()],
+        challenge: None,
+        identity: ObjectKey::new("ns", "runner"),
+        identity_id: RUNNER.into(),
+        alias: Alias::default(),
+        auth_time: now,
+        max_age_sent: false,
+        expires_at: now + 60,
+    };
+    let binding = CodeBinding { namespace: "ns", provider: "p", client_id: "c" };
+    let other = CodeBinding { namespace: "ns", provider: "p", client_id: "someone-else" };
+    let hash = token_hash("the code");
+    store.insert_code(hash, code.clone()).await.unwrap();
+    let ui = oidc_operator::sessions::redis::userinfo_token("random", &hash);
+    let first = (token_hash(&ui), now + 60);
+
+    // Another client's code: refused, left unspent.
+    assert_eq!(store.redeem_code(&hash, &other, now, first).await.unwrap(), CodeRedemption::WrongBinding);
+    assert!(matches!(store.redeem_code(&hash, &binding, now, first).await.unwrap(), CodeRedemption::Fresh(_)));
+    assert_eq!(store.userinfo(&ui, now).await.unwrap().unwrap().client_id, "c");
+    // The same exchange again (its reply was lost): the same answer, not a replay.
+    assert!(matches!(store.redeem_code(&hash, &binding, now, first).await.unwrap(), CodeRedemption::Fresh(_)));
+    // Another exchange of the code: a replay, which revokes the userinfo token.
+    let second = (token_hash("another"), now + 60);
+    assert_eq!(store.redeem_code(&hash, &binding, now, second).await.unwrap(), CodeRedemption::Replayed { revoked: 1 });
+    assert_eq!(store.userinfo(&ui, now).await.unwrap(), None);
+    // The first exchange retried after the replay is a replay too.
+    assert!(matches!(store.redeem_code(&hash, &binding, now, first).await.unwrap(), CodeRedemption::Replayed { .. }));
+    // A malformed or forged userinfo token names no grant.
+    assert_eq!(store.userinfo("no-suffix", now).await.unwrap(), None);
+    assert_eq!(store.userinfo("x.AAAA", now).await.unwrap(), None);
+
+    // A token with a use limit of 2: two uses, then refused and gone.
+    let record = TokenRecord {
+        identity: ObjectKey::new("ns", "runner"),
+        identity_id: RUNNER.into(),
+        issued_at: now,
+        renewed_at: now,
+        uses: 0,
+        alias: Alias::default(),
+    };
+    let limits = TokenLimits { ttl: 60, max_ttl: 120, num_uses_limit: 2 };
+    let t = token_hash("a token");
+    store.insert(t, record.clone(), now + 60).await.unwrap();
+    assert_eq!(store.use_token(&t, &limits, now).await.unwrap().uses, 1);
+    assert_eq!(store.use_token(&t, &limits, now).await.unwrap().uses, 2);
+    assert_eq!(store.use_token(&t, &limits, now).await, Err(TokenError::UsesExhausted));
+    let raised = TokenLimits { num_uses_limit: 10, ..limits };
+    assert_eq!(store.use_token(&t, &raised, now).await, Err(TokenError::Unknown), "revived by a raised limit");
+
+    // Expired under the current limits: refused, and gone.
+    let e = token_hash("expiring");
+    store.insert(e, record.clone(), now + 60).await.unwrap();
+    let lowered = TokenLimits { ttl: 1, ..limits };
+    assert_eq!(store.use_token(&e, &lowered, now + 5).await, Err(TokenError::Expired));
+    assert_eq!(store.use_token(&e, &limits, now).await, Err(TokenError::Unknown));
+
+    // Redis expires a record at its expiry: nothing is left to revive.
+    let short = token_hash("short");
+    store.insert(short, record, now + 1).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(store.peek(&short, &limits, now).await, Err(TokenError::Unknown));
+    assert_eq!(redis.dbsize(), 1, "only the grant (alive for its userinfo window) is left");
 }

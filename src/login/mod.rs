@@ -91,8 +91,8 @@ pub async fn login(
         alias: alias(identity, &claims),
     };
     let expires_in = record.expires_at(&limits) - now;
-    let hard_expiry = now.saturating_add(limits.max_ttl);
-    tokens.insert(token_hash(&token), record, hard_expiry).await.map_err(|e| {
+    let expires_at = record.expires_at(&limits);
+    tokens.insert(token_hash(&token), record, expires_at).await.map_err(|e| {
         tracing::warn!(record = RecordKind::AccessToken.label(), error = %e, "session store refused a record");
         match e {
             crate::sessions::StoreError::Unavailable => LoginError::StoreUnavailable,
@@ -202,7 +202,7 @@ pub async fn authenticate(
         Some(i) if i.key == peeked.identity => Arc::clone(i),
         _ => {
             // The identity was deleted or replaced: its tokens die with it.
-            tokens.revoke(&hash).await.map_err(|_| TokenError::Unavailable)?;
+            tokens.forget_orphan(&hash).await.map_err(|_| TokenError::Unavailable)?;
             return Err(AccessError::Token(TokenError::Unknown));
         }
     };

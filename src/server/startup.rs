@@ -122,7 +122,8 @@ fn session_store(args: &ServeArgs, metrics: &Arc<Metrics>) -> Result<SessionStor
                 .map_err(|e| StartError::StorePassword(path.clone(), e.to_string()))?
                 .trim_end_matches(['\n', '\r'])
                 .to_owned(),
-        ),
+        )
+        .filter(|p| !p.is_empty()),
         None => std::env::var("OIDC_OPERATOR_SESSION_STORE_PASSWORD").ok().filter(|p| !p.is_empty()),
     };
     let options = crate::sessions::redis::RedisOptions {

@@ -43,12 +43,25 @@ impl SessionStore {
         }
     }
 
-    /// Stores a new token's record; `hard_expiry` (unix seconds: login plus max TTL) is when
-    /// a shared store drops it at the latest.
-    pub async fn insert(&self, hash: [u8; 32], record: TokenRecord, hard_expiry: i64) -> Result<(), StoreError> {
+    /// Stores a new token's record; `expires_at` (unix seconds, under the identity's limits
+    /// at login) is when a shared store drops it unless a use or renewal moves it.
+    pub async fn insert(&self, hash: [u8; 32], record: TokenRecord, expires_at: i64) -> Result<(), StoreError> {
         match self {
             Self::Memory(m) => m.insert(hash, record),
-            Self::Redis(r) => r.insert(hash, record, hard_expiry).await,
+            Self::Redis(r) => r.insert(hash, record, expires_at).await,
+        }
+    }
+
+    /// Drops a token whose identity this replica's snapshot does not hold. A shared store
+    /// keeps it: another replica's snapshot may be ahead of this one (a new identity), and a
+    /// token of a deleted identity is refused at every use and expires.
+    pub async fn forget_orphan(&self, hash: &[u8; 32]) -> Result<(), StoreError> {
+        match self {
+            Self::Memory(m) => {
+                m.revoke(hash);
+                Ok(())
+            }
+            Self::Redis(_) => Ok(()),
         }
     }
 

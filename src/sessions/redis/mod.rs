@@ -36,8 +36,8 @@ use crate::server::metrics::Metrics;
 use scripts::{GRANT_PUT, GRANT_REDEEM, Lua, Scripts, TOK_PUT, TOK_USE};
 use sentinel::SentinelConn;
 
-/// How to reach the store (`--session-store*` flags).
-#[derive(Clone, Debug)]
+/// How to reach the store (`--session-store*` flags). `Debug` leaves the password out.
+#[derive(Clone)]
 pub struct RedisOptions {
     /// `redis://host:port[/db]`, `rediss://...` (TLS), `redis+cluster://h1:p1,h2:p2`
     /// (`rediss+cluster://` for TLS): the nodes a Cluster client starts from, or
@@ -51,6 +51,19 @@ pub struct RedisOptions {
     pub timeout: Duration,
     /// Key prefix, so installations can share one Redis (ACL: `~<prefix>:*`).
     pub prefix: String,
+}
+
+impl std::fmt::Debug for RedisOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisOptions")
+            .field("url", &redact(&self.url))
+            .field("ca", &self.ca)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("timeout", &self.timeout)
+            .field("prefix", &self.prefix)
+            .finish()
+    }
 }
 
 /// Why the store could not be set up (at start-up; later failures are `Unavailable`).
@@ -95,6 +108,12 @@ pub struct RedisStore {
     metrics: Arc<Metrics>,
     /// The last health check answered (`/readyz`).
     up: AtomicBool,
+}
+
+/// Unix seconds as the unix milliseconds `PEXPIREAT` takes, kept within year 9999 (a
+/// client's TTL has no upper bound; Redis refuses an expiry that overflows).
+fn ms(secs: i64) -> String {
+    secs.clamp(0, 253_402_300_799).saturating_mul(1000).to_string()
 }
 
 fn hex(hash: &[u8; 32]) -> String {
@@ -156,6 +175,19 @@ impl RedisStore {
             (false, options.url.starts_with("rediss://"), "")
         };
         let sentinel = options.url.strip_prefix("redis+sentinel://");
+        if options.ca.is_some() && !tls {
+            return Err(url_err(
+                "--session-store-ca is given but the URL is not TLS (rediss:// or rediss+cluster://)".into(),
+            ));
+        }
+        // A hash tag in the prefix would pin every key to one Cluster slot.
+        if options.prefix.is_empty() || !options.prefix.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        {
+            return Err(url_err(format!(
+                "--session-store-prefix {:?}: letters, digits, '_', '.' and '-' only",
+                options.prefix
+            )));
+        }
         if options.url.starts_with("rediss+sentinel://") {
             return Err(url_err("TLS to Sentinels is not supported yet: use redis+sentinel:// or a Cluster".into()));
         }
@@ -223,7 +255,8 @@ impl RedisStore {
                 builder = builder.certs(certs);
             }
             let client = builder.build().map_err(|e| url_err(e.to_string()))?;
-            Conn::Cluster(client.get_pending_async_connection_with_config(Default::default()))
+            let config = redis::cluster::ClusterConfig::default().set_response_timeout(options.timeout);
+            Conn::Cluster(client.get_pending_async_connection_with_config(config))
         } else {
             let mut info: redis::ConnectionInfo = redis::IntoConnectionInfo::into_connection_info(options.url.as_str())
                 .map_err(|e| url_err(e.to_string()))?;
@@ -338,9 +371,9 @@ impl RedisStore {
         }
     }
 
-    pub async fn insert(&self, hash: [u8; 32], record: TokenRecord, hard_expiry: i64) -> Result<(), StoreError> {
+    pub async fn insert(&self, hash: [u8; 32], record: TokenRecord, expires_at: i64) -> Result<(), StoreError> {
         let json = serde_json::to_string(&record).map_err(|_| StoreError::Unavailable)?;
-        let args = [json, record.issued_at.to_string(), hard_expiry.saturating_mul(1000).to_string()];
+        let args = [json, record.issued_at.to_string(), ms(expires_at)];
         self.run_script::<i64>("token_put", &self.scripts.tok_put, &self.key(&hash, "tok"), &args).await.map(drop)
     }
 
@@ -396,7 +429,7 @@ impl RedisStore {
         let binding = binding_text(&record.namespace, &record.provider, &record.client_id);
         let expires_at = record.expires_at;
         let json = serde_json::to_string(&record).map_err(|_| StoreError::Unavailable)?;
-        let args = [json, binding, expires_at.to_string(), expires_at.saturating_mul(1000).to_string()];
+        let args = [json, binding, expires_at.to_string(), ms(expires_at)];
         self.run_script::<i64>("code_put", &self.scripts.grant_put, &self.key(&hash, "grant"), &args).await.map(drop)
     }
 
@@ -412,6 +445,7 @@ impl RedisStore {
             now.to_string(),
             format!("u:{}", hex(&userinfo.0)),
             userinfo.1.to_string(),
+            ms(userinfo.1),
         ];
         let reply: Vec<Value> =
             self.run_script("code_redeem", &self.scripts.grant_redeem, &self.key(hash, "grant"), &args).await?;

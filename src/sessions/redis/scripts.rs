@@ -4,7 +4,8 @@
 
 use redis::Cmd;
 
-/// `KEYS[1]` = token; `ARGV` = record JSON, issued_at, hard expiry (unix ms).
+/// `KEYS[1]` = token; `ARGV` = record JSON, issued_at, its expiry under the current limits
+/// (unix ms).
 pub(super) const TOK_PUT: &str = r"
 redis.call('HSET', KEYS[1], 'd', ARGV[1], 'i', ARGV[2], 't', ARGV[2], 'n', 0)
 redis.call('PEXPIREAT', KEYS[1], ARGV[3])
@@ -12,22 +13,31 @@ return 1";
 
 /// `KEYS[1]` = token; `ARGV` = mode (`peek` | `count` | `renew`), now, ttl, max TTL, use
 /// limit (0 = none). Returns `{0}` unknown, `{1}` expired, `{2}` used up, or
-/// `{3, record, issued_at, renewed_at, uses}`. A raised max TTL moves the key's expiry later.
+/// `{3, record, issued_at, renewed_at, uses}`. An expired or used-up token is deleted, so a
+/// later raise of the identity's limits cannot revive it; a use or renewal sets the key's
+/// expiry to the token's under the current limits.
 pub(super) const TOK_USE: &str = r"
 local v = redis.call('HMGET', KEYS[1], 'd', 'i', 't', 'n')
 if not v[1] then return {0} end
 local now, ttl, maxttl, limit = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local i, t, n = tonumber(v[2]), tonumber(v[3]), tonumber(v[4])
-if now >= math.min(t + ttl, i + maxttl) then return {1} end
+if now >= math.min(t + ttl, i + maxttl) then
+  if ARGV[1] ~= 'peek' then redis.call('DEL', KEYS[1]) end
+  return {1}
+end
 if ARGV[1] ~= 'peek' then
-  if limit > 0 and n >= limit then return {2} end
+  if limit > 0 and n >= limit then
+    redis.call('DEL', KEYS[1])
+    return {2}
+  end
   if ARGV[1] == 'count' then
     n = redis.call('HINCRBY', KEYS[1], 'n', 1)
   else
     redis.call('HSET', KEYS[1], 't', ARGV[2])
     t = now
   end
-  if maxttl < 1e15 then redis.call('PEXPIREAT', KEYS[1], (i + maxttl) * 1000, 'GT') end
+  local exp = math.min(t + ttl, i + maxttl)
+  if exp < 1e11 then redis.call('PEXPIREAT', KEYS[1], string.format('%d', exp * 1000)) end
 end
 return {3, v[1], v[2], tostring(t), tostring(n)}";
 
@@ -38,15 +48,18 @@ redis.call('PEXPIREAT', KEYS[1], ARGV[4])
 return 1";
 
 /// `KEYS[1]` = grant; `ARGV` = binding, now, userinfo field `u:<hash>`, its expiry (unix
-/// seconds). Returns `{0}` unknown (or expired: spent all the same), `{1}` another client's
-/// code (left unspent), `{2, revoked}` a replay (now marked, its userinfo tokens deleted), or
-/// `{3, code}` the first redemption, which issues the userinfo token in the same step.
+/// seconds), the same in unix ms. Returns `{0}` unknown (or expired: spent all the same),
+/// `{1}` another client's code (left unspent), `{2, revoked}` a replay (its userinfo tokens
+/// deleted first, so even a store out of memory revokes them; then marked), or `{3, code}`
+/// the first redemption, which issues the userinfo token in the same step. The same exchange
+/// sent again (a client retry after a lost reply: its own userinfo field is there) gets its
+/// first answer again, not a replay.
 pub(super) const GRANT_REDEEM: &str = r"
 local v = redis.call('HMGET', KEYS[1], 'b', 's', 'e', 'd')
 if not v[1] then return {0} end
 if v[1] ~= ARGV[1] then return {1} end
 if v[2] ~= '0' then
-  redis.call('HSET', KEYS[1], 's', 2)
+  if v[2] == '1' and redis.call('HEXISTS', KEYS[1], ARGV[3]) == 1 then return {3, v[4]} end
   local n = 0
   for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
     if string.sub(f, 1, 2) == 'u:' then
@@ -54,12 +67,13 @@ if v[2] ~= '0' then
       n = n + 1
     end
   end
+  redis.call('HSET', KEYS[1], 's', 2)
   return {2, n}
 end
 redis.call('HSET', KEYS[1], 's', 1)
 if tonumber(ARGV[2]) >= tonumber(v[3]) then return {0} end
 redis.call('HSET', KEYS[1], ARGV[3], ARGV[4])
-redis.call('PEXPIREAT', KEYS[1], tonumber(ARGV[4]) * 1000, 'GT')
+redis.call('PEXPIREAT', KEYS[1], ARGV[5], 'GT')
 return {3, v[4]}";
 
 /// A Lua script and its SHA-1, for `EVALSHA` (with `EVAL` when a node has not seen it).

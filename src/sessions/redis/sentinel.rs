@@ -16,28 +16,30 @@ pub(super) struct SentinelConn {
 }
 
 impl SentinelConn {
-    async fn connection(&self) -> redis::RedisResult<ConnectionManager> {
+    async fn connection(&self) -> redis::RedisResult<Arc<ConnectionManager>> {
         if let Some(c) = self.current.load_full() {
-            return Ok((*c).clone());
+            return Ok(c);
         }
         // One question to the Sentinels at a time; the others wait for its answer.
         let mut client = self.client.lock().await;
         if let Some(c) = self.current.load_full() {
-            return Ok((*c).clone());
+            return Ok(c);
         }
         let master = client.async_get_client().await?;
-        let manager = ConnectionManager::new_lazy_with_config(master, self.config.clone())?;
-        self.current.store(Some(Arc::new(manager.clone())));
+        let manager = Arc::new(ConnectionManager::new_lazy_with_config(master, self.config.clone())?);
+        self.current.store(Some(Arc::clone(&manager)));
         Ok(manager)
     }
 
     pub(super) async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> redis::RedisResult<T> {
-        let mut conn = self.connection().await?;
-        let result = cmd.query_async(&mut conn).await;
+        let used = self.connection().await?;
+        let result = cmd.query_async(&mut (*used).clone()).await;
         if let Err(e) = &result {
             let moved = e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly);
             if moved || e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
-                self.forget();
+                // Only the connection this call used: another call may have found the new
+                // master already.
+                self.current.compare_and_swap(&Some(used), None);
             }
         }
         result
