@@ -284,15 +284,23 @@ async fn stopped_store_fails_closed(mut redis: impl Store) {
         assert_eq!((status, body["error"].as_str()), (503, Some("temporarily_unavailable")), "userinfo: {body}");
         let (status, body) = lookup(server, &token).await;
         assert_eq!((status, body["error"].as_str()), (503, Some("temporarily_unavailable")), "lookup: {body}");
+        for op in ["renew", "revoke"] {
+            let url = format!("{}/api/v1/auth/token/{op}", server.api);
+            let resp = server.client().post(url).json(&json!({"accessToken": token})).send().await.unwrap();
+            let (status, body) = status_json(resp).await;
+            assert_eq!((status, body["error"].as_str()), (503, Some("temporarily_unavailable")), "{op}: {body}");
+        }
     }
-    common::cluster::eventually(10, "/readyz to report the store", || {
-        std::process::Command::new("curl")
-            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &format!("{}/readyz", a.metrics)])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout) == "503")
-            .unwrap_or(false)
-    })
-    .await;
+    for server in [&a, &b] {
+        common::cluster::eventually(10, "/readyz to report the store", || {
+            std::process::Command::new("curl")
+                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &format!("{}/readyz", server.metrics)])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout) == "503")
+                .unwrap_or(false)
+        })
+        .await;
+    }
 
     // Back, empty (no persistence): service resumes; what was issued before is unknown.
     tokio::task::block_in_place(|| redis.restart());
