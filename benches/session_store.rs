@@ -29,7 +29,7 @@ use oidc_operator::keys::{KeyVersion, SigningAlgorithm, rotation};
 use oidc_operator::login::external::IssuerRegistry;
 use oidc_operator::server::{self, AppState, Metrics};
 use oidc_operator::sessions::redis::{RedisOptions, RedisStore};
-use oidc_operator::sessions::{Alias, CodeRecord, SessionStore, token_hash};
+use oidc_operator::sessions::{SessionStore, token_hash};
 use support::now;
 use warp::Filter;
 
@@ -65,24 +65,6 @@ async fn serve(state: AppState) -> SocketAddr {
     addr
 }
 
-fn code_record(client_id: &str, now: i64) -> CodeRecord {
-    CodeRecord {
-        namespace: "default".into(),
-        provider: "p".into(),
-        client_id: client_id.into(),
-        redirect_uri: REDIRECT.into(),
-        nonce: Some("n-0123456789".into()),
-        scopes: vec!["openid".into()],
-        challenge: None,
-        identity: ObjectKey::new("default", "bench"),
-        identity_id: IDENTITY.into(),
-        alias: Alias::default(),
-        auth_time: now,
-        max_age_sent: false,
-        expires_at: now + 3600,
-    }
-}
-
 /// Puts `CODES` codes into `store` from 64 tasks; returns them.
 async fn codes(store: &SessionStore, tag: &str, client_id: &str) -> Arc<Vec<String>> {
     let all: Arc<Vec<String>> = Arc::new((0..CODES).map(|i| format!("bench-code-{tag}-{i}")).collect());
@@ -91,7 +73,7 @@ async fn codes(store: &SessionStore, tag: &str, client_id: &str) -> Arc<Vec<Stri
         let (store, all, client_id) = (store.clone(), Arc::clone(&all), client_id.to_owned());
         tasks.push(tokio::spawn(async move {
             for code in all.iter().skip(w).step_by(64) {
-                store.insert_code(token_hash(code), code_record(&client_id, now())).await.unwrap();
+                store.insert_code(token_hash(code), support::code_record(&client_id, IDENTITY, now())).await.unwrap();
             }
         }));
     }

@@ -23,7 +23,7 @@ use oidc_operator::keys::ring::KeyPolicy;
 use oidc_operator::keys::{KeyVersion, SigningAlgorithm, rotation};
 use oidc_operator::login::external::IssuerRegistry;
 use oidc_operator::server::{self, AppState, Metrics};
-use oidc_operator::sessions::{Alias, CodeRecord, MemoryStore, SessionStore, TokenStore, token_hash};
+use oidc_operator::sessions::{MemoryStore, SessionStore, TokenStore, token_hash};
 
 const RAW_SECONDS: f64 = 2.0;
 const REDIRECT: &str = "https://app.example/callback";
@@ -118,26 +118,7 @@ async fn main() {
         let (store, client_id, path) = (Arc::clone(&store), creds.client_id.clone(), token_path.clone());
         let served = support::load(addr, move || {
             let code = format!("bench-code-{n}-{}", counter.fetch_add(1, Ordering::Relaxed));
-            store
-                .insert_code(
-                    token_hash(&code),
-                    CodeRecord {
-                        namespace: "default".into(),
-                        provider: "p".into(),
-                        client_id: client_id.clone(),
-                        redirect_uri: REDIRECT.into(),
-                        nonce: Some("n-0123456789".into()),
-                        scopes: vec!["openid".into()],
-                        challenge: None,
-                        identity: ObjectKey::new("default", "bench"),
-                        identity_id: ENTITY.into(),
-                        alias: Alias::default(),
-                        auth_time: now,
-                        max_age_sent: false,
-                        expires_at: now + 3600,
-                    },
-                )
-                .unwrap();
+            store.insert_code(token_hash(&code), support::code_record(&client_id, ENTITY, now)).unwrap();
             let body =
                 format!("grant_type=authorization_code&code={code}&redirect_uri=https%3A%2F%2Fapp.example%2Fcallback");
             let headers = [("content-type", "application/x-www-form-urlencoded"), ("authorization", basic.as_str())];

@@ -342,15 +342,8 @@ async fn edits_are_picked_up_and_bad_manifests_do_not_stop_the_rest() {
 
 /// A CA made here, not by the product, and a `localhost` leaf it signs: (CA PEM, leaf, key).
 fn test_ca_and_leaf() -> (String, String, String) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf =
-        rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap().signed_by(&leaf_key, &issuer).unwrap();
-    (ca_cert.pem(), leaf.pem(), leaf_key.serialize_pem())
+    let pki = common::test_pki("standalone test CA", &["localhost"]);
+    (pki.ca_pem, pki.leaf_pem, pki.key_pem)
 }
 
 /// A client of `localhost` on `port` that trusts `ca` only.

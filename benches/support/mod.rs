@@ -16,6 +16,26 @@ pub const LOAD_SECONDS: f64 = 3.0;
 /// Keep-alive connections of the load generator.
 pub const CONCURRENCY: usize = 16;
 
+/// A code as authorize stores it, for the default namespace's provider `p` and entity
+/// `identity_id` of IdentityOidcAuth `bench`, living an hour.
+pub fn code_record(client_id: &str, identity_id: &str, now: i64) -> oidc_operator::sessions::CodeRecord {
+    oidc_operator::sessions::CodeRecord {
+        namespace: "default".into(),
+        provider: "p".into(),
+        client_id: client_id.into(),
+        redirect_uri: "https://app.example/callback".into(),
+        nonce: Some("n-0123456789".into()),
+        scopes: vec!["openid".into()],
+        challenge: None,
+        identity: oidc_operator::directory::ObjectKey::new("default", "bench"),
+        identity_id: identity_id.into(),
+        alias: oidc_operator::sessions::Alias::default(),
+        auth_time: now,
+        max_age_sent: false,
+        expires_at: now + 3600,
+    }
+}
+
 pub fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
 }

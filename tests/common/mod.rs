@@ -244,24 +244,36 @@ pub struct ExternalIssuer {
     http: reqwest::Client,
 }
 
+/// A CA made by the test (not by the product) and a leaf certificate it signs, as PEM.
+pub struct TestPki {
+    pub ca_pem: String,
+    pub leaf_pem: String,
+    pub key_pem: String,
+}
+
+/// A CA with common name `name` (OpenSSL clients build chains by names) and a leaf for
+/// `hosts`.
+pub fn test_pki(name: &str, hosts: &[&str]) -> TestPki {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, name);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let hosts: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
+    let leaf = rcgen::CertificateParams::new(hosts).unwrap().signed_by(&leaf_key, &issuer).unwrap();
+    TestPki { ca_pem: ca.pem(), leaf_pem: leaf.pem(), key_pem: leaf_key.serialize_pem() }
+}
+
 impl ExternalIssuer {
     /// Makes a CA and a certificate for 127.0.0.1 (rcgen, in the test) and starts the issuer.
     pub async fn start(dir: &Path) -> ExternalIssuer {
         ensure_crypto();
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "test issuer CA");
-        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-        let issuer = rcgen::Issuer::new(ca_params, ca_key);
-        let leaf_key = rcgen::KeyPair::generate().unwrap();
-        let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-            .unwrap()
-            .signed_by(&leaf_key, &issuer)
-            .unwrap();
+        let pki = test_pki("test issuer CA", &["127.0.0.1", "localhost"]);
         let (cert, key) = (dir.join("issuer.crt"), dir.join("issuer.key"));
-        std::fs::write(&cert, leaf.pem()).unwrap();
-        std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
+        std::fs::write(&cert, &pki.leaf_pem).unwrap();
+        std::fs::write(&key, &pki.key_pem).unwrap();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/issuer.py");
         let mut child = Command::new("python3")
             .arg(script)
@@ -283,10 +295,10 @@ impl ExternalIssuer {
             })
             .to_owned();
         let http = reqwest::Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_pem(ca_cert.pem().as_bytes()).unwrap())
+            .add_root_certificate(reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).unwrap())
             .build()
             .unwrap();
-        ExternalIssuer { child, base, ca_pem: ca_cert.pem(), http }
+        ExternalIssuer { child, base, ca_pem: pki.ca_pem, http }
     }
 
     /// Mints a token: `claims` merge over the defaults (null removes one); `mode` as in

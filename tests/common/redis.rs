@@ -69,22 +69,11 @@ impl RedisServer {
     /// server and the CA's PEM.
     pub fn start_tls_acl(user: &str, password: &str) -> (RedisServer, String) {
         let dir = tempfile::tempdir().unwrap();
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        // OpenSSL (redis-cli) builds the chain by names: the CA needs one.
-        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "redis test CA");
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let issuer = rcgen::Issuer::new(ca_params, ca_key);
-        let leaf_key = rcgen::KeyPair::generate().unwrap();
-        let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-            .unwrap()
-            .signed_by(&leaf_key, &issuer)
-            .unwrap();
+        let pki = super::test_pki("redis test CA", &["127.0.0.1", "localhost"]);
         let (ca_path, cert, key) = (dir.path().join("ca.crt"), dir.path().join("tls.crt"), dir.path().join("tls.key"));
-        std::fs::write(&ca_path, ca.pem()).unwrap();
-        std::fs::write(&cert, leaf.pem()).unwrap();
-        std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
+        std::fs::write(&ca_path, &pki.ca_pem).unwrap();
+        std::fs::write(&cert, &pki.leaf_pem).unwrap();
+        std::fs::write(&key, &pki.key_pem).unwrap();
         let port = free_port();
         let path = |p: &std::path::Path| p.display().to_string();
         let extra = vec![
@@ -127,7 +116,7 @@ impl RedisServer {
             ],
         };
         server.spawn();
-        (server, ca.pem())
+        (server, pki.ca_pem)
     }
 
     fn spawn(&mut self) {

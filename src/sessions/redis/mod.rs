@@ -144,6 +144,11 @@ fn int(v: &Value) -> Option<i64> {
     }
 }
 
+/// A script reply's JSON record at `index`.
+fn json_at<T: serde::de::DeserializeOwned>(reply: &[Value], index: usize) -> Option<T> {
+    reply.get(index).and_then(text).and_then(|j| serde_json::from_str(j).ok())
+}
+
 fn text(v: &Value) -> Option<&str> {
     match v {
         Value::BulkString(b) => std::str::from_utf8(b).ok(),
@@ -405,11 +410,7 @@ impl RedisStore {
             Some(1) => Err(TokenError::Expired),
             Some(2) => Err(TokenError::UsesExhausted),
             Some(3) if reply.len() == 5 => {
-                let mut record: TokenRecord = reply
-                    .get(1)
-                    .and_then(text)
-                    .and_then(|j| serde_json::from_str(j).ok())
-                    .ok_or(TokenError::Unavailable)?;
+                let mut record: TokenRecord = json_at(&reply, 1).ok_or(TokenError::Unavailable)?;
                 record.issued_at = int(&reply[2]).ok_or(TokenError::Unavailable)?;
                 record.renewed_at = int(&reply[3]).ok_or(TokenError::Unavailable)?;
                 record.uses = int(&reply[4]).and_then(|n| u64::try_from(n).ok()).ok_or(TokenError::Unavailable)?;
@@ -456,11 +457,7 @@ impl RedisStore {
                 revoked: reply.get(1).and_then(int).and_then(|n| usize::try_from(n).ok()).unwrap_or(0),
             }),
             Some(3) => {
-                let record: CodeRecord = reply
-                    .get(1)
-                    .and_then(text)
-                    .and_then(|j| serde_json::from_str(j).ok())
-                    .ok_or(StoreError::Unavailable)?;
+                let record: CodeRecord = json_at(&reply, 1).ok_or(StoreError::Unavailable)?;
                 Ok(CodeRedemption::Fresh(Box::new(record)))
             }
             _ => Err(StoreError::Unavailable),
