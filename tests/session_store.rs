@@ -408,6 +408,85 @@ async fn two_operator_replicas_on_a_cluster_share_one_redis() {
     assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "replay at two: {body}");
     let (status, _) = status_json(two.client().get(&userinfo_url).bearer_auth(&access).send().await.unwrap()).await;
     assert_eq!(status, 401, "the replay revoked the token at every replica");
+
+    // An identity deleted and declared again under the same name and identityId is another
+    // incarnation: what the first one issued (an access token, an unspent code, a userinfo
+    // token) stays refused at both replicas, though each record names the same id and object.
+    let identity_doc = flow::workload_manifests(&cp, &ns).rsplit("\n---\n").next().unwrap().replacen(
+        "spec:\n",
+        &format!("spec:\n  identityId: {identity_id}\n"),
+        1,
+    );
+    let (applied, err) = cp.apply(&ns, &identity_doc);
+    assert!(applied, "{err}");
+    wait_ready(&cp, &ns, &["identityoidcauth/runner"], &one);
+    let old_token = login_token(&one, &identity_id, &sa_token).await;
+    let authorize_at = |s: &Server, token: &str| {
+        s.client().get(format!("{}/authorize", s.issuer(&ns, "main"))).bearer_auth(token).query(&query).send()
+    };
+    let (status, body) = status_json(authorize_at(&two, &old_token).await.unwrap()).await;
+    assert_eq!(status, 200, "authorize at two: {body}");
+    let unspent = body["code"].as_str().unwrap().to_owned();
+    let (_, body) = status_json(authorize_at(&one, &old_token).await.unwrap()).await;
+    let spent = body["code"].as_str().unwrap().to_owned();
+    let form_of = |code: &str| {
+        vec![
+            ("grant_type", "authorization_code".to_owned()),
+            ("code", code.to_owned()),
+            ("redirect_uri", "https://app.example/cb".to_owned()),
+        ]
+    };
+    let exchange_at = |s: &Server, code: &str| {
+        s.client().post(token_at(s)).basic_auth(&client.0, Some(&client.1)).form(&form_of(code)).send()
+    };
+    let (status, body) = status_json(exchange_at(&one, &spent).await.unwrap()).await;
+    assert_eq!(status, 200, "token at one: {body}");
+    let old_access = body["access_token"].as_str().unwrap().to_owned();
+    let lookup_at = |s: &Server, token: &str| {
+        s.client().get(format!("{}/api/v1/auth/token/lookup", s.api)).bearer_auth(token).send()
+    };
+    for s in [&one, &two] {
+        assert_eq!(lookup_at(s, &old_token).await.unwrap().status(), 200, "the first incarnation's token is valid");
+    }
+    let (status, _) = status_json(two.client().get(&userinfo_url).bearer_auth(&old_access).send().await.unwrap()).await;
+    assert_eq!(status, 200, "the first incarnation's userinfo token is valid");
+
+    let old_uid = jsonpath(&cp, &ns, "identityoidcauth/runner", "{.metadata.uid}");
+    let out = cp.kubectl(&["delete", "-n", &ns, "identityoidcauth/runner", "--wait"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (applied, err) = cp.apply(&ns, &identity_doc);
+    assert!(applied, "{err}");
+    assert_ne!(jsonpath(&cp, &ns, "identityoidcauth/runner", "{.metadata.uid}"), old_uid, "a new object");
+    wait_ready(&cp, &ns, &["identityoidcauth/runner"], &one);
+    assert_eq!(jsonpath(&cp, &ns, "identityoidcauth/runner", "{.status.identityId}"), identity_id);
+    // Both replicas serve the second incarnation once a token it issued at one is valid at two.
+    let new_token = {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let (status, body) = login(&one, &identity_id, &sa_token).await;
+            if status == 200 {
+                let token = body["accessToken"].as_str().unwrap().to_owned();
+                if lookup_at(&two, &token).await.unwrap().status() == 200 {
+                    break token;
+                }
+            }
+            assert!(std::time::Instant::now() < deadline, "the second incarnation never served at both: {body}");
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    };
+    for s in [&one, &two] {
+        let (status, body) = status_json(lookup_at(s, &old_token).await.unwrap()).await;
+        assert_eq!((status, body["error"].as_str()), (401, Some("invalid_token")), "old token: {body}");
+        let (status, body) = status_json(authorize_at(s, &old_token).await.unwrap()).await;
+        assert_eq!(status, 401, "old token at authorize: {body}");
+    }
+    let (status, body) = status_json(exchange_at(&one, &unspent).await.unwrap()).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "old code: {body}");
+    let (status, body) =
+        status_json(two.client().get(&userinfo_url).bearer_auth(&old_access).send().await.unwrap()).await;
+    assert_eq!(status, 401, "old userinfo token: {body}");
+    let (status, body) = status_json(authorize_at(&two, &new_token).await.unwrap()).await;
+    assert_eq!(status, 200, "the second incarnation's token authorizes: {body}");
 }
 
 /// TLS with the store's own CA (`--session-store-ca`) and an ACL user whose password comes
@@ -571,6 +650,7 @@ async fn the_redis_store_keeps_the_memory_store_semantics() {
         challenge: None,
         identity: ObjectKey::new("ns", "runner"),
         identity_id: RUNNER.into(),
+        identity_uid: "".into(),
         alias: Alias::default(),
         auth_time: now,
         max_age_sent: false,
@@ -603,6 +683,7 @@ async fn the_redis_store_keeps_the_memory_store_semantics() {
     let record = TokenRecord {
         identity: ObjectKey::new("ns", "runner"),
         identity_id: RUNNER.into(),
+        identity_uid: "".into(),
         issued_at: now,
         renewed_at: now,
         uses: 0,

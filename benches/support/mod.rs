@@ -29,6 +29,7 @@ pub fn code_record(client_id: &str, identity_id: &str, now: i64) -> oidc_operato
         challenge: None,
         identity: oidc_operator::directory::ObjectKey::new("default", "bench"),
         identity_id: identity_id.into(),
+        identity_uid: "".into(),
         alias: oidc_operator::sessions::Alias::default(),
         auth_time: now,
         max_age_sent: false,
@@ -89,10 +90,18 @@ pub async fn load<F>(addr: SocketAddr, next: F) -> f64
 where
     F: Fn() -> hyper::Request<Full<Bytes>> + Send + Sync + 'static,
 {
+    load_for(addr, LOAD_SECONDS, next).await
+}
+
+/// [`load`] for `seconds`.
+pub async fn load_for<F>(addr: SocketAddr, seconds: f64, next: F) -> f64
+where
+    F: Fn() -> hyper::Request<Full<Bytes>> + Send + Sync + 'static,
+{
     let next = Arc::new(next);
     let done = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
-    let deadline = start + Duration::from_secs_f64(LOAD_SECONDS);
+    let deadline = start + Duration::from_secs_f64(seconds);
     let mut tasks = Vec::new();
     for _ in 0..CONCURRENCY {
         let (next, done) = (Arc::clone(&next), Arc::clone(&done));

@@ -113,6 +113,7 @@ fn resolved(obj: &IdentityOidcAuth, k: &ObjectKey, id: &str) -> ResolvedIdentity
         id: id.to_owned(),
         name: k.name.clone(),
         key: k.clone(),
+        uid: obj.metadata.uid.as_deref().unwrap_or_default().into(),
         spec: obj.spec.clone(),
         group_ids: obj.spec.groups.iter().map(|g| group_id(&k.namespace, g)).collect(),
         trusted_ips: obj.spec.access_token_trusted_ips.iter().filter_map(|t| Cidr::parse(&t.ip_address).ok()).collect(),

@@ -158,12 +158,25 @@ pub struct ResolvedIdentity {
     pub id: String,
     pub name: String,
     pub key: ObjectKey,
+    /// `metadata.uid` (empty for objects read from files): which incarnation of the object
+    /// this is. A token or code names the incarnation that issued it, so deleting an
+    /// identity and declaring it again under the same name and `identityId` issues new
+    /// tokens but never revives the old ones, even where no replica saw the deletion.
+    /// Shared by every record it issues (one pointer each, not a copy).
+    pub uid: Arc<str>,
     pub spec: api::IdentityOidcAuthSpec,
     pub group_ids: Vec<String>,
     pub trusted_ips: Vec<Cidr>,
     pub limits: TokenLimits,
     /// Where its external issuer is fetched from.
     pub source: IssuerSource,
+}
+
+/// Which identity issued a record: its `identityId`, object and `metadata.uid`.
+pub struct IssuedBy<'a> {
+    pub id: &'a str,
+    pub key: &'a ObjectKey,
+    pub uid: &'a str,
 }
 
 /// Everything one namespace (tenant) serves.
@@ -258,6 +271,12 @@ impl Directory {
     /// The identity with this id, in any namespace.
     pub fn identity_by_id(&self, id: &str) -> Option<&Arc<ResolvedIdentity>> {
         self.identities_by_id.get(id)
+    }
+
+    /// The identity a token or code was issued by, if this snapshot still serves that very
+    /// object: same id, same namespace and name, same incarnation.
+    pub fn issuing_identity(&self, issuer: &IssuedBy<'_>) -> Option<&Arc<ResolvedIdentity>> {
+        self.identity_by_id(issuer.id).filter(|i| i.key == *issuer.key && *i.uid == *issuer.uid)
     }
 
     /// The key that signs now for a key ring, if the snapshot serves it.

@@ -193,6 +193,7 @@ fn assignments_admit_by_entity_or_group() {
         id: "e1".into(),
         name: "runner".into(),
         key: ObjectKey::new("ns", "runner"),
+        uid: "uid-ns-runner".into(),
         group_ids: vec![group_id("ns", "ops")],
         trusted_ips: Vec::new(),
         limits: TokenLimits { ttl: 1, max_ttl: 1, num_uses_limit: 0 },
@@ -320,4 +321,23 @@ fn a_repeated_kid_resolves_inside_its_own_ring_only() {
     // Both stay served (nothing is taken offline).
     assert!(status(&dir, Kind::OidcClient, "app").readiness.ready);
     assert!(dir.namespace("aaa").unwrap().clients.values().all(|c| c.key.current.kid() == victim_kid));
+}
+
+#[test]
+fn records_name_the_incarnation_of_their_identity() {
+    let first = identity_obj("ns", "runner", "id-1", Some(NOW));
+    let inputs = Inputs { identities: arcs![first.clone()], ..Inputs::default() };
+    let dir = build_all(&inputs);
+    let key = ObjectKey::new("ns", "runner");
+    let issued = IssuedBy { id: "id-1", key: &key, uid: "uid-ns-runner" };
+    assert_eq!(dir.issuing_identity(&issued).map(|i| &*i.uid), Some("uid-ns-runner"));
+    // Deleted and declared again: same namespace, name and identityId, another uid.
+    let mut again = first;
+    again.metadata.uid = Some("uid-second".into());
+    let dir = build_all(&Inputs { identities: arcs![again], ..Inputs::default() });
+    assert!(dir.identity_by_id("id-1").is_some(), "the id is served again");
+    assert!(dir.issuing_identity(&issued).is_none(), "but not for the first incarnation's records");
+    let other_key = ObjectKey::new("ns", "other");
+    assert!(dir.issuing_identity(&IssuedBy { id: "id-1", key: &other_key, uid: "uid-second" }).is_none());
+    assert!(dir.issuing_identity(&IssuedBy { id: "id-1", key: &key, uid: "uid-second" }).is_some());
 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::directory::{Directory, ResolvedIdentity};
+use crate::directory::{Directory, IssuedBy, ResolvedIdentity};
 use crate::sessions::{Alias, RecordKind, SessionStore, TokenError, TokenLimits, TokenRecord, new_token, token_hash};
 pub use checks::LoginError;
 use external::IssuerRegistry;
@@ -85,6 +85,7 @@ pub async fn login(
     let record = TokenRecord {
         identity: identity.key.clone(),
         identity_id: identity.id.clone(),
+        identity_uid: identity.uid.clone(),
         issued_at: now,
         renewed_at: now,
         uses: 0,
@@ -198,9 +199,10 @@ pub async fn authenticate(
     // Look the record up without counting, to find the identity whose limits apply.
     let far = TokenLimits { ttl: i64::MAX, max_ttl: i64::MAX, num_uses_limit: 0 };
     let peeked = tokens.peek(&hash, &far, now).await?;
-    let identity = match dir.identity_by_id(&peeked.identity_id) {
-        Some(i) if i.key == peeked.identity => Arc::clone(i),
-        _ => {
+    let issuer = IssuedBy { id: &peeked.identity_id, key: &peeked.identity, uid: &peeked.identity_uid };
+    let identity = match dir.issuing_identity(&issuer) {
+        Some(i) => Arc::clone(i),
+        None => {
             // The identity was deleted or replaced: its tokens die with it.
             tokens.forget_orphan(&hash).await.map_err(|_| TokenError::Unavailable)?;
             return Err(AccessError::Token(TokenError::Unknown));

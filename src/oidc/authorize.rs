@@ -123,6 +123,7 @@ pub fn decide(
             challenge,
             identity: session.identity.key.clone(),
             identity_id: session.identity.id.clone(),
+            identity_uid: session.identity.uid.clone(),
             alias: session.record.alias.clone(),
             auth_time: session.record.issued_at,
             max_age_sent: max_age.is_some(),

@@ -42,17 +42,18 @@ pub fn entity_context(identity: &ResolvedIdentity, alias: &Alias) -> EntityConte
     }
 }
 
-/// The granted scopes' claims for an entity that must still exist (same id, same object):
+/// The granted scopes' claims for an entity that must still exist (same id, same object,
+/// same incarnation):
 /// what the token and userinfo endpoints add to `sub`. `gone` is the error when it does not.
 pub fn granted_claims<'a>(
     dir: &'a crate::directory::Directory,
     namespace: &str,
-    grant: (&str, &crate::directory::ObjectKey, &Alias, &[String]),
+    grant: (&crate::directory::IssuedBy<'_>, &Alias, &[String]),
     now: i64,
     gone: OAuthError,
 ) -> Result<(&'a ResolvedIdentity, Map<String, Value>), OAuthError> {
-    let (identity_id, key, alias, scopes) = grant;
-    let identity = dir.identity_by_id(identity_id).filter(|i| i.key == *key).ok_or(gone)?;
+    let (issuer, alias, scopes) = grant;
+    let identity = dir.issuing_identity(issuer).ok_or(gone)?;
     let view = dir.namespace(namespace).ok_or_else(|| OAuthError::ServerError("namespace gone".into()))?;
     let claims = scope_claims(view, scopes, &entity_context(identity, alias), now)?;
     Ok((identity, claims))

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::{OAuthError, claims, pkce, required};
 use crate::api::ClientType;
-use crate::directory::{Directory, ResolvedClient, ResolvedProvider};
+use crate::directory::{Directory, IssuedBy, ResolvedClient, ResolvedProvider};
 use crate::sessions::{CodeBinding, CodeRedemption, RecordKind, SessionStore, StoreError, new_token, token_hash};
 
 /// How the client authenticated (RFC 6749 §2.3, OpenID Connect Core §9).
@@ -147,7 +147,8 @@ pub async fn exchange(
         }
         (None, None) => {}
     }
-    let grant = (record.identity_id.as_str(), &record.identity, &record.alias, record.scopes.as_slice());
+    let issuer = IssuedBy { id: &record.identity_id, key: &record.identity, uid: &record.identity_uid };
+    let grant = (&issuer, &record.alias, record.scopes.as_slice());
     let gone = OAuthError::InvalidGrant("the entity no longer exists".into());
     let (identity, mut id_claims) = claims::granted_claims(dir, &provider.namespace, grant, now, gone)?;
 

@@ -3,7 +3,7 @@
 use serde_json::{Map, Value};
 
 use super::{OAuthError, claims};
-use crate::directory::{Directory, ResolvedProvider};
+use crate::directory::{Directory, IssuedBy, ResolvedProvider};
 use crate::sessions::SessionStore;
 
 /// The claims for a userinfo access token: `sub` and the granted scopes' claims.
@@ -23,7 +23,8 @@ pub async fn claims_for(
     if record.namespace != provider.namespace || record.provider != provider.name {
         return Err(OAuthError::InvalidToken("the access token was issued by another provider".into()));
     }
-    let grant = (record.identity_id.as_str(), &record.identity, &record.alias, record.scopes.as_slice());
+    let issuer = IssuedBy { id: &record.identity_id, key: &record.identity, uid: &record.identity_uid };
+    let grant = (&issuer, &record.alias, record.scopes.as_slice());
     let gone = OAuthError::InvalidToken("the entity no longer exists".into());
     let (identity, mut out) = claims::granted_claims(dir, &provider.namespace, grant, now, gone)?;
     out.insert("sub".into(), Value::String(identity.id.clone()));

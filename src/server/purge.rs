@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{AppState, unix_now};
+use crate::directory::IssuedBy;
 
 /// Default seconds between two purges.
 pub const DEFAULT_INTERVAL: u64 = 10;
@@ -17,8 +18,10 @@ pub fn purge_once(state: &AppState, now: i64) -> usize {
     use crate::sessions::TokenStore;
     let Some(store) = state.tokens.as_memory() else { return 0 };
     let Some(dir) = state.directory.load() else { return 0 };
-    let purged =
-        store.purge(now, &|r| dir.identity_by_id(&r.identity_id).filter(|i| i.key == r.identity).map(|i| i.limits));
+    let purged = store.purge(now, &|r| {
+        let issuer = IssuedBy { id: &r.identity_id, key: &r.identity, uid: &r.identity_uid };
+        dir.issuing_identity(&issuer).map(|i| i.limits)
+    });
     state.metrics.store_purged.inc_by(u64::try_from(purged).unwrap_or(u64::MAX));
     state.metrics.store_records.set(i64::try_from(store.records()).unwrap_or(i64::MAX));
     purged

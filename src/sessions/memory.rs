@@ -223,6 +223,7 @@ mod tests {
         let r = TokenRecord {
             identity: ObjectKey::new("ns", "id"),
             identity_id: "e1".into(),
+            identity_uid: "".into(),
             issued_at: 0,
             renewed_at: 0,
             uses: 0,
@@ -276,6 +277,7 @@ mod tests {
             challenge: None,
             identity: ObjectKey::new("ns", "id"),
             identity_id: "e1".into(),
+            identity_uid: "".into(),
             alias: Alias::default(),
             auth_time: 0,
             max_age_sent: false,
@@ -293,6 +295,7 @@ mod tests {
             scopes: vec![],
             identity: ObjectKey::new("ns", "id"),
             identity_id: "e1".into(),
+            identity_uid: "".into(),
             alias: Alias::default(),
             expires_at: 100,
             code_hash,
@@ -346,6 +349,7 @@ mod tests {
         let r = |issued_at| TokenRecord {
             identity: ObjectKey::new("ns", "id"),
             identity_id: "e1".into(),
+            identity_uid: "".into(),
             issued_at,
             renewed_at: issued_at,
             uses: 0,

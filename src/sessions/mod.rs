@@ -35,6 +35,9 @@ pub struct TokenRecord {
     /// The IdentityOidcAuth that issued it.
     pub identity: ObjectKey,
     pub identity_id: String,
+    /// Its `metadata.uid` ([`crate::directory::ResolvedIdentity::uid`]).
+    #[serde(default)]
+    pub identity_uid: std::sync::Arc<str>,
     /// Login time (unix seconds): the start of the max TTL and OIDC's `auth_time`.
     pub issued_at: i64,
     /// Last renewal (or login): the start of the current TTL.
@@ -107,6 +110,8 @@ pub struct CodeRecord {
     pub challenge: Option<(bool, String)>,
     pub identity: ObjectKey,
     pub identity_id: String,
+    #[serde(default)]
+    pub identity_uid: std::sync::Arc<str>,
     pub alias: Alias,
     /// The login time of the identity access token (`auth_time`).
     pub auth_time: i64,
@@ -124,6 +129,8 @@ pub struct UserinfoRecord {
     pub scopes: Vec<String>,
     pub identity: ObjectKey,
     pub identity_id: String,
+    #[serde(default)]
+    pub identity_uid: std::sync::Arc<str>,
     pub alias: Alias,
     pub expires_at: i64,
     /// The code it came from, so a replayed code revokes it.
@@ -140,6 +147,7 @@ impl UserinfoRecord {
             scopes: code.scopes.clone(),
             identity: code.identity.clone(),
             identity_id: code.identity_id.clone(),
+            identity_uid: code.identity_uid.clone(),
             alias: code.alias.clone(),
             expires_at,
             code_hash,
@@ -280,6 +288,7 @@ mod tests {
         TokenRecord {
             identity: ObjectKey::new("ns", "id"),
             identity_id: "e1".into(),
+            identity_uid: "".into(),
             issued_at: 1000,
             renewed_at: 1000,
             uses: 0,

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use crate::credentials;
-use crate::directory::{self, ExternalUrl, Materials, ObjectKey, SharedDirectory};
+use crate::directory::{self, ExternalUrl, IssuedBy, Materials, ObjectKey, SharedDirectory};
 use crate::keys::KeyVersion;
 use crate::keys::ring::KeyPolicy;
 use crate::keys::rotation;
@@ -168,7 +168,7 @@ impl Shell {
         // Tokens of deleted or replaced identities die with them.
         if let Some(previous) = previous {
             for old in previous.identities_by_id.values() {
-                let kept = dir.identity_by_id(&old.id).filter(|n| n.key == old.key);
+                let kept = dir.issuing_identity(&IssuedBy { id: &old.id, key: &old.key, uid: &old.uid });
                 if kept.is_none() {
                     let n = self.tokens.revoke_identity(&old.key, None);
                     tracing::info!(identity = %old.key, revoked = n, "identity removed; its access tokens are revoked");
