@@ -47,11 +47,11 @@ use warp::Filter;
 const REDIRECT: &str = "https://app.example/callback";
 const IDENTITY: &str = "bench-identity";
 /// Codes put in each store before its token phase: more than one phase can spend.
-const CODES: usize = 40_000;
+const CODES: usize = 50_000;
 /// Alternations of the two stores per layout.
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 7;
 /// Seconds of each load phase.
-const PHASE: f64 = 1.5;
+const PHASE: f64 = 2.0;
 
 fn in_ns<T: kube::Resource<DynamicType = ()>>(mut o: T) -> Arc<T> {
     o.meta_mut().namespace = Some("default".into());

@@ -73,7 +73,8 @@ pub struct ServeArgs {
 pub struct StoreArgs {
     /// Shared store for codes and tokens, so that every replica serves the whole protocol:
     /// redis://host:port[/db], rediss://... (TLS), redis+cluster://h1:p1,h2:p2 (a Redis
-    /// Cluster; rediss+cluster:// with TLS). Omitted: one replica's memory.
+    /// Cluster; rediss+cluster:// with TLS), redis+sentinel://s1:p1,s2:p2/<master> (the
+    /// master the Sentinels name; rediss+sentinel:// with TLS). Omitted: one replica's memory.
     #[arg(long, env = "OIDC_OPERATOR_SESSION_STORE")]
     pub session_store: Option<String>,
     /// PEM CA the store's TLS certificate must chain to (system roots otherwise).

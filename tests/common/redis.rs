@@ -36,6 +36,46 @@ pub fn cli_with(port: u16, options: &[String], args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// A CA and a certificate for 127.0.0.1 signed by it, in files, for redis-server's and
+/// redis-cli's TLS options.
+pub struct TlsFiles {
+    dir: tempfile::TempDir,
+    pub ca_pem: String,
+}
+
+impl TlsFiles {
+    pub fn new() -> TlsFiles {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = super::test_pki("redis test CA", &["127.0.0.1", "localhost"]);
+        std::fs::write(dir.path().join("ca.crt"), &pki.ca_pem).unwrap();
+        std::fs::write(dir.path().join("tls.crt"), &pki.leaf_pem).unwrap();
+        std::fs::write(dir.path().join("tls.key"), &pki.key_pem).unwrap();
+        TlsFiles { dir, ca_pem: pki.ca_pem }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    /// redis-server options (or Sentinel config lines, joined by spaces): TLS only, on `port`.
+    fn server_args(&self, port: u16) -> Vec<String> {
+        let args = [
+            ("--port", "0".to_owned()),
+            ("--tls-port", port.to_string()),
+            ("--tls-cert-file", self.path("tls.crt")),
+            ("--tls-key-file", self.path("tls.key")),
+            ("--tls-ca-cert-file", self.path("ca.crt")),
+            ("--tls-auth-clients", "no".to_owned()),
+            ("--tls-replication", "yes".to_owned()),
+        ];
+        args.into_iter().flat_map(|(k, v)| [k.to_owned(), v]).collect()
+    }
+
+    fn cli_options(&self) -> Vec<String> {
+        vec!["--tls".into(), "--cacert".into(), self.path("ca.crt")]
+    }
+}
+
 /// One `redis-server` process.
 pub struct RedisServer {
     child: Option<Child>,
@@ -44,6 +84,8 @@ pub struct RedisServer {
     extra: Vec<String>,
     /// How redis-cli reaches it (TLS, ACL user).
     cli_options: Vec<String>,
+    /// The CA file those options name, when the server owns it.
+    _tls: Option<TlsFiles>,
 }
 
 impl RedisServer {
@@ -59,6 +101,22 @@ impl RedisServer {
             dir: tempfile::tempdir().unwrap(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             cli_options: Vec::new(),
+            _tls: None,
+        };
+        server.spawn();
+        server
+    }
+
+    /// TLS only, with `files`' certificate; `extra` are more options.
+    fn start_tls(files: &TlsFiles, extra: Vec<String>, cli_options: Vec<String>) -> RedisServer {
+        let port = free_port();
+        let mut server = RedisServer {
+            child: None,
+            port,
+            dir: tempfile::tempdir().unwrap(),
+            extra: files.server_args(port).into_iter().chain(extra).collect(),
+            cli_options: files.cli_options().into_iter().chain(cli_options).collect(),
+            _tls: None,
         };
         server.spawn();
         server
@@ -68,55 +126,28 @@ impl RedisServer {
     /// user off and one ACL user `user`/`password` confined to `~oidcop:*`. Returns the
     /// server and the CA's PEM.
     pub fn start_tls_acl(user: &str, password: &str) -> (RedisServer, String) {
-        let dir = tempfile::tempdir().unwrap();
-        let pki = super::test_pki("redis test CA", &["127.0.0.1", "localhost"]);
-        let (ca_path, cert, key) = (dir.path().join("ca.crt"), dir.path().join("tls.crt"), dir.path().join("tls.key"));
-        std::fs::write(&ca_path, &pki.ca_pem).unwrap();
-        std::fs::write(&cert, &pki.leaf_pem).unwrap();
-        std::fs::write(&key, &pki.key_pem).unwrap();
-        let port = free_port();
-        let path = |p: &std::path::Path| p.display().to_string();
-        let extra = vec![
-            "--port".to_owned(),
-            "0".to_owned(),
-            "--tls-port".to_owned(),
-            port.to_string(),
-            "--tls-cert-file".to_owned(),
-            path(&cert),
-            "--tls-key-file".to_owned(),
-            path(&key),
-            "--tls-ca-cert-file".to_owned(),
-            path(&ca_path),
-            "--tls-auth-clients".to_owned(),
-            "no".to_owned(),
+        let files = TlsFiles::new();
+        let acl = [
             // Each word its own argument: redis-server joins them into one config line.
-            "--user".to_owned(),
-            "default".to_owned(),
-            "off".to_owned(),
-            "--user".to_owned(),
-            user.to_owned(),
-            "on".to_owned(),
-            format!(">{password}"),
-            "~oidcop:*".to_owned(),
-            "+@all".to_owned(),
+            "--user",
+            "default",
+            "off",
+            "--user",
+            user,
+            "on",
+            &format!(">{password}"),
+            "~oidcop:*",
+            "+@all",
         ];
-        let mut server = RedisServer {
-            child: None,
-            port,
-            dir,
-            extra,
-            cli_options: vec![
-                "--tls".into(),
-                "--cacert".into(),
-                path(&ca_path),
-                "--user".into(),
-                user.into(),
-                "--pass".into(),
-                password.into(),
-            ],
-        };
-        server.spawn();
-        (server, pki.ca_pem)
+        let login = ["--user", user, "--pass", password];
+        let mut server = Self::start_tls(
+            &files,
+            acl.iter().map(|s| s.to_string()).collect(),
+            login.iter().map(|s| s.to_string()).collect(),
+        );
+        let ca_pem = files.ca_pem.clone();
+        server._tls = Some(files);
+        (server, ca_pem)
     }
 
     fn spawn(&mut self) {
@@ -252,19 +283,46 @@ pub struct RedisSentinel {
     sentinel: Option<Child>,
     pub port: u16,
     dir: tempfile::TempDir,
+    /// How redis-cli reaches every node (TLS).
+    cli_options: Vec<String>,
+    /// The CA of every node's certificate, when they speak TLS only.
+    pub tls: Option<TlsFiles>,
 }
 
 impl RedisSentinel {
     pub fn start() -> RedisSentinel {
-        let master = RedisServer::start();
-        let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &master.port.to_string()]);
+        Self::start_with(None)
+    }
+
+    /// Every node (master, replica, Sentinel) speaks TLS only, replication included.
+    pub fn start_tls() -> RedisSentinel {
+        Self::start_with(Some(TlsFiles::new()))
+    }
+
+    fn start_with(tls: Option<TlsFiles>) -> RedisSentinel {
+        let master = match &tls {
+            Some(files) => RedisServer::start_tls(files, Vec::new(), Vec::new()),
+            None => RedisServer::start(),
+        };
+        let of = ["--replicaof".to_owned(), "127.0.0.1".to_owned(), master.port.to_string()];
+        let replica = match &tls {
+            Some(files) => RedisServer::start_tls(files, of.to_vec(), Vec::new()),
+            None => RedisServer::start_with(&of.iter().map(String::as_str).collect::<Vec<_>>()),
+        };
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let conf = dir.path().join("sentinel.conf");
+        let listen = match &tls {
+            Some(files) => {
+                // The same options as a config file's lines, without the dashes.
+                files.server_args(port).chunks(2).map(|kv| format!("{} {}\n", &kv[0][2..], kv[1])).collect()
+            }
+            None => format!("port {port}\n"),
+        };
         std::fs::write(
             &conf,
             format!(
-                "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor mymaster 127.0.0.1 {} 1\n\
+                "{listen}bind 127.0.0.1\ndir {}\nsentinel monitor mymaster 127.0.0.1 {} 1\n\
                  sentinel down-after-milliseconds mymaster 1000\nsentinel failover-timeout mymaster 5000\n",
                 dir.path().display(),
                 master.port
@@ -278,32 +336,32 @@ impl RedisSentinel {
             .stderr(Stdio::null())
             .spawn()
             .expect("starting redis-server --sentinel");
-        let s = RedisSentinel { master, replica, sentinel: Some(sentinel), port, dir };
+        let cli_options = tls.as_ref().map(TlsFiles::cli_options).unwrap_or_default();
+        let s = RedisSentinel { master, replica, sentinel: Some(sentinel), port, dir, cli_options, tls };
         // The Sentinel knows the master, and the replica through it.
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !cli(s.port, &["sentinel", "replicas", "mymaster"]).contains(&s.replica.port.to_string()) {
+        while !s.cli(s.port, &["sentinel", "replicas", "mymaster"]).contains(&s.replica.port.to_string()) {
             assert!(Instant::now() < deadline, "the Sentinel never saw the replica:\n{}", s.log());
             std::thread::sleep(Duration::from_millis(100));
         }
         s
     }
 
-    /// `redis+sentinel://127.0.0.1:<sentinel port>/mymaster`.
-    pub fn url(&self) -> String {
-        format!("redis+sentinel://127.0.0.1:{}/mymaster", self.port)
+    fn cli(&self, port: u16, args: &[&str]) -> String {
+        cli_with(port, &self.cli_options, args)
     }
 
     /// The port of the master the Sentinel names now.
     pub fn master_port(&self) -> u16 {
-        let out = cli(self.port, &["sentinel", "get-master-addr-by-name", "mymaster"]);
+        let out = self.cli(self.port, &["sentinel", "get-master-addr-by-name", "mymaster"]);
         out.lines().nth(1).and_then(|p| p.trim().parse().ok()).unwrap_or(0)
     }
 
     /// Waits until the replica has every write, then has the Sentinel promote it; returns
     /// once the Sentinel names it.
     pub fn fail_over(&self) {
-        cli(self.master.port, &["wait", "1", "5000"]);
-        let answer = cli(self.port, &["sentinel", "failover", "mymaster"]);
+        self.cli(self.master.port, &["wait", "1", "5000"]);
+        let answer = self.cli(self.port, &["sentinel", "failover", "mymaster"]);
         assert_eq!(answer, "OK", "SENTINEL FAILOVER: {answer}");
         let deadline = Instant::now() + Duration::from_secs(30);
         while self.master_port() != self.replica.port {

@@ -34,14 +34,15 @@ use super::{
 };
 use crate::server::metrics::Metrics;
 use scripts::{GRANT_PUT, GRANT_REDEEM, Lua, Scripts, TOK_PUT, TOK_USE};
-use sentinel::SentinelConn;
+use sentinel::{NodeSettings, SentinelConn};
 
 /// How to reach the store (`--session-store*` flags). `Debug` leaves the password out.
 #[derive(Clone)]
 pub struct RedisOptions {
     /// `redis://host:port[/db]`, `rediss://...` (TLS), `redis+cluster://h1:p1,h2:p2`
     /// (`rediss+cluster://` for TLS): the nodes a Cluster client starts from, or
-    /// `redis+sentinel://s1:p1,s2:p2/<master name>`: the Sentinels that name the master.
+    /// `redis+sentinel://s1:p1,s2:p2/<master name>` (`rediss+sentinel://` for TLS to the
+    /// Sentinels and the data nodes): the Sentinels that name the master.
     pub url: String,
     /// PEM CA the server certificate must chain to (TLS); the system roots when absent.
     pub ca: Option<PathBuf>,
@@ -195,17 +196,19 @@ impl RedisStore {
             }),
             None => None,
         };
+        let sentinel = options.url.strip_prefix("redis+sentinel://").or(options.url.strip_prefix("rediss+sentinel://"));
         let (cluster, tls, rest) = if let Some(rest) = options.url.strip_prefix("redis+cluster://") {
             (true, false, rest)
         } else if let Some(rest) = options.url.strip_prefix("rediss+cluster://") {
             (true, true, rest)
         } else {
-            (false, options.url.starts_with("rediss://"), "")
+            (false, options.url.starts_with("rediss://") || options.url.starts_with("rediss+sentinel://"), "")
         };
-        let sentinel = options.url.strip_prefix("redis+sentinel://");
         if options.ca.is_some() && !tls {
             return Err(url_err(
-                "--session-store-ca is given but the URL is not TLS (rediss:// or rediss+cluster://)".into(),
+                "--session-store-ca is given but the URL is not TLS (rediss://, rediss+cluster:// or \
+                 rediss+sentinel://)"
+                    .into(),
             ));
         }
         // A hash tag in the prefix would pin every key to one Cluster slot.
@@ -215,9 +218,6 @@ impl RedisStore {
                 "--session-store-prefix {:?}: letters, digits, '_', '.' and '-' only",
                 options.prefix
             )));
-        }
-        if options.url.starts_with("rediss+sentinel://") {
-            return Err(url_err("TLS to Sentinels is not supported yet: use redis+sentinel:// or a Cluster".into()));
         }
         if options.url.contains('@') {
             return Err(url_err(
@@ -241,38 +241,28 @@ impl RedisStore {
             let master = master.trim_end_matches('/');
             let sentinels = nodes
                 .split(',')
-                .filter(|n| !n.trim().is_empty())
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
                 .map(|n| {
-                    redis::IntoConnectionInfo::into_connection_info(format!("redis://{}", n.trim()).as_str())
-                        .map(|info| info.set_tcp_settings(tcp.clone()))
-                        .map_err(|e| url_err(e.to_string()))
+                    let (host, port) = n.rsplit_once(':').ok_or_else(|| url_err(format!("{n}: host:port")))?;
+                    let port = port.parse::<u16>().map_err(|_| url_err(format!("{n}: the port is not a number")))?;
+                    Ok((host.trim_start_matches('[').trim_end_matches(']').to_owned(), port))
                 })
-                .collect::<Result<Vec<_>, _>>()?;
+                .collect::<Result<Vec<_>, RedisSetupError>>()?;
             if sentinels.is_empty() || master.is_empty() {
                 return Err(url_err("name at least one Sentinel and the master".into()));
             }
-            let mut node_info = redis::RedisConnectionInfo::default();
+            let mut redis = redis::RedisConnectionInfo::default();
             if let Some(user) = &options.username {
-                node_info = node_info.set_username(user);
+                redis = redis.set_username(user);
             }
             if let Some(password) = &options.password {
-                node_info = node_info.set_password(password);
+                redis = redis.set_password(password);
             }
-            let node = redis::sentinel::SentinelNodeConnectionInfo::default()
-                .set_redis_connection_info(node_info)
-                .set_tcp_settings(tcp.clone());
-            let client = redis::sentinel::SentinelClient::build(
-                sentinels,
-                master,
-                Some(node),
-                redis::sentinel::SentinelServerType::Master,
-            )
-            .map_err(|e| url_err(e.to_string()))?;
-            Conn::Sentinel(Arc::new(SentinelConn {
-                client: tokio::sync::Mutex::new(client),
-                current: arc_swap::ArcSwapOption::empty(),
-                config: manager_config,
-            }))
+            let node = NodeSettings { redis, tcp: tcp.clone(), tls, ca: certs };
+            let conn = SentinelConn::new(&sentinels, master, node, options.timeout, manager_config)
+                .map_err(|e| url_err(e.to_string()))?;
+            Conn::Sentinel(Arc::new(conn))
         } else if cluster {
             let nodes: Vec<String> =
                 rest.split(',').filter(|n| !n.trim().is_empty()).map(|n| format!("{scheme}://{}", n.trim())).collect();

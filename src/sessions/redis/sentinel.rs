@@ -1,34 +1,138 @@
 //! Redis with Sentinel: the master the Sentinels name, followed across failovers.
+//!
+//! The Sentinels are asked here rather than through redis-rs's `SentinelClient`, which asks
+//! them in list order with no deadline per Sentinel: one that is down without answering (a
+//! failed node, a paused process, a partition) then held every question past the call's
+//! deadline, and since the next call started from the same Sentinel again, the master was
+//! never found while it stayed down, though the other Sentinels could name it.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Cmd, FromRedisValue};
+use redis::io::tcp::TcpSettings;
+use redis::{Cmd, FromRedisValue, RedisConnectionInfo, RedisError, Value};
 
 /// The master the Sentinels name, asked again after a failover: a connection to the old
 /// master that is refused, dropped, timed out or answered `READONLY` (it is a replica now)
-/// is dropped, and the next call asks the Sentinels. redis-rs's `SentinelClient` finds the
-/// master; the `ConnectionManager` over it reconnects to that address only.
+/// is dropped, and the next call asks the Sentinels. The `ConnectionManager` over the
+/// master reconnects to that address only.
 pub(super) struct SentinelConn {
-    pub(super) client: tokio::sync::Mutex<redis::sentinel::SentinelClient>,
-    pub(super) current: arc_swap::ArcSwapOption<ConnectionManager>,
-    pub(super) config: ConnectionManagerConfig,
+    sentinels: Vec<redis::Client>,
+    master: String,
+    /// How the master is reached: user and password, TCP settings, TLS.
+    node: NodeSettings,
+    /// Which Sentinel to ask first: the last one that answered, or the one after the last
+    /// one asked when a question was cut short.
+    next: AtomicUsize,
+    /// How long one Sentinel (and the master it names) may take to answer.
+    ask_timeout: Duration,
+    asking: tokio::sync::Mutex<()>,
+    current: arc_swap::ArcSwapOption<ConnectionManager>,
+    config: ConnectionManagerConfig,
+}
+
+/// How every node of a Sentinel deployment is reached.
+pub(super) struct NodeSettings {
+    pub(super) redis: RedisConnectionInfo,
+    pub(super) tcp: TcpSettings,
+    /// TLS (`rediss+sentinel://`) to the Sentinels and to the master,
+    pub(super) tls: bool,
+    /// with this CA (else the system's roots, as for `rediss://`).
+    pub(super) ca: Option<redis::TlsCertificates>,
+}
+
+impl NodeSettings {
+    fn client(&self, host: &str, port: u16, redis: RedisConnectionInfo) -> redis::RedisResult<redis::Client> {
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        let host = if host.contains(':') { format!("[{host}]") } else { host.to_owned() };
+        let info = redis::IntoConnectionInfo::into_connection_info(format!("{scheme}://{host}:{port}").as_str())?
+            .set_redis_settings(redis)
+            .set_tcp_settings(self.tcp.clone());
+        match &self.ca {
+            Some(ca) => redis::Client::build_with_tls(info, ca.clone()),
+            None => redis::Client::open(info),
+        }
+    }
 }
 
 impl SentinelConn {
+    /// `nodes` are the Sentinels' `host:port`s; the Sentinels take no credentials (the
+    /// user and password are the data nodes').
+    pub(super) fn new(
+        nodes: &[(String, u16)],
+        master: &str,
+        node: NodeSettings,
+        timeout: Duration,
+        config: ConnectionManagerConfig,
+    ) -> redis::RedisResult<Self> {
+        let sentinels = nodes
+            .iter()
+            .map(|(host, port)| node.client(host, *port, RedisConnectionInfo::default()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            ask_timeout: (timeout / 3).max(Duration::from_millis(100)),
+            sentinels,
+            master: master.to_owned(),
+            node,
+            next: AtomicUsize::new(0),
+            asking: tokio::sync::Mutex::new(()),
+            current: arc_swap::ArcSwapOption::empty(),
+            config,
+        })
+    }
+
     async fn connection(&self) -> redis::RedisResult<Arc<ConnectionManager>> {
         if let Some(c) = self.current.load_full() {
             return Ok(c);
         }
         // One question to the Sentinels at a time; the others wait for its answer.
-        let mut client = self.client.lock().await;
+        let _asking = self.asking.lock().await;
         if let Some(c) = self.current.load_full() {
             return Ok(c);
         }
-        let master = client.async_get_client().await?;
+        let master = self.find_master().await?;
         let manager = Arc::new(ConnectionManager::new_lazy_with_config(master, self.config.clone())?);
         self.current.store(Some(Arc::clone(&manager)));
         Ok(manager)
+    }
+
+    /// Asks each Sentinel in turn, each within `ask_timeout`, for the master's address, and
+    /// the master whether it is one (`ROLE`): a Sentinel that has not seen a failover yet may
+    /// still name the demoted master.
+    async fn find_master(&self) -> redis::RedisResult<redis::Client> {
+        let n = self.sentinels.len();
+        let mut last = RedisError::from((redis::ErrorKind::Io, "no Sentinel answered"));
+        for _ in 0..n {
+            let i = self.next.load(Ordering::Relaxed) % n;
+            // Should this question be cut short (the call's deadline), the next call asks the
+            // next Sentinel rather than this one again.
+            self.next.store((i + 1) % n, Ordering::Relaxed);
+            match tokio::time::timeout(self.ask_timeout, self.ask(&self.sentinels[i])).await {
+                Ok(Ok(master)) => {
+                    self.next.store(i, Ordering::Relaxed);
+                    return Ok(master);
+                }
+                Ok(Err(e)) => last = e,
+                Err(_) => last = RedisError::from((redis::ErrorKind::Io, "a Sentinel did not answer in time")),
+            }
+        }
+        Err(last)
+    }
+
+    async fn ask(&self, sentinel: &redis::Client) -> redis::RedisResult<redis::Client> {
+        let mut conn = sentinel.get_multiplexed_async_connection().await?;
+        let (host, port): (String, u16) =
+            redis::cmd("SENTINEL").arg("get-master-addr-by-name").arg(&self.master).query_async(&mut conn).await?;
+        let master = self.node.client(&host, port, self.node.redis.clone())?;
+        let mut conn = master.get_multiplexed_async_connection().await?;
+        let role: Vec<Value> = redis::cmd("ROLE").query_async(&mut conn).await?;
+        match role.first() {
+            Some(Value::BulkString(r)) if r == b"master" => Ok(master),
+            Some(Value::SimpleString(r)) if r == "master" => Ok(master),
+            _ => Err(RedisError::from((redis::ErrorKind::Io, "the node a Sentinel named is not a master"))),
+        }
     }
 
     pub(super) async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> redis::RedisResult<T> {
