@@ -358,7 +358,8 @@ impl RedisSentinel {
     }
 
     /// Waits until the replica has every write, then has the Sentinel promote it; returns
-    /// once the Sentinel names it.
+    /// once the Sentinel names it and the old master has become its replica (until then the
+    /// old master still takes writes, and a client that never followed would not notice).
     pub fn fail_over(&self) {
         self.cli(self.master.port, &["wait", "1", "5000"]);
         let answer = self.cli(self.port, &["sentinel", "failover", "mymaster"]);
@@ -366,6 +367,10 @@ impl RedisSentinel {
         let deadline = Instant::now() + Duration::from_secs(30);
         while self.master_port() != self.replica.port {
             assert!(Instant::now() < deadline, "the failover never finished:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        while !self.cli(self.master.port, &["role"]).starts_with("slave") {
+            assert!(Instant::now() < deadline, "the old master was never demoted:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(100));
         }
     }

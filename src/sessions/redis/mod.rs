@@ -91,13 +91,6 @@ impl Conn {
             Self::Sentinel(s) => s.query(cmd).await,
         }
     }
-
-    /// A call passed its deadline: a Sentinel-found master may be gone.
-    fn timed_out(&self) {
-        if let Self::Sentinel(s) = self {
-            s.forget();
-        }
-    }
 }
 
 /// Codes and tokens in Redis.
@@ -370,7 +363,6 @@ impl RedisStore {
                 Err(StoreError::Unavailable)
             }
             Err(_) => {
-                self.conn.timed_out();
                 tracing::warn!(op, timeout_ms = self.timeout.as_millis(), "session store call timed out");
                 Err(StoreError::Unavailable)
             }

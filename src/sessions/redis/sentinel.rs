@@ -23,12 +23,12 @@ pub(super) struct SentinelConn {
     master: String,
     /// How the master is reached: user and password, TCP settings, TLS.
     node: NodeSettings,
-    /// Which Sentinel to ask first: the last one that answered, or the one after the last
-    /// one asked when a question was cut short.
+    /// Which Sentinel to ask first: the last one that answered.
     next: AtomicUsize,
     /// How long one Sentinel (and the master it names) may take to answer.
     ask_timeout: Duration,
-    asking: tokio::sync::Mutex<()>,
+    /// Held by the one search for the master under way.
+    asking: Arc<tokio::sync::Mutex<()>>,
     current: arc_swap::ArcSwapOption<ConnectionManager>,
     config: ConnectionManagerConfig,
 }
@@ -77,25 +77,35 @@ impl SentinelConn {
             master: master.to_owned(),
             node,
             next: AtomicUsize::new(0),
-            asking: tokio::sync::Mutex::new(()),
+            asking: Arc::new(tokio::sync::Mutex::new(())),
             current: arc_swap::ArcSwapOption::empty(),
             config,
         })
     }
 
-    async fn connection(&self) -> redis::RedisResult<Arc<ConnectionManager>> {
+    async fn connection(self: &Arc<Self>) -> redis::RedisResult<Arc<ConnectionManager>> {
         if let Some(c) = self.current.load_full() {
             return Ok(c);
         }
-        // One question to the Sentinels at a time; the others wait for its answer.
-        let _asking = self.asking.lock().await;
+        // One search for the master at a time; the other calls wait for its answer.
+        let asking = Arc::clone(&self.asking).lock_owned().await;
         if let Some(c) = self.current.load_full() {
             return Ok(c);
         }
-        let master = self.find_master().await?;
-        let manager = Arc::new(ConnectionManager::new_lazy_with_config(master, self.config.clone())?);
-        self.current.store(Some(Arc::clone(&manager)));
-        Ok(manager)
+        // The search runs on its own: a call whose deadline passes meanwhile leaves it to
+        // finish for the calls after it, rather than cutting it short and having the next
+        // call begin again with the Sentinel that held it up.
+        let this = Arc::clone(self);
+        let search = tokio::spawn(async move {
+            let _asking = asking;
+            let master = this.find_master().await?;
+            let manager = Arc::new(ConnectionManager::new_lazy_with_config(master, this.config.clone())?);
+            this.current.store(Some(Arc::clone(&manager)));
+            Ok(manager)
+        });
+        search
+            .await
+            .map_err(|e| RedisError::from((redis::ErrorKind::Io, "the search for the master failed", e.to_string())))?
     }
 
     /// Asks each Sentinel in turn, each within `ask_timeout`, for the master's address, and
@@ -103,12 +113,10 @@ impl SentinelConn {
     /// still name the demoted master.
     async fn find_master(&self) -> redis::RedisResult<redis::Client> {
         let n = self.sentinels.len();
+        let first = self.next.load(Ordering::Relaxed);
         let mut last = RedisError::from((redis::ErrorKind::Io, "no Sentinel answered"));
-        for _ in 0..n {
-            let i = self.next.load(Ordering::Relaxed) % n;
-            // Should this question be cut short (the call's deadline), the next call asks the
-            // next Sentinel rather than this one again.
-            self.next.store((i + 1) % n, Ordering::Relaxed);
+        for k in 0..n {
+            let i = (first + k) % n;
             match tokio::time::timeout(self.ask_timeout, self.ask(&self.sentinels[i])).await {
                 Ok(Ok(master)) => {
                     self.next.store(i, Ordering::Relaxed);
@@ -135,7 +143,9 @@ impl SentinelConn {
         }
     }
 
-    pub(super) async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> redis::RedisResult<T> {
+    /// One command to the master. A connection that fails or times out (the manager's
+    /// response timeout) is dropped, only if it is still the current one.
+    pub(super) async fn query<T: FromRedisValue>(self: &Arc<Self>, cmd: &Cmd) -> redis::RedisResult<T> {
         let used = self.connection().await?;
         let result = cmd.query_async(&mut (*used).clone()).await;
         if let Err(e) = &result {
@@ -147,9 +157,5 @@ impl SentinelConn {
             }
         }
         result
-    }
-
-    pub(super) fn forget(&self) {
-        self.current.store(None);
     }
 }
