@@ -646,6 +646,81 @@ async fn follow_a_sentinel_failover(redis: RedisSentinel, scheme: &str, options:
     drop(hung);
 }
 
+/// A store at its `maxmemory` (policy `noeviction`) refuses writes: login, authorize and the
+/// code exchange answer 503 `temporarily_unavailable`, the refusals are counted, and the
+/// refused exchange leaves its code unspent; once memory is freed, the same code is redeemed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_at_its_maxmemory_refuses_new_records_and_loses_none() {
+    let redis = tokio::task::spawn_blocking(|| {
+        RedisServer::start_with(&["--maxmemory", "8mb", "--maxmemory-policy", "noeviction"])
+    })
+    .await
+    .unwrap();
+    let (pair, a, _b) = Pair::new(redis.url()).await;
+    let client = pair.client();
+    let token = login_token(&a, RUNNER, &pair.jwt().await).await;
+    let (status, body) = authorize(&a, &token, &client.0).await;
+    assert_eq!(status, 200, "{body}");
+    let code = body["code"].as_str().unwrap().to_owned();
+
+    // Another database fills the memory up (maxmemory counts them all), 1 MiB a key, until
+    // Redis refuses.
+    let db1 = ["-n".to_owned(), "1".to_owned()];
+    tokio::task::block_in_place(|| {
+        for i in 0.. {
+            let answer = common::redis::cli_with(redis.port, &db1, &["setrange", &format!("fill:{i}"), "1048575", "x"]);
+            if answer.contains("OOM") {
+                break;
+            }
+            assert!(i < 64, "8 MiB never filled: {answer}");
+        }
+    });
+
+    let (status, body) = login(&a, RUNNER, &pair.jwt().await).await;
+    assert_eq!((status, body["error"].as_str()), (503, Some("temporarily_unavailable")), "login: {body}");
+    let (status, body) = exchange(&a, &client, &code).await;
+    assert_eq!((status, body["error"].as_str()), (503, Some("temporarily_unavailable")), "exchange: {body}");
+    // The store itself names the refusal (not "unavailable").
+    let direct = oidc_operator::sessions::redis::RedisStore::connect(
+        &oidc_operator::sessions::redis::RedisOptions {
+            url: redis.url(),
+            ca: None,
+            username: None,
+            password: None,
+            timeout: Duration::from_millis(500),
+            prefix: "oidcop".into(),
+        },
+        Default::default(),
+    )
+    .unwrap();
+    let record = oidc_operator::sessions::TokenRecord {
+        identity: oidc_operator::api::ObjectKey::new("default", "runner"),
+        identity_id: RUNNER.into(),
+        identity_uid: "".into(),
+        issued_at: 0,
+        renewed_at: 0,
+        uses: 0,
+        alias: oidc_operator::sessions::Alias::default(),
+    };
+    let refused = direct.insert([7; 32], record, i64::MAX / 4).await;
+    assert_eq!(refused, Err(oidc_operator::sessions::StoreError::OutOfMemory));
+    let metrics = a.client().get(format!("{}/metrics", a.metrics)).send().await.unwrap().text().await.unwrap();
+    for record in ["access_token", "userinfo"] {
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("oidc_operator_session_store_refusals_total{{record=\"{record}\"}}")))
+            .unwrap_or_else(|| panic!("no refusals of {record} counted:\n{metrics}"));
+        assert!(!line.ends_with(" 0"), "{line}");
+    }
+
+    // Memory freed: the code the refused exchange left unspent is redeemed, logins resume.
+    tokio::task::block_in_place(|| common::redis::cli_with(redis.port, &db1, &["flushdb"]));
+    let (status, body) = exchange(&a, &client, &code).await;
+    assert_eq!(status, 200, "the refused exchange did not spend the code: {body}");
+    let (status, body) = login(&a, RUNNER, &pair.jwt().await).await;
+    assert_eq!(status, 200, "{body}");
+}
+
 /// The Redis store called directly, as the endpoints do, on the cases the HTTP tests cannot
 /// force: an exchange retried after a lost reply, a replay, another client's code, a token
 /// used up, expiry by Redis.

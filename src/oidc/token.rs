@@ -118,7 +118,9 @@ pub async fn exchange(
     let userinfo = (token_hash(&access_token), now + i64::try_from(client.access_token_ttl).unwrap_or(i64::MAX / 4));
     let redemption = match store.redeem_code(&code_hash, &binding, now, userinfo).await {
         Ok(r) => r,
-        Err(e @ StoreError::Full { .. }) => return Err(OAuthError::store(RecordKind::Userinfo, e)),
+        Err(e @ (StoreError::Full { .. } | StoreError::OutOfMemory)) => {
+            return Err(OAuthError::store(RecordKind::Userinfo, e));
+        }
         Err(e) => return Err(OAuthError::unavailable(&e)),
     };
     let record = match redemption {

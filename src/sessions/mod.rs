@@ -202,6 +202,10 @@ pub enum StoreError {
     /// A shared store could not answer in time (unreachable, slow, failing over).
     #[error("the session store is unavailable")]
     Unavailable,
+    /// A shared store refused a write at its `maxmemory` (policy `noeviction`): like `Full`,
+    /// it clears as records expire.
+    #[error("the shared session store is at its maxmemory and refuses new records")]
+    OutOfMemory,
 }
 
 /// Which kind of record a store call is about (a bounded metrics label).

@@ -94,7 +94,7 @@ impl RedisServer {
         Self::start_with(&[])
     }
 
-    fn start_with(extra: &[&str]) -> RedisServer {
+    pub fn start_with(extra: &[&str]) -> RedisServer {
         let mut server = RedisServer {
             child: None,
             port: free_port(),

@@ -358,6 +358,10 @@ impl RedisStore {
         self.metrics.store_operation(op, started.elapsed(), result.as_ref().is_ok_and(Result::is_ok));
         match result {
             Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) if is_out_of_memory(&e) => {
+                tracing::warn!(op, "session store at its maxmemory: the write was refused");
+                Err(StoreError::OutOfMemory)
+            }
             Ok(Err(e)) => {
                 tracing::warn!(op, error = %e, "session store call failed");
                 Err(StoreError::Unavailable)
@@ -493,6 +497,12 @@ impl RedisStore {
         let code: CodeRecord = serde_json::from_str(&code).map_err(|_| StoreError::Unavailable)?;
         Ok((now < expires_at).then(|| UserinfoRecord::of(&code, code_hash, expires_at)))
     }
+}
+
+/// Whether Redis refused a write at its `maxmemory` (`-OOM ...`, also when a script's write
+/// met it).
+fn is_out_of_memory(e: &redis::RedisError) -> bool {
+    e.code() == Some("OOM") || e.to_string().contains("OOM command not allowed")
 }
 
 /// A URL fit for messages: user info dropped.
