@@ -646,6 +646,19 @@ async fn follow_a_sentinel_failover(redis: RedisSentinel, scheme: &str, options:
     drop(hung);
 }
 
+/// The Redis store on `redis`, called directly (no server), with the default deadline.
+fn direct_store(redis: &RedisServer) -> Arc<oidc_operator::sessions::redis::RedisStore> {
+    let options = oidc_operator::sessions::redis::RedisOptions {
+        url: redis.url(),
+        ca: None,
+        username: None,
+        password: None,
+        timeout: Duration::from_millis(500),
+        prefix: "oidcop".into(),
+    };
+    oidc_operator::sessions::redis::RedisStore::connect(&options, Default::default()).unwrap()
+}
+
 /// A store at its `maxmemory` (policy `noeviction`) refuses writes: login, authorize and the
 /// code exchange answer 503 `temporarily_unavailable`, the refusals are counted, and the
 /// refused exchange leaves its code unspent; once memory is freed, the same code is redeemed.
@@ -681,18 +694,7 @@ async fn a_store_at_its_maxmemory_refuses_new_records_and_loses_none() {
     let (status, body) = exchange(&a, &client, &code).await;
     assert_eq!((status, body["error"].as_str()), (503, Some("temporarily_unavailable")), "exchange: {body}");
     // The store itself names the refusal (not "unavailable").
-    let direct = oidc_operator::sessions::redis::RedisStore::connect(
-        &oidc_operator::sessions::redis::RedisOptions {
-            url: redis.url(),
-            ca: None,
-            username: None,
-            password: None,
-            timeout: Duration::from_millis(500),
-            prefix: "oidcop".into(),
-        },
-        Default::default(),
-    )
-    .unwrap();
+    let direct = direct_store(&redis);
     let record = oidc_operator::sessions::TokenRecord {
         identity: oidc_operator::api::ObjectKey::new("default", "runner"),
         identity_id: RUNNER.into(),
@@ -727,20 +729,11 @@ async fn a_store_at_its_maxmemory_refuses_new_records_and_loses_none() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_redis_store_keeps_the_memory_store_semantics() {
     use oidc_operator::api::ObjectKey;
-    use oidc_operator::sessions::redis::{RedisOptions, RedisStore};
     use oidc_operator::sessions::{
         Alias, CodeBinding, CodeRecord, CodeRedemption, SessionStore, TokenError, TokenLimits, TokenRecord, token_hash,
     };
     let redis = tokio::task::spawn_blocking(RedisServer::start).await.unwrap();
-    let options = RedisOptions {
-        url: redis.url(),
-        ca: None,
-        username: None,
-        password: None,
-        timeout: Duration::from_millis(500),
-        prefix: "oidcop".into(),
-    };
-    let store = SessionStore::Redis(RedisStore::connect(&options, Default::default()).unwrap());
+    let store = SessionStore::Redis(direct_store(&redis));
     let now = oidc_operator::server::unix_now();
     let code = CodeRecord {
         namespace: "ns".into(),
