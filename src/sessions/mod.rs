@@ -227,7 +227,7 @@ impl RecordKind {
 }
 
 /// Default ceiling of live records (access tokens, codes and userinfo tokens together):
-/// about 490 MiB at the ~510 bytes per identity access token the `memory` bench measures.
+/// about 515 MiB at the ~540 bytes per identity access token the `memory` bench measures.
 pub const DEFAULT_MAX_RECORDS: usize = 1_000_000;
 
 /// Token state. Every method is atomic with respect to the others.
