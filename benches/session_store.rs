@@ -34,9 +34,8 @@ use std::time::Duration;
 use base64::Engine;
 use bytes::Bytes;
 use oidc_operator::api::{IdentityOidcAuth, OidcClient, OidcKey, OidcKeySpec, OidcProvider};
-use oidc_operator::directory::{self, ExternalUrl, Inputs, Materials, ObjectKey, SharedDirectory};
-use oidc_operator::keys::ring::KeyPolicy;
-use oidc_operator::keys::{KeyVersion, SigningAlgorithm, rotation};
+use oidc_operator::directory::{self, ExternalUrl, Inputs, ObjectKey, SharedDirectory};
+use oidc_operator::keys::{KeyVersion, SigningAlgorithm};
 use oidc_operator::login::external::IssuerRegistry;
 use oidc_operator::server::{self, AppState, Metrics};
 use oidc_operator::sessions::redis::{RedisOptions, RedisStore};
@@ -179,12 +178,7 @@ async fn main() {
     }))
     .unwrap();
     inputs.identities.push(in_ns(IdentityOidcAuth::new("bench", identity)));
-    let mut materials = Materials::default();
-    for (k, spec) in directory::required_keys(&inputs) {
-        let ring =
-            rotation::advance(None, &KeyPolicy::from(&spec), t0, |a| KeyVersion::generate(a, t0)).unwrap().unwrap();
-        materials.key_rings.insert(k, ring);
-    }
+    let mut materials = support::key_rings(&inputs, t0);
     let creds = oidc_operator::credentials::reconcile(None, None, true).unwrap().unwrap();
     materials.credentials.insert(ObjectKey::new("default", "client"), creds.clone());
 

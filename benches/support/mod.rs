@@ -37,6 +37,19 @@ pub fn code_record(client_id: &str, identity_id: &str, now: i64) -> oidc_operato
     }
 }
 
+/// A generated key ring for every key `inputs` needs, as the operator would create them at
+/// `now`.
+pub fn key_rings(inputs: &oidc_operator::directory::Inputs, now: i64) -> oidc_operator::directory::Materials {
+    use oidc_operator::keys::{KeyVersion, ring::KeyPolicy, rotation};
+    let mut materials = oidc_operator::directory::Materials::default();
+    for (k, spec) in oidc_operator::directory::required_keys(inputs) {
+        let ring =
+            rotation::advance(None, &KeyPolicy::from(&spec), now, |a| KeyVersion::generate(a, now)).unwrap().unwrap();
+        materials.key_rings.insert(k, ring);
+    }
+    materials
+}
+
 pub fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
 }
