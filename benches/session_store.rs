@@ -29,7 +29,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use bytes::Bytes;
@@ -97,8 +97,54 @@ async fn codes(store: &SessionStore, tag: &str, client_id: &str) -> Arc<Vec<Stri
     all
 }
 
-/// One round's (logins/s, exchanges/s), memory first.
-type Round = Vec<(f64, f64)>;
+/// One load phase: requests per second, and the CPU each request took in this process (the
+/// server and the load generator) and in Redis, in microseconds.
+#[derive(Clone, Copy, Default)]
+struct Phase {
+    rate: f64,
+    ours_us: f64,
+    redis_us: f64,
+    /// Commands Redis ran per read from its clients: how many requests a write carried.
+    per_read: f64,
+}
+
+/// Redis's counters of reads from clients and commands run (`INFO stats`).
+fn redis_reads(port: u16) -> (f64, f64) {
+    let bin = std::env::var("HOME").map(|h| format!("{h}/.cache/oidc-operator/bin/redis-cli")).unwrap();
+    let bin = if std::path::Path::new(&bin).exists() { bin } else { "redis-cli".into() };
+    let out = Command::new(&bin).args(["-p", &port.to_string(), "INFO", "stats"]).output().expect("redis-cli");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(':')))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (field("total_reads_processed"), field("total_commands_processed"))
+}
+
+impl Phase {
+    /// Runs `load` and accounts for the CPU it took.
+    async fn measure(redis: u32, port: u16, load: impl std::future::Future<Output = f64>) -> Self {
+        let (reads, commands) = redis_reads(port);
+        let (ours, theirs, started) = (support::cpu_ns(std::process::id()), support::cpu_ns(redis), Instant::now());
+        let rate = load.await;
+        let requests = rate * started.elapsed().as_secs_f64();
+        let per = |before: u64, after: u64| (after - before) as f64 / 1000.0 / requests;
+        Self {
+            rate,
+            ours_us: per(ours, support::cpu_ns(std::process::id())),
+            redis_us: per(theirs, support::cpu_ns(redis)),
+            per_read: {
+                let (r, c) = redis_reads(port);
+                if r > reads + 10.0 { (c - commands - 1.0) / (r - reads - 1.0) } else { 0.0 }
+            },
+        }
+    }
+}
+
+/// One round's (logins, exchanges), memory first.
+type Round = Vec<(Phase, Phase)>;
 
 /// One served store.
 struct Server {
@@ -189,6 +235,8 @@ async fn main() {
             ca: None,
             username: None,
             password: None,
+            sentinel_username: None,
+            sentinel_password: None,
             timeout: Duration::from_millis(500),
             prefix: "oidcop".into(),
         },
@@ -246,7 +294,11 @@ async fn main() {
         "# cargo bench --bench session_store   ({} cores; medians of {ROUNDS} alternating rounds of {PHASE} s phases)",
         support::cores()
     );
-    println!("{:<10} {:<8} {:>12} {:>20}", "layout", "store", "logins/s", "token exchanges/s");
+    println!("# CPU columns: microseconds of CPU per request in this process (server and load) + in redis-server");
+    println!(
+        "{:<10} {:<8} {:>12} {:>24} {:>20} {:>24}",
+        "layout", "store", "logins/s", "login CPU us", "token exchanges/s", "token CPU us"
+    );
     let cores = support::cores();
     let mut layouts = vec![Layout::Shared];
     if cores >= 2 {
@@ -260,29 +312,37 @@ async fn main() {
             let mut round = Vec::new();
             for server in &servers {
                 let body = login_body.clone();
-                let logins = support::load_for(server.addr, PHASE, move || {
-                    support::request(
-                        "/api/v1/auth/oidc-auth/login",
-                        &[("content-type", "application/json")],
-                        body.clone(),
-                    )
-                })
+                let logins = Phase::measure(
+                    redis.id(),
+                    port,
+                    support::load_for(server.addr, PHASE, move || {
+                        support::request(
+                            "/api/v1/auth/oidc-auth/login",
+                            &[("content-type", "application/json")],
+                            body.clone(),
+                        )
+                    }),
+                )
                 .await;
                 batch += 1;
                 let all = codes(&server.store, &format!("{}-{batch}", server.name), &creds.client_id).await;
                 let next = Arc::new(AtomicUsize::new(0));
                 let (basic, path) = (basic.clone(), server.token_path.clone());
-                let exchanges = support::load_for(server.addr, PHASE, move || {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    assert!(i < CODES, "more exchanges than codes: raise CODES");
-                    let body = format!(
-                        "grant_type=authorization_code&code={}&redirect_uri=https%3A%2F%2Fapp.example%2Fcallback",
-                        all[i]
-                    );
-                    let headers =
-                        [("content-type", "application/x-www-form-urlencoded"), ("authorization", basic.as_str())];
-                    support::request(&path, &headers, Bytes::from(body))
-                })
+                let exchanges = Phase::measure(
+                    redis.id(),
+                    port,
+                    support::load_for(server.addr, PHASE, move || {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        assert!(i < CODES, "more exchanges than codes: raise CODES");
+                        let body = format!(
+                            "grant_type=authorization_code&code={}&redirect_uri=https%3A%2F%2Fapp.example%2Fcallback",
+                            all[i]
+                        );
+                        let headers =
+                            [("content-type", "application/x-www-form-urlencoded"), ("authorization", basic.as_str())];
+                        support::request(&path, &headers, Bytes::from(body))
+                    }),
+                )
                 .await;
                 round.push((logins, exchanges));
             }
@@ -294,23 +354,28 @@ async fn main() {
             v[v.len() / 2]
         };
         for (i, server) in servers.iter().enumerate() {
+            let cpu = |us: f64, redis: f64, per_read: f64| format!("{us:.0} + {redis:.0} ({per_read:.1}/read)");
             println!(
-                "{:<10} {:<8} {:>12.0} {:>20.0}",
+                "{:<10} {:<8} {:>12.0} {:>24} {:>20.0} {:>24}",
                 layout.name(),
                 server.name,
-                median_of(&|r| r[i].0),
-                median_of(&|r| r[i].1)
+                median_of(&|r| r[i].0.rate),
+                cpu(median_of(&|r| r[i].0.ours_us), median_of(&|r| r[i].0.redis_us), median_of(&|r| r[i].0.per_read)),
+                median_of(&|r| r[i].1.rate),
+                cpu(median_of(&|r| r[i].1.ours_us), median_of(&|r| r[i].1.redis_us), median_of(&|r| r[i].1.per_read)),
             );
         }
         println!(
-            "{:<10} {:<8} {:>11.2}x {:>19.2}x   (target >= 0.70x; rounds: {})",
+            "{:<10} {:<8} {:>11.2}x {:>24} {:>19.2}x {:>24}   (target >= 0.70x; rounds: {})",
             layout.name(),
             "ratio",
-            median_of(&|r| r[1].0 / r[0].0),
-            median_of(&|r| r[1].1 / r[0].1),
+            median_of(&|r| r[1].0.rate / r[0].0.rate),
+            "",
+            median_of(&|r| r[1].1.rate / r[0].1.rate),
+            "",
             rounds
                 .iter()
-                .map(|r| format!("{:.2}/{:.2}", r[1].0 / r[0].0, r[1].1 / r[0].1))
+                .map(|r| format!("{:.2}/{:.2}", r[1].0.rate / r[0].0.rate, r[1].1.rate / r[0].1.rate))
                 .collect::<Vec<_>>()
                 .join(" ")
         );

@@ -290,6 +290,44 @@ async fn the_helm_chart_installs_and_the_operator_runs_under_its_rbac_in_both_mo
     let deployment = replicated.iter().find(|d| d["kind"] == "Deployment").unwrap();
     let env = deployment["spec"]["template"]["spec"]["containers"][0]["env"].to_string();
     assert!(env.contains("OIDC_OPERATOR_SESSION_STORE_PASSWORD") && env.contains("redis-auth"), "{env}");
+    assert!(!env.contains("SENTINEL"), "a Sentinel password without sessionStore.sentinel: {env}");
+
+    // Sentinels with credentials of their own: their user as a flag, their password from its
+    // own Secret.
+    let sentinels = documents(&helm(
+        &cp,
+        &[
+            "template",
+            "--kube-version",
+            "1.34.4",
+            "x",
+            &chart,
+            "--set",
+            "replicaCount=2",
+            "--set",
+            "sessionStore.url=redis+sentinel://s1:26379\\,s2:26379/mymaster",
+            "--set",
+            "sessionStore.existingSecret=redis-auth",
+            "--set",
+            "sessionStore.sentinel.username=watcher",
+            "--set",
+            "sessionStore.sentinel.existingSecret=sentinel-auth",
+            "--set",
+            "sessionStore.sentinel.passwordKey=sentinel-password",
+        ],
+    ));
+    let args = operator_args(&sentinels);
+    assert!(
+        args.windows(2).any(|w| w == ["--session-store", "redis+sentinel://s1:26379,s2:26379/mymaster"]),
+        "{args:?}"
+    );
+    assert!(args.windows(2).any(|w| w == ["--session-store-sentinel-username", "watcher"]), "{args:?}");
+    let deployment = sentinels.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let env = &deployment["spec"]["template"]["spec"]["containers"][0]["env"];
+    let sentinel_env =
+        env.as_array().unwrap().iter().find(|e| e["name"] == "OIDC_OPERATOR_SESSION_STORE_SENTINEL_PASSWORD");
+    let from = &sentinel_env.expect("the Sentinels' password env")["valueFrom"]["secretKeyRef"];
+    assert_eq!((from["name"].as_str(), from["key"].as_str()), (Some("sentinel-auth"), Some("sentinel-password")));
 
     // Cluster mode narrowed to some namespaces binds its ClusterRole only there.
     let narrowed = documents(&helm(

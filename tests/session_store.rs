@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::redis::{RedisCluster, RedisSentinel, RedisServer};
+use common::redis::{RedisCluster, RedisSentinel, RedisServer, SentinelPasswords};
 use common::{ExternalIssuer, Server, identity, login_token, write_manifest};
 use serde_json::{Value, json};
 
@@ -613,6 +613,69 @@ async fn two_replicas_follow_a_sentinel_failover_over_tls() {
     follow_a_sentinel_failover(redis, "rediss+sentinel", options).await;
 }
 
+/// Sentinels with a password of their own (`requirepass`) in front of data nodes with
+/// another: the store asks the Sentinels with `--session-store-sentinel-password-file` and the
+/// master with `--session-store-password-file`, and follows a failover. Without the
+/// Sentinels' password it finds no master: every call is `Unavailable`, never a write.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_follow_a_sentinel_failover_with_passwords() {
+    let passwords = SentinelPasswords { data: "data-pw-31", sentinel: "sentinel-pw-47" };
+    let redis = tokio::task::spawn_blocking(|| RedisSentinel::start_with_passwords(passwords)).await.unwrap();
+    let url = format!("redis+sentinel://127.0.0.1:{}/mymaster", redis.port);
+    let direct = |sentinel_password: Option<&str>| {
+        let options = oidc_operator::sessions::redis::RedisOptions {
+            url: url.clone(),
+            ca: None,
+            username: None,
+            password: Some("data-pw-31".into()),
+            sentinel_username: None,
+            sentinel_password: sentinel_password.map(str::to_owned),
+            timeout: Duration::from_millis(500),
+            prefix: "oidcop".into(),
+        };
+        oidc_operator::sessions::redis::RedisStore::connect(&options, Default::default()).unwrap()
+    };
+    let code = support_code_record();
+    let refused = direct(None).insert_code([1; 32], code.clone()).await;
+    assert!(matches!(refused, Err(oidc_operator::sessions::StoreError::Unavailable)), "{refused:?}");
+    let wrong = direct(Some("data-pw-31")).insert_code([2; 32], code.clone()).await;
+    assert!(matches!(wrong, Err(oidc_operator::sessions::StoreError::Unavailable)), "{wrong:?}");
+    assert_eq!(redis.master.dbsize(), 0, "nothing was written without the Sentinel's password");
+    direct(Some("sentinel-pw-47")).insert_code([3; 32], code).await.unwrap();
+    assert_eq!(redis.master.dbsize(), 1);
+
+    let files = tempfile::tempdir().unwrap();
+    std::fs::write(files.path().join("data"), "data-pw-31\n").unwrap();
+    std::fs::write(files.path().join("sentinel"), "sentinel-pw-47\n").unwrap();
+    let options = vec![
+        "--session-store-password-file".to_owned(),
+        files.path().join("data").display().to_string(),
+        "--session-store-sentinel-password-file".to_owned(),
+        files.path().join("sentinel").display().to_string(),
+    ];
+    follow_a_sentinel_failover(redis, "redis+sentinel", options).await;
+}
+
+/// A code record for the store tests that call it directly.
+fn support_code_record() -> oidc_operator::sessions::CodeRecord {
+    oidc_operator::sessions::CodeRecord {
+        namespace: "default".into(),
+        provider: "p".into(),
+        client_id: "c".into(),
+        redirect_uri: "https://app.example/cb".into(),
+        nonce: None,
+        scopes: vec!["openid".into()],
+        challenge: None,
+        identity: oidc_operator::api::ObjectKey::new("default", "runner"),
+        identity_id: RUNNER.into(),
+        identity_uid: "uid-1".into(),
+        alias: oidc_operator::sessions::Alias::default(),
+        auth_time: 0,
+        max_age_sent: false,
+        expires_at: i64::MAX / 4,
+    }
+}
+
 async fn follow_a_sentinel_failover(redis: RedisSentinel, scheme: &str, options: Vec<String>) {
     // The first Sentinel listed is down without saying so: its connections are accepted (by
     // the kernel) and never answered, as with a paused process or a half-failed node. Each
@@ -653,6 +716,8 @@ fn direct_store(redis: &RedisServer) -> Arc<oidc_operator::sessions::redis::Redi
         ca: None,
         username: None,
         password: None,
+        sentinel_username: None,
+        sentinel_password: None,
         timeout: Duration::from_millis(500),
         prefix: "oidcop".into(),
     };

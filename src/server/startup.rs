@@ -86,6 +86,13 @@ pub struct StoreArgs {
     /// File holding the store's password (or set OIDC_OPERATOR_SESSION_STORE_PASSWORD).
     #[arg(long, requires = "session_store")]
     pub session_store_password_file: Option<PathBuf>,
+    /// ACL user of the Sentinels (redis+sentinel://), when they have users of their own.
+    #[arg(long, env = "OIDC_OPERATOR_SESSION_STORE_SENTINEL_USERNAME", requires = "session_store")]
+    pub session_store_sentinel_username: Option<String>,
+    /// File holding the Sentinels' own password (their requirepass; or set
+    /// OIDC_OPERATOR_SESSION_STORE_SENTINEL_PASSWORD). The data nodes take the store's.
+    #[arg(long, requires = "session_store")]
+    pub session_store_sentinel_password_file: Option<PathBuf>,
     /// Deadline of every store call, in milliseconds: past it the endpoint answers 503.
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(10..=30000))]
     pub session_store_timeout_ms: u64,
@@ -109,35 +116,50 @@ pub enum StartError {
     Listen(#[from] limits::BindRefused),
     #[error(transparent)]
     Store(#[from] crate::sessions::redis::RedisSetupError),
-    #[error("--session-store-password-file {0}: {1}")]
-    StorePassword(PathBuf, String),
+    #[error("{flag} {path}: {reason}")]
+    StorePassword { flag: &'static str, path: PathBuf, reason: String },
 }
 
 /// The session store the flags ask for; a shared one is health-checked every second.
 fn session_store(args: &ServeArgs, metrics: &Arc<Metrics>) -> Result<SessionStore, StartError> {
     let store = &args.store;
     let Some(url) = &store.session_store else { return Ok(SessionStore::memory(args.max_session_records)) };
-    let password = match &store.session_store_password_file {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .map_err(|e| StartError::StorePassword(path.clone(), e.to_string()))?
-                .trim_end_matches(['\n', '\r'])
-                .to_owned(),
-        )
-        .filter(|p| !p.is_empty()),
-        None => std::env::var("OIDC_OPERATOR_SESSION_STORE_PASSWORD").ok().filter(|p| !p.is_empty()),
-    };
+    let password = secret(
+        "--session-store-password-file",
+        store.session_store_password_file.as_ref(),
+        "OIDC_OPERATOR_SESSION_STORE_PASSWORD",
+    )?;
+    let sentinel_password = secret(
+        "--session-store-sentinel-password-file",
+        store.session_store_sentinel_password_file.as_ref(),
+        "OIDC_OPERATOR_SESSION_STORE_SENTINEL_PASSWORD",
+    )?;
     let options = crate::sessions::redis::RedisOptions {
         url: url.clone(),
         ca: store.session_store_ca.clone(),
         username: store.session_store_username.clone(),
         password,
+        sentinel_username: store.session_store_sentinel_username.clone(),
+        sentinel_password,
         timeout: std::time::Duration::from_millis(store.session_store_timeout_ms),
         prefix: store.session_store_prefix.clone(),
     };
     let redis = crate::sessions::redis::RedisStore::connect(&options, Arc::clone(metrics))?;
     tokio::spawn(Arc::clone(&redis).watch_health(std::time::Duration::from_secs(1)));
     Ok(SessionStore::Redis(redis))
+}
+
+/// A password from the file `flag` names (its last line break dropped), else from the
+/// environment variable `env`; none when empty.
+fn secret(flag: &'static str, file: Option<&PathBuf>, env: &str) -> Result<Option<String>, StartError> {
+    let value = match file {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| StartError::StorePassword { flag, path: path.clone(), reason: e.to_string() })?
+            .trim_end_matches(['\n', '\r'])
+            .to_owned(),
+        None => std::env::var(env).unwrap_or_default(),
+    };
+    Ok(Some(value).filter(|p| !p.is_empty()))
 }
 
 /// The running servers' shared state and external URL.

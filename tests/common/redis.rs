@@ -95,12 +95,17 @@ impl RedisServer {
     }
 
     pub fn start_with(extra: &[&str]) -> RedisServer {
+        Self::start_reached(extra.iter().map(|s| s.to_string()).collect(), Vec::new())
+    }
+
+    /// With `extra` options, reached by redis-cli with `cli_options` (a password).
+    fn start_reached(extra: Vec<String>, cli_options: Vec<String>) -> RedisServer {
         let mut server = RedisServer {
             child: None,
             port: free_port(),
             dir: tempfile::tempdir().unwrap(),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            cli_options: Vec::new(),
+            extra,
+            cli_options,
             _tls: None,
         };
         server.spawn();
@@ -283,32 +288,54 @@ pub struct RedisSentinel {
     sentinel: Option<Child>,
     pub port: u16,
     dir: tempfile::TempDir,
-    /// How redis-cli reaches every node (TLS).
+    /// How redis-cli reaches the Sentinel (TLS, its password).
     cli_options: Vec<String>,
     /// The CA of every node's certificate, when they speak TLS only.
     pub tls: Option<TlsFiles>,
 }
 
+/// Passwords of a Sentinel deployment: the data nodes' (`requirepass`, `masterauth`, the
+/// Sentinel's `auth-pass`) and the Sentinel's own (its `requirepass`).
+pub struct SentinelPasswords {
+    pub data: &'static str,
+    pub sentinel: &'static str,
+}
+
 impl RedisSentinel {
     pub fn start() -> RedisSentinel {
-        Self::start_with(None)
+        Self::start_with(None, None)
     }
 
     /// Every node (master, replica, Sentinel) speaks TLS only, replication included.
     pub fn start_tls() -> RedisSentinel {
-        Self::start_with(Some(TlsFiles::new()))
+        Self::start_with(Some(TlsFiles::new()), None)
     }
 
-    fn start_with(tls: Option<TlsFiles>) -> RedisSentinel {
-        let master = match &tls {
-            Some(files) => RedisServer::start_tls(files, Vec::new(), Vec::new()),
-            None => RedisServer::start(),
+    /// The data nodes ask for one password, the Sentinel for another, as charts of Redis with
+    /// Sentinel set them up.
+    pub fn start_with_passwords(passwords: SentinelPasswords) -> RedisSentinel {
+        Self::start_with(None, Some(passwords))
+    }
+
+    fn start_with(tls: Option<TlsFiles>, passwords: Option<SentinelPasswords>) -> RedisSentinel {
+        let (auth, cli_auth) = match &passwords {
+            Some(p) => (
+                ["--requirepass", p.data, "--masterauth", p.data].map(str::to_owned).to_vec(),
+                vec!["-a".to_owned(), p.data.to_owned()],
+            ),
+            None => (Vec::new(), Vec::new()),
         };
-        let of = ["--replicaof".to_owned(), "127.0.0.1".to_owned(), master.port.to_string()];
-        let replica = match &tls {
-            Some(files) => RedisServer::start_tls(files, of.to_vec(), Vec::new()),
-            None => RedisServer::start_with(&of.iter().map(String::as_str).collect::<Vec<_>>()),
+        let start = |extra: Vec<String>| match &tls {
+            Some(files) => RedisServer::start_tls(files, extra, Vec::new()),
+            None => RedisServer::start_reached(extra, cli_auth.clone()),
         };
+        let master = start(auth.clone());
+        let replica = start(
+            ["--replicaof".to_owned(), "127.0.0.1".to_owned(), master.port.to_string()]
+                .into_iter()
+                .chain(auth)
+                .collect(),
+        );
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let conf = dir.path().join("sentinel.conf");
@@ -319,11 +346,16 @@ impl RedisSentinel {
             }
             None => format!("port {port}\n"),
         };
+        // After `sentinel monitor`, which names the master they are about.
+        let auth = match &passwords {
+            Some(p) => format!("requirepass {}\nsentinel auth-pass mymaster {}\n", p.sentinel, p.data),
+            None => String::new(),
+        };
         std::fs::write(
             &conf,
             format!(
                 "{listen}bind 127.0.0.1\ndir {}\nsentinel monitor mymaster 127.0.0.1 {} 1\n\
-                 sentinel down-after-milliseconds mymaster 1000\nsentinel failover-timeout mymaster 5000\n",
+                 sentinel down-after-milliseconds mymaster 1000\nsentinel failover-timeout mymaster 5000\n{auth}",
                 dir.path().display(),
                 master.port
             ),
@@ -336,24 +368,28 @@ impl RedisSentinel {
             .stderr(Stdio::null())
             .spawn()
             .expect("starting redis-server --sentinel");
-        let cli_options = tls.as_ref().map(TlsFiles::cli_options).unwrap_or_default();
+        let mut cli_options = tls.as_ref().map(TlsFiles::cli_options).unwrap_or_default();
+        if let Some(p) = &passwords {
+            cli_options.extend(["-a".to_owned(), p.sentinel.to_owned()]);
+        }
         let s = RedisSentinel { master, replica, sentinel: Some(sentinel), port, dir, cli_options, tls };
         // The Sentinel knows the master, and the replica through it.
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !s.cli(s.port, &["sentinel", "replicas", "mymaster"]).contains(&s.replica.port.to_string()) {
+        while !s.sentinel_cli(&["sentinel", "replicas", "mymaster"]).contains(&s.replica.port.to_string()) {
             assert!(Instant::now() < deadline, "the Sentinel never saw the replica:\n{}", s.log());
             std::thread::sleep(Duration::from_millis(100));
         }
         s
     }
 
-    fn cli(&self, port: u16, args: &[&str]) -> String {
-        cli_with(port, &self.cli_options, args)
+    /// `redis-cli` to the Sentinel.
+    fn sentinel_cli(&self, args: &[&str]) -> String {
+        cli_with(self.port, &self.cli_options, args)
     }
 
     /// The port of the master the Sentinel names now.
     pub fn master_port(&self) -> u16 {
-        let out = self.cli(self.port, &["sentinel", "get-master-addr-by-name", "mymaster"]);
+        let out = self.sentinel_cli(&["sentinel", "get-master-addr-by-name", "mymaster"]);
         out.lines().nth(1).and_then(|p| p.trim().parse().ok()).unwrap_or(0)
     }
 
@@ -361,15 +397,15 @@ impl RedisSentinel {
     /// once the Sentinel names it and the old master has become its replica (until then the
     /// old master still takes writes, and a client that never followed would not notice).
     pub fn fail_over(&self) {
-        self.cli(self.master.port, &["wait", "1", "5000"]);
-        let answer = self.cli(self.port, &["sentinel", "failover", "mymaster"]);
+        cli_with(self.master.port, &self.master.cli_options, &["wait", "1", "5000"]);
+        let answer = self.sentinel_cli(&["sentinel", "failover", "mymaster"]);
         assert_eq!(answer, "OK", "SENTINEL FAILOVER: {answer}");
         let deadline = Instant::now() + Duration::from_secs(30);
         while self.master_port() != self.replica.port {
             assert!(Instant::now() < deadline, "the failover never finished:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(100));
         }
-        while !self.cli(self.master.port, &["role"]).starts_with("slave") {
+        while !cli_with(self.master.port, &self.master.cli_options, &["role"]).starts_with("slave") {
             assert!(Instant::now() < deadline, "the old master was never demoted:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(100));
         }

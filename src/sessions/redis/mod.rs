@@ -48,6 +48,10 @@ pub struct RedisOptions {
     pub ca: Option<PathBuf>,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// The Sentinels' own user and password (`requirepass` or an ACL user on the Sentinels),
+    /// when they ask for one; `redis+sentinel://` only.
+    pub sentinel_username: Option<String>,
+    pub sentinel_password: Option<String>,
     /// Deadline of every call.
     pub timeout: Duration,
     /// Key prefix, so installations can share one Redis (ACL: `~<prefix>:*`).
@@ -61,6 +65,8 @@ impl std::fmt::Debug for RedisOptions {
             .field("ca", &self.ca)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("sentinel_username", &self.sentinel_username)
+            .field("sentinel_password", &self.sentinel_password.as_ref().map(|_| "***"))
             .field("timeout", &self.timeout)
             .field("prefix", &self.prefix)
             .finish()
@@ -204,6 +210,13 @@ impl RedisStore {
                     .into(),
             ));
         }
+        if sentinel.is_none() && (options.sentinel_username.is_some() || options.sentinel_password.is_some()) {
+            return Err(url_err(
+                "--session-store-sentinel-username and --session-store-sentinel-password-file are for Sentinels \
+                 (redis+sentinel:// or rediss+sentinel://)"
+                    .into(),
+            ));
+        }
         // A hash tag in the prefix would pin every key to one Cluster slot.
         if options.prefix.is_empty() || !options.prefix.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
         {
@@ -252,8 +265,15 @@ impl RedisStore {
             if let Some(password) = &options.password {
                 redis = redis.set_password(password);
             }
+            let mut asking = redis::RedisConnectionInfo::default();
+            if let Some(user) = &options.sentinel_username {
+                asking = asking.set_username(user);
+            }
+            if let Some(password) = &options.sentinel_password {
+                asking = asking.set_password(password);
+            }
             let node = NodeSettings { redis, tcp: tcp.clone(), tls, ca: certs };
-            let conn = SentinelConn::new(&sentinels, master, node, options.timeout, manager_config)
+            let conn = SentinelConn::new(&sentinels, asking, master, node, options.timeout, manager_config)
                 .map_err(|e| url_err(e.to_string()))?;
             Conn::Sentinel(Arc::new(conn))
         } else if cluster {

@@ -58,10 +58,11 @@ impl NodeSettings {
 }
 
 impl SentinelConn {
-    /// `nodes` are the Sentinels' `host:port`s; the Sentinels take no credentials (the
-    /// user and password are the data nodes').
+    /// `nodes` are the Sentinels' `host:port`s, asked as `sentinel_auth` (the Sentinels'
+    /// own user and password, none by default); the master is reached with `node.redis`.
     pub(super) fn new(
         nodes: &[(String, u16)],
+        sentinel_auth: RedisConnectionInfo,
         master: &str,
         node: NodeSettings,
         timeout: Duration,
@@ -69,7 +70,7 @@ impl SentinelConn {
     ) -> redis::RedisResult<Self> {
         let sentinels = nodes
             .iter()
-            .map(|(host, port)| node.client(host, *port, RedisConnectionInfo::default()))
+            .map(|(host, port)| node.client(host, *port, sentinel_auth.clone()))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             ask_timeout: (timeout / 3).max(Duration::from_millis(100)),
