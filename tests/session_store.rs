@@ -709,6 +709,34 @@ async fn follow_a_sentinel_failover(redis: RedisSentinel, scheme: &str, options:
     drop(hung);
 }
 
+/// A master that hangs (paused: the kernel still acknowledges, nothing answers) is dropped
+/// by the call that waited for it, so once the Sentinel promotes the replica both operator
+/// replicas follow, with the tokens issued before.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_follow_a_sentinel_failover_from_a_hung_master() {
+    let redis = tokio::task::spawn_blocking(RedisSentinel::start).await.unwrap();
+    let url = format!("redis+sentinel://127.0.0.1:{}/mymaster", redis.port);
+    let (pair, a, b) = Pair::new_with(url, Vec::new()).await;
+    let token = login_token(&a, RUNNER, &pair.jwt().await).await;
+    assert_eq!(lookup(&b, &token).await.0, 200);
+
+    tokio::task::block_in_place(|| redis.hang_master());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    for server in [&a, &b] {
+        loop {
+            let (status, body) = login(server, RUNNER, &pair.jwt().await).await;
+            if status == 200 {
+                break;
+            }
+            assert_eq!((status, body["error"].as_str()), (503, Some("temporarily_unavailable")), "{body}");
+            assert!(std::time::Instant::now() < deadline, "logins never resumed after the master hung");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    assert_eq!(lookup(&a, &token).await.0, 200, "the token replicated before the master hung");
+    assert_eq!(lookup(&b, &token).await.0, 200);
+}
+
 /// The Redis store on `redis`, called directly (no server), with the default deadline.
 fn direct_store(redis: &RedisServer) -> Arc<oidc_operator::sessions::redis::RedisStore> {
     let options = oidc_operator::sessions::redis::RedisOptions {

@@ -187,6 +187,14 @@ impl RedisServer {
         }
     }
 
+    /// Pauses the process (`SIGSTOP`): the kernel still accepts and acknowledges, nothing
+    /// answers, as with a hung node. Killing it still works.
+    pub fn pause(&self) {
+        let pid = self.child.as_ref().expect("the server runs").id();
+        let status = Command::new("kill").args(["-STOP", &pid.to_string()]).status().expect("kill -STOP");
+        assert!(status.success());
+    }
+
     /// How many keys it holds.
     pub fn dbsize(&self) -> u64 {
         cli_with(self.port, &self.cli_options, &["dbsize"]).parse().unwrap_or(0)
@@ -407,6 +415,18 @@ impl RedisSentinel {
         }
         while !cli_with(self.master.port, &self.master.cli_options, &["role"]).starts_with("slave") {
             assert!(Instant::now() < deadline, "the old master was never demoted:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until the replica has every write, then pauses the master (a hung node, not a
+    /// refusing one) and waits until the Sentinel names the replica.
+    pub fn hang_master(&self) {
+        cli_with(self.master.port, &self.master.cli_options, &["wait", "1", "5000"]);
+        self.master.pause();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.master_port() != self.replica.port {
+            assert!(Instant::now() < deadline, "the Sentinel never failed over from the hung master:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(100));
         }
     }

@@ -245,6 +245,13 @@ impl RedisStore {
                 .split_once('/')
                 .ok_or_else(|| url_err("name the master: redis+sentinel://host:port,.../<master>".into()))?;
             let master = master.trim_end_matches('/');
+            if master.contains('/') {
+                return Err(url_err(
+                    "name the master alone (redis+sentinel://host:port,.../<master>); a database number \
+                     is not taken"
+                        .into(),
+                ));
+            }
             let sentinels = nodes
                 .split(',')
                 .map(str::trim)

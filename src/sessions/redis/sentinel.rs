@@ -27,6 +27,8 @@ pub(super) struct SentinelConn {
     next: AtomicUsize,
     /// How long one Sentinel (and the master it names) may take to answer.
     ask_timeout: Duration,
+    /// How long a command to the master may take: within the caller's deadline.
+    call_timeout: Duration,
     /// Held by the one search for the master under way.
     asking: Arc<tokio::sync::Mutex<()>>,
     current: arc_swap::ArcSwapOption<ConnectionManager>,
@@ -74,13 +76,16 @@ impl SentinelConn {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             ask_timeout: (timeout / 3).max(Duration::from_millis(100)),
+            call_timeout: timeout.mul_f64(0.9),
             sentinels,
             master: master.to_owned(),
             node,
             next: AtomicUsize::new(0),
             asking: Arc::new(tokio::sync::Mutex::new(())),
             current: arc_swap::ArcSwapOption::empty(),
-            config,
+            // A master's manager gives up reconnecting after a few tries (the caller's would
+            // retry forever): a dropped one must not keep reconnecting to an old address.
+            config: config.set_number_of_retries(3),
         })
     }
 
@@ -144,11 +149,16 @@ impl SentinelConn {
         }
     }
 
-    /// One command to the master. A connection that fails or times out (the manager's
-    /// response timeout) is dropped, only if it is still the current one.
+    /// One command to the master. A connection that fails or times out is dropped, only if
+    /// it is still the current one. The deadline here (`call_timeout`) is shorter than the
+    /// caller's, so a master that hangs (a paused process: the kernel still acknowledges) or
+    /// that the manager cannot reach again is dropped by this call, not cut off with it.
     pub(super) async fn query<T: FromRedisValue>(self: &Arc<Self>, cmd: &Cmd) -> redis::RedisResult<T> {
         let used = self.connection().await?;
-        let result = cmd.query_async(&mut (*used).clone()).await;
+        let Ok(result) = tokio::time::timeout(self.call_timeout, cmd.query_async(&mut (*used).clone())).await else {
+            self.current.compare_and_swap(&Some(used), None);
+            return Err(RedisError::from((redis::ErrorKind::Io, "the master did not answer in time")));
+        };
         if let Err(e) = &result {
             let moved = e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly);
             if moved || e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
