@@ -379,6 +379,23 @@ async fn every_bad_protocol_request_gets_its_rfc_error() {
     refused(&mut n, "expired identity token", (r.0, &r.1), 401, "invalid_token");
     let r = az(&s, "neg", Some(&token), &with(q(&good), "max_age", Some("1"))).await;
     refused(&mut n, "max_age exceeded", (r.0, &r.1), 400, "login_required");
+    // Every authorize error brings the request's state back (RFC 6749 §4.1.2.1).
+    assert_eq!(r.1["state"], "s1", "{}", r.1);
+    let r = az(&s, "neg", Some(&token), &base(&unassigned_id)).await;
+    assert_eq!((r.0, r.1["state"].as_str()), (403, Some("s1")), "{}", r.1);
+    let r = az(&s, "neg", None, &good).await;
+    assert_eq!(r.1["state"], "s1", "{}", r.1);
+    // A parameter without a value is omitted (RFC 6749 §3.1).
+    let (st, b) = az(&s, "neg", Some(&token), &with(with(q(&good), "max_age", Some("")), "nonce", Some(""))).await;
+    assert_eq!(st, 200, "empty max_age and nonce: {b}");
+    // prompt (OpenID Connect Core §3.1.2.1): none holds (nothing here is interactive);
+    // login cannot be honoured; none with another value is malformed.
+    let (st, b) = az(&s, "neg", Some(&token), &with(q(&good), "prompt", Some("none"))).await;
+    assert_eq!(st, 200, "prompt=none: {b}");
+    let r = az(&s, "neg", Some(&token), &with(q(&good), "prompt", Some("login"))).await;
+    refused(&mut n, "prompt=login", (r.0, &r.1), 400, "login_required");
+    let r = az(&s, "neg", Some(&token), &with(q(&good), "prompt", Some("none consent"))).await;
+    refused(&mut n, "prompt=none with another value", (r.0, &r.1), 400, "invalid_request");
 
     // --- token ---
     let code_for = |client: String, pkce: bool| {
@@ -419,6 +436,12 @@ async fn every_bad_protocol_request_gets_its_rfc_error() {
     let resp = s.http.get(&userinfo).bearer_auth(&at).send().await.unwrap();
     assert_eq!(resp.status(), 401, "the replay revoked the first access token");
 
+    let code = code_for(basic_id.to_owned(), false).await;
+    // Without redirect_uri: invalid_request, and the code is not spent by it.
+    let (st, _, b) = tk(&s, Some((basic_id, &basic_secret)), &exchange(code.clone())[..2]).await;
+    refused(&mut n, "no redirect_uri at token", (st, &b), 400, "invalid_request");
+    let (st, _, b) = tk(&s, Some((basic_id, &basic_secret)), &exchange(code)).await;
+    assert_eq!(st, 200, "the code survived the request without redirect_uri: {b}");
     let code = code_for(basic_id.to_owned(), false).await;
     let mut f = exchange(code);
     f[2].1 = "https://app.example/other".into();
@@ -523,6 +546,8 @@ async fn every_bad_protocol_request_gets_its_rfc_error() {
         "invalid_token",
     );
     let resp = s.http.get(&userinfo).send().await.unwrap();
+    // No credentials at all: a challenge with no error code (RFC 6750 §3.1).
+    assert_eq!(resp.headers()["www-authenticate"], "Bearer realm=\"oidc-operator\"");
     refused(
         &mut n,
         "no token at userinfo",
@@ -536,6 +561,7 @@ async fn every_bad_protocol_request_gets_its_rfc_error() {
     let resp = s.http.post(&userinfo).form(&[("access_token", at.as_str())]).send().await.unwrap();
     assert_eq!(resp.status(), 200, "RFC 6750 form body");
     let resp = s.http.post(&userinfo).bearer_auth(&at).form(&[("access_token", at.as_str())]).send().await.unwrap();
+    assert_eq!(resp.headers()["www-authenticate"], "Bearer error=\"invalid_request\"", "RFC 6750 §3");
     refused(
         &mut n,
         "token sent twice at userinfo",

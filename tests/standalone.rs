@@ -71,7 +71,9 @@ async fn discovery_and_jwks_for_every_algorithm_verify_with_an_independent_libra
         assert_eq!(doc["authorization_endpoint"], format!("{issuer}/authorize"));
         assert_eq!(doc["token_endpoint"], format!("{issuer}/token"));
         assert_eq!(doc["userinfo_endpoint"], format!("{issuer}/userinfo"));
-        assert_eq!(doc["id_token_signing_alg_values_supported"], serde_json::json!([alg.as_str()]));
+        // The key's algorithm, and RS256, which OpenID Connect Discovery §3 makes mandatory.
+        let algs = if alg == SigningAlgorithm::RS256 { vec!["RS256"] } else { vec!["RS256", alg.as_str()] };
+        assert_eq!(doc["id_token_signing_alg_values_supported"], serde_json::json!(algs));
         assert_eq!(doc["scopes_supported"], serde_json::json!(["openid"]));
         assert_eq!(doc["response_types_supported"], serde_json::json!(["code"]));
         assert_eq!(doc["code_challenge_methods_supported"], serde_json::json!(["S256", "plain"]));

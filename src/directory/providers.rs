@@ -116,10 +116,9 @@ fn render_provider(
             }
         }
     }
-    // With no clients yet, advertise what the built-in default key would sign with.
-    if algs.is_empty() {
-        algs.insert(SigningAlgorithm::RS256);
-    }
+    // OpenID Connect Discovery 1.0 §3: "The algorithm RS256 MUST be included" (whatever
+    // the served keys sign with; also what the built-in default key signs with).
+    algs.insert(SigningAlgorithm::RS256);
     let mut scopes = vec!["openid".to_owned()];
     scopes.extend(obj.spec.scopes_supported.iter().cloned());
     let discovery = serde_json::json!({

@@ -8,11 +8,10 @@ use crate::directory::{self, Directory, ResolvedClient, ResolvedProvider};
 use crate::login::Session;
 use crate::sessions::CodeRecord;
 
-/// A decided authorization: the code's binding, and the `state` to echo.
+/// A decided authorization: the code and its binding (the handler echoes `state`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
     pub code: CodeRecord,
-    pub state: Option<String>,
 }
 
 /// Whether the client's assignments admit the session's entity. A namespace is a tenant: an
@@ -99,6 +98,18 @@ pub fn decide(
                 .ok_or_else(|| OAuthError::InvalidRequest("max_age must be a non-negative integer".into()))?,
         ),
     };
+    // OpenID Connect Core §3.1.2.1. Nothing here is interactive, so `none` always holds; the
+    // entity authenticated when it logged in, and no prompt can make it do so again.
+    let prompts: Vec<&str> =
+        params.get("prompt").map(|p| p.split(' ').filter(|s| !s.is_empty()).collect()).unwrap_or_default();
+    if prompts.contains(&"none") && prompts.len() > 1 {
+        return Err(OAuthError::InvalidRequest("prompt=none cannot be combined with other values".into()));
+    }
+    if prompts.contains(&"login") {
+        return Err(OAuthError::LoginRequired(
+            "prompt=login: the entity cannot be re-authenticated here; log in again and send max_age".into(),
+        ));
+    }
     if max_age.is_some_and(|m| now - session.record.issued_at > m) {
         return Err(OAuthError::LoginRequired("the login is older than max_age; log in again".into()));
     }
@@ -129,6 +140,5 @@ pub fn decide(
             max_age_sent: max_age.is_some(),
             expires_at: now + code_ttl,
         },
-        state: params.get("state").cloned(),
     })
 }

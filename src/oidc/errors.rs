@@ -33,9 +33,13 @@ pub enum OAuthError {
     RequestNotSupported(String),
     #[error("request_uri_not_supported")]
     RequestUriNotSupported(String),
-    /// RFC 6750: a missing, expired or revoked bearer token.
+    /// RFC 6750: an expired, revoked or unknown bearer token.
     #[error("invalid_token")]
     InvalidToken(String),
+    /// RFC 6750 §3.1: no bearer token at all. Answered 401 with a `Bearer` challenge that
+    /// names no error code ("the resource server SHOULD NOT include an error code").
+    #[error("invalid_token")]
+    NoToken(String),
     #[error("not_found")]
     NotFound(String),
     #[error("method_not_allowed")]
@@ -63,6 +67,7 @@ impl OAuthError {
             | Self::RequestNotSupported(d)
             | Self::RequestUriNotSupported(d)
             | Self::InvalidToken(d)
+            | Self::NoToken(d)
             | Self::NotFound(d)
             | Self::ServerError(d)
             | Self::TemporarilyUnavailable(d) => d,
@@ -72,7 +77,7 @@ impl OAuthError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::InvalidClient(_) | Self::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+            Self::InvalidClient(_) | Self::InvalidToken(_) | Self::NoToken(_) => StatusCode::UNAUTHORIZED,
             Self::AccessDenied(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
@@ -101,24 +106,46 @@ impl OAuthError {
 
     /// The JSON error response, with `WWW-Authenticate` where the RFCs ask for it.
     pub fn http(&self) -> Response {
-        let body = serde_json::json!({"error": self.to_string(), "error_description": self.description()});
+        self.response(None, false)
+    }
+
+    /// The error of an authorization request: its `state` comes back with it (RFC 6749
+    /// §4.1.2.1: "REQUIRED if a state parameter was present in the client authorization
+    /// request").
+    pub fn http_with_state(&self, state: Option<&str>) -> Response {
+        self.response(state, false)
+    }
+
+    /// The error of a resource a bearer token opens (userinfo): a request refused as
+    /// malformed carries a `Bearer error="invalid_request"` challenge too (RFC 6750 §3).
+    pub fn bearer_http(&self) -> Response {
+        self.response(None, true)
+    }
+
+    fn response(&self, state: Option<&str>, bearer_resource: bool) -> Response {
+        let mut body = serde_json::json!({"error": self.to_string(), "error_description": self.description()});
+        if let Some(state) = state {
+            body["state"] = state.into();
+        }
         let mut r = body.to_string().into_response();
         *r.status_mut() = self.status();
         let h = r.headers_mut();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-        match self {
-            Self::InvalidClient(_) => {
-                h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"oidc-operator\""));
-            }
-            Self::InvalidToken(_) => {
-                h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
-            }
+        let challenge = match self {
+            Self::InvalidClient(_) => Some("Basic realm=\"oidc-operator\""),
+            Self::InvalidToken(_) => Some("Bearer error=\"invalid_token\""),
+            Self::NoToken(_) => Some("Bearer realm=\"oidc-operator\""),
+            Self::InvalidRequest(_) if bearer_resource => Some("Bearer error=\"invalid_request\""),
             Self::MethodNotAllowed(allow) => {
                 h.insert(header::ALLOW, HeaderValue::from_static(allow));
+                None
             }
-            _ => {}
+            _ => None,
+        };
+        if let Some(challenge) = challenge {
+            h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
         }
         r
     }
@@ -137,6 +164,14 @@ mod tests {
         assert_eq!(r.headers()["www-authenticate"], "Basic realm=\"oidc-operator\"");
         let r = OAuthError::InvalidToken("expired".into()).http();
         assert_eq!(r.headers()["www-authenticate"], "Bearer error=\"invalid_token\"");
+        let r = OAuthError::NoToken("none".into()).http();
+        assert_eq!(
+            (r.status().as_u16(), r.headers()["www-authenticate"].to_str().unwrap()),
+            (401, "Bearer realm=\"oidc-operator\"")
+        );
+        let r = OAuthError::InvalidRequest("twice".into()).bearer_http();
+        assert_eq!(r.headers()["www-authenticate"], "Bearer error=\"invalid_request\"");
+        assert!(!OAuthError::InvalidRequest("x".into()).http().headers().contains_key("www-authenticate"));
         assert_eq!(OAuthError::InvalidGrant("x".into()).status(), 400);
         assert_eq!(OAuthError::RequestNotSupported("x".into()).to_string(), "request_not_supported");
     }

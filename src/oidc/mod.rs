@@ -21,10 +21,13 @@ pub const CODE_TTL: i64 = 300;
 
 /// Parses `application/x-www-form-urlencoded` parameters (a query string or a form body),
 /// refusing repeated parameters (RFC 6749 §3.1) and empty names.
+///
+/// "Parameters sent without a value MUST be treated as if they were omitted from the
+/// request" (RFC 6749 §3.1): `max_age=` or `client_secret=` is no parameter at all.
 pub fn parse_params(input: &[u8]) -> Result<HashMap<String, String>, OAuthError> {
     let mut out = HashMap::new();
     for (k, v) in url::form_urlencoded::parse(input) {
-        if k.is_empty() {
+        if k.is_empty() || v.is_empty() {
             continue;
         }
         if out.insert(k.clone().into_owned(), v.into_owned()).is_some() {
@@ -52,6 +55,8 @@ mod tests {
         let p = parse_params(b"a=1&b=x%20y").unwrap();
         assert_eq!((p["a"].as_str(), p["b"].as_str()), ("1", "x y"));
         assert!(matches!(parse_params(b"a=1&a=2"), Err(OAuthError::InvalidRequest(_))));
+        let p = parse_params(b"max_age=&client_secret=&state=s").unwrap();
+        assert_eq!(p.len(), 1, "a parameter without a value is omitted (RFC 6749 §3.1): {p:?}");
         assert!(required(&p, "c").is_err());
     }
 }

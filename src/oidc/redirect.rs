@@ -17,10 +17,15 @@ pub fn matches(registered: &[String], requested: &str) -> bool {
 }
 
 fn loopback_match(registered: &str, requested: &str) -> bool {
-    let (Ok(reg), Ok(req)) = (Url::parse(registered), Url::parse(requested)) else {
+    let (Ok(mut reg), Ok(req)) = (Url::parse(registered), Url::parse(requested)) else {
         return false;
     };
-    // RFC 8252 §7.3: only http loopback IP literals, and everything but the port must match.
+    // RFC 8252 §7.3: only http loopback IP literals, and everything but the port must match,
+    // as written: the registered URI with the requested port must be the requested text
+    // itself, so no parser normalisation (`127.1`, `/x/../`, case) makes a match.
+    if reg.set_port(req.port()).is_err() || reg.as_str() != requested {
+        return false;
+    }
     reg.scheme() == "http"
         && req.scheme() == "http"
         && is_loopback_ip(&reg)
@@ -60,5 +65,9 @@ mod tests {
         assert!(!matches(&r, "https://127.0.0.1:51234/callback"));
         assert!(!matches(&r, "http://localhost:51234/callback"), "IP literals only");
         assert!(!matches(&reg(&["http://localhost/cb"]), "http://localhost:1/cb"));
+        assert!(!matches(&r, "http://127.1:5/callback"), "no address normalisation");
+        assert!(!matches(&r, "http://127.0.0.1:5/x/../callback"), "no path normalisation");
+        assert!(!matches(&r, "HTTP://127.0.0.1:5/callback"), "no scheme normalisation");
+        assert!(!matches(&r, "http://[0:0:0:0:0:0:0:1]:9/cb"), "no IPv6 normalisation");
     }
 }

@@ -108,6 +108,8 @@ pub async fn exchange(
         _ => return Err(OAuthError::UnsupportedGrantType("only authorization_code is supported".into())),
     }
     let code = required(params, "code")?;
+    // Required, as authorize requires it (RFC 6749 §4.1.3); asked before the code is spent.
+    let redirect_uri = required(params, "redirect_uri")?;
     let code_hash = token_hash(code);
     let binding =
         CodeBinding { namespace: &provider.namespace, provider: &provider.name, client_id: &client.client_id };
@@ -135,7 +137,7 @@ pub async fn exchange(
         }
         CodeRedemption::Unknown => return Err(OAuthError::InvalidGrant("the code is invalid or expired".into())),
     };
-    if params.get("redirect_uri").map(String::as_str) != Some(record.redirect_uri.as_str()) {
+    if redirect_uri != record.redirect_uri {
         return Err(OAuthError::InvalidGrant("the redirect_uri differs from the authorization request".into()));
     }
     match (&record.challenge, params.get("code_verifier")) {

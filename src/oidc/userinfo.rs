@@ -14,7 +14,7 @@ pub async fn claims_for(
     token: Option<&str>,
     now: i64,
 ) -> Result<Map<String, Value>, OAuthError> {
-    let token = token.ok_or_else(|| OAuthError::InvalidToken("no access token".into()))?;
+    let token = token.ok_or_else(|| OAuthError::NoToken("no access token".into()))?;
     let record = store
         .userinfo(token, now)
         .await

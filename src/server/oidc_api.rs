@@ -92,7 +92,7 @@ pub fn params_of(
 
 /// A JSON object of strings (numbers are taken as their text) as parameters. As in a form
 /// (RFC 6749 §3.1), a parameter given twice is refused, where `serde_json::Value` would silently
-/// keep the last one; members with an empty name are ignored as a form's are.
+/// keep the last one; members with an empty name or value are ignored as a form's are.
 fn json_params(body: &[u8]) -> Result<std::collections::HashMap<String, String>, OAuthError> {
     let members: Members = serde_json::from_slice(body).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => OAuthError::InvalidRequest("the body must be a JSON object".into()),
@@ -105,7 +105,7 @@ fn json_params(body: &[u8]) -> Result<std::collections::HashMap<String, String>,
             serde_json::Value::Number(n) => n.to_string(),
             _ => return Err(OAuthError::InvalidRequest(format!("the parameter {k} must be a string"))),
         };
-        if k.is_empty() {
+        if k.is_empty() || v.is_empty() {
             continue;
         }
         if out.contains_key(&k) {
@@ -153,10 +153,30 @@ async fn authorize(
     if *method != Method::GET && *method != Method::POST {
         return Err(OAuthError::MethodNotAllowed("GET, POST"));
     }
-    let token = super::identity_api::presented_token(headers, None).ok_or_else(|| {
-        OAuthError::InvalidToken("an identity access token is required (Authorization: Bearer or X-Vault-Token)".into())
-    })?;
     let params = params_of(method, query, headers, body, true)?;
+    let code = match issue_code(state, dir, provider, headers, &params, ip).await {
+        Ok(code) => code,
+        Err(e) => return Ok(e.http_with_state(params.get("state").map(String::as_str))),
+    };
+    let mut body = json!({"code": code});
+    if let Some(s) = params.get("state") {
+        body["state"] = s.as_str().into();
+    }
+    Ok(json_response(StatusCode::OK, body.to_string()))
+}
+
+/// Checks the identity access token and the request, and stores the code it grants.
+async fn issue_code(
+    state: &AppState,
+    dir: &Directory,
+    provider: &ResolvedProvider,
+    headers: &HeaderMap,
+    params: &std::collections::HashMap<String, String>,
+    ip: IpAddr,
+) -> Result<String, OAuthError> {
+    let token = super::identity_api::presented_token(headers, None).ok_or_else(|| {
+        OAuthError::NoToken("an identity access token is required (Authorization: Bearer or X-Vault-Token)".into())
+    })?;
     let now = unix_now();
     let session = login::authenticate(dir, &state.tokens, &token, ip, now, Use::Count).await.map_err(|e| match e {
         AccessError::IpNotAllowed => OAuthError::AccessDenied(e.to_string()),
@@ -165,7 +185,7 @@ async fn authorize(
         }
         other => OAuthError::InvalidToken(other.to_string()),
     })?;
-    let grant = oidc::authorize::decide(dir, provider, &params, &session, now, state.code_ttl)?;
+    let grant = oidc::authorize::decide(dir, provider, params, &session, now, state.code_ttl)?;
     let code = crate::sessions::new_token().map_err(|_| OAuthError::ServerError("no randomness".into()))?;
     match state.tokens.insert_code(token_hash(&code), grant.code).await {
         Ok(()) => {}
@@ -175,11 +195,7 @@ async fn authorize(
             return Err(OAuthError::store(RecordKind::Code, e));
         }
     }
-    let mut body = json!({"code": code});
-    if let Some(s) = grant.state {
-        body["state"] = s.into();
-    }
-    Ok(json_response(StatusCode::OK, body.to_string()))
+    Ok(code)
 }
 
 async fn token(
@@ -206,6 +222,7 @@ async fn token(
     Ok(json_response(StatusCode::OK, serde_json::to_string(&response).unwrap_or_default()))
 }
 
+/// Userinfo's errors carry the Bearer challenges of RFC 6750 §3.
 async fn userinfo(
     state: &AppState,
     dir: &Directory,
@@ -214,6 +231,20 @@ async fn userinfo(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Response, OAuthError> {
+    match userinfo_claims(state, dir, provider, method, headers, body).await {
+        Ok(claims) => Ok(json_response(StatusCode::OK, serde_json::Value::Object(claims).to_string())),
+        Err(e) => Ok(e.bearer_http()),
+    }
+}
+
+async fn userinfo_claims(
+    state: &AppState,
+    dir: &Directory,
+    provider: &ResolvedProvider,
+    method: &Method,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<serde_json::Map<String, serde_json::Value>, OAuthError> {
     if *method != Method::GET && *method != Method::POST {
         return Err(OAuthError::MethodNotAllowed("GET, POST"));
     }
@@ -227,8 +258,7 @@ async fn userinfo(
         return Err(OAuthError::InvalidRequest("send the access token once (RFC 6750 §2)".into()));
     }
     let token = from_header.map(str::to_owned).or(from_body);
-    let claims = oidc::userinfo::claims_for(dir, provider, &state.tokens, token.as_deref(), unix_now()).await?;
-    Ok(json_response(StatusCode::OK, serde_json::Value::Object(claims).to_string()))
+    oidc::userinfo::claims_for(dir, provider, &state.tokens, token.as_deref(), unix_now()).await
 }
 
 #[cfg(test)]
