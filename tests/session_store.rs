@@ -692,21 +692,27 @@ async fn follow_a_sentinel_failover(redis: RedisSentinel, scheme: &str, options:
     let promoted_before = redis.replica.dbsize();
     // The old master is a replica now: writes to it answer READONLY until both replicas have
     // asked the Sentinel again (a call or two each answers 503 meanwhile, never a token).
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    for server in [&a, &b] {
+    logins_resume(&pair, [&a, &b], Duration::from_secs(20), "the failover").await;
+    assert_eq!(lookup(&b, &token).await.0, 200, "the token replicated before the failover");
+    assert!(redis.replica.dbsize() > promoted_before, "the logins after the failover wrote to the promoted node");
+    drop(hung);
+}
+
+/// Logs in at each server until one login succeeds, within `within`; every login before
+/// answers 503 `temporarily_unavailable`, never a token or another error.
+async fn logins_resume(pair: &Pair, servers: [&Server; 2], within: Duration, after: &str) {
+    let deadline = std::time::Instant::now() + within;
+    for server in servers {
         loop {
             let (status, body) = login(server, RUNNER, &pair.jwt().await).await;
             if status == 200 {
                 break;
             }
             assert_eq!((status, body["error"].as_str()), (503, Some("temporarily_unavailable")), "{body}");
-            assert!(std::time::Instant::now() < deadline, "logins never resumed after the failover");
+            assert!(std::time::Instant::now() < deadline, "logins never resumed after {after}");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-    assert_eq!(lookup(&b, &token).await.0, 200, "the token replicated before the failover");
-    assert!(redis.replica.dbsize() > promoted_before, "the logins after the failover wrote to the promoted node");
-    drop(hung);
 }
 
 /// A master that hangs (paused: the kernel still acknowledges, nothing answers) is dropped
@@ -721,18 +727,7 @@ async fn two_replicas_follow_a_sentinel_failover_from_a_hung_master() {
     assert_eq!(lookup(&b, &token).await.0, 200);
 
     tokio::task::block_in_place(|| redis.hang_master());
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    for server in [&a, &b] {
-        loop {
-            let (status, body) = login(server, RUNNER, &pair.jwt().await).await;
-            if status == 200 {
-                break;
-            }
-            assert_eq!((status, body["error"].as_str()), (503, Some("temporarily_unavailable")), "{body}");
-            assert!(std::time::Instant::now() < deadline, "logins never resumed after the master hung");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
+    logins_resume(&pair, [&a, &b], Duration::from_secs(30), "the master hung").await;
     assert_eq!(lookup(&a, &token).await.0, 200, "the token replicated before the master hung");
     assert_eq!(lookup(&b, &token).await.0, 200);
 }
