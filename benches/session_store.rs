@@ -20,6 +20,11 @@
 //! - `dedicated` (2+ cores): the server and the load on core 0, Redis on core 1 (`taskset`),
 //!   as in a deployment, where Redis has its own CPU: the figure is what the shared store
 //!   costs the operator itself.
+//!
+//! Beside each rate it prints where a request's CPU went (the scheduler's account,
+//! `/proc/<pid>/task/*/schedstat`): microseconds in this process (server and load generator)
+//! and in redis-server, and how many commands Redis ran per read from its clients (how much
+//! the multiplexed connection's writes carried).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
