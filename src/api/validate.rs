@@ -23,6 +23,35 @@ fn field_error(field: &str, message: impl Into<String>) -> FieldError {
     FieldError { field: field.into(), message: message.into() }
 }
 
+/// The API server's rules for `metadata.namespace` (a DNS-1123 label) and `metadata.name` (a
+/// DNS-1123 subdomain), which standalone manifests must follow too: both become paths in
+/// the state folder (`keys/<namespace>/<name>.json`), so `..` or `/` in either would let one
+/// tenant's manifest write over another's key ring.
+pub fn metadata(namespace: &str, name: &str) -> Result<(), FieldError> {
+    fn label(text: &str) -> bool {
+        !text.is_empty()
+            && text.len() <= 63
+            && text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !text.starts_with('-')
+            && !text.ends_with('-')
+    }
+    if !label(namespace) {
+        return Err(field_error(
+            "metadata.namespace",
+            "must be a DNS-1123 label: at most 63 lowercase letters, digits or '-', starting and ending \
+             with a letter or digit",
+        ));
+    }
+    if name.len() > 253 || !name.split('.').all(label) {
+        return Err(field_error(
+            "metadata.name",
+            "must be a DNS-1123 subdomain: at most 253 characters, lowercase letters, digits, '-' and '.', \
+             each part starting and ending with a letter or digit",
+        ));
+    }
+    Ok(())
+}
+
 /// Infisical's exclusive upper bound of access token TTLs, in seconds.
 pub const MAX_ACCESS_TOKEN_TTL: i64 = 315_360_000;
 
@@ -183,6 +212,26 @@ pub fn parse_cidr(text: &str) -> Result<(IpAddr, u8), String> {
 mod tests {
     use super::*;
     use crate::api::{Duration, OidcScopeSpec};
+
+    #[test]
+    fn names_and_namespaces_follow_the_api_servers_rules() {
+        assert!(metadata("team-a", "signing.key-1").is_ok());
+        for (ns, name) in [
+            ("team-b", "../team-a/signing"),
+            ("team-b", "a/b"),
+            ("../x", "k"),
+            ("a/b", "k"),
+            ("", "k"),
+            ("Team", "k"),
+            ("team", "-k"),
+            ("team", "k..x"),
+            ("team", ""),
+        ] {
+            assert!(metadata(ns, name).is_err(), "{ns}/{name} accepted");
+        }
+        assert_eq!(metadata("team", "a/b").unwrap_err().field, "metadata.name");
+        assert_eq!(metadata("a.b", "k").unwrap_err().field, "metadata.namespace");
+    }
 
     fn key_spec(rot: u64, ver: u64) -> OidcKeySpec {
         OidcKeySpec {

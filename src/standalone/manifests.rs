@@ -187,6 +187,10 @@ fn parse_object(value: &Value) -> Result<(Kind, ObjectKey, Object), Box<ParseFai
         return Err(fail(Some(kind.to_string()), Some("metadata.name"), "is required".into(), None, None));
     }
     let namespace = value.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("default");
+    if let Err(e) = api::validate::metadata(namespace, name) {
+        // Not named as an object: its name could reach a path of the state folder.
+        return Err(fail(Some(kind.to_string()), Some(&e.field), e.message, None, None));
+    }
     let key = ObjectKey::new(namespace, name);
     let resource = format!("{kind} {key}");
     let identity = Some((kind, key.clone()));
@@ -288,6 +292,20 @@ spec: {key: k1, redirectUris: ["https://app.example/cb"]}
         let (inputs, problems, _) = load(&files(&invalid), &LastGood::new());
         assert_eq!(problems[0].field.as_deref(), Some("spec.verificationTTL"));
         assert_eq!(inputs.keys.len(), 1);
+    }
+
+    /// A name or namespace that is no DNS name is refused before it can name a file of the
+    /// state folder: `../team/k1` would otherwise write over team's key ring.
+    #[test]
+    fn names_that_could_leave_their_namespace_are_refused() {
+        for metadata in ["{name: ../team/k1, namespace: other}", "{name: k1, namespace: ../team}", "{name: a/b}"] {
+            let text = GOOD.replace("{name: k1, namespace: team}", metadata);
+            let (inputs, problems, _) = load(&files(&text), &LastGood::new());
+            assert_eq!(inputs.keys.len(), 0, "{metadata} was loaded");
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            assert!(problems[0].field.as_deref().is_some_and(|f| f.starts_with("metadata.")), "{problems:?}");
+            assert_eq!(inputs.clients.len(), 1, "the other objects load");
+        }
     }
 
     #[test]
