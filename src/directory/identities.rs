@@ -71,10 +71,26 @@ fn claim_order<'a>(
     let ranked = inputs.identities.iter().map(|obj| {
         let key = ObjectKey::of(&obj.metadata);
         let id = obj.spec.identity_id.clone().or_else(|| materials.identity_ids.get(&key).cloned());
-        let held = id.as_ref().and_then(|id| previous?.identities_by_id.get(id)).is_some_and(|i| i.key == key);
+        let held = id.as_ref().is_some_and(|id| {
+            previous.and_then(|p| p.identities_by_id.get(id)).is_some_and(|i| i.key == key) || status_holds(obj, id)
+        });
         (ClaimRank::of(&obj.metadata, Kind::IdentityOidcAuth, held, materials), (&**obj, id))
     });
     in_claim_order(ranked.collect())
+}
+
+/// The reasons of a Ready condition written for an identity that took no id.
+const CLAIM_REFUSED: [&str; 4] = ["InvalidSpec", "AudienceRequired", "IdentityIdPending", "IdentityIdConflict"];
+
+/// Whether the object's own status (written by the operator; tenants may not write status)
+/// says it held `id`: after a restart, a new leader or on a new replica there is no previous
+/// snapshot, and without this an older object that claimed the id meanwhile (edited to it,
+/// or invalid until then) would take it from its holder.
+fn status_holds(obj: &IdentityOidcAuth, id: &str) -> bool {
+    obj.status.as_ref().is_some_and(|s| {
+        s.identity_id.as_deref() == Some(id)
+            && s.common.conditions.iter().any(|c| c.type_ == "Ready" && !CLAIM_REFUSED.contains(&c.reason.as_str()))
+    })
 }
 
 /// The identity id this object may take, or why it takes none: an invalid spec, no bound

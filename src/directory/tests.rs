@@ -265,6 +265,35 @@ fn a_contested_identity_id_stays_with_the_older_object_then_with_its_holder() {
     };
     let next = build(&older, &m, &ext, NOW + 1, Some(&dir));
     assert_eq!(next.identity_by_id("victim-id").unwrap().key, ObjectKey::new("victim", "runner"));
+    // After a restart (no previous snapshot) the holder's own status says it held the id, and
+    // the squatter's says it was refused: the holder keeps it.
+    let with_status = |mut o: IdentityOidcAuth, reason: &str| {
+        let ready = k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+            type_: "Ready".into(),
+            status: if reason == "Ready" { "True" } else { "False" }.into(),
+            reason: reason.into(),
+            message: String::new(),
+            last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::from_second(NOW).unwrap(),
+            ),
+            observed_generation: None,
+        };
+        let mut status = api::IdentityOidcAuthStatus { identity_id: Some("victim-id".into()), ..Default::default() };
+        status.common.conditions.push(ready);
+        o.status = Some(status);
+        o
+    };
+    let restarted = Inputs {
+        identities: arcs![
+            with_status(identity_obj("aaa", "squatter", "victim-id", Some(NOW - 1000)), "IdentityIdConflict"),
+            with_status(identity_obj("victim", "runner", "victim-id", Some(NOW - 100)), "Ready"),
+        ],
+        ..Inputs::default()
+    };
+    let after_restart = build(&restarted, &m, &ext, NOW + 2, None);
+    assert_eq!(after_restart.identity_by_id("victim-id").unwrap().key, ObjectKey::new("victim", "runner"));
+    // Without those statuses the older object would take it: what the status guards against.
+    assert_eq!(build(&older, &m, &ext, NOW + 2, None).identity_by_id("victim-id").unwrap().key.namespace, "aaa");
     // Standalone's first-seen times stand in for creationTimestamp (and beat a forged one).
     let mut m2 = m.clone();
     m2.first_seen.insert((Kind::IdentityOidcAuth, ObjectKey::new("victim", "runner")), 5);
