@@ -34,7 +34,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use base64::Engine;
 use bytes::Bytes;
@@ -234,20 +234,8 @@ async fn main() {
     materials.credentials.insert(ObjectKey::new("default", "client"), creds.clone());
 
     let metrics = Arc::new(Metrics::default());
-    let redis_store = RedisStore::connect(
-        &RedisOptions {
-            url: format!("redis://127.0.0.1:{port}"),
-            ca: None,
-            username: None,
-            password: None,
-            sentinel_username: None,
-            sentinel_password: None,
-            timeout: Duration::from_millis(500),
-            prefix: "oidcop".into(),
-        },
-        Arc::clone(&metrics),
-    )
-    .unwrap();
+    let redis_store =
+        RedisStore::connect(&RedisOptions::new(format!("redis://127.0.0.1:{port}")), Arc::clone(&metrics)).unwrap();
     let stores = [("memory", SessionStore::memory(10_000_000)), ("redis", SessionStore::Redis(redis_store))];
 
     let jwt = external

@@ -268,22 +268,11 @@ async fn the_helm_chart_installs_and_the_operator_runs_under_its_rbac_in_both_mo
         assert!(!out.status.success() && text.contains(needle), "--set {set}: {text}");
     }
     // Several replicas with a shared store: the store flags, and a PodDisruptionBudget.
-    let replicated = documents(&helm(
+    let replicated = rendered_with(
         &cp,
-        &[
-            "template",
-            "--kube-version",
-            "1.34.4",
-            "x",
-            &chart,
-            "--set",
-            "replicaCount=2",
-            "--set",
-            "sessionStore.url=redis://redis:6379",
-            "--set",
-            "sessionStore.existingSecret=redis-auth",
-        ],
-    ));
+        &chart,
+        &["replicaCount=2", "sessionStore.url=redis://redis:6379", "sessionStore.existingSecret=redis-auth"],
+    );
     assert!(replicated.iter().any(|d| d["kind"] == "PodDisruptionBudget"), "no PDB with 2 replicas");
     let args = operator_args(&replicated);
     assert!(args.windows(2).any(|w| w == ["--session-store", "redis://redis:6379"]), "{args:?}");
@@ -294,28 +283,18 @@ async fn the_helm_chart_installs_and_the_operator_runs_under_its_rbac_in_both_mo
 
     // Sentinels with credentials of their own: their user as a flag, their password from its
     // own Secret.
-    let sentinels = documents(&helm(
+    let sentinels = rendered_with(
         &cp,
+        &chart,
         &[
-            "template",
-            "--kube-version",
-            "1.34.4",
-            "x",
-            &chart,
-            "--set",
             "replicaCount=2",
-            "--set",
             "sessionStore.url=redis+sentinel://s1:26379\\,s2:26379/mymaster",
-            "--set",
             "sessionStore.existingSecret=redis-auth",
-            "--set",
             "sessionStore.sentinel.username=watcher",
-            "--set",
             "sessionStore.sentinel.existingSecret=sentinel-auth",
-            "--set",
             "sessionStore.sentinel.passwordKey=sentinel-password",
         ],
-    ));
+    );
     let args = operator_args(&sentinels);
     assert!(
         args.windows(2).any(|w| w == ["--session-store", "redis+sentinel://s1:26379,s2:26379/mymaster"]),
@@ -343,6 +322,15 @@ async fn the_helm_chart_installs_and_the_operator_runs_under_its_rbac_in_both_mo
     assert_eq!(bound, ["a", "b"]);
     let out = helm_output(&cp, &["lint", &chart]);
     ok(&out, "helm lint");
+}
+
+/// The chart rendered as release `x` with each of `sets` as a `--set`.
+fn rendered_with(cp: &ControlPlane, chart: &str, sets: &[&str]) -> Vec<Value> {
+    let mut args = vec!["template", "--kube-version", "1.34.4", "x", chart];
+    for set in sets {
+        args.extend(["--set", set]);
+    }
+    documents(&helm(cp, &args))
 }
 
 /// `kubectl apply -k config/default` installs the same objects as the chart; the operator

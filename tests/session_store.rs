@@ -624,14 +624,9 @@ async fn two_replicas_follow_a_sentinel_failover_with_passwords() {
     let url = format!("redis+sentinel://127.0.0.1:{}/mymaster", redis.port);
     let direct = |sentinel_password: Option<&str>| {
         let options = oidc_operator::sessions::redis::RedisOptions {
-            url: url.clone(),
-            ca: None,
-            username: None,
             password: Some("data-pw-31".into()),
-            sentinel_username: None,
             sentinel_password: sentinel_password.map(str::to_owned),
-            timeout: Duration::from_millis(500),
-            prefix: "oidcop".into(),
+            ..oidc_operator::sessions::redis::RedisOptions::new(url.clone())
         };
         oidc_operator::sessions::redis::RedisStore::connect(&options, Default::default()).unwrap()
     };
@@ -734,16 +729,7 @@ async fn two_replicas_follow_a_sentinel_failover_from_a_hung_master() {
 
 /// The Redis store on `redis`, called directly (no server), with the default deadline.
 fn direct_store(redis: &RedisServer) -> Arc<oidc_operator::sessions::redis::RedisStore> {
-    let options = oidc_operator::sessions::redis::RedisOptions {
-        url: redis.url(),
-        ca: None,
-        username: None,
-        password: None,
-        sentinel_username: None,
-        sentinel_password: None,
-        timeout: Duration::from_millis(500),
-        prefix: "oidcop".into(),
-    };
+    let options = oidc_operator::sessions::redis::RedisOptions::new(redis.url());
     oidc_operator::sessions::redis::RedisStore::connect(&options, Default::default()).unwrap()
 }
 

@@ -8,12 +8,6 @@ use crate::directory::{self, Directory, ResolvedClient, ResolvedProvider};
 use crate::login::Session;
 use crate::sessions::CodeRecord;
 
-/// A decided authorization: the code and its binding (the handler echoes `state`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Grant {
-    pub code: CodeRecord,
-}
-
 /// Whether the client's assignments admit the session's entity. A namespace is a tenant: an
 /// entity is only ever admitted to clients of its own namespace, so `allow_all` means every
 /// entity of the client's namespace and an assignment names entities and groups of its own.
@@ -40,7 +34,7 @@ pub fn decide(
     session: &Session,
     now: i64,
     code_ttl: i64,
-) -> Result<Grant, OAuthError> {
+) -> Result<CodeRecord, OAuthError> {
     let client_id = required(params, "client_id")?;
     let view = dir
         .namespace(&provider.namespace)
@@ -123,22 +117,20 @@ pub fn decide(
             conflicts.join(", ")
         )));
     }
-    Ok(Grant {
-        code: CodeRecord {
-            namespace: provider.namespace.clone(),
-            provider: provider.name.clone(),
-            client_id: client.client_id.clone(),
-            redirect_uri: redirect_uri.to_owned(),
-            nonce: params.get("nonce").filter(|n| !n.is_empty()).cloned(),
-            scopes,
-            challenge,
-            identity: session.identity.key.clone(),
-            identity_id: session.identity.id.clone(),
-            identity_uid: session.identity.uid.clone(),
-            alias: session.record.alias.clone(),
-            auth_time: session.record.issued_at,
-            max_age_sent: max_age.is_some(),
-            expires_at: now + code_ttl,
-        },
+    Ok(CodeRecord {
+        namespace: provider.namespace.clone(),
+        provider: provider.name.clone(),
+        client_id: client.client_id.clone(),
+        redirect_uri: redirect_uri.to_owned(),
+        nonce: params.get("nonce").filter(|n| !n.is_empty()).cloned(),
+        scopes,
+        challenge,
+        identity: session.identity.key.clone(),
+        identity_id: session.identity.id.clone(),
+        identity_uid: session.identity.uid.clone(),
+        alias: session.record.alias.clone(),
+        auth_time: session.record.issued_at,
+        max_age_sent: max_age.is_some(),
+        expires_at: now + code_ttl,
     })
 }

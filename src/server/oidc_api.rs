@@ -53,7 +53,10 @@ pub async fn handle(
     let result = match endpoint {
         ProviderEndpoint::Authorize => authorize(state, dir, provider, method, query, headers, body, ip).await,
         ProviderEndpoint::Token => token(state, dir, provider, method, headers, body).await,
-        _ => userinfo(state, dir, provider, method, headers, body).await,
+        _ => Ok(match userinfo(state, dir, provider, method, headers, body).await {
+            Ok(claims) => json_response(StatusCode::OK, serde_json::Value::Object(claims).to_string()),
+            Err(e) => e.bearer_http(),
+        }),
     };
     match result {
         Ok(r) => no_store(r),
@@ -185,9 +188,9 @@ async fn issue_code(
         }
         other => OAuthError::InvalidToken(other.to_string()),
     })?;
-    let grant = oidc::authorize::decide(dir, provider, params, &session, now, state.code_ttl)?;
+    let record = oidc::authorize::decide(dir, provider, params, &session, now, state.code_ttl)?;
     let code = crate::sessions::new_token().map_err(|_| OAuthError::ServerError("no randomness".into()))?;
-    match state.tokens.insert_code(token_hash(&code), grant.code).await {
+    match state.tokens.insert_code(token_hash(&code), record).await {
         Ok(()) => {}
         Err(e @ crate::sessions::StoreError::Unavailable) => return Err(OAuthError::unavailable(&e)),
         Err(e) => {
@@ -222,22 +225,9 @@ async fn token(
     Ok(json_response(StatusCode::OK, serde_json::to_string(&response).unwrap_or_default()))
 }
 
-/// Userinfo's errors carry the Bearer challenges of RFC 6750 §3.
+/// The userinfo claims; its errors are answered with RFC 6750 §3's Bearer challenges
+/// ([`OAuthError::bearer_http`]).
 async fn userinfo(
-    state: &AppState,
-    dir: &Directory,
-    provider: &ResolvedProvider,
-    method: &Method,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<Response, OAuthError> {
-    match userinfo_claims(state, dir, provider, method, headers, body).await {
-        Ok(claims) => Ok(json_response(StatusCode::OK, serde_json::Value::Object(claims).to_string())),
-        Err(e) => Ok(e.bearer_http()),
-    }
-}
-
-async fn userinfo_claims(
     state: &AppState,
     dir: &Directory,
     provider: &ResolvedProvider,

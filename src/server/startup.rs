@@ -94,10 +94,10 @@ pub struct StoreArgs {
     #[arg(long, requires = "session_store")]
     pub session_store_sentinel_password_file: Option<PathBuf>,
     /// Deadline of every store call, in milliseconds: past it the endpoint answers 503.
-    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(10..=30000))]
+    #[arg(long, default_value_t = crate::sessions::redis::DEFAULT_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(10..=30000))]
     pub session_store_timeout_ms: u64,
     /// Prefix of every key the store writes.
-    #[arg(long, default_value = "oidcop")]
+    #[arg(long, default_value = crate::sessions::redis::DEFAULT_PREFIX)]
     pub session_store_prefix: String,
 }
 

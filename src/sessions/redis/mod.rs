@@ -58,6 +58,42 @@ pub struct RedisOptions {
     pub prefix: String,
 }
 
+/// `--session-store-timeout-ms`'s default.
+pub const DEFAULT_TIMEOUT_MS: u64 = 500;
+/// `--session-store-prefix`'s default.
+pub const DEFAULT_PREFIX: &str = "oidcop";
+
+impl RedisOptions {
+    /// `url` with no credentials or CA, the flags' default deadline and prefix.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            ca: None,
+            username: None,
+            password: None,
+            sentinel_username: None,
+            sentinel_password: None,
+            timeout: Duration::from_millis(DEFAULT_TIMEOUT_MS),
+            prefix: DEFAULT_PREFIX.into(),
+        }
+    }
+}
+
+/// `info` with `user` and `password` where given.
+fn with_credentials(
+    mut info: redis::RedisConnectionInfo,
+    user: Option<&String>,
+    password: Option<&String>,
+) -> redis::RedisConnectionInfo {
+    if let Some(user) = user {
+        info = info.set_username(user);
+    }
+    if let Some(password) = password {
+        info = info.set_password(password);
+    }
+    info
+}
+
 impl std::fmt::Debug for RedisOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisOptions")
@@ -265,20 +301,16 @@ impl RedisStore {
             if sentinels.is_empty() || master.is_empty() {
                 return Err(url_err("name at least one Sentinel and the master".into()));
             }
-            let mut redis = redis::RedisConnectionInfo::default();
-            if let Some(user) = &options.username {
-                redis = redis.set_username(user);
-            }
-            if let Some(password) = &options.password {
-                redis = redis.set_password(password);
-            }
-            let mut asking = redis::RedisConnectionInfo::default();
-            if let Some(user) = &options.sentinel_username {
-                asking = asking.set_username(user);
-            }
-            if let Some(password) = &options.sentinel_password {
-                asking = asking.set_password(password);
-            }
+            let redis = with_credentials(
+                redis::RedisConnectionInfo::default(),
+                options.username.as_ref(),
+                options.password.as_ref(),
+            );
+            let asking = with_credentials(
+                redis::RedisConnectionInfo::default(),
+                options.sentinel_username.as_ref(),
+                options.sentinel_password.as_ref(),
+            );
             let node = NodeSettings { redis, tcp: tcp.clone(), tls, ca: certs };
             let conn = SentinelConn::new(&sentinels, asking, master, node, options.timeout, manager_config)
                 .map_err(|e| url_err(e.to_string()))?;
@@ -309,13 +341,8 @@ impl RedisStore {
         } else {
             let mut info: redis::ConnectionInfo = redis::IntoConnectionInfo::into_connection_info(options.url.as_str())
                 .map_err(|e| url_err(e.to_string()))?;
-            let mut settings = info.redis_settings().clone();
-            if let Some(user) = &options.username {
-                settings = settings.set_username(user);
-            }
-            if let Some(password) = &options.password {
-                settings = settings.set_password(password);
-            }
+            let settings =
+                with_credentials(info.redis_settings().clone(), options.username.as_ref(), options.password.as_ref());
             info = info.set_redis_settings(settings).set_tcp_settings(tcp.clone());
             let client = match certs {
                 Some(certs) => redis::Client::build_with_tls(info, certs),
