@@ -92,6 +92,37 @@ fn the_api_server_accepts_good_manifests_and_refuses_bad_ones_by_the_crd_rules()
         "built in",
     );
 
+    // Size limits (issue 20): every list, map and string a tenant writes is bounded, and the
+    // API server names the field.
+    let mappings: Vec<String> = (0..33).map(|i| format!("k{i}: email")).collect();
+    refused(
+        "33 claimMappings",
+        format!("{IDENTITY}spec: {{{ISSUER}, claimMappings: {{{}}}}}\n", mappings.join(", ")),
+        "spec.claimMappings: Too many: 33: must have at most 32 items",
+    );
+    refused(
+        "a claimMappings key of 129 characters",
+        format!("{IDENTITY}spec: {{{ISSUER}, claimMappings: {{{}: email}}}}\n", "k".repeat(129)),
+        "keys must be at most 128 characters",
+    );
+    refused(
+        "a metadata value of 513 characters",
+        format!("{IDENTITY}spec: {{{ISSUER}, metadata: {{team: {}}}}}\n", "v".repeat(513)),
+        "spec.metadata.team: Too long",
+    );
+    let uris: Vec<String> = (0..33).map(|i| format!("\"https://a/{i}\"")).collect();
+    refused(
+        "33 redirect URIs",
+        format!("{CLIENT}spec: {{redirectUris: [{}]}}\n", uris.join(", ")),
+        "spec.redirectUris: Too many: 33: must have at most 32 items",
+    );
+    refused(
+        "an empty pkceMethods",
+        "apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcProvider\nmetadata: {name: p}\nspec: {pkceMethods: []}\n"
+            .into(),
+        "spec.pkceMethods",
+    );
+
     // Good values in both duration forms are accepted.
     let (ok, err) = cp.apply(&ns, &format!("{KEY}spec: {{rotationPeriod: 3600, verificationTTL: 1h30m}}\n"));
     assert!(ok, "{err}");

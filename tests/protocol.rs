@@ -587,3 +587,123 @@ async fn every_bad_protocol_request_gets_its_rfc_error() {
     assert!(n >= 30, "{n} negative cases");
     println!("{n} negative protocol cases checked");
 }
+
+/// Issue 20, item 7: a code survives a wrong proof (another redirect_uri, a wrong or missing
+/// verifier) for its owner; PKCE is S256 unless a provider opts into plain, and discovery
+/// says exactly that; stored request values are bounded; a userinfo token dies with its
+/// client's place in the provider.
+#[tokio::test(flavor = "multi_thread")]
+async fn codes_survive_wrong_proofs_pkce_is_s256_and_tokens_die_with_their_client() {
+    let s = setup().await;
+    let token = identity_token(&s).await;
+    let (public_id, _) = credentials(&s.state, "public-rs256");
+    let (basic_id, basic_secret) = credentials(&s.state, "basic-rs256");
+    let basic_secret = basic_secret.unwrap();
+    let authorize_with = |client: String, extra: Vec<(&'static str, String)>| {
+        let (s, token) = (&s, token.clone());
+        async move {
+            let mut p: Vec<(&str, String)> = vec![
+                ("response_type", "code".into()),
+                ("client_id", client),
+                ("redirect_uri", REDIRECT.into()),
+                ("scope", "openid groups".into()),
+            ];
+            p.extend(extra);
+            let pairs: Vec<(&str, &str)> = p.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            authorize(s, "neg", Some(&token), &pairs).await
+        }
+    };
+
+    // A stolen public client's code sent with a wrong verifier, with none, or to another
+    // redirect_uri: refused, and the owner still redeems it.
+    let (st, b) = authorize_with(
+        public_id.clone(),
+        vec![("code_challenge", CHALLENGE.into()), ("code_challenge_method", "S256".into())],
+    )
+    .await;
+    assert_eq!(st, 200, "{b}");
+    let code = b["code"].as_str().unwrap().to_owned();
+    let exchange = |verifier: Option<&str>, redirect: &str| {
+        let mut f = vec![
+            ("grant_type", "authorization_code".to_owned()),
+            ("code", code.clone()),
+            ("redirect_uri", redirect.to_owned()),
+            ("client_id", public_id.clone()),
+        ];
+        if let Some(v) = verifier {
+            f.push(("code_verifier", v.to_owned()));
+        }
+        f
+    };
+    for (what, form) in [
+        ("wrong verifier", exchange(Some(&VERIFIER.replace('d', "e")), REDIRECT)),
+        ("no verifier", exchange(None, REDIRECT)),
+        ("other redirect_uri", exchange(Some(VERIFIER), "https://app.example/other")),
+    ] {
+        let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (st, _, b) = token_req(&s, "neg", None, &pairs).await;
+        assert_eq!((st, b["error"].as_str()), (400, Some("invalid_grant")), "{what}: {b}");
+    }
+    let pairs: Vec<(String, String)> =
+        exchange(Some(VERIFIER), REDIRECT).into_iter().map(|(k, v)| (k.into(), v)).collect();
+    let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let (st, _, b) = token_req(&s, "neg", None, &pairs).await;
+    assert_eq!(st, 200, "the owner redeems the code after the failed attempts: {b}");
+
+    // S256 is the default: a challenge without a method is S256, plain is refused, and
+    // discovery advertises S256 alone.
+    let (st, b) = authorize_with(public_id.clone(), vec![("code_challenge", CHALLENGE.into())]).await;
+    assert_eq!(st, 200, "{b}");
+    let code = b["code"].as_str().unwrap().to_owned();
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", REDIRECT),
+        ("client_id", public_id.as_str()),
+        ("code_verifier", VERIFIER),
+    ];
+    let (st, _, b) = token_req(&s, "neg", None, &form).await;
+    assert_eq!(st, 200, "a challenge without a method is S256: {b}");
+    let plain = vec![("code_challenge", VERIFIER.to_owned()), ("code_challenge_method", "plain".to_owned())];
+    let (st, b) = authorize_with(public_id.clone(), plain).await;
+    assert_eq!((st, b["error"].as_str()), (400, Some("invalid_request")), "{b}");
+    assert!(b["error_description"].as_str().unwrap().contains("pkceMethods"), "{b}");
+    let (_, _, discovery) =
+        s.server.get_json(&format!("{}/.well-known/openid-configuration", s.server.issuer("default", "neg"))).await;
+    assert_eq!(discovery["code_challenge_methods_supported"], json!(["S256"]), "{discovery}");
+
+    // Stored and echoed values are bounded: an oversized nonce or state is refused by name.
+    for (name, len) in [("nonce", 1025), ("state", 2049)] {
+        let (st, b) = authorize_with(basic_id.clone(), vec![(name, "n".repeat(len))]).await;
+        assert_eq!((st, b["error"].as_str()), (400, Some("invalid_request")), "{name}: {b}");
+        assert!(b["error_description"].as_str().unwrap().contains(name), "{b}");
+    }
+    let (st, b) = authorize_with(basic_id.clone(), vec![("nonce", "n".repeat(1024))]).await;
+    assert_eq!(st, 200, "a nonce at the limit: {b}");
+
+    // A userinfo token stops once its client is no longer served by the provider.
+    let (st, b) = authorize_with(basic_id.clone(), vec![]).await;
+    assert_eq!(st, 200, "{b}");
+    let form =
+        [("grant_type", "authorization_code"), ("code", b["code"].as_str().unwrap()), ("redirect_uri", REDIRECT)];
+    let (st, _, b) = token_req(&s, "neg", Some((&basic_id, &basic_secret)), &form).await;
+    assert_eq!(st, 200, "{b}");
+    let at = b["access_token"].as_str().unwrap().to_owned();
+    let userinfo = format!("{}/userinfo", s.server.issuer("default", "neg"));
+    assert_eq!(s.http.get(&userinfo).bearer_auth(&at).send().await.unwrap().status(), 200);
+    let m = s._tmp.path().join("m");
+    let narrowed = manifests(&s.issuer).replace(
+        "allowedClients: [basic-rs256, public-rs256, unassigned]",
+        "allowedClients: [public-rs256, unassigned]",
+    );
+    write_manifest(&m, "all.yaml", &narrowed);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = s.http.get(&userinfo).bearer_auth(&at).send().await.unwrap().status().as_u16();
+        if st == 401 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the removed client's userinfo token still answers {st}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -825,15 +825,25 @@ async fn the_redis_store_keeps_the_memory_store_semantics() {
         max_age_sent: false,
         expires_at: now + 60,
     };
-    let binding = CodeBinding { namespace: "ns", provider: "p", client_id: "c" };
-    let other = CodeBinding { namespace: "ns", provider: "p", client_id: "someone-else" };
+    let no_pkce = [String::new()];
+    let binding =
+        CodeBinding { namespace: "ns", provider: "p", client_id: "c", redirect_uri: REDIRECT, pkce: &no_pkce };
+    let other = CodeBinding { client_id: "someone-else", ..binding };
     let hash = token_hash("the code");
     store.insert_code(hash, code.clone()).await.unwrap();
     let ui = oidc_operator::sessions::redis::userinfo_token("random", &hash);
     let first = (token_hash(&ui), now + 60);
 
-    // Another client's code: refused, left unspent.
-    assert_eq!(store.redeem_code(&hash, &other, now, first).await.unwrap(), CodeRedemption::WrongBinding);
+    // Another client's code, another redirect_uri, a verifier for a code without PKCE:
+    // refused, left unspent.
+    let verifier = ["S256:x".to_owned(), "plain:y".to_owned()];
+    for wrong in [
+        other,
+        CodeBinding { redirect_uri: "https://elsewhere/cb", ..binding },
+        CodeBinding { pkce: &verifier, ..binding },
+    ] {
+        assert_eq!(store.redeem_code(&hash, &wrong, now, first).await.unwrap(), CodeRedemption::WrongBinding);
+    }
     assert!(matches!(store.redeem_code(&hash, &binding, now, first).await.unwrap(), CodeRedemption::Fresh(_)));
     assert_eq!(store.userinfo(&ui, now).await.unwrap().unwrap().client_id, "c");
     // The same exchange again (its reply was lost): the same answer, not a replay.
@@ -847,6 +857,24 @@ async fn the_redis_store_keeps_the_memory_store_semantics() {
     // A malformed or forged userinfo token names no grant.
     assert_eq!(store.userinfo("no-suffix", now).await.unwrap(), None);
     assert_eq!(store.userinfo("x.AAAA", now).await.unwrap(), None);
+
+    // A code with an S256 challenge: a wrong verifier, or none, leaves it unspent for its
+    // owner (a stolen public client's code cannot be burnt); the right one spends it.
+    let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+    let pkce_code = token_hash("the PKCE code");
+    store
+        .insert_code(pkce_code, CodeRecord { challenge: Some((true, challenge.into())), ..code.clone() })
+        .await
+        .unwrap();
+    let wrong = ["S256:wrong".to_owned(), format!("plain:{challenge}")];
+    let ui2 = (token_hash("ui2"), now + 60);
+    for pkce in [&wrong[..], &no_pkce[..]] {
+        let attempt = CodeBinding { pkce, ..binding };
+        assert_eq!(store.redeem_code(&pkce_code, &attempt, now, ui2).await.unwrap(), CodeRedemption::WrongBinding);
+    }
+    let right = ["plain:x".to_owned(), format!("S256:{challenge}")];
+    let owner = CodeBinding { pkce: &right, ..binding };
+    assert!(matches!(store.redeem_code(&pkce_code, &owner, now, ui2).await.unwrap(), CodeRedemption::Fresh(_)));
 
     // A token with a use limit of 2: two uses, then refused and gone.
     let record = TokenRecord {
@@ -879,5 +907,5 @@ async fn the_redis_store_keeps_the_memory_store_semantics() {
     store.insert(short, record, now + 1).await.unwrap();
     tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(store.peek(&short, &limits, now).await, Err(TokenError::Unknown));
-    assert_eq!(redis.dbsize(), 1, "only the grant (alive for its userinfo window) is left");
+    assert_eq!(redis.dbsize(), 2, "only the grants (alive for their userinfo window) are left");
 }

@@ -28,15 +28,19 @@ use super::status::StatusFields;
 pub struct OidcAssignmentSpec {
     /// Entity ids (an IdentityOidcAuth's `status.identityId`).
     #[serde(default)]
+    #[schemars(length(max = super::limits::MAX_NAMES), inner(length(max = super::limits::MAX_NAME_LEN)))]
     pub entity_ids: Vec<String>,
     /// Entity names (IdentityOidcAuth resource names in this namespace).
     #[serde(default)]
+    #[schemars(length(max = super::limits::MAX_NAMES), inner(length(max = super::limits::MAX_NAME_LEN)))]
     pub entities: Vec<String>,
     /// Group ids (derived from namespace and group name).
     #[serde(default)]
+    #[schemars(length(max = super::limits::MAX_NAMES), inner(length(max = super::limits::MAX_NAME_LEN)))]
     pub group_ids: Vec<String>,
     /// Group names, as IdentityOidcAuth resources list them in `spec.groups`.
     #[serde(default)]
+    #[schemars(length(max = super::limits::MAX_NAMES), inner(length(max = super::limits::MAX_NAME_LEN)))]
     pub groups: Vec<String>,
 }
 

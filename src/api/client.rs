@@ -56,11 +56,13 @@ pub struct OidcClientSpec {
     /// Redirection URIs; the `redirect_uri` of an authorization request must match one exactly
     /// (loopback URIs match with any port, RFC 8252 §7.3).
     #[serde(default)]
+    #[schemars(length(max = super::limits::MAX_REDIRECT_URIS), inner(length(max = super::limits::MAX_URL_LEN)))]
     pub redirect_uris: Vec<String>,
 
     /// Names of OidcAssignments (in this namespace) whose entities may authenticate through this
     /// client; `allow_all` admits every entity. Empty admits none, as in OpenBao.
     #[serde(default)]
+    #[schemars(length(max = super::limits::MAX_NAMES), inner(length(max = super::limits::MAX_NAME_LEN)))]
     pub assignments: Vec<String>,
 
     /// Lifetime of ID tokens ("int or duration"); must not exceed the key's verificationTTL.

@@ -48,33 +48,38 @@ pub struct IdentityOidcAuthSpec {
     pub identity_id: Option<String>,
 
     /// URL of the external issuer's OpenID configuration, fetched over HTTPS.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = super::limits::MAX_URL_LEN))]
     pub oidc_discovery_url: String,
 
     /// PEM CA certificate(s) trusted for the external issuer; system roots when empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = super::limits::MAX_CA_BUNDLE_LEN))]
     pub ca_cert: Option<String>,
 
     /// Required `iss` of presented JWTs.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = super::limits::MAX_URL_LEN))]
     pub bound_issuer: String,
 
     /// Comma-separated audiences; the JWT's `aud` must contain one of them. `"*"` accepts any
     /// audience; empty is refused (`Ready=False AudienceRequired`), unlike Infisical's default.
     #[serde(default)]
+    #[schemars(length(max = super::limits::MAX_AUDIENCES_LEN))]
     pub bound_audiences: String,
 
     /// Claims the JWT must carry: each value is a glob, or a comma-separated list of globs of
     /// which one must match (array claims match if any element does).
     #[serde(default)]
+    #[schemars(transform = super::limits::bound_claims)]
     pub bound_claims: BTreeMap<String, String>,
 
     /// Glob the JWT's `sub` must match. Empty accepts any.
     #[serde(default)]
+    #[schemars(length(max = super::limits::MAX_SUBJECT_LEN))]
     pub bound_subject: String,
 
     /// Address ranges access tokens may be used from.
     #[serde(default = "default_trusted_ips")]
+    #[schemars(length(max = super::limits::MAX_TRUSTED_IPS))]
     pub access_token_trusted_ips: Vec<TrustedIp>,
 
     /// Lifetime of an access token in seconds (0 < x < 315360000).
@@ -94,15 +99,18 @@ pub struct IdentityOidcAuthSpec {
 
     /// Facts about this entity that scope templates read as `identity.entity.metadata.<key>`.
     #[serde(default)]
+    #[schemars(transform = super::limits::metadata)]
     pub metadata: BTreeMap<String, String>,
 
     /// Group names of this entity, read by templates and matched by assignments.
     #[serde(default)]
+    #[schemars(length(max = super::limits::MAX_GROUPS), inner(length(max = super::limits::MAX_NAME_LEN)))]
     pub groups: Vec<String>,
 
     /// Alias metadata: key -> name of the JWT claim whose value it takes
     /// (`identity.entity.aliases.<mount>.metadata.<key>` in templates).
     #[serde(default)]
+    #[schemars(transform = super::limits::claim_mappings)]
     pub claim_mappings: BTreeMap<String, String>,
 }
 

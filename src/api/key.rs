@@ -49,6 +49,7 @@ pub struct OidcKeySpec {
     /// Names of the OidcClients (in this namespace) that may sign with this key; "*" allows all.
     /// Empty allows none, as in OpenBao.
     #[serde(default)]
+    #[schemars(length(max = super::limits::MAX_NAMES), inner(length(max = super::limits::MAX_NAME_LEN)))]
     pub allowed_clients: Vec<String>,
 }
 

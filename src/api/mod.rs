@@ -13,6 +13,7 @@ pub mod common;
 pub mod generated;
 pub mod identity;
 pub mod key;
+pub mod limits;
 pub mod object_key;
 pub mod provider;
 pub mod scope;
@@ -25,7 +26,7 @@ pub use common::{Duration, GROUP, Readiness, VERSION};
 pub use identity::{IdentityOidcAuth, IdentityOidcAuthSpec, IdentityOidcAuthStatus, TrustedIp};
 pub use key::{OidcKey, OidcKeySpec, OidcKeyStatus};
 pub use object_key::ObjectKey;
-pub use provider::{OidcProvider, OidcProviderSpec, OidcProviderStatus};
+pub use provider::{OidcProvider, OidcProviderSpec, OidcProviderStatus, PkceMethod};
 pub use scope::{OidcScope, OidcScopeSpec, OidcScopeStatus};
 pub use status::StatusFields;
 

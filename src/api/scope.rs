@@ -30,10 +30,12 @@ pub struct OidcScopeSpec {
     /// OpenBao's `{{identity.entity...}}` and `{{time.now...}}` variables. Reserved claims (iss,
     /// sub, aud, exp, iat, nonce, auth_time, at_hash, c_hash, namespace) cannot be set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = super::limits::MAX_TEMPLATE_LEN))]
     pub template: Option<String>,
 
     /// A description of the scope, for people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = super::limits::MAX_DESCRIPTION_LEN))]
     pub description: Option<String>,
 }
 

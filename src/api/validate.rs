@@ -156,6 +156,11 @@ pub fn issuer_base(issuer: &str) -> Result<String, String> {
 }
 
 pub fn identity(spec: &IdentityOidcAuthSpec) -> Result<(), FieldError> {
+    // Also on a cluster: an object stored before the CRD carried these limits must not make
+    // every login of its identity large.
+    if let Ok(value) = serde_json::to_value(spec) {
+        super::limits::check(super::Kind::IdentityOidcAuth, &value)?;
+    }
     url::Url::parse(&spec.oidc_discovery_url)
         .map_err(|e| field_error("spec.oidcDiscoveryUrl", format!("not a URL: {e}")))?;
     if spec.bound_issuer.is_empty() {

@@ -141,6 +141,8 @@ pub struct ResolvedProvider {
     /// Names of the Ready clients it serves.
     pub clients: BTreeSet<String>,
     pub scopes: Vec<String>,
+    /// PKCE methods accepted at authorize (`spec.pkceMethods`).
+    pub pkce_methods: Vec<crate::api::PkceMethod>,
     pub discovery_json: Arc<str>,
     pub jwks_json: Arc<str>,
     /// `Cache-Control: max-age` of the JWKS, below min(verificationTTL, rotationPeriod).

@@ -135,7 +135,7 @@ fn render_provider(
         "subject_types_supported": ["public"],
         "grant_types_supported": ["authorization_code"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
-        "code_challenge_methods_supported": ["S256", "plain"],
+        "code_challenge_methods_supported": obj.spec.pkce_methods.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
         "claims_supported": ["iss", "sub", "aud", "exp", "iat", "nonce", "auth_time", "at_hash", "c_hash"],
     });
     ResolvedProvider {
@@ -144,6 +144,7 @@ fn render_provider(
         issuer: issuer.to_owned(),
         clients: served.iter().map(|c| c.name.clone()).collect(),
         scopes: obj.spec.scopes_supported.clone(),
+        pkce_methods: obj.spec.pkce_methods.clone(),
         discovery_json: discovery.to_string().into(),
         jwks_json: serde_json::to_string(&jwks).unwrap_or_else(|_| "{\"keys\":[]}".into()).into(),
         jwks_max_age: max_age.max(1),

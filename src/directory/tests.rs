@@ -32,6 +32,7 @@ fn provider(name: &str, clients: &[&str], scopes: &[&str]) -> OidcProvider {
         issuer: None,
         allowed_clients: clients.iter().map(|s| s.to_string()).collect(),
         scopes_supported: scopes.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
     };
     meta(OidcProvider::new(name, spec), "ns")
 }

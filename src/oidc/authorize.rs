@@ -71,7 +71,7 @@ pub fn decide(
     }
     let challenge = match params.get("code_challenge").filter(|c| !c.is_empty()) {
         Some(c) => {
-            let method = pkce::Method::parse(params.get("code_challenge_method").map(String::as_str))?;
+            let method = pkce::method(params.get("code_challenge_method").map(String::as_str), &provider.pkce_methods)?;
             pkce::check_challenge(c)?;
             Some((method == pkce::Method::S256, c.clone()))
         }

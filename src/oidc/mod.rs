@@ -37,6 +37,38 @@ pub fn parse_params(input: &[u8]) -> Result<HashMap<String, String>, OAuthError>
     Ok(out)
 }
 
+/// The longest value, in bytes, a request may give a parameter. What a code stores (`nonce`,
+/// the PKCE challenge, `redirect_uri`, `scope`) and what is sent back (`state`) is bounded
+/// well above what real clients send, so no caller makes a record or a redirect large.
+pub fn max_param_bytes(name: &str) -> usize {
+    match name {
+        "code"
+        | "code_challenge"
+        | "code_verifier"
+        | "code_challenge_method"
+        | "response_type"
+        | "grant_type"
+        | "max_age"
+        | "prompt" => 256,
+        "client_id" | "nonce" | "login_hint" => 1024,
+        "state" | "redirect_uri" | "scope" | "client_secret" | "access_token" => 2048,
+        _ => 4096,
+    }
+}
+
+/// Refuses a parameter longer than [`max_param_bytes`], naming it (400 `invalid_request`).
+pub fn check_param_sizes(params: &HashMap<String, String>) -> Result<(), OAuthError> {
+    match params.iter().find(|(k, v)| v.len() > max_param_bytes(k)) {
+        None => Ok(()),
+        Some((k, v)) => Err(OAuthError::InvalidRequest(format!(
+            "the parameter {} is {} bytes long; at most {} are accepted",
+            crate::login::clip(k),
+            v.len(),
+            max_param_bytes(k)
+        ))),
+    }
+}
+
 /// A parameter that must be present and non-empty.
 pub fn required<'a>(params: &'a HashMap<String, String>, name: &str) -> Result<&'a str, OAuthError> {
     params
@@ -58,5 +90,11 @@ mod tests {
         let p = parse_params(b"max_age=&client_secret=&state=s").unwrap();
         assert_eq!(p.len(), 1, "a parameter without a value is omitted (RFC 6749 §3.1): {p:?}");
         assert!(required(&p, "c").is_err());
+        let long = parse_params(format!("nonce={}&state=s", "n".repeat(1025)).as_bytes()).unwrap();
+        match check_param_sizes(&long) {
+            Err(OAuthError::InvalidRequest(m)) => assert!(m.contains("nonce") && m.contains("1024"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(check_param_sizes(&parse_params(format!("nonce={}", "n".repeat(1024)).as_bytes()).unwrap()).is_ok());
     }
 }

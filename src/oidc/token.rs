@@ -111,8 +111,14 @@ pub async fn exchange(
     // Required, as authorize requires it (RFC 6749 §4.1.3); asked before the code is spent.
     let redirect_uri = required(params, "redirect_uri")?;
     let code_hash = token_hash(code);
-    let binding =
-        CodeBinding { namespace: &provider.namespace, provider: &provider.name, client_id: &client.client_id };
+    let pkce = pkce::answers(params.get("code_verifier").map(String::as_str))?;
+    let binding = CodeBinding {
+        namespace: &provider.namespace,
+        provider: &provider.name,
+        client_id: &client.client_id,
+        redirect_uri,
+        pkce: &pkce,
+    };
     // The userinfo token is made first so the store can issue it with the redemption, in one
     // step; it names its grant, so a shared store finds it with the code it came from.
     let random = new_token().map_err(|_| OAuthError::ServerError("no randomness".into()))?;
@@ -131,26 +137,17 @@ pub async fn exchange(
             tracing::warn!(client_id = %client.client_id, revoked, "authorization code replayed; its tokens are revoked");
             return Err(OAuthError::InvalidGrant("the code was already used".into()));
         }
-        // Another client's code is refused without spending it (RFC 6749 §4.1.3).
+        // Another client's code, another redirect_uri or a verifier that does not answer
+        // the challenge: refused without spending it (RFC 6749 §4.1.3, RFC 7636 §4.6).
         CodeRedemption::WrongBinding => {
-            return Err(OAuthError::InvalidGrant("the code was not issued to this client by this provider".into()));
+            return Err(OAuthError::InvalidGrant(
+                "the code was not issued to this client by this provider for this redirect_uri, or the \
+                 code_verifier does not answer its code_challenge"
+                    .into(),
+            ));
         }
         CodeRedemption::Unknown => return Err(OAuthError::InvalidGrant("the code is invalid or expired".into())),
     };
-    if redirect_uri != record.redirect_uri {
-        return Err(OAuthError::InvalidGrant("the redirect_uri differs from the authorization request".into()));
-    }
-    match (&record.challenge, params.get("code_verifier")) {
-        (Some((s256, challenge)), Some(verifier)) => {
-            let method = if *s256 { pkce::Method::S256 } else { pkce::Method::Plain };
-            pkce::verify(method, challenge, verifier)?;
-        }
-        (Some(_), None) => return Err(OAuthError::InvalidGrant("the code_verifier is required".into())),
-        (None, Some(_)) => {
-            return Err(OAuthError::InvalidGrant("a code_verifier was sent for a code without a challenge".into()));
-        }
-        (None, None) => {}
-    }
     let issuer = IssuedBy { id: &record.identity_id, key: &record.identity, uid: &record.identity_uid };
     let grant = (&issuer, &record.alias, record.scopes.as_slice());
     let gone = OAuthError::InvalidGrant("the entity no longer exists".into());

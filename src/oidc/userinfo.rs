@@ -23,6 +23,15 @@ pub async fn claims_for(
     if record.namespace != provider.namespace || record.provider != provider.name {
         return Err(OAuthError::InvalidToken("the access token was issued by another provider".into()));
     }
+    // The token lives only as long as its client is served by this provider: a client
+    // deleted, or removed from the provider's allowedClients, stops its tokens at once.
+    let served = dir
+        .namespace(&provider.namespace)
+        .and_then(|v| v.clients.get(&record.client_id))
+        .is_some_and(|c| provider.clients.contains(&c.name));
+    if !served {
+        return Err(OAuthError::InvalidToken("the client of the access token is no longer served".into()));
+    }
     let issuer = IssuedBy { id: &record.identity_id, key: &record.identity, uid: &record.identity_uid };
     let grant = (&issuer, &record.alias, record.scopes.as_slice());
     let gone = OAuthError::InvalidToken("the entity no longer exists".into());

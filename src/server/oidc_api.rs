@@ -81,16 +81,17 @@ pub fn params_of(
     body: &[u8],
     allow_json: bool,
 ) -> Result<std::collections::HashMap<String, String>, OAuthError> {
-    if *method != Method::POST {
-        return oidc::parse_params(query.as_bytes());
-    }
-    if is_form(headers) {
-        return oidc::parse_params(body);
-    }
-    if allow_json && is_json(headers) {
-        return json_params(body);
-    }
-    Err(OAuthError::InvalidRequest("the body must be application/x-www-form-urlencoded".into()))
+    let params = if *method != Method::POST {
+        oidc::parse_params(query.as_bytes())?
+    } else if is_form(headers) {
+        oidc::parse_params(body)?
+    } else if allow_json && is_json(headers) {
+        json_params(body)?
+    } else {
+        return Err(OAuthError::InvalidRequest("the body must be application/x-www-form-urlencoded".into()));
+    };
+    oidc::check_param_sizes(&params)?;
+    Ok(params)
 }
 
 /// A JSON object of strings (numbers are taken as their text) as parameters. As in a form

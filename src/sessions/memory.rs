@@ -285,7 +285,9 @@ mod tests {
         }
     }
 
-    const BINDING: CodeBinding<'static> = CodeBinding { namespace: "ns", provider: "p", client_id: "c" };
+    const NO_PKCE: &[String] = &[String::new()];
+    const BINDING: CodeBinding<'static> =
+        CodeBinding { namespace: "ns", provider: "p", client_id: "c", redirect_uri: "https://app/cb", pkce: NO_PKCE };
 
     fn info(code_hash: [u8; 32]) -> UserinfoRecord {
         UserinfoRecord {
@@ -325,10 +327,30 @@ mod tests {
             CodeBinding { client_id: "other", ..BINDING },
             CodeBinding { provider: "q", ..BINDING },
             CodeBinding { namespace: "b", ..BINDING },
+            CodeBinding { redirect_uri: "https://app/cb2", ..BINDING },
         ] {
             assert_eq!(s.redeem_code(&[1; 32], &other, 10), CodeRedemption::WrongBinding);
         }
         assert!(matches!(s.redeem_code(&[1; 32], &BINDING, 10), CodeRedemption::Fresh(_)), "still unspent");
+    }
+
+    /// A stolen public client's code sent with a wrong verifier (or none) neither spends it
+    /// nor revokes anything: its owner still redeems it (RFC 7636 §4.6 before RFC 6749 §4.1.2).
+    #[test]
+    fn a_wrong_code_verifier_leaves_the_code_unspent() {
+        let s = MemoryStore::default();
+        let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".to_owned();
+        s.insert_code([1; 32], CodeRecord { challenge: Some((true, challenge.clone())), ..code(300) }).unwrap();
+        let wrong = ["S256:x".to_owned(), format!("plain:{}", "a".repeat(43))];
+        let plain_of_challenge = [format!("plain:{challenge}")];
+        for pkce in [&wrong[..], NO_PKCE, &plain_of_challenge[..]] {
+            assert_eq!(s.redeem_code(&[1; 32], &CodeBinding { pkce, ..BINDING }, 10), CodeRedemption::WrongBinding);
+        }
+        let right = [format!("S256:{challenge}")];
+        assert!(matches!(
+            s.redeem_code(&[1; 32], &CodeBinding { pkce: &right, ..BINDING }, 10),
+            CodeRedemption::Fresh(_)
+        ));
     }
 
     #[test]

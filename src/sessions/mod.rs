@@ -155,20 +155,60 @@ impl UserinfoRecord {
     }
 }
 
-/// Whom a code was issued to: checked before the code is spent (RFC 6749 §4.1.3), so
-/// another client presenting it can neither spend it nor trigger the replay revocation.
+/// Whom a code was issued to, and the proof of the request it answers: checked before the
+/// code is spent (RFC 6749 §4.1.3, RFC 7636 §4.6), so a caller presenting it with another
+/// client, another `redirect_uri` or a wrong `code_verifier` (a stolen public client's code)
+/// can neither spend it nor trigger the replay revocation of its owner's tokens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CodeBinding<'a> {
     pub namespace: &'a str,
     pub provider: &'a str,
     pub client_id: &'a str,
+    pub redirect_uri: &'a str,
+    /// The PKCE bindings (see [`CodeRecord::pkce_binding`]) the presented `code_verifier`
+    /// answers: one per method, or the empty binding when no verifier was sent.
+    pub pkce: &'a [String],
+}
+
+impl CodeRecord {
+    /// The code's PKCE binding: `S256:<challenge>`, `plain:<challenge>`, or empty without
+    /// PKCE. A verifier answers it when its own binding for the same method is equal.
+    pub fn pkce_binding(&self) -> String {
+        match &self.challenge {
+            Some((true, challenge)) => format!("S256:{challenge}"),
+            Some((false, challenge)) => format!("plain:{challenge}"),
+            None => String::new(),
+        }
+    }
 }
 
 impl CodeBinding<'_> {
     /// Whether a code was issued under this binding.
     pub fn matches(&self, code: &CodeRecord) -> bool {
-        code.namespace == self.namespace && code.provider == self.provider && code.client_id == self.client_id
+        let pkce = code.pkce_binding();
+        code.namespace == self.namespace
+            && code.provider == self.provider
+            && code.client_id == self.client_id
+            && code.redirect_uri == self.redirect_uri
+            && self
+                .pkce
+                .iter()
+                .any(|p| aws_lc_rs::constant_time::verify_slices_are_equal(p.as_bytes(), pkce.as_bytes()).is_ok())
     }
+
+    /// The binding as one text, unambiguous whatever the fields hold (a JSON array): what a
+    /// shared store keeps beside the code and compares at redemption, once per PKCE answer.
+    pub fn texts(&self) -> Vec<String> {
+        self.pkce
+            .iter()
+            .map(|p| binding_text(self.namespace, self.provider, self.client_id, self.redirect_uri, p))
+            .collect()
+    }
+}
+
+/// The text a shared store compares a redemption's binding with.
+pub fn binding_text(namespace: &str, provider: &str, client_id: &str, redirect_uri: &str, pkce: &str) -> String {
+    serde_json::json!([namespace, provider, client_id, redirect_uri, pkce]).to_string()
 }
 
 /// What redeeming a code found.
@@ -182,8 +222,9 @@ pub enum CodeRedemption {
     Replayed {
         revoked: usize,
     },
-    /// The code exists but was issued to another client or by another provider; it is
-    /// left as it was.
+    /// The code exists but was issued to another client, by another provider, for another
+    /// `redirect_uri`, or the `code_verifier` does not answer its challenge; it is left as
+    /// it was.
     WrongBinding,
     Unknown,
 }

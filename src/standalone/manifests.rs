@@ -194,6 +194,10 @@ fn parse_object(value: &Value) -> Result<(Kind, ObjectKey, Object), Box<ParseFai
     let key = ObjectKey::new(namespace, name);
     let resource = format!("{kind} {key}");
     let identity = Some((kind, key.clone()));
+    // The CRD schema's size limits, which the API server applies on a cluster.
+    if let Err(e) = api::limits::check(kind, value.get("spec").unwrap_or(&Value::Null)) {
+        return Err(fail(Some(resource), Some(&e.field), e.message, identity, None));
+    }
     let typed = |value: &Value| -> Result<Object, (String, String)> {
         Ok(match kind {
             Kind::OidcKey => Object::Key(typed(value)?),
@@ -306,6 +310,27 @@ spec: {key: k1, redirectUris: ["https://app.example/cb"]}
             assert!(problems[0].field.as_deref().is_some_and(|f| f.starts_with("metadata.")), "{problems:?}");
             assert_eq!(inputs.clients.len(), 1, "the other objects load");
         }
+    }
+
+    /// The CRD schema's size limits hold without an API server: an identity mapping 33
+    /// claims is refused with its file, resource and field, and the rest loads.
+    #[test]
+    fn over_limit_specs_are_refused_naming_file_resource_and_field() {
+        let mappings: Vec<String> = (0..33).map(|i| format!("k{i}: email")).collect();
+        let text = format!(
+            "{GOOD}\n---\napiVersion: oidc-operator.dev/v1alpha1\nkind: IdentityOidcAuth\nmetadata: {{name: big}}\n\
+             spec: {{oidcDiscoveryUrl: https://i, boundIssuer: https://i, boundAudiences: a, claimMappings: {{{}}}}}\n",
+            mappings.join(", ")
+        );
+        let (inputs, problems, _) = load(&files(&text), &LastGood::new());
+        assert_eq!(inputs.identities.len(), 0, "the over-limit identity was loaded");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        let p = &problems[0];
+        assert_eq!(p.file, PathBuf::from("m.yaml"));
+        assert_eq!(p.resource.as_deref(), Some("IdentityOidcAuth default/big"));
+        assert_eq!(p.field.as_deref(), Some("spec.claimMappings"));
+        assert!(p.message.contains("at most 32"), "{}", p.message);
+        assert_eq!(inputs.keys.len(), 1, "the other objects load");
     }
 
     #[test]

@@ -190,11 +190,6 @@ fn grant_of(token_suffix: &str) -> Option<[u8; 32]> {
     bytes.try_into().ok()
 }
 
-fn binding_text(namespace: &str, provider: &str, client_id: &str) -> String {
-    // Names cannot hold NUL, so the joined text is unambiguous.
-    format!("{namespace}\0{provider}\0{client_id}")
-}
-
 fn int(v: &Value) -> Option<i64> {
     match v {
         Value::Int(i) => Some(*i),
@@ -501,7 +496,13 @@ impl RedisStore {
     }
 
     pub async fn insert_code(&self, hash: [u8; 32], record: CodeRecord) -> Result<(), StoreError> {
-        let binding = binding_text(&record.namespace, &record.provider, &record.client_id);
+        let binding = super::binding_text(
+            &record.namespace,
+            &record.provider,
+            &record.client_id,
+            &record.redirect_uri,
+            &record.pkce_binding(),
+        );
         let expires_at = record.expires_at;
         let json = serde_json::to_string(&record).map_err(|_| StoreError::Unavailable)?;
         let args = [json, binding, expires_at.to_string(), ms(expires_at)];
@@ -515,13 +516,12 @@ impl RedisStore {
         now: i64,
         userinfo: ([u8; 32], i64),
     ) -> Result<CodeRedemption, StoreError> {
-        let args = [
-            binding_text(binding.namespace, binding.provider, binding.client_id),
-            now.to_string(),
-            format!("u:{}", hex(&userinfo.0)),
-            userinfo.1.to_string(),
-            ms(userinfo.1),
-        ];
+        let mut texts = binding.texts().into_iter();
+        let first = texts.next().unwrap_or_default();
+        // The second PKCE answer (a verifier answers S256 or plain, whichever the code has).
+        let second = texts.next().unwrap_or_else(|| first.clone());
+        let args =
+            [first, now.to_string(), format!("u:{}", hex(&userinfo.0)), userinfo.1.to_string(), ms(userinfo.1), second];
         let reply: Vec<Value> =
             self.run_script("code_redeem", &self.scripts.grant_redeem, &self.key(hash, "grant"), &args).await?;
         match reply.first().and_then(int) {

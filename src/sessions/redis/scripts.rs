@@ -48,7 +48,9 @@ redis.call('PEXPIREAT', KEYS[1], ARGV[4])
 return 1";
 
 /// `KEYS[1]` = grant; `ARGV` = binding, now, userinfo field `u:<hash>`, its expiry (unix
-/// seconds), the same in unix ms. Returns `{0}` unknown (or expired: spent all the same),
+/// seconds), the same in unix ms, a second binding (the verifier's other PKCE answer). A
+/// binding names the client, the `redirect_uri` and the PKCE proof, so a redemption that
+/// fails any of them leaves the code unspent. Returns `{0}` unknown (or expired: spent all the same),
 /// `{1}` another client's code (left unspent), `{2, revoked}` a replay (its userinfo tokens
 /// deleted first, so even a store out of memory revokes them; then marked), or `{3, code}`
 /// the first redemption, which issues the userinfo token in the same step. The same exchange
@@ -57,7 +59,7 @@ return 1";
 pub(super) const GRANT_REDEEM: &str = r"
 local v = redis.call('HMGET', KEYS[1], 'b', 's', 'e', 'd')
 if not v[1] then return {0} end
-if v[1] ~= ARGV[1] then return {1} end
+if v[1] ~= ARGV[1] and v[1] ~= ARGV[6] then return {1} end
 if v[2] ~= '0' then
   if v[2] == '1' and redis.call('HEXISTS', KEYS[1], ARGV[3]) == 1 then return {3, v[4]} end
   local n = 0

@@ -1,0 +1,288 @@
+//! Size limits of everything a tenant writes into a spec: lists, maps and strings.
+//!
+//! Each limit is a constant here, put into the CRD schema (`maxItems`, `maxProperties`,
+//! `maxLength`, and a CEL rule for map keys, which a structural schema cannot bound
+//! otherwise), so the API server refuses an over-limit manifest at `kubectl apply`. The
+//! values are far above what a real user writes, and far below what would let one tenant's
+//! objects make a login, a record or a directory build expensive for everyone (issue 20).
+//!
+//! Standalone has no API server: [`check`] walks the same generated schema over a manifest's
+//! `spec`, so the limits cannot drift between the two shells. `docs/limits.md` lists them.
+
+use serde_json::Value;
+
+use super::validate::FieldError;
+
+/// Entries of a list of object names (clients, assignments, entities, groups, scopes).
+pub const MAX_NAMES: u64 = 1024;
+/// Length of one name in such a list (a DNS subdomain is at most 253).
+pub const MAX_NAME_LEN: u64 = 253;
+/// Redirect URIs of one client, and the length of each.
+pub const MAX_REDIRECT_URIS: u64 = 32;
+pub const MAX_URL_LEN: u64 = 2048;
+/// Scopes a provider supports, and groups of one identity.
+pub const MAX_SCOPES: u64 = 64;
+pub const MAX_GROUPS: u64 = 64;
+/// `boundClaims`: claims, the length of a claim name (a dotted path) and of its globs.
+pub const MAX_BOUND_CLAIMS: u64 = 32;
+pub const MAX_CLAIM_NAME_LEN: u64 = 256;
+pub const MAX_GLOBS_LEN: u64 = 4096;
+/// `boundSubject` and `boundAudiences`.
+pub const MAX_SUBJECT_LEN: u64 = 1024;
+pub const MAX_AUDIENCES_LEN: u64 = 4096;
+/// `claimMappings`: each login stores one value per mapping.
+pub const MAX_CLAIM_MAPPINGS: u64 = 32;
+pub const MAX_MAPPING_KEY_LEN: u64 = 128;
+/// `metadata` of an identity: read by templates into every ID token.
+pub const MAX_METADATA: u64 = 64;
+pub const MAX_METADATA_KEY_LEN: u64 = 128;
+pub const MAX_METADATA_VALUE_LEN: u64 = 512;
+/// Trusted address ranges of an identity's tokens.
+pub const MAX_TRUSTED_IPS: u64 = 64;
+/// A PEM CA bundle (`caCert`): room for a few dozen certificates.
+pub const MAX_CA_BUNDLE_LEN: u64 = 64 * 1024;
+/// A scope's claims template, and any description.
+pub const MAX_TEMPLATE_LEN: u64 = 16 * 1024;
+pub const MAX_DESCRIPTION_LEN: u64 = 1024;
+
+/// The CEL rule bounding a map's keys; [`check`] reads the bound back from it.
+fn key_rule(max: u64) -> String {
+    format!("self.all(k, size(k) <= {max})")
+}
+
+fn parse_key_rule(rule: &str) -> Option<u64> {
+    rule.strip_prefix("self.all(k, size(k) <= ")?.strip_suffix(')')?.parse().ok()
+}
+
+/// Bounds a string-to-string map: entries, key length (CEL), value length.
+fn map(schema: &mut schemars::Schema, entries: u64, key_len: u64, value_len: u64) {
+    schema.insert("maxProperties".into(), entries.into());
+    if let Some(values) = schema.get_mut("additionalProperties").and_then(Value::as_object_mut) {
+        values.insert("maxLength".into(), value_len.into());
+    }
+    let rule = serde_json::json!({
+        "rule": key_rule(key_len),
+        "message": format!("keys must be at most {key_len} characters"),
+    });
+    match schema.get_mut("x-kubernetes-validations").and_then(Value::as_array_mut) {
+        Some(rules) => rules.push(rule),
+        None => {
+            schema.insert("x-kubernetes-validations".into(), Value::Array(vec![rule]));
+        }
+    }
+}
+
+/// `boundClaims`: claim name -> globs.
+pub fn bound_claims(schema: &mut schemars::Schema) {
+    map(schema, MAX_BOUND_CLAIMS, MAX_CLAIM_NAME_LEN, MAX_GLOBS_LEN);
+}
+
+/// `claimMappings`: alias metadata key -> claim name.
+pub fn claim_mappings(schema: &mut schemars::Schema) {
+    map(schema, MAX_CLAIM_MAPPINGS, MAX_MAPPING_KEY_LEN, MAX_CLAIM_NAME_LEN);
+}
+
+/// An identity's `metadata`.
+pub fn metadata(schema: &mut schemars::Schema) {
+    map(schema, MAX_METADATA, MAX_METADATA_KEY_LEN, MAX_METADATA_VALUE_LEN);
+}
+
+/// The `spec` schema of a kind, as JSON, computed once.
+fn spec_schema(kind: super::Kind) -> &'static Value {
+    use std::sync::OnceLock;
+    static SCHEMAS: OnceLock<Vec<(super::Kind, Value)>> = OnceLock::new();
+    let all = SCHEMAS.get_or_init(|| {
+        super::Kind::ALL
+            .into_iter()
+            .map(|k| {
+                let crd = k.crd();
+                let schema = crd
+                    .spec
+                    .versions
+                    .first()
+                    .and_then(|v| v.schema.as_ref())
+                    .and_then(|s| s.open_api_v3_schema.as_ref())
+                    .and_then(|s| serde_json::to_value(s).ok())
+                    .and_then(|s| s.pointer("/properties/spec").cloned())
+                    .unwrap_or(Value::Null);
+                (k, schema)
+            })
+            .collect()
+    });
+    all.iter().find(|(k, _)| *k == kind).map(|(_, s)| s).unwrap_or(&Value::Null)
+}
+
+/// Checks a manifest's `spec` against the size limits of its kind's CRD schema, naming the
+/// first field over a limit as the API server would (`spec.claimMappings: must have at most
+/// 32 entries`).
+pub fn check(kind: super::Kind, spec: &Value) -> Result<(), FieldError> {
+    walk(spec_schema(kind), spec, "spec")
+}
+
+fn too_many(path: &str, what: &str, max: u64, got: usize) -> FieldError {
+    FieldError { field: path.to_owned(), message: format!("must have at most {max} {what} (has {got})") }
+}
+
+fn walk(schema: &Value, value: &Value, path: &str) -> Result<(), FieldError> {
+    let bound = |name: &str| schema.get(name).and_then(Value::as_u64);
+    match value {
+        Value::String(s) => {
+            // The API server counts characters, not bytes.
+            if let Some(max) = bound("maxLength") {
+                let n = s.chars().count();
+                if n as u64 > max {
+                    return Err(too_many(path, "characters", max, n));
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(max) = bound("maxItems")
+                && items.len() as u64 > max
+            {
+                return Err(too_many(path, "items", max, items.len()));
+            }
+            if let Some(min) = bound("minItems")
+                && (items.len() as u64) < min
+            {
+                return Err(FieldError { field: path.to_owned(), message: format!("must have at least {min} items") });
+            }
+            if let Some(item_schema) = schema.get("items") {
+                for (i, item) in items.iter().enumerate() {
+                    walk(item_schema, item, &format!("{path}[{i}]"))?;
+                }
+            }
+        }
+        Value::Object(members) => {
+            if let Some(max) = bound("maxProperties")
+                && members.len() as u64 > max
+            {
+                return Err(too_many(path, "entries", max, members.len()));
+            }
+            let key_max = schema
+                .get("x-kubernetes-validations")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r.get("rule").and_then(Value::as_str).and_then(parse_key_rule))
+                .min();
+            for (key, member) in members {
+                if let Some(max) = key_max
+                    && key.chars().count() as u64 > max
+                {
+                    return Err(FieldError {
+                        field: path.to_owned(),
+                        message: format!("keys must be at most {max} characters ({})", crate::login::clip(key)),
+                    });
+                }
+                let member_schema =
+                    schema.pointer(&format!("/properties/{}", key.replace('~', "~0").replace('/', "~1")));
+                let member_schema = member_schema.or_else(|| schema.get("additionalProperties"));
+                if let Some(member_schema) = member_schema {
+                    walk(member_schema, member, &format!("{path}.{key}"))?;
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Kind;
+    use serde_json::json;
+
+    #[test]
+    fn the_schema_carries_every_limit() {
+        let identity = spec_schema(Kind::IdentityOidcAuth);
+        assert_eq!(identity.pointer("/properties/claimMappings/maxProperties"), Some(&json!(MAX_CLAIM_MAPPINGS)));
+        assert_eq!(
+            identity.pointer("/properties/claimMappings/additionalProperties/maxLength"),
+            Some(&json!(MAX_CLAIM_NAME_LEN))
+        );
+        assert_eq!(
+            identity.pointer("/properties/claimMappings/x-kubernetes-validations/0/rule"),
+            Some(&json!(key_rule(MAX_MAPPING_KEY_LEN)))
+        );
+        assert_eq!(identity.pointer("/properties/groups/maxItems"), Some(&json!(MAX_GROUPS)));
+        assert_eq!(identity.pointer("/properties/groups/items/maxLength"), Some(&json!(MAX_NAME_LEN)));
+        assert_eq!(identity.pointer("/properties/caCert/maxLength"), Some(&json!(MAX_CA_BUNDLE_LEN)));
+        let client = spec_schema(Kind::OidcClient);
+        assert_eq!(client.pointer("/properties/redirectUris/maxItems"), Some(&json!(MAX_REDIRECT_URIS)));
+        assert_eq!(client.pointer("/properties/redirectUris/items/maxLength"), Some(&json!(MAX_URL_LEN)));
+        let scope = spec_schema(Kind::OidcScope);
+        assert_eq!(scope.pointer("/properties/template/maxLength"), Some(&json!(MAX_TEMPLATE_LEN)));
+    }
+
+    /// Every string, list and map a tenant writes has a bound in the schema.
+    #[test]
+    fn no_unbounded_field_is_left() {
+        fn unbounded(schema: &Value, path: &str, out: &mut Vec<String>) {
+            match schema.get("type").and_then(Value::as_str) {
+                // int-or-string durations are bounded by their own parsing.
+                Some("string")
+                    if schema.get("maxLength").is_none()
+                        && schema.get("enum").is_none()
+                        && schema.get("x-kubernetes-int-or-string").is_none() =>
+                {
+                    out.push(path.to_owned());
+                }
+                Some("array") => {
+                    if schema.get("maxItems").is_none() {
+                        out.push(path.to_owned());
+                    }
+                    if let Some(items) = schema.get("items") {
+                        unbounded(items, &format!("{path}[]"), out);
+                    }
+                }
+                Some("object") => {
+                    if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+                        for (k, v) in props {
+                            unbounded(v, &format!("{path}.{k}"), out);
+                        }
+                    }
+                    if let Some(values) = schema.get("additionalProperties").filter(|v| v.is_object()) {
+                        if schema.get("maxProperties").is_none() {
+                            out.push(path.to_owned());
+                        }
+                        unbounded(values, &format!("{path}{{}}"), out);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut out = Vec::new();
+        for kind in Kind::ALL {
+            unbounded(spec_schema(kind), &format!("{kind}.spec"), &mut out);
+        }
+        assert!(out.is_empty(), "fields without a size limit: {out:?}");
+    }
+
+    #[test]
+    fn standalone_refuses_what_the_api_server_would_naming_the_field() {
+        let mappings: serde_json::Map<String, Value> =
+            (0..=MAX_CLAIM_MAPPINGS).map(|i| (format!("k{i}"), json!("email"))).collect();
+        let spec = json!({"oidcDiscoveryUrl": "https://i", "boundIssuer": "https://i", "claimMappings": mappings});
+        let e = check(Kind::IdentityOidcAuth, &spec).unwrap_err();
+        assert_eq!(e.field, "spec.claimMappings");
+        assert!(e.message.contains("at most 32 entries"), "{e}");
+        let spec =
+            json!({"oidcDiscoveryUrl": "https://i", "boundIssuer": "https://i", "metadata": {"k": "v".repeat(513)}});
+        assert_eq!(check(Kind::IdentityOidcAuth, &spec).unwrap_err().field, "spec.metadata.k");
+        let spec =
+            json!({"oidcDiscoveryUrl": "https://i", "boundIssuer": "https://i", "metadata": {"k".repeat(129): "v"}});
+        assert_eq!(check(Kind::IdentityOidcAuth, &spec).unwrap_err().field, "spec.metadata");
+        let uris: Vec<String> = (0..=MAX_REDIRECT_URIS).map(|i| format!("https://a/{i}")).collect();
+        let e = check(Kind::OidcClient, &json!({"redirectUris": uris})).unwrap_err();
+        assert_eq!(e.field, "spec.redirectUris");
+        let e =
+            check(Kind::OidcClient, &json!({"redirectUris": [format!("https://a/{}", "x".repeat(2048))]})).unwrap_err();
+        assert_eq!(e.field, "spec.redirectUris[0]");
+        let e = check(Kind::OidcProvider, &json!({"pkceMethods": []})).unwrap_err();
+        assert_eq!(e.field, "spec.pkceMethods");
+        let fine =
+            json!({"oidcDiscoveryUrl": "https://i", "boundIssuer": "https://i", "claimMappings": {"e": "email"}});
+        assert_eq!(check(Kind::IdentityOidcAuth, &fine), Ok(()));
+    }
+}
