@@ -784,7 +784,11 @@ async fn a_store_at_its_maxmemory_refuses_new_records_and_loses_none() {
     for record in ["access_token", "userinfo"] {
         let line = metrics
             .lines()
-            .find(|l| l.starts_with(&format!("oidc_operator_session_store_refusals_total{{record=\"{record}\"}}")))
+            .find(|l| {
+                l.starts_with(&format!(
+                    "oidc_operator_session_store_refusals_total{{record=\"{record}\",reason=\"maxmemory\"}}"
+                ))
+            })
             .unwrap_or_else(|| panic!("no refusals of {record} counted:\n{metrics}"));
         assert!(!line.ends_with(" 0"), "{line}");
     }

@@ -250,7 +250,16 @@ async fn the_session_store_has_a_ceiling_and_is_purged_in_the_background() {
     let issuer = ExternalIssuer::start(tmp.path()).await;
     let short = "  accessTokenTTL: 1\n  accessTokenMaxTTL: 1\n";
     write_manifest(&m, "id.yaml", &identity_in("victim", "runner", VICTIM_ID, &issuer, "oidc-operator", short));
-    let args = ["--allow-insecure-issuers", "--max-session-records", "3", "--session-purge-interval", "1"];
+    // One namespace may hold the whole ceiling here: this test is about the ceiling itself.
+    let args = [
+        "--allow-insecure-issuers",
+        "--max-session-records",
+        "3",
+        "--max-session-namespace-percent",
+        "100",
+        "--session-purge-interval",
+        "1",
+    ];
     let server = Server::start(&m, &state, &args).await;
     assert!(row(&server, "victim", "IdentityOidcAuth", "runner", "True").await.is_some(), "{}", server.output());
     let jwt = issuer.mint("ES256", json!({}), None).await;
@@ -278,7 +287,10 @@ async fn the_session_store_has_a_ceiling_and_is_purged_in_the_background() {
     let metrics =
         server.client().get(format!("{}/metrics", server.metrics)).send().await.unwrap().text().await.unwrap();
     assert!(
-        metrics.lines().any(|l| l.starts_with("oidc_operator_session_store_refusals_total{record=\"access_token\"}")),
+        metrics
+            .lines()
+            .any(|l| l
+                .starts_with("oidc_operator_session_store_refusals_total{record=\"access_token\",reason=\"records\"}")),
         "{metrics}"
     );
     // The tokens live one second; the purge runs every second: logins resume.
@@ -330,4 +342,86 @@ async fn the_ring_of_a_deleted_key_is_deleted_after_its_verification_window() {
         marked.elapsed()
     );
     assert!(ring("kept").is_some_and(|r| !r.contains("orphanedAt")), "a key still declared keeps its ring");
+}
+
+/// Issue 20, item 2: one namespace at its share of the session store is refused alone (503,
+/// counted with reason="namespace_quota", no tenant name in any label) while another
+/// namespace keeps logging in; removing the greedy identity frees its records within a
+/// purge interval. Item 1: a login whose mapped claims would make a large record is
+/// refused with its own error, and nothing is stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_at_its_session_quota_is_refused_alone_and_its_deleted_identity_frees_its_records() {
+    const GREEDY_ID: &str = "9eed0000-0000-4000-8000-00000000000b";
+    const WIDE_ID: &str = "9eed0000-0000-4000-8000-00000000000c";
+    let tmp = tempfile::tempdir().unwrap();
+    let (m, state) = (tmp.path().join("m"), tmp.path().join("state"));
+    std::fs::create_dir(&m).unwrap();
+    let issuer = ExternalIssuer::start(tmp.path()).await;
+    write_manifest(&m, "victim.yaml", &identity_in("victim", "runner", VICTIM_ID, &issuer, "oidc-operator", ""));
+    write_manifest(&m, "greedy.yaml", &identity_in("greedy", "runner", GREEDY_ID, &issuer, "oidc-operator", ""));
+    let mappings: String = (0..32).map(|i| format!("    m{i}: big\n")).collect();
+    let wide =
+        identity_in("greedy", "wide", WIDE_ID, &issuer, "oidc-operator", &format!("  claimMappings:\n{mappings}"));
+    write_manifest(&m, "wide.yaml", &wide);
+    // 100 records in all, 10 per namespace.
+    let args = [
+        "--allow-insecure-issuers",
+        "--max-session-records",
+        "100",
+        "--max-session-namespace-percent",
+        "10",
+        "--session-purge-interval",
+        "1",
+    ];
+    let server = Server::start(&m, &state, &args).await;
+    for (ns, name) in [("victim", "runner"), ("greedy", "runner"), ("greedy", "wide")] {
+        assert!(row(&server, ns, "IdentityOidcAuth", name, "True").await.is_some(), "{}", server.output());
+    }
+    let jwt = issuer.mint("ES256", json!({"big": "b".repeat(300)}), None).await;
+    let login = |id: &'static str| {
+        let (server, jwt) = (&server, jwt.clone());
+        async move {
+            let resp = server
+                .client()
+                .post(format!("{}/api/v1/auth/oidc-auth/login", server.api))
+                .json(&json!({"identityId": id, "jwt": jwt}))
+                .send()
+                .await
+                .unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+        }
+    };
+    // 32 copies of a 300-byte claim: refused with its own error, nothing stored.
+    let (status, body) = login(WIDE_ID).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("claims_too_large")), "{body}");
+
+    for i in 0..10 {
+        let (status, body) = login(GREEDY_ID).await;
+        assert_eq!(status, 200, "login {i} within the share: {body}");
+    }
+    let (status, body) = login(GREEDY_ID).await;
+    assert_eq!((status, body["error"].as_str()), (503, Some("temporarily_unavailable")), "{body}");
+    let (status, body) = login(VICTIM_ID).await;
+    assert_eq!(status, 200, "another namespace still logs in: {body}");
+    let metrics_url = format!("{}/metrics", server.metrics);
+    let metrics = server.client().get(&metrics_url).send().await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.lines().any(|l| l.starts_with(
+            "oidc_operator_session_store_refusals_total{record=\"access_token\",reason=\"namespace_quota\"}"
+        )),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("greedy"), "a tenant's name in a metric label:\n{metrics}");
+
+    // Removing the greedy identity frees its ten records at the next purge.
+    std::fs::remove_file(m.join("greedy.yaml")).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = server.client().get(&metrics_url).send().await.unwrap().text().await.unwrap();
+        if metrics.lines().any(|l| l == "oidc_operator_session_store_records 1") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the deleted identity's records stayed:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -54,9 +54,13 @@ pub enum LoginError {
     IssuedInFuture,
     #[error("the caller's address is not in accessTokenTrustedIps")]
     IpNotAllowed,
-    /// The session store refused the new token (full); retry later.
+    /// The claims `claimMappings` picks from this JWT make a larger record than is kept.
+    #[error("the claims the identity's claimMappings pick from this JWT are too large to keep")]
+    ClaimsTooLarge,
+    /// The session store refused the new token (full, or the tenant at its quota: the
+    /// reason is [`crate::sessions::StoreError::reason`]); retry later.
     #[error("the server cannot issue access tokens right now; retry later")]
-    TemporarilyUnavailable,
+    TemporarilyUnavailable(&'static str),
     /// A shared session store could not answer; retry later.
     #[error("the session store is unavailable; retry later")]
     StoreUnavailable,
@@ -69,7 +73,8 @@ impl LoginError {
     pub fn status(&self) -> u16 {
         match self {
             Self::IpNotAllowed => 403,
-            Self::IssuerUnavailable | Self::TemporarilyUnavailable | Self::StoreUnavailable => 503,
+            Self::ClaimsTooLarge => 400,
+            Self::IssuerUnavailable | Self::TemporarilyUnavailable(_) | Self::StoreUnavailable => 503,
             Self::Internal => 500,
             _ => 401,
         }
@@ -83,7 +88,7 @@ impl LoginError {
             Self::TooLarge => "jwt_too_large",
             Self::AlgorithmNotAllowed(_) => "algorithm_not_allowed",
             Self::IssuerUnavailable => "issuer_unavailable",
-            Self::TemporarilyUnavailable | Self::StoreUnavailable => "temporarily_unavailable",
+            Self::TemporarilyUnavailable(_) | Self::StoreUnavailable => "temporarily_unavailable",
             Self::CriticalHeader => "unsupported_crit",
             Self::Internal => "internal_error",
             Self::UnknownKid => "unknown_kid",
@@ -97,6 +102,7 @@ impl LoginError {
             Self::NotYetValid => "token_not_yet_valid",
             Self::IssuedInFuture => "token_issued_in_future",
             Self::IpNotAllowed => "ip_not_allowed",
+            Self::ClaimsTooLarge => "claims_too_large",
         }
     }
 }

@@ -97,7 +97,8 @@ pub async fn login(
         tracing::warn!(record = RecordKind::AccessToken.label(), error = %e, "session store refused a record");
         match e {
             crate::sessions::StoreError::Unavailable => LoginError::StoreUnavailable,
-            _ => LoginError::TemporarilyUnavailable,
+            crate::sessions::StoreError::RecordTooLarge { .. } => LoginError::ClaimsTooLarge,
+            other => LoginError::TemporarilyUnavailable(other.reason()),
         }
     })?;
     Ok(LoginResponse { access_token: token, expires_in, access_token_max_ttl: limits.max_ttl, token_type: "Bearer" })

@@ -50,6 +50,10 @@ pub enum OAuthError {
     /// or unreachable); the caller may retry.
     #[error("temporarily_unavailable")]
     TemporarilyUnavailable(String),
+    /// The session store refused to keep a record (a ceiling, or the tenant's quota):
+    /// `temporarily_unavailable` on the wire, counted by kind and reason.
+    #[error("temporarily_unavailable")]
+    StoreRefused { kind: crate::sessions::RecordKind, reason: &'static str, description: String },
 }
 
 impl OAuthError {
@@ -70,7 +74,8 @@ impl OAuthError {
             | Self::NoToken(d)
             | Self::NotFound(d)
             | Self::ServerError(d)
-            | Self::TemporarilyUnavailable(d) => d,
+            | Self::TemporarilyUnavailable(d)
+            | Self::StoreRefused { description: d, .. } => d,
             Self::MethodNotAllowed(allow) => allow,
         }
     }
@@ -82,7 +87,7 @@ impl OAuthError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::ServerError(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::TemporarilyUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TemporarilyUnavailable(_) | Self::StoreRefused { .. } => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -90,7 +95,7 @@ impl OAuthError {
     /// A store refusal as the protocol reports it (logged once here, with the record kind).
     pub fn store(kind: crate::sessions::RecordKind, e: crate::sessions::StoreError) -> Self {
         tracing::warn!(record = kind.label(), error = %e, "session store refused a record");
-        Self::TemporarilyUnavailable(e.to_string())
+        Self::StoreRefused { kind, reason: e.reason(), description: e.to_string() }
     }
 
     /// A shared session store that could not answer: 503, nothing issued or accepted.
@@ -99,9 +104,13 @@ impl OAuthError {
         Self::TemporarilyUnavailable(STORE_UNAVAILABLE.into())
     }
 
-    /// Whether this is the store's ceiling refusing a record (not the store being away).
-    pub fn is_store_full(&self) -> bool {
-        matches!(self, Self::TemporarilyUnavailable(d) if d != STORE_UNAVAILABLE)
+    /// The record kind and reason when this is the store refusing a record (a ceiling or a
+    /// tenant's quota, not the store being away): what the refusal metric counts.
+    pub fn store_refusal(&self) -> Option<(crate::sessions::RecordKind, &'static str)> {
+        match self {
+            Self::StoreRefused { kind, reason, .. } => Some((*kind, reason)),
+            _ => None,
+        }
     }
 
     /// The JSON error response, with `WWW-Authenticate` where the RFCs ask for it.

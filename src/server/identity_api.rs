@@ -90,8 +90,8 @@ pub async fn login(state: &AppState, headers: &HeaderMap, body: &[u8], peer: IpA
         }
         Err(e) => {
             state.metrics.login(e.code());
-            if e == login::LoginError::TemporarilyUnavailable {
-                state.metrics.store_refused(crate::sessions::RecordKind::AccessToken);
+            if let login::LoginError::TemporarilyUnavailable(reason) = e {
+                state.metrics.store_refused(crate::sessions::RecordKind::AccessToken, reason);
             }
             // The identityId is the caller's to choose (up to the body limit): cut it.
             tracing::info!(identity_id = %login::clip(identity_id), check = e.code(), "login refused");

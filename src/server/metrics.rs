@@ -37,8 +37,9 @@ pub struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RecordLabels {
+pub struct RefusalLabels {
     pub record: &'static str,
+    pub reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -85,7 +86,7 @@ pub struct Metrics {
     pub rotations: Counter,
     pub snapshot_builds: Counter,
     /// Records the session store refused (its ceiling), by record kind.
-    pub store_refusals: Family<RecordLabels, Counter>,
+    pub store_refusals: Family<RefusalLabels, Counter>,
     /// Records dropped by the background purge (expired or spent).
     pub store_purged: Counter,
     /// Live records in the session store at the last purge.
@@ -156,12 +157,12 @@ impl Default for Metrics {
         registry.register("objects", "Declared objects, by kind and readiness", objects.clone());
         registry.register("key_rotations", "Key ring changes (creations, rotations, prunes)", rotations.clone());
         registry.register("snapshot_builds", "Directory snapshots built", snapshot_builds.clone());
-        let store_refusals = Family::<RecordLabels, Counter>::default();
+        let store_refusals = Family::<RefusalLabels, Counter>::default();
         let store_purged = Counter::default();
         let store_records = Gauge::default();
         registry.register(
             "session_store_refusals",
-            "Records the session store refused at its ceiling (--max-session-records), by kind",
+            "Records the session store refused, by kind and reason (records, bytes, namespace_quota, identity_quota, record_too_large, maxmemory)",
             store_refusals.clone(),
         );
         registry.register("session_store_purged", "Expired or spent session records purged", store_purged.clone());
@@ -237,9 +238,10 @@ impl Metrics {
         self.snapshot_built_at_ms.store(at_ms, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Counts one record the session store refused.
-    pub fn store_refused(&self, kind: crate::sessions::RecordKind) {
-        self.store_refusals.get_or_create(&RecordLabels { record: kind.label() }).inc();
+    /// Counts one record the session store refused, and why (`StoreError::reason`: a
+    /// ceiling, a namespace's or identity's quota; never the tenant's name).
+    pub fn store_refused(&self, kind: crate::sessions::RecordKind, reason: &'static str) {
+        self.store_refusals.get_or_create(&RefusalLabels { record: kind.label(), reason }).inc();
     }
 
     /// Counts a connection refused or closed by the server.

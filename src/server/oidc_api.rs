@@ -195,7 +195,7 @@ async fn issue_code(
         Ok(()) => {}
         Err(e @ crate::sessions::StoreError::Unavailable) => return Err(OAuthError::unavailable(&e)),
         Err(e) => {
-            state.metrics.store_refused(RecordKind::Code);
+            state.metrics.store_refused(RecordKind::Code, e.reason());
             return Err(OAuthError::store(RecordKind::Code, e));
         }
     }
@@ -219,8 +219,8 @@ async fn token(
     let client = oidc::token::authenticate_client(dir, provider, &auth)?;
     let response =
         oidc::token::exchange(dir, provider, client, &params, &state.tokens, unix_now()).await.inspect_err(|e| {
-            if e.is_store_full() {
-                state.metrics.store_refused(RecordKind::Userinfo);
+            if let Some((kind, reason)) = e.store_refusal() {
+                state.metrics.store_refused(kind, reason);
             }
         })?;
     Ok(json_response(StatusCode::OK, serde_json::to_string(&response).unwrap_or_default()))

@@ -59,6 +59,17 @@ pub struct ServeArgs {
     /// together); past it logins and authorizations answer 503 temporarily_unavailable.
     #[arg(long, default_value_t = crate::sessions::DEFAULT_MAX_RECORDS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_session_records: usize,
+    /// Ceiling of live session records in bytes (their text plus a fixed overhead each, see
+    /// docs/limits.md); past it as past --max-session-records.
+    #[arg(long, default_value_t = crate::sessions::quota::DEFAULT_MAX_BYTES, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(65536..))]
+    pub max_session_bytes: usize,
+    /// Share of both ceilings one namespace may hold, in percent: a namespace at its share
+    /// gets 503 temporarily_unavailable for its own logins and codes, alone.
+    #[arg(long, default_value_t = crate::sessions::quota::DEFAULT_NAMESPACE_PERCENT, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub max_session_namespace_percent: u8,
+    /// Live session records one identity may hold (its tokens, codes and userinfo tokens).
+    #[arg(long, default_value_t = crate::sessions::quota::DEFAULT_MAX_RECORDS_PER_IDENTITY, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_session_records_per_identity: usize,
     /// Seconds between two purges of expired and spent session records.
     #[arg(long, default_value_t = super::purge::DEFAULT_INTERVAL, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub session_purge_interval: u64,
@@ -66,6 +77,18 @@ pub struct ServeArgs {
     pub store: StoreArgs,
     #[command(flatten)]
     pub limits: LimitArgs,
+}
+
+impl ServeArgs {
+    /// The session store's ceilings and tenant shares.
+    pub fn quotas(&self) -> crate::sessions::Quotas {
+        crate::sessions::Quotas::new(
+            self.max_session_records,
+            self.max_session_bytes,
+            self.max_session_namespace_percent,
+            self.max_session_records_per_identity,
+        )
+    }
 }
 
 /// Where codes and tokens live: one replica's memory, or a shared Redis (or Valkey).
@@ -123,7 +146,7 @@ pub enum StartError {
 /// The session store the flags ask for; a shared one is health-checked every second.
 fn session_store(args: &ServeArgs, metrics: &Arc<Metrics>) -> Result<SessionStore, StartError> {
     let store = &args.store;
-    let Some(url) = &store.session_store else { return Ok(SessionStore::memory(args.max_session_records)) };
+    let Some(url) = &store.session_store else { return Ok(SessionStore::memory_with(args.quotas())) };
     let password = secret(
         "--session-store-password-file",
         store.session_store_password_file.as_ref(),

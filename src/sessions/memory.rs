@@ -2,11 +2,11 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
+use super::quota::{Charge, Ledger, Quotas, Usage};
 use super::{
-    CodeBinding, CodeRecord, CodeRedemption, DEFAULT_MAX_RECORDS, StoreError, TokenError, TokenLimits, TokenRecord,
-    TokenStore, UserinfoRecord,
+    CodeBinding, CodeRecord, CodeRedemption, StoreError, TokenError, TokenLimits, TokenRecord, TokenStore,
+    UserinfoRecord,
 };
 use crate::api::ObjectKey;
 
@@ -21,19 +21,19 @@ enum CodeState {
 
 /// Tokens in maps behind one lock each (each operation is a few hash-map steps). Codes and
 /// userinfo tokens are locked in that order when both are needed, so a replay and a
-/// concurrent first redemption cannot interleave.
+/// concurrent first redemption cannot interleave; the ledger is always locked last.
 pub struct MemoryStore {
     tokens: Mutex<HashMap<[u8; 32], TokenRecord>>,
     codes: Mutex<HashMap<[u8; 32], (CodeRecord, CodeState)>>,
     userinfo: Mutex<HashMap<[u8; 32], UserinfoRecord>>,
-    /// Records of every kind, against `max_records`.
-    live: AtomicUsize,
-    max_records: usize,
+    /// Live records and bytes, in all and per tenant, against `quotas`.
+    ledger: Mutex<Ledger>,
+    quotas: Quotas,
 }
 
 impl Default for MemoryStore {
     fn default() -> Self {
-        Self::with_limit(DEFAULT_MAX_RECORDS)
+        Self::with_quotas(Quotas::default())
     }
 }
 
@@ -45,15 +45,46 @@ fn locked<T, R>(m: &Mutex<T>, f: impl FnOnce(&mut T) -> R) -> R {
     f(&mut guard)
 }
 
+/// A record the store keeps, and what it is charged.
+trait Charged {
+    fn charged(&self) -> Charge<'_>;
+}
+
+impl Charged for TokenRecord {
+    fn charged(&self) -> Charge<'_> {
+        self.charge()
+    }
+}
+
+impl Charged for (CodeRecord, CodeState) {
+    fn charged(&self) -> Charge<'_> {
+        self.0.charge()
+    }
+}
+
+impl Charged for UserinfoRecord {
+    fn charged(&self) -> Charge<'_> {
+        self.charge()
+    }
+}
+
 impl MemoryStore {
-    /// A store that keeps at most `max_records` live records.
+    /// A store that keeps at most `max_records` live records, with no tenant shares (tests
+    /// and benches of the ceiling alone).
     pub fn with_limit(max_records: usize) -> Self {
+        let quotas =
+            Quotas { max_records, namespace_records: usize::MAX, identity_records: usize::MAX, ..Quotas::default() };
+        Self::with_quotas(Quotas { namespace_bytes: quotas.max_bytes, ..quotas })
+    }
+
+    /// A store under `quotas`.
+    pub fn with_quotas(quotas: Quotas) -> Self {
         Self {
             tokens: Mutex::default(),
             codes: Mutex::default(),
             userinfo: Mutex::default(),
-            live: AtomicUsize::new(0),
-            max_records,
+            ledger: Mutex::default(),
+            quotas,
         }
     }
 
@@ -61,27 +92,49 @@ impl MemoryStore {
         locked(&self.tokens, f)
     }
 
-    /// Takes one slot of the ceiling, or refuses.
-    fn reserve(&self) -> Result<(), StoreError> {
-        self.live
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max_records).then_some(n + 1))
-            .map(|_| ())
-            .map_err(|_| StoreError::Full { limit: self.max_records })
-    }
-
-    fn release(&self, n: usize) {
-        if n > 0 {
-            self.live.fetch_sub(n, Ordering::AcqRel);
-        }
-    }
-
-    /// Inserts into `map` under its lock, keeping the count of live records exact.
-    fn insert_into<V>(&self, map: &mut HashMap<[u8; 32], V>, hash: [u8; 32], value: V) -> Result<(), StoreError> {
-        self.reserve()?;
-        if map.insert(hash, value).is_some() {
-            self.release(1);
+    /// Inserts into `map` under its lock, charging the ledger (or refusing).
+    fn insert_into<V: Charged>(
+        &self,
+        map: &mut HashMap<[u8; 32], V>,
+        hash: [u8; 32],
+        value: V,
+    ) -> Result<(), StoreError> {
+        locked(&self.ledger, |l| l.reserve(&self.quotas, &value.charged()))?;
+        if let Some(old) = map.insert(hash, value) {
+            self.release(&old);
         }
         Ok(())
+    }
+
+    fn release<V: Charged>(&self, value: &V) {
+        locked(&self.ledger, |l| l.release(&value.charged()));
+    }
+
+    /// Removes the entries `keep` refuses, giving back their charges; how many. A map left
+    /// mostly empty gives its memory back (a retain alone keeps the table at its peak size).
+    fn retain<V: Charged>(&self, map: &mut HashMap<[u8; 32], V>, mut keep: impl FnMut(&V) -> bool) -> usize {
+        let before = map.len();
+        map.retain(|_, v| {
+            let kept = keep(v);
+            if !kept {
+                self.release(v);
+            }
+            kept
+        });
+        if map.capacity() > 64 && map.len() < map.capacity() / 4 {
+            map.shrink_to(map.len() * 2);
+        }
+        before - map.len()
+    }
+
+    /// Live usage in all.
+    pub fn usage(&self) -> Usage {
+        locked(&self.ledger, |l| l.total())
+    }
+
+    /// Live usage of one namespace.
+    pub fn namespace_usage(&self, namespace: &str) -> Usage {
+        locked(&self.ledger, |l| l.namespace(namespace))
     }
 }
 
@@ -93,17 +146,6 @@ fn check(record: &TokenRecord, limits: &TokenLimits, now: i64) -> Result<(), Tok
         return Err(TokenError::UsesExhausted);
     }
     Ok(())
-}
-
-/// Removes the entries `keep` refuses; how many. A map left mostly empty gives its memory
-/// back (a retain alone keeps the table at its peak size).
-fn retain_counted<V>(map: &mut HashMap<[u8; 32], V>, keep: impl FnMut(&[u8; 32], &mut V) -> bool) -> usize {
-    let before = map.len();
-    map.retain(keep);
-    if map.capacity() > 64 && map.len() < map.capacity() / 4 {
-        map.shrink_to(map.len() * 2);
-    }
-    before - map.len()
 }
 
 impl TokenStore for MemoryStore {
@@ -140,26 +182,24 @@ impl TokenStore for MemoryStore {
     }
 
     fn revoke(&self, hash: &[u8; 32]) -> bool {
-        let removed = self.with(|m| m.remove(hash).is_some());
-        self.release(usize::from(removed));
-        removed
+        self.with(|m| match m.remove(hash) {
+            Some(old) => {
+                self.release(&old);
+                true
+            }
+            None => false,
+        })
     }
 
     fn revoke_identity(&self, identity: &ObjectKey, keep_identity_id: Option<&str>) -> usize {
-        let n = self.with(|m| {
-            retain_counted(m, |_, r| &r.identity != identity || Some(r.identity_id.as_str()) == keep_identity_id)
-        });
-        self.release(n);
-        n
+        self.with(|m| self.retain(m, |r| &r.identity != identity || Some(r.identity_id.as_str()) == keep_identity_id))
     }
 
-    fn purge(&self, now: i64, limits_of: &dyn Fn(&TokenRecord) -> Option<TokenLimits>) -> usize {
-        let codes = locked(&self.codes, |m| retain_counted(m, |_, (c, _)| now < c.expires_at));
-        let userinfo = locked(&self.userinfo, |m| retain_counted(m, |_, u| now < u.expires_at));
-        let tokens = self.with(|m| retain_counted(m, |_, r| limits_of(r).is_some_and(|l| check(r, &l, now).is_ok())));
-        let n = codes + userinfo + tokens;
-        self.release(n);
-        n
+    fn purge(&self, now: i64, live: &dyn super::Liveness) -> usize {
+        let codes = locked(&self.codes, |m| self.retain(m, |(c, _)| now < c.expires_at && live.code_alive(c)));
+        let userinfo = locked(&self.userinfo, |m| self.retain(m, |u| now < u.expires_at && live.userinfo_alive(u)));
+        let tokens = self.with(|m| self.retain(m, |r| live.token_limits(r).is_some_and(|l| check(r, &l, now).is_ok())));
+        codes + userinfo + tokens
     }
 
     fn insert_code(&self, hash: [u8; 32], record: CodeRecord) -> Result<(), StoreError> {
@@ -174,8 +214,7 @@ impl TokenStore for MemoryStore {
                 *state = CodeState::Replayed;
                 // Still under the codes lock: a first redemption storing its token now waits,
                 // then sees the replay and refuses.
-                let revoked = locked(&self.userinfo, |u| retain_counted(u, |_, t| &t.code_hash != hash));
-                self.release(revoked);
+                let revoked = locked(&self.userinfo, |u| self.retain(u, |t| &t.code_hash != hash));
                 CodeRedemption::Replayed { revoked }
             }
             Some((record, state)) => {
@@ -207,7 +246,7 @@ impl TokenStore for MemoryStore {
     }
 
     fn records(&self) -> usize {
-        self.live.load(Ordering::Acquire)
+        self.usage().records
     }
 }
 
@@ -282,6 +321,22 @@ mod tests {
             auth_time: 0,
             max_age_sent: false,
             expires_at,
+        }
+    }
+
+    /// A directory view for the purge: every token has `.0` as its limits, every grant's
+    /// owners exist when `.1`.
+    struct Live(Option<TokenLimits>, bool);
+
+    impl super::super::Liveness for Live {
+        fn token_limits(&self, _: &TokenRecord) -> Option<TokenLimits> {
+            self.0
+        }
+        fn code_alive(&self, _: &CodeRecord) -> bool {
+            self.1
+        }
+        fn userinfo_alive(&self, _: &UserinfoRecord) -> bool {
+            self.1
         }
     }
 
@@ -386,7 +441,7 @@ mod tests {
         assert_eq!(s.insert_code([5; 32], code(500)), Err(StoreError::Full { limit: 3 }));
         assert!(matches!(s.insert_userinfo([6; 32], info([2; 32])), Err(StoreError::Full { .. })));
         // At 150 the first token (TTL 100) and the code (expires 50) are gone; the third lives.
-        assert_eq!(s.purge(150, &|_| Some(L)), 2);
+        assert_eq!(s.purge(150, &Live(Some(L), true)), 2);
         assert_eq!(s.records(), 1);
         s.insert([4; 32], r(200)).unwrap();
         assert!(s.revoke(&[4; 32]));
@@ -394,9 +449,9 @@ mod tests {
         // A token used up is purged too, and a token whose identity is gone.
         let one_use = TokenLimits { num_uses_limit: 1, ..L };
         s.use_token(&[3; 32], &one_use, 201).unwrap();
-        assert_eq!(s.purge(202, &|_| Some(one_use)), 1);
+        assert_eq!(s.purge(202, &Live(Some(one_use), true)), 1);
         s.insert([7; 32], r(300)).unwrap();
-        assert_eq!(s.purge(301, &|_| None), 1);
+        assert_eq!(s.purge(301, &Live(None, true)), 1);
         assert_eq!(s.records(), 0);
     }
 
@@ -410,6 +465,45 @@ mod tests {
         assert!(s.revoke(&h));
         assert_eq!(s.use_token(&h, &L, 1), Err(TokenError::Unknown));
         let (s, _) = store_with_one();
-        assert_eq!(s.purge(1000, &|_| Some(L)), 1);
+        assert_eq!(s.purge(1000, &Live(Some(L), true)), 1);
+    }
+
+    /// Codes and userinfo tokens whose client, provider or identity is gone are dropped by
+    /// the next purge, and their charges given back.
+    #[test]
+    fn grants_of_deleted_owners_are_purged_and_uncharged() {
+        let s = MemoryStore::default();
+        s.insert_code([1; 32], code(300)).unwrap();
+        s.insert_code([2; 32], code(300)).unwrap();
+        assert!(matches!(s.redeem_code(&[2; 32], &BINDING, 10), CodeRedemption::Fresh(_)));
+        s.insert_userinfo([9; 32], info([2; 32])).unwrap();
+        assert_eq!(s.namespace_usage("ns").records, 3);
+        assert_eq!(s.purge(10, &Live(Some(L), true)), 0, "all alive");
+        assert_eq!(s.purge(10, &Live(Some(L), false)), 3);
+        assert_eq!(s.usage(), Usage::default());
+        assert_eq!(s.namespace_usage("ns"), Usage::default());
+    }
+
+    /// One namespace at its share is refused alone; another keeps issuing; bytes count.
+    #[test]
+    fn a_namespace_at_its_quota_is_refused_alone() {
+        let s = MemoryStore::with_quotas(Quotas::new(100, 1 << 20, 10, 1000));
+        let r = |ns: &str| TokenRecord {
+            identity: ObjectKey::new(ns, "id"),
+            identity_id: format!("{ns}-e1"),
+            identity_uid: "".into(),
+            issued_at: 0,
+            renewed_at: 0,
+            uses: 0,
+            alias: Alias::default(),
+        };
+        for i in 0..10u8 {
+            s.insert([i; 32], r("greedy")).unwrap();
+        }
+        assert!(matches!(s.insert([99; 32], r("greedy")), Err(StoreError::NamespaceQuota { .. })));
+        s.insert([100; 32], r("other")).expect("another namespace still issues");
+        assert!(s.usage().bytes >= 11 * crate::sessions::quota::RECORD_OVERHEAD);
+        assert!(s.revoke(&[0; 32]));
+        s.insert([99; 32], r("greedy")).expect("a revoked token gives its room back");
     }
 }

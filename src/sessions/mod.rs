@@ -8,10 +8,12 @@
 //! use limit applies to tokens already issued.
 
 mod memory;
+pub mod quota;
 pub mod redis;
 mod store;
 
 pub use memory::MemoryStore;
+pub use quota::{Charge, DEFAULT_MAX_RECORDS, Quotas};
 pub use store::SessionStore;
 
 use base64::Engine;
@@ -236,6 +238,20 @@ pub enum StoreError {
     /// records are purged in the background, so this clears as they age out.
     #[error("the session store holds its maximum of {limit} live records")]
     Full { limit: usize },
+    /// The ceiling in bytes is reached (`--max-session-bytes`).
+    #[error("the session store holds its maximum of {limit} bytes of live records")]
+    FullBytes { limit: usize },
+    /// The record's namespace holds its share of the ceilings
+    /// (`--max-session-namespace-percent`): only that namespace is refused.
+    #[error("this namespace holds its quota of live session records ({records} records or {bytes} bytes)")]
+    NamespaceQuota { records: usize, bytes: usize },
+    /// The record's identity holds its quota (`--max-session-records-per-identity`).
+    #[error("this identity holds its quota of {records} live session records")]
+    IdentityQuota { records: usize },
+    /// One record would be larger than any record may be: the claims an identity's
+    /// `claimMappings` pick from the external JWT are too large.
+    #[error("the record would take {bytes} bytes; at most {limit} are kept per record (claimMappings picks too much)")]
+    RecordTooLarge { bytes: usize, limit: usize },
     /// The code a userinfo token would come from was replayed meanwhile: the token must not
     /// be issued (RFC 6749 §4.1.2).
     #[error("the authorization code was replayed")]
@@ -247,6 +263,65 @@ pub enum StoreError {
     /// it clears as records expire.
     #[error("the shared session store is at its maxmemory and refuses new records")]
     OutOfMemory,
+}
+
+impl StoreError {
+    /// Why a record was refused, as a bounded metrics label (never a tenant's name).
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Full { .. } => "records",
+            Self::FullBytes { .. } => "bytes",
+            Self::NamespaceQuota { .. } => "namespace_quota",
+            Self::IdentityQuota { .. } => "identity_quota",
+            Self::RecordTooLarge { .. } => "record_too_large",
+            Self::CodeReplayed => "code_replayed",
+            Self::Unavailable => "unavailable",
+            Self::OutOfMemory => "maxmemory",
+        }
+    }
+}
+
+/// Bytes of text an alias holds (with a fixed cost per mapped claim).
+pub fn alias_bytes(alias: &Alias) -> usize {
+    alias.name.len() + alias.metadata.iter().map(|(k, v)| k.len() + v.len() + 48).sum::<usize>()
+}
+
+impl TokenRecord {
+    /// What the record costs the store: its namespace, identity and approximate bytes.
+    pub fn charge(&self) -> Charge<'_> {
+        let bytes =
+            quota::RECORD_OVERHEAD + self.identity_id.len() + self.identity.name.len() + alias_bytes(&self.alias);
+        Charge { namespace: &self.identity.namespace, identity: &self.identity, bytes }
+    }
+}
+
+impl CodeRecord {
+    pub fn charge(&self) -> Charge<'_> {
+        let text = self.namespace.len()
+            + self.provider.len()
+            + self.client_id.len()
+            + self.redirect_uri.len()
+            + self.nonce.as_ref().map_or(0, String::len)
+            + self.scopes.iter().map(|s| s.len() + 24).sum::<usize>()
+            + self.challenge.as_ref().map_or(0, |(_, c)| c.len())
+            + self.identity_id.len()
+            + self.identity.name.len()
+            + alias_bytes(&self.alias);
+        Charge { namespace: &self.namespace, identity: &self.identity, bytes: quota::RECORD_OVERHEAD + text }
+    }
+}
+
+impl UserinfoRecord {
+    pub fn charge(&self) -> Charge<'_> {
+        let text = self.namespace.len()
+            + self.provider.len()
+            + self.client_id.len()
+            + self.scopes.iter().map(|s| s.len() + 24).sum::<usize>()
+            + self.identity_id.len()
+            + self.identity.name.len()
+            + alias_bytes(&self.alias);
+        Charge { namespace: &self.namespace, identity: &self.identity, bytes: quota::RECORD_OVERHEAD + text }
+    }
 }
 
 /// Which kind of record a store call is about (a bounded metrics label).
@@ -267,9 +342,16 @@ impl RecordKind {
     }
 }
 
-/// Default ceiling of live records (access tokens, codes and userinfo tokens together):
-/// about 515 MiB at the ~540 bytes per identity access token the `memory` bench measures.
-pub const DEFAULT_MAX_RECORDS: usize = 1_000_000;
+/// What the current directory says of stored records, for the purge: a record whose issuer,
+/// client or provider no longer exists is dropped within a purge interval.
+pub trait Liveness {
+    /// The current limits of a token's identity; `None` when the identity is gone.
+    fn token_limits(&self, record: &TokenRecord) -> Option<TokenLimits>;
+    /// Whether a code's identity, client and provider all still exist.
+    fn code_alive(&self, record: &CodeRecord) -> bool;
+    /// Whether a userinfo token's identity, client and provider all still exist.
+    fn userinfo_alive(&self, record: &UserinfoRecord) -> bool;
+}
 
 /// Token state. Every method is atomic with respect to the others.
 pub trait TokenStore: Send + Sync {
@@ -292,9 +374,10 @@ pub trait TokenStore: Send + Sync {
     /// Revokes every token an identity issued (it was deleted or replaced); how many.
     fn revoke_identity(&self, identity: &ObjectKey, keep_identity_id: Option<&str>) -> usize;
 
-    /// Drops expired and spent records: access tokens expired under the limits `limits_of`
-    /// gives (None: identity gone), codes and userinfo tokens past their expiry. How many.
-    fn purge(&self, now: i64, limits_of: &dyn Fn(&TokenRecord) -> Option<TokenLimits>) -> usize;
+    /// Drops expired, spent and orphaned records: access tokens expired under the limits
+    /// `live` gives (None: identity gone), codes and userinfo tokens past their expiry or
+    /// whose identity, client or provider is gone. How many.
+    fn purge(&self, now: i64, live: &dyn Liveness) -> usize;
 
     /// Stores a new authorization code, unless the store is full.
     fn insert_code(&self, hash: [u8; 32], record: CodeRecord) -> Result<(), StoreError>;

@@ -22,9 +22,14 @@ pub enum SessionStore {
 }
 
 impl SessionStore {
-    /// A memory store holding at most `max_records` live records.
+    /// A memory store holding at most `max_records` live records, with no tenant shares.
     pub fn memory(max_records: usize) -> Self {
         Self::Memory(Arc::new(MemoryStore::with_limit(max_records)))
+    }
+
+    /// A memory store under `quotas`.
+    pub fn memory_with(quotas: super::Quotas) -> Self {
+        Self::Memory(Arc::new(MemoryStore::with_quotas(quotas)))
     }
 
     /// The memory store, when that is where records live (purge, ceiling, bench figures).
@@ -46,6 +51,10 @@ impl SessionStore {
     /// Stores a new token's record; `expires_at` (unix seconds, under the identity's limits
     /// at login) is when a shared store drops it unless a use or renewal moves it.
     pub async fn insert(&self, hash: [u8; 32], record: TokenRecord, expires_at: i64) -> Result<(), StoreError> {
+        let alias = super::alias_bytes(&record.alias);
+        if alias > super::quota::MAX_ALIAS_BYTES {
+            return Err(StoreError::RecordTooLarge { bytes: alias, limit: super::quota::MAX_ALIAS_BYTES });
+        }
         match self {
             Self::Memory(m) => m.insert(hash, record),
             Self::Redis(r) => r.insert(hash, record, expires_at).await,
