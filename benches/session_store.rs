@@ -234,8 +234,10 @@ async fn main() {
     materials.credentials.insert(ObjectKey::new("default", "client"), creds.clone());
 
     let metrics = Arc::new(Metrics::default());
-    let redis_store =
-        RedisStore::connect(&RedisOptions::new(format!("redis://127.0.0.1:{port}")), Arc::clone(&metrics)).unwrap();
+    // One namespace and identity make every request here: no tenant share applies.
+    let unshared = oidc_operator::sessions::Quotas::new(10_000_000, usize::MAX / 2, 100, usize::MAX);
+    let options = RedisOptions { quotas: unshared, ..RedisOptions::new(format!("redis://127.0.0.1:{port}")) };
+    let redis_store = RedisStore::connect(&options, Arc::clone(&metrics)).unwrap();
     let stores = [("memory", SessionStore::memory(10_000_000)), ("redis", SessionStore::Redis(redis_store))];
 
     let jwt = external

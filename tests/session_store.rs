@@ -200,9 +200,12 @@ async fn two_replicas_share_one_store(store: String) -> (Pair, Server) {
 async fn two_replicas_serve_the_whole_protocol_from_one_redis() {
     let redis = tokio::task::spawn_blocking(RedisServer::start).await.unwrap();
     let _pair = two_replicas_share_one_store(redis.url()).await;
-    // Only hashes are stored: no key or value holds a token.
+    // Only hashes are stored: no key or value holds a token. Beside the records, each
+    // namespace's slot holds its quota and owner indexes, named by namespace and owner.
     let keys = common::redis::cli(redis.port, &["--scan", "--pattern", "oidcop:*"]);
-    assert!(!keys.is_empty() && keys.lines().all(|k| k.len() > 64), "{keys}");
+    let (tenant, records): (Vec<&str>, Vec<&str>) = keys.lines().partition(|k| k.starts_with("oidcop:{t:default}:"));
+    assert!(!records.is_empty() && records.iter().all(|k| k.len() > 64), "{keys}");
+    assert!(tenant.contains(&"oidcop:{t:default}:n") && tenant.contains(&"oidcop:{t:default}:b"), "{keys}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -637,7 +640,7 @@ async fn two_replicas_follow_a_sentinel_failover_with_passwords() {
     assert!(matches!(wrong, Err(oidc_operator::sessions::StoreError::Unavailable)), "{wrong:?}");
     assert_eq!(redis.master.dbsize(), 0, "nothing was written without the Sentinel's password");
     direct(Some("sentinel-pw-47")).insert_code([3; 32], code).await.unwrap();
-    assert_eq!(redis.master.dbsize(), 1);
+    assert_eq!(redis.master.keys("*:grant").len(), 1);
 
     let files = tempfile::tempdir().unwrap();
     std::fs::write(files.path().join("data"), "data-pw-31\n").unwrap();
@@ -911,5 +914,6 @@ async fn the_redis_store_keeps_the_memory_store_semantics() {
     store.insert(short, record, now + 1).await.unwrap();
     tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(store.peek(&short, &limits, now).await, Err(TokenError::Unknown));
-    assert_eq!(redis.dbsize(), 2, "only the grants (alive for their userinfo window) are left");
+    let records: Vec<String> = redis.keys("*").into_iter().filter(|k| !k.contains("{t:")).collect();
+    assert_eq!(records.len(), 2, "only the grants (alive for their userinfo window) are left: {records:?}");
 }

@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use super::{AppState, unix_now};
 use crate::directory::{Directory, IssuedBy};
-use crate::sessions::{CodeRecord, Liveness, TokenLimits, TokenRecord, UserinfoRecord};
+use std::collections::BTreeSet;
+
+use crate::sessions::redis::{Owner, RedisStore};
+use crate::sessions::{CodeRecord, Liveness, SessionStore, TokenLimits, TokenRecord, UserinfoRecord};
 
 /// Default seconds between two purges.
 pub const DEFAULT_INTERVAL: u64 = 10;
@@ -57,13 +60,62 @@ pub fn purge_once(state: &AppState, now: i64) -> usize {
     purged
 }
 
+/// The owners of records a directory holds, as the shared store indexes them: (namespace,
+/// index suffix) of every identity incarnation, client and provider.
+fn owners(dir: &Directory) -> BTreeSet<(String, String)> {
+    let mut out = BTreeSet::new();
+    for (ns, view) in &dir.namespaces {
+        for i in view.identities.values() {
+            out.insert((ns.clone(), Owner::Identity { name: &i.key.name, uid: &i.uid, id: &i.id }.suffix()));
+        }
+        for c in view.clients.values() {
+            out.insert((ns.clone(), Owner::Client { client_id: &c.client_id }.suffix()));
+        }
+        for p in view.providers.values() {
+            out.insert((ns.clone(), Owner::Provider { name: &p.name }.suffix()));
+        }
+    }
+    out
+}
+
+/// Removes from the shared store the records of every owner `before` held and `now` does
+/// not (deleted, replaced, or no longer valid), by their indexes. Every replica does it for
+/// the changes it sees; dropping an index twice is harmless. How many records.
+pub async fn drop_departed(store: &RedisStore, before: &Directory, now: &Directory) -> usize {
+    let kept = owners(now);
+    let mut dropped = 0;
+    for (ns, suffix) in owners(before).difference(&kept) {
+        match store.drop_owner(ns, suffix).await {
+            Ok(n) => dropped += n,
+            Err(e) => tracing::warn!(error = %e, "could not drop the records of a departed owner; they expire"),
+        }
+    }
+    dropped
+}
+
 /// Purges every `interval`, off the async workers (a purge walks every record under a lock).
+/// With a shared store, which expires records itself, it drops the records of owners that
+/// left the directory since the last round.
 pub async fn run(state: AppState, interval: Duration) {
     let mut tick = tokio::time::interval(interval.max(Duration::from_secs(1)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let state = Arc::new(state);
+    let mut seen: Option<Arc<Directory>> = None;
     loop {
         tick.tick().await;
+        if let SessionStore::Redis(redis) = &state.tokens {
+            let current = state.directory.load();
+            if let (Some(before), Some(now)) = (&seen, &current)
+                && !Arc::ptr_eq(before, now)
+            {
+                let n = drop_departed(redis, before, now).await;
+                state.metrics.store_purged.inc_by(u64::try_from(n).unwrap_or(u64::MAX));
+            }
+            if current.is_some() {
+                seen = current;
+            }
+            continue;
+        }
         let s = Arc::clone(&state);
         match tokio::task::spawn_blocking(move || purge_once(&s, unix_now())).await {
             Ok(n) if n > 0 => tracing::debug!(purged = n, "session store purged"),

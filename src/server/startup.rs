@@ -166,6 +166,7 @@ fn session_store(args: &ServeArgs, metrics: &Arc<Metrics>) -> Result<SessionStor
         sentinel_password,
         timeout: std::time::Duration::from_millis(store.session_store_timeout_ms),
         prefix: store.session_store_prefix.clone(),
+        quotas: args.quotas(),
     };
     let redis = crate::sessions::redis::RedisStore::connect(&options, Arc::clone(metrics))?;
     tokio::spawn(Arc::clone(&redis).watch_health(std::time::Duration::from_secs(1)));

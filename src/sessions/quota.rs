@@ -17,8 +17,9 @@ pub const DEFAULT_MAX_RECORDS: usize = 1_000_000;
 pub const DEFAULT_MAX_BYTES: usize = 512 * 1024 * 1024;
 /// Default share of the ceilings one namespace may hold, in percent.
 pub const DEFAULT_NAMESPACE_PERCENT: u8 = 10;
-/// Default live records one identity may hold.
-pub const DEFAULT_MAX_RECORDS_PER_IDENTITY: usize = 10_000;
+/// Default live records one identity may hold: half its namespace's default share, so a
+/// fleet sharing one identity has room, and a second identity of the namespace too.
+pub const DEFAULT_MAX_RECORDS_PER_IDENTITY: usize = 50_000;
 /// The largest record the store keeps, in bytes: above what any request within the other
 /// limits makes (an alias of [`MAX_ALIAS_BYTES`], a nonce, a redirect URI, 64 scopes).
 pub const MAX_RECORD_BYTES: usize = 64 * 1024;

@@ -200,6 +200,15 @@ impl RedisServer {
         cli_with(self.port, &self.cli_options, &["dbsize"]).parse().unwrap_or(0)
     }
 
+    /// The keys matching `pattern` (`KEYS`: a test's small database only).
+    pub fn keys(&self, pattern: &str) -> Vec<String> {
+        cli_with(self.port, &self.cli_options, &["keys", pattern])
+            .lines()
+            .map(str::to_owned)
+            .filter(|k| !k.is_empty())
+            .collect()
+    }
+
     /// Starts it again on the same port, empty.
     pub fn restart(&mut self) {
         self.stop();

@@ -18,6 +18,7 @@
 
 mod scripts;
 mod sentinel;
+mod tenants;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -35,6 +36,7 @@ use super::{
 use crate::server::metrics::Metrics;
 use scripts::{GRANT_PUT, GRANT_REDEEM, Lua, Scripts, TOK_PUT, TOK_USE};
 use sentinel::{NodeSettings, SentinelConn};
+pub use tenants::Owner;
 
 /// How to reach the store (`--session-store*` flags). `Debug` leaves the password out.
 #[derive(Clone)]
@@ -56,6 +58,8 @@ pub struct RedisOptions {
     pub timeout: Duration,
     /// Key prefix, so installations can share one Redis (ACL: `~<prefix>:*`).
     pub prefix: String,
+    /// Each namespace's and identity's share (the global ceilings are Redis's `maxmemory`).
+    pub quotas: super::Quotas,
 }
 
 /// `--session-store-timeout-ms`'s default.
@@ -75,6 +79,7 @@ impl RedisOptions {
             sentinel_password: None,
             timeout: Duration::from_millis(DEFAULT_TIMEOUT_MS),
             prefix: DEFAULT_PREFIX.into(),
+            quotas: super::Quotas::default(),
         }
     }
 }
@@ -105,6 +110,7 @@ impl std::fmt::Debug for RedisOptions {
             .field("sentinel_password", &self.sentinel_password.as_ref().map(|_| "***"))
             .field("timeout", &self.timeout)
             .field("prefix", &self.prefix)
+            .field("quotas", &self.quotas)
             .finish()
     }
 }
@@ -144,6 +150,7 @@ pub struct RedisStore {
     metrics: Arc<Metrics>,
     /// The last health check answered (`/readyz`).
     up: AtomicBool,
+    quotas: super::Quotas,
 }
 
 /// Unix seconds as the unix milliseconds `PEXPIREAT` takes, kept within year 9999 (a
@@ -353,6 +360,8 @@ impl RedisStore {
             tok_use: Lua::new(TOK_USE),
             grant_put: Lua::new(GRANT_PUT),
             grant_redeem: Lua::new(GRANT_REDEEM),
+            quota_add: Lua::new(scripts::QUOTA_ADD),
+            index_drop: Lua::new(scripts::INDEX_DROP),
         };
         Ok(Arc::new(Self {
             conn,
@@ -361,6 +370,7 @@ impl RedisStore {
             timeout: options.timeout,
             metrics,
             up: AtomicBool::new(false),
+            quotas: options.quotas,
         }))
     }
 
@@ -375,8 +385,8 @@ impl RedisStore {
         self.settle(op, started, result)
     }
 
-    /// Runs a script by its hash, loading it by its body on a node that has not seen it
-    /// (a restarted or new node, a Cluster node taking over a slot).
+    /// Runs a script on one key by its hash, loading it by its body on a node that has not
+    /// seen it (a restarted or new node, a Cluster node taking over a slot).
     async fn run_script<T: FromRedisValue>(
         &self,
         op: &'static str,
@@ -384,12 +394,23 @@ impl RedisStore {
         key: &str,
         args: &[String],
     ) -> Result<T, StoreError> {
+        self.run_script_on(op, script, &[key.to_owned()], args).await
+    }
+
+    /// Runs a script on `keys`, all of one slot.
+    async fn run_script_on<T: FromRedisValue>(
+        &self,
+        op: &'static str,
+        script: &Lua,
+        keys: &[String],
+        args: &[String],
+    ) -> Result<T, StoreError> {
         let started = std::time::Instant::now();
-        let first = tokio::time::timeout(self.timeout, self.conn.query::<T>(&script.cmd(true, key, args))).await;
+        let first = tokio::time::timeout(self.timeout, self.conn.query::<T>(&script.cmd(true, keys, args))).await;
         let result = match first {
             Ok(Err(e)) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
                 let left = self.timeout.saturating_sub(started.elapsed());
-                tokio::time::timeout(left, self.conn.query::<T>(&script.cmd(false, key, args))).await
+                tokio::time::timeout(left, self.conn.query::<T>(&script.cmd(false, keys, args))).await
             }
             other => other,
         };
@@ -446,9 +467,12 @@ impl RedisStore {
     }
 
     pub async fn insert(&self, hash: [u8; 32], record: TokenRecord, expires_at: i64) -> Result<(), StoreError> {
+        let key = self.key(&hash, "tok");
+        let owner = Owner::Identity { name: &record.identity.name, uid: &record.identity_uid, id: &record.identity_id };
+        self.charge(&key, &record.charge(), &[owner], expires_at).await?;
         let json = serde_json::to_string(&record).map_err(|_| StoreError::Unavailable)?;
         let args = [json, record.issued_at.to_string(), ms(expires_at)];
-        self.run_script::<i64>("token_put", &self.scripts.tok_put, &self.key(&hash, "tok"), &args).await.map(drop)
+        self.run_script::<i64>("token_put", &self.scripts.tok_put, &key, &args).await.map(drop)
     }
 
     pub async fn use_token(
@@ -504,9 +528,11 @@ impl RedisStore {
             &record.pkce_binding(),
         );
         let expires_at = record.expires_at;
+        let key = self.key(&hash, "grant");
+        self.charge(&key, &record.charge(), &grant_owners(&record), expires_at).await?;
         let json = serde_json::to_string(&record).map_err(|_| StoreError::Unavailable)?;
         let args = [json, binding, expires_at.to_string(), ms(expires_at)];
-        self.run_script::<i64>("code_put", &self.scripts.grant_put, &self.key(&hash, "grant"), &args).await.map(drop)
+        self.run_script::<i64>("code_put", &self.scripts.grant_put, &key, &args).await.map(drop)
     }
 
     pub async fn redeem_code(
@@ -532,6 +558,11 @@ impl RedisStore {
             }),
             Some(3) => {
                 let record: CodeRecord = json_at(&reply, 1).ok_or(StoreError::Unavailable)?;
+                // The userinfo token it issued is charged to the same owners until its
+                // expiry; refused at a quota, it is never handed out.
+                let token = UserinfoRecord::of(&record, *hash, userinfo.1);
+                let member = format!("{}|u", self.key(hash, "grant"));
+                self.charge(&member, &token.charge(), &grant_owners(&record), userinfo.1).await?;
                 Ok(CodeRedemption::Fresh(Box::new(record)))
             }
             _ => Err(StoreError::Unavailable),
@@ -551,6 +582,15 @@ impl RedisStore {
         let code: CodeRecord = serde_json::from_str(&code).map_err(|_| StoreError::Unavailable)?;
         Ok((now < expires_at).then(|| UserinfoRecord::of(&code, code_hash, expires_at)))
     }
+}
+
+/// The owners a grant (a code and the userinfo token it issues) is charged to.
+fn grant_owners(code: &CodeRecord) -> [Owner<'_>; 3] {
+    [
+        Owner::Identity { name: &code.identity.name, uid: &code.identity_uid, id: &code.identity_id },
+        Owner::Client { client_id: &code.client_id },
+        Owner::Provider { name: &code.provider },
+    ]
 }
 
 /// Whether Redis refused a write at its `maxmemory` (`-OOM ...`, also when a script's write

@@ -78,6 +78,58 @@ redis.call('HSET', KEYS[1], ARGV[3], ARGV[4])
 redis.call('PEXPIREAT', KEYS[1], ARGV[5], 'GT')
 return {3, v[4]}";
 
+/// `KEYS` = the namespace's index, the namespace's byte count, the identity's index, then
+/// any further indexes the record belongs to (its client's, its provider's), all in the
+/// namespace's slot (`{t:<namespace>}`); `ARGV` = unused, member (`<bytes>|<record
+/// key>[|<part>]`), the record's expiry (unix ms), its bytes, the namespace's record and
+/// byte quotas, the identity's record quota. Now is Redis's clock (`TIME`), the clock
+/// that expires the records. Drops members past their expiry (at most 1000 a
+/// call, giving their bytes back), then refuses with `{1}` (namespace) or `{2}` (identity),
+/// or adds the member to every index and returns `{0}`. Each index expires with its last
+/// member, so a tenant that stops leaves nothing behind.
+pub(super) const QUOTA_ADD: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 1000)
+if #old > 0 then
+  local freed = 0
+  for _, m in ipairs(old) do
+    freed = freed + (tonumber(string.match(m, '^(%d+)|')) or 0)
+    redis.call('ZREM', KEYS[1], m)
+  end
+  redis.call('DECRBY', KEYS[2], freed)
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+local bytes = tonumber(redis.call('GET', KEYS[2]) or '0')
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[5]) or bytes + tonumber(ARGV[4]) > tonumber(ARGV[6]) then
+  return 1
+end
+if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[7]) then return 2 end
+redis.call('INCRBY', KEYS[2], ARGV[4])
+for i = 1, #KEYS do
+  if i ~= 2 then redis.call('ZADD', KEYS[i], ARGV[3], ARGV[2]) end
+  redis.call('PEXPIREAT', KEYS[i], ARGV[3], 'NX')
+  redis.call('PEXPIREAT', KEYS[i], ARGV[3], 'GT')
+end
+return 0";
+
+/// `KEYS` = an owner's index (an identity's, client's or provider's), the namespace's
+/// index, the namespace's byte count. Removes the owner's members from the namespace's
+/// index (giving their bytes back) and deletes the owner's index; returns the record keys,
+/// which the caller deletes (each in its own slot).
+pub(super) const INDEX_DROP: &str = r"
+local members = redis.call('ZRANGE', KEYS[1], 0, -1)
+local freed, keys = 0, {}
+for _, m in ipairs(members) do
+  if redis.call('ZREM', KEYS[2], m) == 1 then
+    freed = freed + (tonumber(string.match(m, '^(%d+)|')) or 0)
+  end
+  keys[#keys + 1] = string.match(m, '^%d+|([^|]*)')
+end
+if freed > 0 then redis.call('DECRBY', KEYS[3], freed) end
+redis.call('DEL', KEYS[1])
+return keys";
+
 /// A Lua script and its SHA-1, for `EVALSHA` (with `EVAL` when a node has not seen it).
 pub(super) struct Lua {
     body: &'static str,
@@ -91,9 +143,12 @@ impl Lua {
     }
 
     /// The call, by hash (`EVALSHA`) or by body (`EVAL`, which also caches it on the node).
-    pub(super) fn cmd(&self, by_sha: bool, key: &str, args: &[String]) -> Cmd {
+    pub(super) fn cmd(&self, by_sha: bool, keys: &[String], args: &[String]) -> Cmd {
         let mut cmd = if by_sha { redis::cmd("EVALSHA") } else { redis::cmd("EVAL") };
-        cmd.arg(if by_sha { self.sha.as_str() } else { self.body }).arg(1).arg(key);
+        cmd.arg(if by_sha { self.sha.as_str() } else { self.body }).arg(keys.len());
+        for k in keys {
+            cmd.arg(k);
+        }
         for a in args {
             cmd.arg(a);
         }
@@ -107,4 +162,6 @@ pub(super) struct Scripts {
     pub(super) tok_use: Lua,
     pub(super) grant_put: Lua,
     pub(super) grant_redeem: Lua,
+    pub(super) quota_add: Lua,
+    pub(super) index_drop: Lua,
 }

@@ -1,0 +1,123 @@
+//! Tenant quotas and owner indexes in the shared store.
+//!
+//! Every record is also a member (`<bytes>|<record key>`, scored by its expiry) of sorted
+//! sets in its namespace's slot (`P:{t:<namespace>}:...`): the namespace's index and byte
+//! count (its quota), and one index per owner: the identity whose login it comes from, and
+//! for a code its client and provider. A quota is then one script on one slot, and an
+//! owner that is deleted takes its records with it by its index, never by a scan.
+//!
+//! The index and the record live in different slots, so they are written in two steps: the
+//! charge first, then the record. A record that is then not written (the store failed in
+//! between), revoked or used up early stays charged until its expiry: a quota can only err
+//! towards refusing, never towards holding more than its share.
+
+use super::{RedisStore, StoreError, ms};
+use crate::sessions::Charge;
+
+/// Who a record belongs to besides its namespace, as the suffix of an index key.
+pub enum Owner<'a> {
+    /// One incarnation of an identity, under one identity id.
+    Identity {
+        name: &'a str,
+        uid: &'a str,
+        id: &'a str,
+    },
+    Client {
+        client_id: &'a str,
+    },
+    Provider {
+        name: &'a str,
+    },
+}
+
+impl Owner<'_> {
+    /// The suffix of the owner's index key (unambiguous: JSON of its parts).
+    pub fn suffix(&self) -> String {
+        match self {
+            Self::Identity { name, uid, id } => format!("i:{}", serde_json::json!([name, uid, id])),
+            Self::Client { client_id } => format!("c:{}", serde_json::json!([client_id])),
+            Self::Provider { name } => format!("p:{}", serde_json::json!([name])),
+        }
+    }
+}
+
+impl RedisStore {
+    /// A key in a namespace's slot. Namespaces are DNS labels: no braces.
+    fn tenant_key(&self, namespace: &str, suffix: &str) -> String {
+        format!("{}:{{t:{namespace}}}:{suffix}", self.prefix)
+    }
+
+    /// Charges the record at `record_key` to its namespace and owners until `expires_at`
+    /// (unix seconds), or refuses it at a quota.
+    pub(super) async fn charge(
+        &self,
+        record_key: &str,
+        charge: &Charge<'_>,
+        owners: &[Owner<'_>],
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        if charge.bytes > crate::sessions::quota::MAX_RECORD_BYTES {
+            return Err(StoreError::RecordTooLarge {
+                bytes: charge.bytes,
+                limit: crate::sessions::quota::MAX_RECORD_BYTES,
+            });
+        }
+        let ns = charge.namespace;
+        let mut keys = vec![self.tenant_key(ns, "n"), self.tenant_key(ns, "b")];
+        keys.extend(owners.iter().map(|o| self.tenant_key(ns, &o.suffix())));
+        let q = &self.quotas;
+        let args = [
+            String::new(),
+            member(charge.bytes, record_key),
+            ms(expires_at),
+            charge.bytes.to_string(),
+            q.namespace_records.to_string(),
+            q.namespace_bytes.to_string(),
+            q.identity_records.to_string(),
+        ];
+        match self.run_script_on::<i64>("quota_add", &self.scripts.quota_add, &keys, &args).await? {
+            0 => Ok(()),
+            1 => Err(StoreError::NamespaceQuota { records: q.namespace_records, bytes: q.namespace_bytes }),
+            _ => Err(StoreError::IdentityQuota { records: q.identity_records }),
+        }
+    }
+
+    /// Deletes every record an owner holds, and its index; how many records. Called when
+    /// the owner left the directory.
+    pub async fn drop_owner(&self, namespace: &str, owner_suffix: &str) -> Result<usize, StoreError> {
+        let keys = [
+            self.tenant_key(namespace, owner_suffix),
+            self.tenant_key(namespace, "n"),
+            self.tenant_key(namespace, "b"),
+        ];
+        let records: Vec<String> = self.run_script_on("index_drop", &self.scripts.index_drop, &keys, &[]).await?;
+        let mut dropped = 0;
+        // Each record is in its own slot: one DEL each.
+        for key in records.iter().filter(|k| k.starts_with(&format!("{}:{{", self.prefix))) {
+            let mut cmd = redis::cmd("DEL");
+            cmd.arg(key);
+            dropped += usize::try_from(self.run::<i64>("owner_drop", &cmd).await?).unwrap_or(0);
+        }
+        Ok(dropped)
+    }
+}
+
+/// An index member: the record's bytes (given back when it leaves) and its key, with a
+/// `|<part>` when one key holds several charged records (a grant's userinfo token).
+fn member(bytes: usize, record_key: &str) -> String {
+    format!("{bytes}|{record_key}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_suffixes_cannot_collide() {
+        let a = Owner::Identity { name: "a", uid: "b:c", id: "d" }.suffix();
+        let b = Owner::Identity { name: "a:b", uid: "c", id: "d" }.suffix();
+        assert_ne!(a, b);
+        assert_ne!(Owner::Client { client_id: "x" }.suffix(), Owner::Provider { name: "x" }.suffix());
+        assert_eq!(member(12, "p:{ab}:tok"), "12|p:{ab}:tok");
+    }
+}

@@ -1,0 +1,153 @@
+//! Tenant quotas of the session store, one table run on both stores (issue 20, items 1-2):
+//! a namespace at its share and an identity at its quota are refused alone, in records and
+//! in bytes; an oversized record is refused; the records of a departed identity go with it
+//! and give their room back. The memory store drops them in its purge, Redis by the
+//! identity's index.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+
+mod common;
+
+use std::sync::Arc;
+
+use common::redis::RedisServer;
+use oidc_operator::api::ObjectKey;
+use oidc_operator::sessions::redis::{Owner, RedisOptions, RedisStore};
+use oidc_operator::sessions::{
+    Alias, CodeRecord, Liveness, MemoryStore, Quotas, SessionStore, StoreError, TokenError, TokenLimits, TokenRecord,
+    TokenStore, UserinfoRecord, token_hash,
+};
+
+const LIMITS: TokenLimits = TokenLimits { ttl: 3600, max_ttl: 3600, num_uses_limit: 0 };
+
+fn now() -> i64 {
+    oidc_operator::server::unix_now()
+}
+
+fn token(ns: &str, identity: &str, alias_bytes: usize) -> TokenRecord {
+    let metadata: Box<[(String, String)]> =
+        if alias_bytes == 0 { Box::new([]) } else { Box::new([("m".to_owned(), "v".repeat(alias_bytes))]) };
+    TokenRecord {
+        identity: ObjectKey::new(ns, identity),
+        identity_id: format!("{ns}-{identity}"),
+        identity_uid: format!("uid-{ns}-{identity}").into(),
+        issued_at: now(),
+        renewed_at: now(),
+        uses: 0,
+        alias: Alias { name: "system:serviceaccount:ci:runner".into(), metadata },
+    }
+}
+
+/// The directory as the memory store's purge sees it: every identity but `gone` exists.
+struct AllBut(ObjectKey);
+
+impl Liveness for AllBut {
+    fn token_limits(&self, r: &TokenRecord) -> Option<TokenLimits> {
+        (r.identity != self.0).then_some(LIMITS)
+    }
+    fn code_alive(&self, c: &CodeRecord) -> bool {
+        c.identity != self.0
+    }
+    fn userinfo_alive(&self, u: &UserinfoRecord) -> bool {
+        u.identity != self.0
+    }
+}
+
+/// Each store under test, and how an identity departs from it.
+enum Under {
+    Memory(Arc<MemoryStore>),
+    Redis(Arc<RedisStore>),
+}
+
+impl Under {
+    fn store(&self) -> SessionStore {
+        match self {
+            Self::Memory(m) => SessionStore::Memory(Arc::clone(m)),
+            Self::Redis(r) => SessionStore::Redis(Arc::clone(r)),
+        }
+    }
+
+    async fn depart(&self, ns: &str, identity: &str) {
+        let record = token(ns, identity, 0);
+        match self {
+            Self::Memory(m) => {
+                m.purge(now(), &AllBut(record.identity.clone()));
+            }
+            Self::Redis(r) => {
+                let owner = Owner::Identity { name: identity, uid: &record.identity_uid, id: &record.identity_id };
+                r.drop_owner(ns, &owner.suffix()).await.unwrap();
+            }
+        }
+    }
+}
+
+/// 100 records and 100,000 bytes in all; 10% (10 records, 10,000 bytes) per namespace; 4
+/// records per identity.
+fn quotas() -> Quotas {
+    Quotas::new(100, 100_000, 10, 4)
+}
+
+async fn the_table(under: Under, name: &str) {
+    let store = under.store();
+    let mut n = 0u8;
+    let mut put = |record: TokenRecord| {
+        n += 1;
+        let store = store.clone();
+        let hash = token_hash(&format!("{name}-{n}"));
+        async move { (hash, store.insert(hash, record, now() + 3600).await) }
+    };
+
+    // An identity at its quota is refused; another identity of its namespace is not.
+    for i in 0..4 {
+        assert_eq!(put(token("greedy", "one", 0)).await.1, Ok(()), "{name}: token {i} of one");
+    }
+    assert_eq!(put(token("greedy", "one", 0)).await.1, Err(StoreError::IdentityQuota { records: 4 }), "{name}");
+    // The namespace at its share of records (10) is refused, alone.
+    for i in 0..4 {
+        assert_eq!(put(token("greedy", "two", 0)).await.1, Ok(()), "{name}: token {i} of two");
+    }
+    let (two_last, r) = put(token("greedy", "three", 0)).await;
+    assert_eq!(r, Ok(()), "{name}");
+    assert_eq!(put(token("greedy", "three", 0)).await.1, Ok(()), "{name}");
+    assert!(matches!(put(token("greedy", "three", 0)).await.1, Err(StoreError::NamespaceQuota { .. })), "{name}");
+    assert_eq!(put(token("other", "one", 0)).await.1, Ok(()), "{name}: another namespace is served");
+
+    // Bytes: three records of ~3.3 kB fit the namespace's 10,000 bytes, a fourth does not.
+    for i in 0..3 {
+        assert_eq!(put(token("wide", &format!("id{i}"), 2900)).await.1, Ok(()), "{name}: wide {i}");
+    }
+    assert!(matches!(put(token("wide", "id3", 2900)).await.1, Err(StoreError::NamespaceQuota { .. })), "{name}");
+    // A record over the largest kept (claimMappings picking 9 kB) is refused outright.
+    assert!(matches!(put(token("roomy", "one", 9000)).await.1, Err(StoreError::RecordTooLarge { .. })), "{name}");
+
+    // Identity one departs: its four tokens go, and their room comes back.
+    under.depart("greedy", "one").await;
+    assert_eq!(store.peek(&two_last, &LIMITS, now()).await.map(|r| r.identity.name), Ok("three".into()));
+    for i in 0..4 {
+        assert_eq!(put(token("greedy", "four", 0)).await.1, Ok(()), "{name}: room given back ({i})");
+    }
+    // Four back makes ten again: the namespace's share.
+    assert!(matches!(put(token("greedy", "four", 0)).await.1, Err(StoreError::NamespaceQuota { .. })), "{name}");
+    let first = token_hash(&format!("{name}-1"));
+    assert_eq!(store.peek(&first, &LIMITS, now()).await, Err(TokenError::Unknown), "{name}: departed token is gone");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quotas_and_departed_identities_on_the_memory_store() {
+    the_table(Under::Memory(Arc::new(MemoryStore::with_quotas(quotas()))), "memory").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quotas_and_departed_identities_on_redis() {
+    let redis = tokio::task::spawn_blocking(RedisServer::start).await.unwrap();
+    let options = RedisOptions { quotas: quotas(), ..RedisOptions::new(redis.url()) };
+    let store = RedisStore::connect(&options, Default::default()).unwrap();
+    the_table(Under::Redis(store), "redis").await;
+    // Every tenant key lives in its namespace's slot and expires with its records.
+    let tenant_keys = redis.keys("*{t:*");
+    assert!(!tenant_keys.is_empty());
+    for key in tenant_keys {
+        let ttl = common::redis::cli(redis.port, &["pttl", &key]);
+        assert!(ttl.parse::<i64>().unwrap() > 0, "{key} has no expiry ({ttl})");
+    }
+}
