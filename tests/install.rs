@@ -281,6 +281,26 @@ async fn the_helm_chart_installs_and_the_operator_runs_under_its_rbac_in_both_mo
     assert!(env.contains("OIDC_OPERATOR_SESSION_STORE_PASSWORD") && env.contains("redis-auth"), "{env}");
     assert!(!env.contains("SENTINEL"), "a Sentinel password without sessionStore.sentinel: {env}");
 
+    // Session quotas: each value becomes its flag; a share above 100% is refused.
+    let quotas = rendered_with(
+        &cp,
+        &chart,
+        &["maxSessionBytes=1048576", "maxSessionNamespacePercent=25", "maxSessionRecordsPerIdentity=500"],
+    );
+    let args = operator_args(&quotas);
+    for pair in [
+        ["--max-session-bytes", "1048576"],
+        ["--max-session-namespace-percent", "25"],
+        ["--max-session-records-per-identity", "500"],
+    ] {
+        assert!(args.windows(2).any(|w| w == pair), "{pair:?} not in {args:?}");
+    }
+    let out = helm_output(
+        &cp,
+        &["template", "--kube-version", "1.34.4", "x", &chart, "--set", "maxSessionNamespacePercent=101"],
+    );
+    assert!(!out.status.success(), "a namespace share of 101% was rendered");
+
     // Sentinels with credentials of their own: their user as a flag, their password from its
     // own Secret.
     let sentinels = rendered_with(
