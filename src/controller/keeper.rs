@@ -97,7 +97,8 @@ async fn pass(
     health: &Health,
     now: i64,
 ) -> i64 {
-    let inputs = ctx.stores.inputs();
+    let mut inputs = ctx.stores.inputs();
+    inputs.policy.max_token_ttl = ctx.max_token_ttl;
     let mut materials = materials(ctx, &inputs);
     materials.issuer_health = health.clone();
     let mut next_due = now + REBUILD_AT_LEAST_EVERY;

@@ -192,6 +192,8 @@ pub struct Context {
     pub leading: watch::Receiver<bool>,
     pub changed: Arc<Notify>,
     pub refetch: i64,
+    /// `--max-token-ttl`.
+    pub max_token_ttl: i64,
     written: Mutex<Written>,
 }
 
@@ -312,6 +314,7 @@ async fn run(options: Options) -> Result<(), RunError> {
         leading,
         changed,
         refetch: options.serve.issuer_refetch_interval.max(1),
+        max_token_ttl: options.serve.max_token_ttl,
         written: Mutex::new(Written::default()),
     });
     for (i, rx) in receivers.into_iter().enumerate() {

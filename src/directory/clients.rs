@@ -57,7 +57,7 @@ pub(super) fn resolve(
         let readiness = match (readiness, creds) {
             (Ok(key), Some(creds)) => {
                 refs.client_ids.insert((k.namespace.clone(), creds.client_id.clone()), k.name.clone());
-                served.insert(k.clone(), Arc::new(resolved(obj, &k, creds, key)));
+                served.insert(k.clone(), Arc::new(resolved(obj, &k, creds, key, &inputs.policy)));
                 Readiness::ready(format!("client_id {}", creds.client_id))
             }
             (Ok(_), None) => not_ready("CredentialsPending", "credentials are being generated".into()),
@@ -140,7 +140,14 @@ fn resolve_client(
 }
 
 /// A client as the server uses it; a public client has no secret.
-fn resolved(obj: &OidcClient, k: &ObjectKey, creds: &ClientCredentials, key: Arc<ResolvedKey>) -> ResolvedClient {
+fn resolved(
+    obj: &OidcClient,
+    k: &ObjectKey,
+    creds: &ClientCredentials,
+    key: Arc<ResolvedKey>,
+    policy: &super::Policy,
+) -> ResolvedClient {
+    let cap = u64::try_from(policy.max_token_ttl).unwrap_or(0);
     ResolvedClient {
         name: k.name.clone(),
         namespace: k.namespace.clone(),
@@ -153,7 +160,7 @@ fn resolved(obj: &OidcClient, k: &ObjectKey, creds: &ClientCredentials, key: Arc
         key,
         redirect_uris: obj.spec.redirect_uris.clone(),
         assignments: obj.spec.assignments.clone(),
-        id_token_ttl: obj.spec.id_token_ttl.as_secs(),
-        access_token_ttl: obj.spec.access_token_ttl.as_secs(),
+        id_token_ttl: obj.spec.id_token_ttl.as_secs().min(cap),
+        access_token_ttl: obj.spec.access_token_ttl.as_secs().min(cap),
     }
 }

@@ -50,7 +50,7 @@ pub(super) fn resolve(
         let readiness = match claim(obj, id.as_deref(), &by_id) {
             Err(r) => r,
             Ok(id) => {
-                let resolved = Arc::new(resolved(obj, &k, id));
+                let resolved = Arc::new(resolved(obj, &k, id, &inputs.policy));
                 by_id.insert(id.to_owned(), Arc::clone(&resolved));
                 served.insert(k, Arc::clone(&resolved));
                 discovery_readiness(&resolved, materials, &login_url)
@@ -124,7 +124,7 @@ fn claim<'a>(
 
 /// An identity as login sees it: groups resolved in its own namespace, trusted IPs that
 /// parse, and its token limits.
-fn resolved(obj: &IdentityOidcAuth, k: &ObjectKey, id: &str) -> ResolvedIdentity {
+fn resolved(obj: &IdentityOidcAuth, k: &ObjectKey, id: &str, policy: &super::Policy) -> ResolvedIdentity {
     ResolvedIdentity {
         id: id.to_owned(),
         name: k.name.clone(),
@@ -134,8 +134,8 @@ fn resolved(obj: &IdentityOidcAuth, k: &ObjectKey, id: &str) -> ResolvedIdentity
         group_ids: obj.spec.groups.iter().map(|g| group_id(&k.namespace, g)).collect(),
         trusted_ips: obj.spec.access_token_trusted_ips.iter().filter_map(|t| Cidr::parse(&t.ip_address).ok()).collect(),
         limits: TokenLimits {
-            ttl: obj.spec.access_token_ttl,
-            max_ttl: obj.spec.access_token_max_ttl,
+            ttl: obj.spec.access_token_ttl.min(policy.max_token_ttl),
+            max_ttl: obj.spec.access_token_max_ttl.min(policy.max_token_ttl),
             num_uses_limit: u64::try_from(obj.spec.access_token_num_uses_limit).unwrap_or(0),
         },
         source: issuer_source(&obj.spec),

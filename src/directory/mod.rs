@@ -50,6 +50,27 @@ pub struct Inputs {
     pub assignments: Vec<Arc<OidcAssignment>>,
     pub providers: Vec<Arc<OidcProvider>>,
     pub identities: Vec<Arc<IdentityOidcAuth>>,
+    /// What the operator's flags impose on every object.
+    pub policy: Policy,
+}
+
+/// Bounds the operator's flags put on what specs declare.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// The longest lifetime, in seconds, of any token: identities' `accessTokenTTL` and
+    /// `accessTokenMaxTTL`, clients' `idTokenTTL` and `accessTokenTTL` are cut to it
+    /// (`--max-token-ttl`). Infisical allows up to ten years; a token nobody revokes would
+    /// then hold its tenant's quota for as long.
+    pub max_token_ttl: i64,
+}
+
+/// `--max-token-ttl`'s default: 31 days.
+pub const DEFAULT_MAX_TOKEN_TTL: i64 = 31 * 24 * 3600;
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self { max_token_ttl: DEFAULT_MAX_TOKEN_TTL }
+    }
 }
 
 /// Generated state the shells keep (Secrets on a cluster, files standalone).

@@ -371,3 +371,31 @@ fn records_name_the_incarnation_of_their_identity() {
     assert!(dir.issuing_identity(&IssuedBy { id: "id-1", key: &other_key, uid: "uid-second" }).is_none());
     assert!(dir.issuing_identity(&IssuedBy { id: "id-1", key: &key, uid: "uid-second" }).is_some());
 }
+
+/// `--max-token-ttl` cuts every token lifetime a spec declares: identities' TTLs (within
+/// Infisical's ten years) and clients' access token TTL.
+#[test]
+fn token_lifetimes_are_cut_to_the_policy() {
+    let mut long = identity_obj("ns", "long", "e-long", None);
+    long.spec.access_token_ttl = 315_359_999;
+    long.spec.access_token_max_ttl = 315_359_999;
+    let mut short = identity_obj("ns", "short", "e-short", None);
+    short.spec.access_token_ttl = 60;
+    short.spec.access_token_max_ttl = 120;
+    let mut app = client("app", DEFAULT_KEY, &["allow_all"]);
+    app.spec.access_token_ttl = api::Duration::from_secs(400 * 24 * 3600);
+    let inputs = Inputs {
+        identities: arcs![long, short],
+        clients: arcs![app],
+        policy: Policy { max_token_ttl: 3600 },
+        ..Inputs::default()
+    };
+    let m = materials(&inputs);
+    let dir = build(&inputs, &m, &ExternalUrl::new("https://x"), NOW, None);
+    let limits = |id: &str| dir.identity_by_id(id).unwrap().limits;
+    assert_eq!((limits("e-long").ttl, limits("e-long").max_ttl), (3600, 3600));
+    assert_eq!((limits("e-short").ttl, limits("e-short").max_ttl), (60, 120), "shorter lifetimes are kept");
+    let app = dir.namespace("ns").unwrap().clients.values().next().unwrap();
+    assert_eq!(app.access_token_ttl, 3600);
+    assert_eq!(Policy::default().max_token_ttl, 31 * 24 * 3600);
+}

@@ -70,6 +70,10 @@ pub struct ServeArgs {
     /// Live session records one identity may hold (its tokens, codes and userinfo tokens).
     #[arg(long, default_value_t = crate::sessions::quota::DEFAULT_MAX_RECORDS_PER_IDENTITY, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_session_records_per_identity: usize,
+    /// Longest lifetime of any token, in seconds: identities' accessTokenTTL and
+    /// accessTokenMaxTTL and clients' idTokenTTL and accessTokenTTL are cut to it.
+    #[arg(long, default_value_t = crate::directory::DEFAULT_MAX_TOKEN_TTL, value_parser = clap::value_parser!(i64).range(60..=315_359_999))]
+    pub max_token_ttl: i64,
     /// Seconds between two purges of expired and spent session records.
     #[arg(long, default_value_t = super::purge::DEFAULT_INTERVAL, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub session_purge_interval: u64,

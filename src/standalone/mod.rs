@@ -151,6 +151,7 @@ impl Shell {
                 tracing::warn!(problem = %p, "invalid manifest");
             }
             self.inputs = inputs;
+            self.inputs.policy.max_token_ttl = self.options.serve.max_token_ttl;
             self.last_good = good;
             self.last_files = Some(files);
         }
