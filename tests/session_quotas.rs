@@ -1,7 +1,7 @@
 //! Tenant quotas of the session store, one table run on both stores (issue 20, items 1-2):
 //! a namespace at its share and an identity at its quota are refused alone, in records and
 //! in bytes; an oversized record is refused; the records of a departed identity go with it
-//! and give their room back. The memory store drops them in its purge, Redis by the
+//! and give their room back, as a revoked token does. The memory store drops them in its purge, Redis by the
 //! identity's index.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
@@ -128,6 +128,10 @@ async fn the_table(under: Under, name: &str) {
     }
     // Four back makes ten again: the namespace's share.
     assert!(matches!(put(token("greedy", "four", 0)).await.1, Err(StoreError::NamespaceQuota { .. })), "{name}");
+    // A revoked token gives its room back at once.
+    assert_eq!(store.revoke(&two_last).await, Ok(true), "{name}");
+    assert_eq!(put(token("greedy", "five", 0)).await.1, Ok(()), "{name}: room of the revoked token");
+    assert!(matches!(put(token("greedy", "five", 0)).await.1, Err(StoreError::NamespaceQuota { .. })), "{name}");
     let first = token_hash(&format!("{name}-1"));
     assert_eq!(store.peek(&first, &LIMITS, now()).await, Err(TokenError::Unknown), "{name}: departed token is gone");
 }
@@ -142,7 +146,17 @@ async fn quotas_and_departed_identities_on_redis() {
     let redis = tokio::task::spawn_blocking(RedisServer::start).await.unwrap();
     let options = RedisOptions { quotas: quotas(), ..RedisOptions::new(redis.url()) };
     let store = RedisStore::connect(&options, Default::default()).unwrap();
-    the_table(Under::Redis(store), "redis").await;
+    the_table(Under::Redis(Arc::clone(&store)), "redis").await;
+    // A renewal moves the record's charge forward with it, so renewing cannot keep records
+    // alive past the quota's view of them.
+    let session = SessionStore::Redis(store);
+    let hash = token_hash("renewed");
+    session.insert(hash, token("renewal", "one", 0), now() + 60).await.unwrap();
+    let longer = TokenLimits { ttl: 7200, max_ttl: 7200, num_uses_limit: 0 };
+    session.renew(&hash, &longer, now()).await.unwrap();
+    let scores = common::redis::cli(redis.port, &["zrange", "oidcop:{t:renewal}:n", "0", "-1", "withscores"]);
+    let score: i64 = scores.lines().nth(1).and_then(|l| l.trim().parse().ok()).unwrap_or(0);
+    assert!(score >= (now() + 7000) * 1000, "the charge did not follow the renewal: {scores}");
     // Every tenant key lives in its namespace's slot and expires with its records.
     let tenant_keys = redis.keys("*{t:*");
     assert!(!tenant_keys.is_empty());

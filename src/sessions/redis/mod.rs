@@ -362,6 +362,9 @@ impl RedisStore {
             grant_redeem: Lua::new(GRANT_REDEEM),
             quota_add: Lua::new(scripts::QUOTA_ADD),
             index_drop: Lua::new(scripts::INDEX_DROP),
+            index_bump: Lua::new(scripts::INDEX_BUMP),
+            index_remove: Lua::new(scripts::INDEX_REMOVE),
+            tok_take: Lua::new(scripts::TOK_TAKE),
         };
         Ok(Arc::new(Self {
             conn,
@@ -507,16 +510,41 @@ impl RedisStore {
                 record.issued_at = int(&reply[2]).ok_or(TokenError::Unavailable)?;
                 record.renewed_at = int(&reply[3]).ok_or(TokenError::Unavailable)?;
                 record.uses = int(&reply[4]).and_then(|n| u64::try_from(n).ok()).ok_or(TokenError::Unavailable)?;
+                if mode == "renew" {
+                    let key = self.key(hash, "tok");
+                    let owner = Owner::Identity {
+                        name: &record.identity.name,
+                        uid: &record.identity_uid,
+                        id: &record.identity_id,
+                    };
+                    // A renewal the index did not follow would let the record outlive its
+                    // charge: the renewal fails closed instead.
+                    self.extend_charge(&key, &record.charge(), &[owner], record.expires_at(limits))
+                        .await
+                        .map_err(|_| TokenError::Unavailable)?;
+                }
                 Ok(record)
             }
             _ => Err(TokenError::Unavailable),
         }
     }
 
+    /// Revokes a token and gives its charge back to its tenant, so revoking makes room as
+    /// it does in memory.
     pub async fn revoke(&self, hash: &[u8; 32]) -> Result<bool, StoreError> {
-        let mut cmd = redis::cmd("DEL");
-        cmd.arg(self.key(hash, "tok"));
-        self.run::<i64>("token_revoke", &cmd).await.map(|n| n > 0)
+        let key = self.key(hash, "tok");
+        let taken: Option<String> = self.run_script("token_revoke", &self.scripts.tok_take, &key, &[]).await?;
+        let Some(json) = taken else { return Ok(false) };
+        if let Ok(record) = serde_json::from_str::<TokenRecord>(&json) {
+            let owner =
+                Owner::Identity { name: &record.identity.name, uid: &record.identity_uid, id: &record.identity_id };
+            // The token is gone either way; a charge left behind only holds room until its
+            // expiry.
+            if let Err(e) = self.uncharge(&key, &record.charge(), &[owner]).await {
+                tracing::warn!(error = %e, "a revoked token's quota charge stays until its expiry");
+            }
+        }
+        Ok(true)
     }
 
     pub async fn insert_code(&self, hash: [u8; 32], record: CodeRecord) -> Result<(), StoreError> {

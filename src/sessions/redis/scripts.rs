@@ -130,6 +130,31 @@ if freed > 0 then redis.call('DECRBY', KEYS[3], freed) end
 redis.call('DEL', KEYS[1])
 return keys";
 
+/// `KEYS` = the namespace's index, then the owners' indexes; `ARGV` = member, expiry (unix
+/// ms). Moves a renewed record's expiry forward in every index it is in (never back).
+pub(super) const INDEX_BUMP: &str = r"
+for i = 1, #KEYS do
+  redis.call('ZADD', KEYS[i], 'XX', 'GT', ARGV[2], ARGV[1])
+  redis.call('PEXPIREAT', KEYS[i], ARGV[2], 'GT')
+end
+return 0";
+
+/// `KEYS` = the namespace's index, its byte count, then the owners' indexes; `ARGV` =
+/// member. Gives a revoked record's charge back.
+pub(super) const INDEX_REMOVE: &str = r"
+local m = ARGV[1]
+if redis.call('ZREM', KEYS[1], m) == 1 then
+  redis.call('DECRBY', KEYS[2], tonumber(string.match(m, '^(%d+)|')) or 0)
+end
+for i = 3, #KEYS do redis.call('ZREM', KEYS[i], m) end
+return 0";
+
+/// `KEYS[1]` = token. Deletes it, returning its record (nil when there was none).
+pub(super) const TOK_TAKE: &str = r"
+local d = redis.call('HGET', KEYS[1], 'd')
+redis.call('DEL', KEYS[1])
+return d";
+
 /// A Lua script and its SHA-1, for `EVALSHA` (with `EVAL` when a node has not seen it).
 pub(super) struct Lua {
     body: &'static str,
@@ -164,4 +189,7 @@ pub(super) struct Scripts {
     pub(super) grant_redeem: Lua,
     pub(super) quota_add: Lua,
     pub(super) index_drop: Lua,
+    pub(super) index_bump: Lua,
+    pub(super) index_remove: Lua,
+    pub(super) tok_take: Lua,
 }

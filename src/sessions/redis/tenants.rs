@@ -82,6 +82,36 @@ impl RedisStore {
         }
     }
 
+    /// Moves a renewed record's expiry forward in its indexes, so renewals cannot keep
+    /// records alive past their charge (which would let a tenant exceed its share).
+    pub(super) async fn extend_charge(
+        &self,
+        record_key: &str,
+        charge: &Charge<'_>,
+        owners: &[Owner<'_>],
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        let ns = charge.namespace;
+        let mut keys = vec![self.tenant_key(ns, "n")];
+        keys.extend(owners.iter().map(|o| self.tenant_key(ns, &o.suffix())));
+        let args = [member(charge.bytes, record_key), ms(expires_at)];
+        self.run_script_on::<i64>("index_bump", &self.scripts.index_bump, &keys, &args).await.map(drop)
+    }
+
+    /// Gives a removed record's charge back.
+    pub(super) async fn uncharge(
+        &self,
+        record_key: &str,
+        charge: &Charge<'_>,
+        owners: &[Owner<'_>],
+    ) -> Result<(), StoreError> {
+        let ns = charge.namespace;
+        let mut keys = vec![self.tenant_key(ns, "n"), self.tenant_key(ns, "b")];
+        keys.extend(owners.iter().map(|o| self.tenant_key(ns, &o.suffix())));
+        let args = [member(charge.bytes, record_key)];
+        self.run_script_on::<i64>("index_remove", &self.scripts.index_remove, &keys, &args).await.map(drop)
+    }
+
     /// Deletes every record an owner holds, and its index; how many records. Called when
     /// the owner left the directory.
     pub async fn drop_owner(&self, namespace: &str, owner_suffix: &str) -> Result<usize, StoreError> {
