@@ -272,6 +272,28 @@ mod tests {
     }
 
     #[test]
+    fn the_health_listener_keeps_room_beyond_one_peer() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            limits: LimitArgs,
+        }
+        let parse = |args: &[&str]| Cli::parse_from(std::iter::once("x").chain(args.iter().copied())).limits;
+        let defaults = parse(&[]);
+        assert_eq!(check_management_caps(&defaults), Ok(()));
+        let management = ConnLimits::management(&defaults);
+        assert_eq!((management.max_connections, management.max_connections_per_peer), (64, 8));
+        assert_eq!(management.header_read_timeout, Duration::from_secs(5));
+        assert_eq!(management.idle_timeout, Duration::from_secs(5));
+        let api = ConnLimits::from_args(&defaults, 10_000);
+        assert!(api.max_connections_per_peer * 10 <= api.max_connections, "well below the global cap");
+        let whole = parse(&["--metrics-max-connections", "8", "--metrics-max-connections-per-peer", "8"]);
+        let err = check_management_caps(&whole).unwrap_err().to_string();
+        assert!(err.contains("--metrics-max-connections-per-peer") && err.contains("(8)"), "{err}");
+    }
+
+    #[test]
     fn the_backlog_is_somaxconn() {
         assert_eq!(listen_backlog(Some("4096\n")), 4096);
         assert_eq!(listen_backlog(Some("65535")), 65535);
