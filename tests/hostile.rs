@@ -121,6 +121,13 @@ fn own_fd_limit() -> u64 {
     line.split_whitespace().nth(3).unwrap().parse().unwrap_or(u64::MAX)
 }
 
+/// A connection to `addr` from the loopback address `from` (a peer of its own).
+async fn connect_from(from: &str, addr: &str) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(std::net::SocketAddr::new(from.parse().unwrap(), 0)).unwrap();
+    socket.connect(addr.parse().unwrap()).await.unwrap()
+}
+
 /// Polls `cond` every 50 ms until it holds or `timeout` passes; returns whether it held.
 async fn wait_until(timeout: Duration, mut cond: impl AsyncFnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
@@ -235,11 +242,12 @@ async fn two_thousand_idle_and_slow_connections_do_not_stop_good_clients_and_are
     assert!(settled, "the warm-up connections were not closed");
     let baseline = fd_count(pid);
 
-    // 1,000 idle: TCP only, never a byte (the TLS handshake never starts).
+    // 1,000 idle: TCP only, never a byte (the TLS handshake never starts). The idle ones come
+    // from 127.0.0.2 and the slow ones from 127.0.0.3, each peer at the default per-peer cap.
     let addr = s.addr();
     let mut idle = Vec::new();
     for _ in 0..HOSTILE_EACH {
-        let stream = TcpStream::connect(&addr).await.unwrap();
+        let stream = connect_from("127.0.0.2", &addr).await;
         let opened = Instant::now();
         idle.push(tokio::spawn(async move {
             let (read, _write) = stream.into_split();
@@ -256,7 +264,7 @@ async fn two_thousand_idle_and_slow_connections_do_not_stop_good_clients_and_are
             (connector.clone(), addr.clone(), Arc::clone(&handshaken), Arc::clone(&gate));
         slow.push(tokio::spawn(async move {
             let permit = gate.acquire_owned().await.unwrap();
-            let tcp = TcpStream::connect(&addr).await.unwrap();
+            let tcp = connect_from("127.0.0.3", &addr).await;
             let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
             let tls = connector.connect(name, tcp).await.unwrap();
             let opened = Instant::now();

@@ -328,6 +328,35 @@ async fn the_helm_chart_installs_and_the_operator_runs_under_its_rbac_in_both_mo
     let from = &sentinel_env.expect("the Sentinels' password env")["valueFrom"]["secretKeyRef"];
     assert_eq!((from["name"].as_str(), from["key"].as_str()), (Some("sentinel-auth"), Some("sentinel-password")));
 
+    // The optional NetworkPolicy: none by default; when enabled, the protocol port open to all
+    // and the metrics port to `metricsFrom` only, and the API server accepts it.
+    assert!(!manifest.iter().any(|d| d["kind"] == "NetworkPolicy"), "a NetworkPolicy by default");
+    let policy_sets = [
+        "--set",
+        "networkPolicy.enabled=true",
+        "--set",
+        "networkPolicy.metricsFrom[0].podSelector.matchLabels.app=prometheus",
+    ];
+    let mut args = vec!["template", "--kube-version", "1.34.4", "oidc-operator", &chart, "-n", dry];
+    args.extend(policy_sets);
+    let with_policy = helm(&cp, &args);
+    ok(
+        &kubectl_stdin(&cp, &["apply", "--dry-run=server", "-n", dry, "-f", "-"], &with_policy),
+        "NetworkPolicy dry run",
+    );
+    let docs = documents(&with_policy);
+    let policy = docs.iter().find(|d| d["kind"] == "NetworkPolicy").expect("a NetworkPolicy when enabled");
+    let ingress = policy["spec"]["ingress"].as_array().unwrap();
+    assert_eq!(ingress.len(), 2, "{ingress:?}");
+    assert_eq!(ingress[0]["ports"][0]["port"], "https");
+    assert!(ingress[0].get("from").is_none(), "the protocol port is open to every source: {ingress:?}");
+    assert_eq!(ingress[1]["ports"][0]["port"], "metrics");
+    assert_eq!(ingress[1]["from"][0]["podSelector"]["matchLabels"]["app"], "prometheus");
+    assert_eq!(
+        policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/instance"], "oidc-operator",
+        "it selects the operator pods"
+    );
+
     // Cluster mode narrowed to some namespaces binds its ClusterRole only there.
     let narrowed = documents(&helm(
         &cp,

@@ -5,11 +5,17 @@
 //! the kernel reset the connection, and a reset discards the answer on the caller's side. So an
 //! oversized body is read and discarded up to [`DISCARD_LIMIT`] within the same deadline, and
 //! the answer says `Connection: close`.
+//!
+//! The bytes of bodies being read are counted against one budget per listener
+//! (`--max-inflight-body-bytes`): with the budget spent a request is answered 503 at once
+//! instead of waiting, so many slow bodies cannot hold unbounded memory between them.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Buf;
 use futures::{Stream, StreamExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, timeout_at};
 use warp::http::{HeaderMap, HeaderValue, StatusCode, header};
 use warp::reply::Response;
@@ -19,10 +25,66 @@ use warp::reply::Response;
 /// at once, and the caller may see a reset instead.
 pub const DISCARD_LIMIT: u64 = 16 * 1024 * 1024;
 
-/// How long a request's body may take to arrive, from the end of its headers: set on every
-/// request by the accept loop ([`super::conn`]).
-#[derive(Clone, Copy, Debug)]
-pub struct BodyDeadline(pub Duration);
+/// What bounds a request's body: how long it may take to arrive, from the end of its headers,
+/// and the listener's budget of body bytes. Set on every request by the accept loop
+/// ([`super::conn`]).
+#[derive(Clone, Debug)]
+pub struct BodyLimits {
+    pub deadline: Duration,
+    pub budget: BodyBudget,
+}
+
+/// Request-body bytes held in memory at once across a listener's connections.
+#[derive(Clone, Debug)]
+pub struct BodyBudget(Option<Arc<Semaphore>>);
+
+impl BodyBudget {
+    pub fn new(bytes: usize) -> Self {
+        Self(Some(Arc::new(Semaphore::new(bytes.min(Semaphore::MAX_PERMITS)))))
+    }
+
+    /// No budget (callers without an accept loop).
+    pub fn unbounded() -> Self {
+        Self(None)
+    }
+
+    /// Bytes still free (`None`: unbounded).
+    pub fn available(&self) -> Option<usize> {
+        self.0.as_ref().map(|s| s.available_permits())
+    }
+
+    /// Adds `n` bytes to `held`, or says the budget is spent; never waits.
+    fn take(&self, n: usize, held: &mut Held) -> Result<(), BodyError> {
+        let Some(semaphore) = &self.0 else { return Ok(()) };
+        if n == 0 {
+            return Ok(());
+        }
+        let n = u32::try_from(n).map_err(|_| BodyError::Busy)?;
+        let permit = Arc::clone(semaphore).try_acquire_many_owned(n).map_err(|_| BodyError::Busy)?;
+        match &mut held.0 {
+            Some(p) => p.merge(permit),
+            None => held.0 = Some(permit),
+        }
+        Ok(())
+    }
+}
+
+/// Budget bytes a read body holds; given back when dropped, so keep it while the bytes live.
+#[derive(Debug, Default)]
+pub struct Held(Option<OwnedSemaphorePermit>);
+
+impl Held {
+    fn bytes(&self) -> usize {
+        self.0.as_ref().map_or(0, OwnedSemaphorePermit::num_permits)
+    }
+}
+
+/// A body read whole, with the budget it holds.
+#[derive(Debug)]
+pub struct Body {
+    pub bytes: Vec<u8>,
+    pub held: Held,
+}
 
 /// Why a body was not read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -33,6 +95,8 @@ pub enum BodyError {
     Timeout,
     #[error("the request body could not be read")]
     Broken,
+    #[error("the server is reading too many request bodies at once; retry shortly")]
+    Busy,
 }
 
 impl BodyError {
@@ -41,6 +105,7 @@ impl BodyError {
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Timeout => StatusCode::REQUEST_TIMEOUT,
             Self::Broken => StatusCode::BAD_REQUEST,
+            Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -50,6 +115,7 @@ impl BodyError {
             Self::TooLarge => "body_too_large",
             Self::Timeout => "body_timeout",
             Self::Broken => "body_error",
+            Self::Busy => "body_budget",
         }
     }
 
@@ -59,6 +125,15 @@ impl BodyError {
             Self::TooLarge => "payload_too_large",
             Self::Timeout => "request_timeout",
             Self::Broken => "invalid_request",
+            Self::Busy => "temporarily_unavailable",
+        }
+    }
+
+    /// The RFC 6749 error code (authorize, token, userinfo).
+    pub fn oauth_code(self) -> &'static str {
+        match self {
+            Self::Busy => "temporarily_unavailable",
+            Self::TooLarge | Self::Timeout | Self::Broken => "invalid_request",
         }
     }
 
@@ -67,6 +142,9 @@ impl BodyError {
     pub fn response(self, shape: impl FnOnce(StatusCode, &str) -> Response) -> Response {
         let mut r = shape(self.status(), &self.to_string());
         r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        if self == Self::Busy {
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         r
     }
 }
@@ -76,14 +154,17 @@ pub fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
 }
 
-/// Reads a body of at most `limit` bytes before `deadline` has passed. An oversized body is
-/// read on and discarded (see the module doc) before `TooLarge` is returned.
+/// Reads a body of at most `limit` bytes before `deadline` has passed, holding its bytes in
+/// `budget` (a declared length at once, otherwise as they arrive). An oversized body, or one
+/// the budget cannot hold, is read on and discarded (see the module doc) before `TooLarge` or
+/// `Busy` is returned.
 pub async fn read<S, B>(
     mut stream: S,
     limit: usize,
     deadline: Duration,
+    budget: &BodyBudget,
     declared: Option<u64>,
-) -> Result<Vec<u8>, BodyError>
+) -> Result<Body, BodyError>
 where
     S: Stream<Item = Result<B, warp::Error>> + Unpin,
     B: Buf,
@@ -96,17 +177,31 @@ where
         }
         return Err(BodyError::TooLarge);
     }
+    let mut held = Held::default();
+    if let Some(len) = declared {
+        // Within `limit`, checked above.
+        if let Err(e) = budget.take(usize::try_from(len).unwrap_or(usize::MAX), &mut held) {
+            discard(&mut stream, end, 0).await;
+            return Err(e);
+        }
+    }
     let mut body = Vec::new();
     loop {
         match timeout_at(end, stream.next()).await {
             Err(_) => return Err(BodyError::Timeout),
-            Ok(None) => return Ok(body),
+            Ok(None) => return Ok(Body { bytes: body, held }),
             Ok(Some(Err(_))) => return Err(BodyError::Broken),
             Ok(Some(Ok(mut chunk))) => {
-                if body.len().saturating_add(chunk.remaining()) > limit {
-                    let seen = u64::try_from(body.len() + chunk.remaining()).unwrap_or(u64::MAX);
+                let total = body.len().saturating_add(chunk.remaining());
+                if total > limit {
+                    let seen = u64::try_from(total).unwrap_or(u64::MAX);
                     discard(&mut stream, end, seen).await;
                     return Err(BodyError::TooLarge);
+                }
+                if let Err(e) = budget.take(total.saturating_sub(held.bytes()), &mut held) {
+                    drop(held);
+                    discard(&mut stream, end, u64::try_from(total).unwrap_or(u64::MAX)).await;
+                    return Err(e);
                 }
                 while chunk.has_remaining() {
                     let part = chunk.chunk();
@@ -150,15 +245,16 @@ mod tests {
     #[tokio::test]
     async fn a_body_within_the_limit_is_read_whole() {
         let pulled = Arc::new(AtomicUsize::new(0));
-        let body = read(Box::pin(chunks(&[3, 4], &pulled)), 7, Duration::from_secs(1), None).await;
-        assert_eq!(body, Ok(b"xxxxxxx".to_vec()));
+        let body = read(Box::pin(chunks(&[3, 4], &pulled)), 7, Duration::from_secs(1), &unbounded(), None).await;
+        assert_eq!(body.map(|b| b.bytes), Ok(b"xxxxxxx".to_vec()));
     }
 
     #[tokio::test]
     async fn an_oversized_body_is_drained_so_the_answer_is_not_lost_to_a_reset() {
         let pulled = Arc::new(AtomicUsize::new(0));
-        let body = read(Box::pin(chunks(&[5, 5, 1000, 1000], &pulled)), 8, Duration::from_secs(1), None).await;
-        assert_eq!(body, Err(BodyError::TooLarge));
+        let body =
+            read(Box::pin(chunks(&[5, 5, 1000, 1000], &pulled)), 8, Duration::from_secs(1), &unbounded(), None).await;
+        assert_eq!(body.map(|b| b.bytes), Err(BodyError::TooLarge));
         assert_eq!(pulled.load(Ordering::SeqCst), 2010, "everything the caller sent was read");
     }
 
@@ -166,8 +262,8 @@ mod tests {
     async fn a_declared_length_beyond_the_discard_limit_is_not_read_at_all() {
         let pulled = Arc::new(AtomicUsize::new(0));
         let huge = Some(DISCARD_LIMIT + 1);
-        let body = read(Box::pin(chunks(&[5], &pulled)), 8, Duration::from_secs(1), huge).await;
-        assert_eq!(body, Err(BodyError::TooLarge));
+        let body = read(Box::pin(chunks(&[5], &pulled)), 8, Duration::from_secs(1), &unbounded(), huge).await;
+        assert_eq!(body.map(|b| b.bytes), Err(BodyError::TooLarge));
         assert_eq!(pulled.load(Ordering::SeqCst), 0);
     }
 
@@ -176,9 +272,48 @@ mod tests {
         let stalled = futures::stream::iter([Ok::<_, warp::Error>(bytes::Bytes::from_static(b"ab"))])
             .chain(futures::stream::pending());
         let started = std::time::Instant::now();
-        let body = read(Box::pin(stalled), 64, Duration::from_millis(100), None).await;
-        assert_eq!(body, Err(BodyError::Timeout));
+        let body = read(Box::pin(stalled), 64, Duration::from_millis(100), &unbounded(), None).await;
+        assert_eq!(body.map(|b| b.bytes), Err(BodyError::Timeout));
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    fn unbounded() -> BodyBudget {
+        BodyBudget::unbounded()
+    }
+
+    #[tokio::test]
+    async fn bodies_hold_their_bytes_in_the_budget_until_dropped() {
+        let budget = BodyBudget::new(10);
+        let pulled = Arc::new(AtomicUsize::new(0));
+        let first = read(Box::pin(chunks(&[3, 4], &pulled)), 64, Duration::from_secs(1), &budget, None).await.unwrap();
+        assert_eq!(budget.available(), Some(3));
+        let declared = read(Box::pin(chunks(&[3], &pulled)), 64, Duration::from_secs(1), &budget, Some(3)).await;
+        assert_eq!(declared.as_ref().map(|b| b.bytes.len()), Ok(3));
+        assert_eq!(budget.available(), Some(0));
+        drop((first, declared));
+        assert_eq!(budget.available(), Some(10), "everything is given back");
+    }
+
+    #[tokio::test]
+    async fn a_spent_budget_answers_busy_at_once_and_gives_back_what_it_took() {
+        let budget = BodyBudget::new(6);
+        let pulled = Arc::new(AtomicUsize::new(0));
+        let holder = read(Box::pin(chunks(&[4], &pulled)), 64, Duration::from_secs(1), &budget, None).await.unwrap();
+        // Declared beyond what is left: refused before any byte is buffered.
+        let started = std::time::Instant::now();
+        let declared = read(Box::pin(chunks(&[5], &pulled)), 64, Duration::from_secs(5), &budget, Some(5)).await;
+        assert_eq!(declared.map(|b| b.bytes), Err(BodyError::Busy));
+        assert!(started.elapsed() < Duration::from_secs(1));
+        // Undeclared: refused at the chunk that does not fit, and the first chunk's share is
+        // given back.
+        let chunked = read(Box::pin(chunks(&[2, 2], &pulled)), 64, Duration::from_secs(1), &budget, None).await;
+        assert_eq!(chunked.map(|b| b.bytes), Err(BodyError::Busy));
+        assert_eq!(budget.available(), Some(2));
+        drop(holder);
+        assert_eq!(budget.available(), Some(6));
+        let r = BodyError::Busy.response(|s, m| super::super::error(s, BodyError::Busy.oauth_code(), m));
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "1");
     }
 
     #[test]

@@ -1,11 +1,12 @@
-//! The accept loop and what bounds each connection (DESIGN §6): a cap on open connections, a
-//! TLS handshake deadline, a header deadline, an idle deadline, HTTP/2 keep-alive and a cap on
-//! HTTP/2 streams. Body deadlines are per request ([`super::body`]); the accept loop hands each
-//! request its [`BodyDeadline`] and [`PeerAddr`].
+//! The accept loop and what bounds each connection (DESIGN §6): a cap on open connections in
+//! all and per peer ([`super::peers`]), a TLS handshake deadline, a header deadline, an idle
+//! deadline, HTTP/2 keep-alive and a cap on HTTP/2 streams. Body deadlines and the body-bytes budget are per request ([`super::body`]);
+//! the accept loop hands each request its [`BodyLimits`] and [`PeerAddr`].
 //!
-//! At the cap a new connection is accepted and closed at once, not left in the kernel's
+//! At either cap a new connection is accepted and closed at once, not left in the kernel's
 //! backlog: the caller learns immediately (EOF) and can retry elsewhere, and the backlog never
-//! fills with callers waiting for nothing.
+//! fills with callers waiting for nothing. The loop itself never waits on a connection (every
+//! decision is a counter), so a peer holding idle connections cannot slow the accepts of others.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -23,15 +24,19 @@ use tower_service::Service;
 use warp::Filter;
 use warp::reply::Response;
 
-use super::body::BodyDeadline;
+use super::body::{BodyBudget, BodyLimits};
 use super::limits::ConnLimits;
 use super::metrics::ListenerLabels;
+use super::peers::PeerTable;
 use super::{Metrics, PeerAddr};
+use crate::login::cidr::Cidr;
 
-/// One listener: its name (the `listener` label), its limits and where it counts.
+/// One listener: its name (the `listener` label), its limits, the peers exempt from the
+/// per-peer cap (trusted proxies) and where it counts.
 pub struct Listener {
     pub name: &'static str,
     pub limits: ConnLimits,
+    pub exempt: Vec<Cidr>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -63,6 +68,7 @@ struct Shared {
     listener: Listener,
     builders: Builders,
     open: Gauge,
+    budget: BodyBudget,
 }
 
 /// Decrements the open-connections gauge however the connection's task ends.
@@ -81,13 +87,15 @@ where
     F: Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static,
 {
     let permits = Arc::new(Semaphore::new(listener.limits.max_connections.min(Semaphore::MAX_PERMITS)));
+    let peers = PeerTable::new(listener.limits.max_connections_per_peer, listener.exempt.clone());
+    let budget = BodyBudget::new(listener.limits.max_inflight_body_bytes);
     let open = listener.metrics.connections_open.get_or_create(&ListenerLabels { listener: listener.name }).clone();
     let builders = Builders {
         h1: builder(&listener.limits).http1_only(),
         h2: builder(&listener.limits).http2_only(),
         any: builder(&listener.limits),
     };
-    let shared = Arc::new(Shared { listener, builders, open });
+    let shared = Arc::new(Shared { listener, builders, open, budget });
     loop {
         let (stream, peer) = match tcp.accept().await {
             Ok(pair) => pair,
@@ -103,6 +111,11 @@ where
             drop(stream);
             continue;
         };
+        let Some(slot) = peers.admit(peer.ip()) else {
+            shared.listener.metrics.connection_rejected(shared.listener.name, "peer_limit");
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let shared = Arc::clone(&shared);
         let filter = filter.clone();
@@ -111,6 +124,7 @@ where
             shared.open.inc();
             let _open = Open(shared.open.clone());
             connection(stream, peer, tls, filter, &shared).await;
+            drop(slot);
             drop(permit);
         });
     }
@@ -139,11 +153,11 @@ where
     };
     let activity = Arc::new(Activity::new());
     let tracked = Arc::clone(&activity);
-    let deadline = BodyDeadline(limits.body_read_timeout);
+    let body_limits = BodyLimits { deadline: limits.body_read_timeout, budget: shared.budget.clone() };
     let service = warp::service(filter);
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(PeerAddr(peer));
-        req.extensions_mut().insert(deadline);
+        req.extensions_mut().insert(body_limits.clone());
         let busy = Busy::begin(&tracked);
         let mut service = service.clone();
         let response = service.call(req);

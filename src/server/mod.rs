@@ -9,6 +9,7 @@ pub mod identity_api;
 pub mod limits;
 pub mod metrics;
 pub mod oidc_api;
+pub mod peers;
 pub mod purge;
 pub mod startup;
 pub mod tls;
@@ -166,7 +167,7 @@ async fn dispatch(
     query: String,
     headers: warp::http::HeaderMap,
     peer: Option<PeerAddr>,
-    deadline: Option<body::BodyDeadline>,
+    body_limits: Option<body::BodyLimits>,
     body: impl futures::Stream<Item = Result<impl Buf, warp::Error>>,
 ) -> Result<Response, Infallible> {
     let started = std::time::Instant::now();
@@ -181,23 +182,30 @@ async fn dispatch(
     };
     // Every body is read (bounded in size and time) before anything is answered, so that no
     // answer is sent over unread bytes (see `body`).
-    let deadline = deadline.map_or_else(|| limits::ConnLimits::default().body_read_timeout, |d| d.0);
+    let body::BodyLimits { deadline, budget } = body_limits.unwrap_or_else(|| body::BodyLimits {
+        deadline: limits::ConnLimits::default().body_read_timeout,
+        budget: body::BodyBudget::unbounded(),
+    });
     let declared = body::content_length(&headers);
-    let bytes = match body::read(Box::pin(body), identity_api::MAX_BODY_BYTES, deadline, declared).await {
-        Ok(bytes) => bytes,
-        Err(e) => {
-            state.metrics.connection_rejected("api", e.reason());
-            let (resp, label) = match identity_endpoint {
-                Some((label, _)) => (e.response(|status, msg| api_error(status.as_u16(), e.api_code(), msg)), label),
-                None => {
-                    let label = paths::route(path.as_str()).map_or("unknown", |r| r.endpoint.label());
-                    (e.response(|status, msg| error(status, "invalid_request", msg)), label)
-                }
-            };
-            state.metrics.request(label, resp.status().as_u16(), started.elapsed());
-            return Ok(resp);
-        }
-    };
+    // `_held` keeps the body's share of the budget until the answer is made.
+    let body::Body { bytes, held: _held } =
+        match body::read(Box::pin(body), identity_api::MAX_BODY_BYTES, deadline, &budget, declared).await {
+            Ok(body) => body,
+            Err(e) => {
+                state.metrics.connection_rejected("api", e.reason());
+                let (resp, label) = match identity_endpoint {
+                    Some((label, _)) => {
+                        (e.response(|status, msg| api_error(status.as_u16(), e.api_code(), msg)), label)
+                    }
+                    None => {
+                        let label = paths::route(path.as_str()).map_or("unknown", |r| r.endpoint.label());
+                        (e.response(|status, msg| error(status, e.oauth_code(), msg)), label)
+                    }
+                };
+                state.metrics.request(label, resp.status().as_u16(), started.elapsed());
+                return Ok(resp);
+            }
+        };
     let (resp, label) = match identity_endpoint {
         Some((label, op)) => {
             let allowed = if op == Some(TokenOp::Lookup) { Method::GET } else { Method::POST };
@@ -254,7 +262,7 @@ pub fn api_routes(state: AppState) -> impl Filter<Extract = (Response,), Error =
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::header::headers_cloned())
         .and(warp::ext::optional::<PeerAddr>())
-        .and(warp::ext::optional::<body::BodyDeadline>())
+        .and(warp::ext::optional::<body::BodyLimits>())
         .and(warp::body::stream())
         .then(dispatch)
         .map(|r: Result<Response, Infallible>| match r {
@@ -306,7 +314,12 @@ pub async fn serve<F>(listener: TcpListener, tls: Option<TlsAcceptor>, filter: F
 where
     F: Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static,
 {
-    let limits = conn::Listener { name: "api", limits: limits::ConnLimits::default(), metrics: Arc::default() };
+    let limits = conn::Listener {
+        name: "api",
+        limits: limits::ConnLimits::default(),
+        exempt: Vec::new(),
+        metrics: Arc::default(),
+    };
     conn::serve(listener, tls, filter, limits).await;
 }
 

@@ -196,9 +196,16 @@ pub struct Started {
     pub external: ExternalUrl,
 }
 
-async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), StartError> {
+/// Binds `addr` with a listen backlog of `backlog` (tokio's own `bind` asks for 128, as std does,
+/// so a burst of connections beyond that is dropped by the kernel before it is accepted).
+fn bind(addr: SocketAddr, backlog: u32) -> Result<(tokio::net::TcpListener, SocketAddr), StartError> {
     let err = |e: std::io::Error| StartError::Bind { addr, reason: e.to_string() };
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(err)?;
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() };
+    let socket = socket.map_err(err)?;
+    // As std and tokio do: a restarted server rebinds while old connections sit in TIME_WAIT.
+    socket.set_reuseaddr(true).map_err(err)?;
+    socket.bind(addr).map_err(err)?;
+    let listener = socket.listen(backlog).map_err(err)?;
     let local = listener.local_addr().map_err(err)?;
     Ok((listener, local))
 }
@@ -217,8 +224,10 @@ pub enum CaSource<'a> {
 /// spawns the servers and prints the `listening:` line tests read.
 pub async fn start(args: &ServeArgs, ca: CaSource<'_>, mode: &str) -> Result<Started, StartError> {
     limits::check_listen(args.listen, args.plain_http, args.tls_terminated_upstream)?;
+    limits::check_management_caps(&args.limits)?;
     let fd_limit = limits::raise_fd_limit();
-    let (cap, lowered) = limits::connection_cap(args.limits.max_connections, fd_limit);
+    let (cap, lowered) =
+        limits::connection_cap(args.limits.max_connections, args.limits.metrics_max_connections, fd_limit);
     if lowered {
         tracing::warn!(
             requested = args.limits.max_connections,
@@ -228,9 +237,10 @@ pub async fn start(args: &ServeArgs, ca: CaSource<'_>, mode: &str) -> Result<Sta
         );
     }
     let api_limits = ConnLimits::from_args(&args.limits, cap);
-    let management_limits = ConnLimits { max_connections: limits::MANAGEMENT_CONNECTIONS, ..api_limits.clone() };
-    let (listener, local) = bind(args.listen).await?;
-    let (management, mgmt_local) = bind(args.metrics_listen).await?;
+    let management_limits = ConnLimits::management(&args.limits);
+    let backlog = limits::listen_backlog(std::fs::read_to_string("/proc/sys/net/core/somaxconn").ok().as_deref());
+    let (listener, local) = bind(args.listen, backlog)?;
+    let (management, mgmt_local) = bind(args.metrics_listen, backlog)?;
     let scheme = if args.plain_http { "http" } else { "https" };
     let external = match &args.external_url {
         Some(url) => ExternalUrl::new(
@@ -288,8 +298,19 @@ pub async fn start(args: &ServeArgs, ca: CaSource<'_>, mode: &str) -> Result<Sta
         refetch_interval: args.issuer_refetch_interval.max(0),
         code_ttl: args.code_ttl,
     };
-    let api = conn::Listener { name: "api", limits: api_limits, metrics: Arc::clone(&app.metrics) };
-    let mgmt = conn::Listener { name: "management", limits: management_limits, metrics: Arc::clone(&app.metrics) };
+    let api = conn::Listener {
+        name: "api",
+        limits: api_limits,
+        exempt: app.trusted_proxies.to_vec(),
+        metrics: Arc::clone(&app.metrics),
+    };
+    // No exemption on the health listener: the kubelet and Prometheus need a few slots each.
+    let mgmt = conn::Listener {
+        name: "management",
+        limits: management_limits,
+        exempt: Vec::new(),
+        metrics: Arc::clone(&app.metrics),
+    };
     tokio::spawn(conn::serve(listener, tls, super::api_routes(app.clone()), api));
     tokio::spawn(conn::serve(management, None, super::management_routes(app.clone()), mgmt));
     tokio::spawn(super::purge::run(app.clone(), std::time::Duration::from_secs(args.session_purge_interval)));
