@@ -123,8 +123,19 @@ impl Ledger {
             return Err(StoreError::IdentityQuota { records: quotas.identity_records });
         }
         self.total.add(charge.bytes);
-        self.namespaces.entry(charge.namespace.to_owned()).or_default().add(charge.bytes);
-        self.identities.entry(charge.identity.clone()).or_default().add(charge.bytes);
+        // Look up before inserting: the usual tenant is known, and its key is not copied.
+        match self.namespaces.get_mut(charge.namespace) {
+            Some(u) => u.add(charge.bytes),
+            None => {
+                self.namespaces.insert(charge.namespace.to_owned(), Usage { records: 1, bytes: charge.bytes });
+            }
+        }
+        match self.identities.get_mut(charge.identity) {
+            Some(u) => u.add(charge.bytes),
+            None => {
+                self.identities.insert(charge.identity.clone(), Usage { records: 1, bytes: charge.bytes });
+            }
+        }
         Ok(())
     }
 
