@@ -9,11 +9,15 @@
 //! discovering than the API server spends storing); "all Ready" is when a watch has seen every
 //! client's `Ready` condition True. RSS is the operator's VmHWM. Control plane, operator and
 //! load all share the machine.
+//!
+//! `OIDC_BENCH_SMOKE=1` (or `-- --smoke`) applies 20 clients and checks that each is Ready
+//! with its credential Secret, and that a restarted operator serves again.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod support;
 
 use std::time::{Duration, Instant};
 
@@ -103,7 +107,8 @@ async fn run(cp: &ControlPlane, n: usize) {
     let ready = start.elapsed();
     let out = cp.kubectl(&["get", "-n", &ns, "secrets", "-l", "oidc-operator.dev/client", "-o", "name"]);
     let secrets = String::from_utf8_lossy(&out.stdout).lines().count();
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(secrets, n, "one credential Secret per Ready client");
+    tokio::time::sleep(settle(5)).await;
     let settled = proc_mb(operator.pid(), "VmRSS:");
     println!(
         "{n:>6} clients: applied in {:>6.1} s, all Ready after {:>6.1} s, {secrets} credential Secrets, operator peak RSS {:>6.1} MB (RSS once settled {:>6.1} MB)",
@@ -117,7 +122,7 @@ async fn run(cp: &ControlPlane, n: usize) {
     let restart = Instant::now();
     let operator = Server::operator(&cp.kubeconfig, &tmp.path().join("op2"), &["--plain-http"]).await;
     let serving = restart.elapsed();
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    tokio::time::sleep(settle(10)).await;
     println!(
         "{n:>6} clients: restarted operator serving after {:>5.1} s, peak RSS {:>6.1} MB, RSS settled {:>6.1} MB",
         serving.as_secs_f64(),
@@ -128,10 +133,19 @@ async fn run(cp: &ControlPlane, n: usize) {
     let _ = cp.kubectl(&["delete", "namespace", &ns, "--wait=false"]);
 }
 
+/// How long RSS is left to settle before it is read: `seconds`, or none in a smoke run.
+fn settle(seconds: u64) -> Duration {
+    Duration::from_secs(support::scaled(seconds, 0))
+}
+
 #[tokio::main]
 async fn main() {
     let sizes: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
-    let sizes = if sizes.is_empty() { vec![1000, 10_000] } else { sizes };
+    let sizes = match (sizes.is_empty(), support::smoke()) {
+        (false, _) => sizes,
+        (true, false) => vec![1000, 10_000],
+        (true, true) => vec![20],
+    };
     println!(
         "# cargo bench --bench cluster   ({} cores)",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)

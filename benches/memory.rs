@@ -6,6 +6,8 @@
 //! Prints the resident set size (RSS) before the logins, after them (and the bytes one live
 //! record costs), and after the purge. The target: RSS returns within 10 % of its baseline,
 //! so token state follows live use and never grows without bound.
+//!
+//! `OIDC_BENCH_SMOKE=1` (or `-- --smoke`) runs 2,000 logins and checks the record counts.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
@@ -28,7 +30,9 @@ use support::now;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Logins measured (a smoke run's is [`SMOKE_LOGINS`]).
 const LOGINS: usize = 1_000_000;
+const SMOKE_LOGINS: usize = 2_000;
 const WORKERS: usize = 2;
 
 fn rss_bytes() -> u64 {
@@ -107,13 +111,15 @@ async fn main() {
     let mut object = IdentityOidcAuth::new("bench", spec);
     object.metadata.namespace = Some("default".into());
     let inputs = Inputs { identities: vec![Arc::new(object)], ..Inputs::default() };
+    let logins = support::scaled(LOGINS, SMOKE_LOGINS);
+    let settle = std::time::Duration::from_millis(support::scaled(1000, 100));
     let shared = Arc::new(SharedDirectory::default());
     shared.store(directory::build(&inputs, &Materials::default(), &ExternalUrl::new("https://x"), now(), None));
     let state = AppState {
         directory: shared,
         metrics: Arc::new(Metrics::default()),
         issuers: Arc::new(IssuerRegistry::new(true)),
-        tokens: SessionStore::memory(2 * LOGINS),
+        tokens: SessionStore::memory(2 * logins),
         trusted_proxies: Arc::new(Vec::new()),
         refetch_interval: 10,
         code_ttl: 300,
@@ -127,16 +133,17 @@ async fn main() {
 
     // Warm up as a server that has served and forgotten a few logins (the first one fetches
     // the issuer; the allocator's per-thread caches fill), then the baseline.
-    run_logins(&state, &jwt, peer, 10_000).await;
+    run_logins(&state, &jwt, peer, support::scaled(10_000, 100)).await;
     let s = state.clone();
     tokio::task::spawn_blocking(move || purge::purge_once(&s, now() + 5)).await.unwrap();
-    keep_allocating(std::time::Duration::from_secs(1)).await;
+    keep_allocating(settle).await;
     let baseline = rss_bytes();
 
     let started = Instant::now();
-    run_logins(&state, &jwt, peer, LOGINS).await;
+    run_logins(&state, &jwt, peer, logins).await;
     let took = started.elapsed().as_secs_f64();
     let records = state.tokens.as_memory().unwrap().records();
+    assert_eq!(records, logins / WORKERS * WORKERS, "every login holds one record until the purge");
     let loaded = rss_bytes();
     let per_record = loaded.saturating_sub(baseline) as f64 / records as f64;
 
@@ -150,7 +157,7 @@ async fn main() {
     // next allocations (frees from another thread go back to their owner lazily, and purges
     // run after a short delay). So the workers keep allocating for a second, as request
     // handling does, holding nothing, before RSS is read.
-    keep_allocating(std::time::Duration::from_secs(1)).await;
+    keep_allocating(settle).await;
     let after = rss_bytes();
 
     println!("logins: {records} in {took:.1} s ({:.0}/s on {WORKERS} workers)", records as f64 / took);

@@ -25,6 +25,9 @@
 //! `/proc/<pid>/task/*/schedstat`): microseconds in this process (server and load generator)
 //! and in redis-server, and how many commands Redis ran per read from its clients (how much
 //! the multiplexed connection's writes carried).
+//!
+//! `OIDC_BENCH_SMOKE=1` (or `-- --smoke`) runs one short round in the shared layout: every
+//! answer must be 200, and the first login's must carry an access token.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
@@ -57,6 +60,9 @@ const ROUNDS: usize = 7;
 /// Seconds of each load phase.
 const PHASE: f64 = 2.0;
 
+/// What a smoke run does instead: codes, rounds, seconds.
+const SMOKE: (usize, usize, f64) = (5_000, 1, support::SMOKE_SECONDS);
+
 fn in_ns<T: kube::Resource<DynamicType = ()>>(mut o: T) -> Arc<T> {
     o.meta_mut().namespace = Some("default".into());
     Arc::new(o)
@@ -84,15 +90,22 @@ async fn serve(state: AppState) -> SocketAddr {
     addr
 }
 
-/// Puts `CODES` codes into `store` from 64 tasks; returns them.
-async fn codes(store: &SessionStore, tag: &str, client_id: &str) -> Arc<Vec<String>> {
-    let all: Arc<Vec<String>> = Arc::new((0..CODES).map(|i| format!("bench-code-{tag}-{i}")).collect());
+/// Puts `n` codes for `entity` into `store` from 64 tasks; returns them.
+async fn codes(
+    store: &SessionStore,
+    n: usize,
+    tag: &str,
+    client_id: &str,
+    entity: &Arc<directory::ResolvedIdentity>,
+) -> Arc<Vec<String>> {
+    let all: Arc<Vec<String>> = Arc::new((0..n).map(|i| format!("bench-code-{tag}-{i}")).collect());
     let mut tasks = Vec::new();
     for w in 0..64 {
-        let (store, all, client_id) = (store.clone(), Arc::clone(&all), client_id.to_owned());
+        let (store, all, client_id, entity) =
+            (store.clone(), Arc::clone(&all), client_id.to_owned(), Arc::clone(entity));
         tasks.push(tokio::spawn(async move {
             for code in all.iter().skip(w).step_by(64) {
-                store.insert_code(token_hash(code), support::code_record(&client_id, IDENTITY, now())).await.unwrap();
+                store.insert_code(token_hash(code), support::code_record(&client_id, &entity, now())).await.unwrap();
             }
         }));
     }
@@ -195,6 +208,7 @@ impl Layout {
 async fn main() {
     let _ = tokio_rustls::rustls::crypto::aws_lc_rs::default_provider().install_default();
     let (mut redis, port, _redis_dir) = redis_server();
+    let (codes_per_phase, rounds_per_layout, phase) = if support::smoke() { SMOKE } else { (CODES, ROUNDS, PHASE) };
 
     // The external issuer of the logins (ES256), on loopback.
     let external = KeyVersion::generate(SigningAlgorithm::ES256, now()).unwrap().parse().unwrap();
@@ -258,6 +272,7 @@ async fn main() {
 
     // One server per store, serving the same directory.
     let mut servers = Vec::new();
+    let mut entity = None;
     for (name, store) in stores {
         let state = AppState {
             directory: Arc::new(SharedDirectory::default()),
@@ -272,6 +287,7 @@ async fn main() {
         let addr = serve(state).await;
         let dir = directory::build(&inputs, &materials, &ExternalUrl::new(&format!("http://{addr}")), now(), None);
         let issuer_url = dir.provider("default", "p").unwrap().issuer.clone();
+        entity = Some(support::served_identity(&dir, IDENTITY));
         shared.store(dir);
         let mut first = support::connection(addr).await;
         let login = support::request(
@@ -281,12 +297,15 @@ async fn main() {
         );
         let (status, answer) = support::send(&mut first, login).await;
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+        let answer: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+        assert!(answer["accessToken"].as_str().is_some_and(|t| !t.is_empty()), "{name}: {answer}");
         let token_path = issuer_url.trim_start_matches(&format!("http://{addr}")).to_owned() + "/token";
         servers.push(Server { name, store, addr, token_path });
     }
 
+    let entity = entity.unwrap();
     println!(
-        "# cargo bench --bench session_store   ({} cores; medians of {ROUNDS} alternating rounds of {PHASE} s phases)",
+        "# cargo bench --bench session_store   ({} cores; medians of {rounds_per_layout} alternating rounds of {phase} s phases)",
         support::cores()
     );
     println!("# CPU columns: microseconds of CPU per request in this process (server and load) + in redis-server");
@@ -296,21 +315,21 @@ async fn main() {
     );
     let cores = support::cores();
     let mut layouts = vec![Layout::Shared];
-    if cores >= 2 {
+    if cores >= 2 && !support::smoke() {
         layouts.push(Layout::Dedicated);
     }
     let mut batch = 0;
     for layout in layouts {
         layout.apply(redis.id(), cores);
         let mut rounds = Vec::new();
-        for _ in 0..ROUNDS {
+        for _ in 0..rounds_per_layout {
             let mut round = Vec::new();
             for server in &servers {
                 let body = login_body.clone();
                 let logins = Phase::measure(
                     redis.id(),
                     port,
-                    support::load_for(server.addr, PHASE, move || {
+                    support::load_for(server.addr, phase, move || {
                         support::request(
                             "/api/v1/auth/oidc-auth/login",
                             &[("content-type", "application/json")],
@@ -320,15 +339,16 @@ async fn main() {
                 )
                 .await;
                 batch += 1;
-                let all = codes(&server.store, &format!("{}-{batch}", server.name), &creds.client_id).await;
+                let tag = format!("{}-{batch}", server.name);
+                let all = codes(&server.store, codes_per_phase, &tag, &creds.client_id, &entity).await;
                 let next = Arc::new(AtomicUsize::new(0));
                 let (basic, path) = (basic.clone(), server.token_path.clone());
                 let exchanges = Phase::measure(
                     redis.id(),
                     port,
-                    support::load_for(server.addr, PHASE, move || {
+                    support::load_for(server.addr, phase, move || {
                         let i = next.fetch_add(1, Ordering::Relaxed);
-                        assert!(i < CODES, "more exchanges than codes: raise CODES");
+                        assert!(i < all.len(), "more exchanges than codes: raise CODES");
                         let body = format!(
                             "grant_type=authorization_code&code={}&redirect_uri=https%3A%2F%2Fapp.example%2Fcallback",
                             all[i]

@@ -7,6 +7,9 @@
 //! full code exchange (client authentication, code redemption, PKCE-free binding checks,
 //! scope claims, signing, access token) per request, and the ratio. The target is the token
 //! endpoint >= 0.8x raw RS256 signing.
+//!
+//! `OIDC_BENCH_SMOKE=1` (or `-- --smoke`) runs one short round per algorithm and checks an
+//! exchange's answer: its ID token verifies with the client's key and names the entity.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
@@ -19,7 +22,7 @@ use base64::Engine;
 use bytes::Bytes;
 use oidc_operator::api::{IdentityOidcAuth, OidcClient, OidcKey, OidcKeySpec, OidcProvider};
 use oidc_operator::directory::{self, ExternalUrl, Inputs, ObjectKey, SharedDirectory};
-use oidc_operator::keys::SigningAlgorithm;
+use oidc_operator::keys::{SigningAlgorithm, VerifyingKey};
 use oidc_operator::login::external::IssuerRegistry;
 use oidc_operator::server::{self, AppState, Metrics};
 use oidc_operator::sessions::{MemoryStore, SessionStore, TokenStore, token_hash};
@@ -53,6 +56,7 @@ async fn main() {
     inputs.providers.push(in_ns(OidcProvider::new("p", provider)));
     let identity = serde_json::from_value(serde_json::json!({
         "identityId": ENTITY, "oidcDiscoveryUrl": "https://issuer.invalid", "boundIssuer": "https://issuer.invalid",
+        "boundAudiences": "bench",
     }))
     .unwrap();
     inputs.identities.push(in_ns(IdentityOidcAuth::new("bench", identity)));
@@ -67,6 +71,7 @@ async fn main() {
     let addr = listener.local_addr().unwrap();
     let dir = directory::build(&inputs, &materials, &ExternalUrl::new(&format!("http://{addr}")), now, None);
     let issuer = dir.provider("default", "p").unwrap().issuer.clone();
+    let entity = support::served_identity(&dir, ENTITY);
     let shared = Arc::new(SharedDirectory::default());
     shared.store(dir);
     let store = Arc::new(MemoryStore::default());
@@ -94,7 +99,7 @@ async fn main() {
             "namespace": "default", "at_hash": "x".repeat(22), "c_hash": "x".repeat(22), "nonce": "n-0123456789",
         });
         let raw = tokio::task::block_in_place(|| {
-            support::single_core_rate(RAW_SECONDS, || {
+            support::single_core_rate(support::scaled(RAW_SECONDS, 0.05), || {
                 signer.sign_jwt(&claims).unwrap();
             })
         });
@@ -109,16 +114,40 @@ async fn main() {
             ))
         );
         let counter = Arc::new(AtomicU64::new(0));
-        let (store, client_id, path) = (Arc::clone(&store), creds.client_id.clone(), token_path.clone());
-        let served = support::load(addr, move || {
+        let (store, client_id, path, entity) =
+            (Arc::clone(&store), creds.client_id.clone(), token_path.clone(), Arc::clone(&entity));
+        let exchange = Arc::new(move || {
             let code = format!("bench-code-{n}-{}", counter.fetch_add(1, Ordering::Relaxed));
-            store.insert_code(token_hash(&code), support::code_record(&client_id, ENTITY, now)).unwrap();
+            store.insert_code(token_hash(&code), support::code_record(&client_id, &entity, now)).unwrap();
             let body =
                 format!("grant_type=authorization_code&code={code}&redirect_uri=https%3A%2F%2Fapp.example%2Fcallback");
             let headers = [("content-type", "application/x-www-form-urlencoded"), ("authorization", basic.as_str())];
             support::request(&path, &headers, Bytes::from(body))
-        })
-        .await;
+        });
+        let next = Arc::clone(&exchange);
+        let served = support::load(addr, move || next()).await;
+        check_exchange(addr, exchange(), &signer, &issuer, &creds.client_id).await;
         support::row(alg.as_str(), raw, served);
     }
+}
+
+/// One exchange's answer, checked: 200, an access token, and an ID token that verifies with
+/// the client's key and names the issuer, the client and the entity.
+async fn check_exchange(
+    addr: std::net::SocketAddr,
+    request: hyper::Request<http_body_util::Full<Bytes>>,
+    signer: &oidc_operator::keys::SigningKey,
+    issuer: &str,
+    client_id: &str,
+) {
+    let mut connection = support::connection(addr).await;
+    let (status, body) = support::send(&mut connection, request).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(answer["access_token"].as_str().is_some_and(|t| !t.is_empty()), "{answer}");
+    let id_token = answer["id_token"].as_str().unwrap();
+    let (_, claims) = VerifyingKey::from_jwk(signer.jwk()).unwrap().verify(id_token).unwrap();
+    assert_eq!(claims["iss"], issuer, "{claims}");
+    assert_eq!(claims["aud"], client_id, "{claims}");
+    assert_eq!(claims["sub"], ENTITY, "{claims}");
 }

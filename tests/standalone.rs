@@ -76,7 +76,11 @@ async fn discovery_and_jwks_for_every_algorithm_verify_with_an_independent_libra
         assert_eq!(doc["id_token_signing_alg_values_supported"], serde_json::json!(algs));
         assert_eq!(doc["scopes_supported"], serde_json::json!(["openid"]));
         assert_eq!(doc["response_types_supported"], serde_json::json!(["code"]));
-        assert_eq!(doc["code_challenge_methods_supported"], serde_json::json!(["S256", "plain"]));
+        assert_eq!(
+            doc["code_challenge_methods_supported"],
+            serde_json::json!(["S256"]),
+            "S256 alone unless the provider opts into plain"
+        );
         assert_eq!(doc["request_uri_parameter_supported"], false);
 
         let resp = server.client().get(doc["jwks_uri"].as_str().unwrap()).send().await.unwrap();
@@ -408,4 +412,76 @@ async fn a_user_provided_certificate_is_served_and_followed_when_renewed() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(client_trusting(&ca, &port).get(&url).send().await.is_err(), "the old certificate is still served");
+}
+
+const HOLDER_ID: &str = "0a11ce00-0000-4000-8000-0000000000c1";
+
+/// Waits for the readiness row of `kind ns/name` that contains `what`.
+async fn status_row(server: &Server, ns: &str, kind: &str, name: &str, what: &str) -> Option<String> {
+    let row = |l: &str| {
+        let cols: Vec<&str> = l.split_whitespace().collect();
+        cols.len() > 4 && cols[0] == ns && cols[1] == kind && cols[2] == name && l.contains(what)
+    };
+    server.wait_for_line(row, Duration::from_secs(20)).await
+}
+
+/// A manifest file is not the API server: whoever writes it writes `status`, `metadata.uid`
+/// and `metadata.creationTimestamp` too. So standalone ignores them and keeps who holds an
+/// identity id in its state folder. Tenant A (`victim/runner`) holds an id; tenant `aaa`
+/// (first seen earlier) edits its identity to that id while the server runs (refused); then,
+/// with the server stopped, tenant `bbb` adds an identity naming the id with a forged
+/// `status` (the id, Ready=True), an older creationTimestamp and a uid. After the restart A
+/// still holds the id, its logins are judged by its own bounds, and neither claimant is Ready.
+#[tokio::test(flavor = "multi_thread")]
+async fn standalone_keeps_identity_ids_in_its_state_not_in_manifest_status() {
+    use common::{ExternalIssuer, identity_in, login_token};
+    let tmp = tempfile::tempdir().unwrap();
+    let (m, state) = (tmp.path().join("m"), tmp.path().join("state"));
+    std::fs::create_dir(&m).unwrap();
+    let issuer = ExternalIssuer::start(tmp.path()).await;
+    // Only the holder accepts the test issuer's audience: a login judged by a claimant's
+    // bounds fails.
+    let holder = identity_in("victim", "runner", HOLDER_ID, &issuer, "oidc-operator", "");
+    let early = |id: &str| identity_in("aaa", "early", id, &issuer, "nobody", "");
+    write_manifest(&m, "victim.yaml", &holder);
+    write_manifest(&m, "aaa.yaml", &early("0a11ce00-0000-4000-8000-0000000000c2"));
+    let args = ["--allow-insecure-issuers"];
+    let server = Server::start(&m, &state, &args).await;
+    for (ns, name) in [("victim", "runner"), ("aaa", "early")] {
+        assert!(status_row(&server, ns, "IdentityOidcAuth", name, "True").await.is_some(), "{}", server.output());
+    }
+    write_manifest(&m, "aaa.yaml", &early(HOLDER_ID));
+    let refused = status_row(&server, "aaa", "IdentityOidcAuth", "early", "IdentityIdConflict").await;
+    assert!(refused.is_some(), "{}", server.output());
+    let jwt = issuer.mint("ES256", serde_json::json!({}), None).await;
+    login_token(&server, HOLDER_ID, &jwt).await;
+    server.stop();
+
+    let forged = identity_in("bbb", "forger", HOLDER_ID, &issuer, "nobody", "")
+        .replace(
+            "metadata: {name: forger, namespace: bbb}",
+            "metadata: {name: forger, namespace: bbb, uid: 00000000-0000-4000-8000-000000000001, \
+             creationTimestamp: \"2000-01-01T00:00:00Z\"}",
+        )
+        .strip_suffix("---\n")
+        .unwrap()
+        .to_owned()
+        + &format!(
+            "status:\n  identityId: {HOLDER_ID}\n  conditions:\n  - {{type: Ready, status: \"True\", reason: Ready, \
+             message: forged, lastTransitionTime: \"2000-01-01T00:00:00Z\"}}\n"
+        );
+    assert!(forged.contains("creationTimestamp") && forged.contains("status:"), "{forged}");
+    write_manifest(&m, "bbb.yaml", &forged);
+    let server = Server::start(&m, &state, &args).await;
+    for (ns, name) in [("aaa", "early"), ("bbb", "forger")] {
+        let refused = status_row(&server, ns, "IdentityOidcAuth", name, "IdentityIdConflict").await;
+        assert!(refused.is_some(), "{ns}/{name} is not refused:\n{}", server.output());
+    }
+    let kept = status_row(&server, "victim", "IdentityOidcAuth", "runner", "True").await;
+    assert!(kept.is_some_and(|l| l.contains(HOLDER_ID)), "{}", server.output());
+    let jwt = issuer.mint("ES256", serde_json::json!({}), None).await;
+    login_token(&server, HOLDER_ID, &jwt).await;
+    let holders = std::fs::read_to_string(state.join("identity-holders.json")).unwrap();
+    let holders: serde_json::Value = serde_json::from_str(&holders).unwrap();
+    assert_eq!(holders[HOLDER_ID], "victim/runner", "{holders}");
 }

@@ -13,12 +13,36 @@ use hyper::client::conn::http1::SendRequest;
 
 /// Seconds each load phase runs.
 pub const LOAD_SECONDS: f64 = 3.0;
+/// Seconds each load phase runs in a smoke run.
+pub const SMOKE_SECONDS: f64 = 0.2;
+
+/// Whether this is a smoke run (`OIDC_BENCH_SMOKE=1`, or `--smoke` after `--`): one small
+/// round whose answers are checked, without figures worth reading. CI runs every bench this
+/// way so a bench that no longer works fails there, not months later on someone's desk.
+pub fn smoke() -> bool {
+    std::env::var("OIDC_BENCH_SMOKE").is_ok_and(|v| v == "1") || std::env::args().any(|a| a == "--smoke")
+}
+
+/// `full` in a measuring run, `small` in a smoke run.
+pub fn scaled<T>(full: T, small: T) -> T {
+    if smoke() { small } else { full }
+}
+
+/// Seconds of one load phase: [`LOAD_SECONDS`], or [`SMOKE_SECONDS`] in a smoke run.
+pub fn load_seconds() -> f64 {
+    scaled(LOAD_SECONDS, SMOKE_SECONDS)
+}
 /// Keep-alive connections of the load generator.
 pub const CONCURRENCY: usize = 16;
 
-/// A code as authorize stores it, for the default namespace's provider `p` and entity
-/// `identity_id` of IdentityOidcAuth `bench`, living an hour.
-pub fn code_record(client_id: &str, identity_id: &str, now: i64) -> oidc_operator::sessions::CodeRecord {
+/// A code as authorize stores it, for the default namespace's provider `p` and `identity`
+/// (the incarnation the snapshot serves, so the code names an entity that exists), living an
+/// hour.
+pub fn code_record(
+    client_id: &str,
+    identity: &oidc_operator::directory::ResolvedIdentity,
+    now: i64,
+) -> oidc_operator::sessions::CodeRecord {
     oidc_operator::sessions::CodeRecord {
         namespace: "default".into(),
         provider: "p".into(),
@@ -27,9 +51,9 @@ pub fn code_record(client_id: &str, identity_id: &str, now: i64) -> oidc_operato
         nonce: Some("n-0123456789".into()),
         scopes: vec!["openid".into()],
         challenge: None,
-        identity: oidc_operator::directory::ObjectKey::new("default", "bench"),
-        identity_id: identity_id.into(),
-        identity_uid: "".into(),
+        identity: identity.key.clone(),
+        identity_id: identity.id.clone(),
+        identity_uid: Arc::clone(&identity.uid),
         alias: oidc_operator::sessions::Alias::default(),
         auth_time: now,
         max_age_sent: false,
@@ -67,6 +91,22 @@ pub fn now() -> i64 {
 
 pub fn cores() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// The identity `id` a snapshot serves; a bench whose inputs no longer make it servable
+/// (a new required field, say) stops here with its Ready condition's message.
+pub fn served_identity(
+    dir: &oidc_operator::directory::Directory,
+    id: &str,
+) -> Arc<oidc_operator::directory::ResolvedIdentity> {
+    match dir.identity_by_id(id) {
+        Some(i) => Arc::clone(i),
+        None => {
+            let why: Vec<String> =
+                dir.statuses.iter().map(|s| format!("{} {}: {:?}", s.kind, s.key, s.readiness)).collect();
+            panic!("identity {id} is not served: {why:#?}")
+        }
+    }
 }
 
 /// Runs `op` on one core for about `seconds`; returns operations per second.
@@ -108,13 +148,13 @@ pub async fn send(sender: &mut SendRequest<Full<Bytes>>, req: hyper::Request<Ful
     (status, resp.into_body().collect().await.unwrap().to_bytes())
 }
 
-/// Runs `CONCURRENCY` connections for `LOAD_SECONDS`, each sending the requests `next`
+/// Runs `CONCURRENCY` connections for [`load_seconds`], each sending the requests `next`
 /// makes; every answer must be 200. Returns requests per second.
 pub async fn load<F>(addr: SocketAddr, next: F) -> f64
 where
     F: Fn() -> hyper::Request<Full<Bytes>> + Send + Sync + 'static,
 {
-    load_for(addr, LOAD_SECONDS, next).await
+    load_for(addr, load_seconds(), next).await
 }
 
 /// [`load`] for `seconds`.
@@ -141,7 +181,9 @@ where
     for t in tasks {
         t.await.unwrap();
     }
-    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+    let done = done.load(Ordering::Relaxed);
+    assert!(done > 0, "no request was answered in {seconds} s");
+    done as f64 / start.elapsed().as_secs_f64()
 }
 
 /// Prints the table header.

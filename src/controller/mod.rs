@@ -261,7 +261,10 @@ async fn run(options: Options) -> Result<(), RunError> {
     probe.list(&ListParams::default().limit(1)).await.map_err(|e| RunError::CrdsMissing(e.to_string()))?;
     let self_signed = !options.serve.plain_http && options.serve.tls_cert.is_none();
     let ca = match self_signed {
-        true => Some(ca::load_or_create(client.clone(), &options.namespace, &options.ca_secret).await?),
+        true => {
+            let names = server::startup::served_names(&options.serve)?;
+            Some(ca::load_or_create(client.clone(), &options.namespace, &options.ca_secret, &names).await?)
+        }
         false => None,
     };
     let ca_bundle = ca.as_ref().map(|c| c.cert_pem.clone());

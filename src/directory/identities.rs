@@ -72,7 +72,9 @@ fn claim_order<'a>(
         let key = ObjectKey::of(&obj.metadata);
         let id = obj.spec.identity_id.clone().or_else(|| materials.identity_ids.get(&key).cloned());
         let held = id.as_ref().is_some_and(|id| {
-            previous.and_then(|p| p.identities_by_id.get(id)).is_some_and(|i| i.key == key) || status_holds(obj, id)
+            previous.and_then(|p| p.identities_by_id.get(id)).is_some_and(|i| i.key == key)
+                || materials.identity_holders.get(id) == Some(&key)
+                || status_holds(obj, id)
         });
         (ClaimRank::of(&obj.metadata, Kind::IdentityOidcAuth, held, materials), (&**obj, id))
     });
@@ -85,7 +87,9 @@ const CLAIM_REFUSED: [&str; 4] = ["InvalidSpec", "AudienceRequired", "IdentityId
 /// Whether the object's own status (written by the operator; tenants may not write status)
 /// says it held `id`: after a restart, a new leader or on a new replica there is no previous
 /// snapshot, and without this an older object that claimed the id meanwhile (edited to it,
-/// or invalid until then) would take it from its holder.
+/// or invalid until then) would take it from its holder. Standalone drops `status` from
+/// manifests (anyone who writes a file writes it) and passes its holders in
+/// [`Materials::identity_holders`].
 fn status_holds(obj: &IdentityOidcAuth, id: &str) -> bool {
     obj.status.as_ref().is_some_and(|s| {
         s.identity_id.as_deref() == Some(id)

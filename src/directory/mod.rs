@@ -90,6 +90,11 @@ pub struct Materials {
     /// numbers kept in its state folder): its stand-in for `metadata.creationTimestamp`,
     /// which a manifest could forge. Empty on a cluster, where the API server's is used.
     pub first_seen: BTreeMap<(Kind, ObjectKey), i64>,
+    /// The IdentityOidcAuth that last served each identity id, as the standalone shell keeps
+    /// it in its state folder: who holds an id after a restart. A cluster reads that from the
+    /// object's own status instead, which only the operator may write; a manifest file's
+    /// `status` is whatever its author typed, so standalone ignores it. Empty on a cluster.
+    pub identity_holders: BTreeMap<String, ObjectKey>,
 }
 
 /// Where the server is reached: `scheme://host:port`, no trailing slash.

@@ -220,6 +220,43 @@ pub enum CaSource<'a> {
     NotNeeded,
 }
 
+/// Where clients reach the server: --external-url, else the --listen address (127.0.0.1
+/// for an unspecified one).
+fn external_url(args: &ServeArgs, local: SocketAddr) -> Result<ExternalUrl, StartError> {
+    Ok(match &args.external_url {
+        Some(url) => ExternalUrl::new(
+            &crate::api::validate::issuer_base(url).map_err(|reason| StartError::ExternalUrl(url.clone(), reason))?,
+        ),
+        None => {
+            let scheme = if args.plain_http { "http" } else { "https" };
+            let host = if local.ip().is_unspecified() { "127.0.0.1".to_owned() } else { local.ip().to_string() };
+            let host = if host.contains(':') { format!("[{host}]") } else { host };
+            ExternalUrl::new(&format!("{scheme}://{host}:{}", local.port()))
+        }
+    })
+}
+
+/// The names the generated serving certificate carries, and its CA is constrained to:
+/// loopback, the external URL's host, and a specific --listen address.
+fn names_served(external: &ExternalUrl, local: SocketAddr) -> Vec<String> {
+    let mut hosts = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    if let Some(h) = url::Url::parse(external.as_str()).ok().and_then(|u| u.host_str().map(str::to_owned)) {
+        hosts.push(h.trim_start_matches('[').trim_end_matches(']').to_owned());
+    }
+    if !local.ip().is_unspecified() {
+        hosts.push(local.ip().to_string());
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    hosts.retain(|h| seen.insert(h.clone()));
+    hosts
+}
+
+/// [`names_served`] before the listener is bound (the port plays no part in the names):
+/// what the operator constrains the CA in its Secret to.
+pub fn served_names(args: &ServeArgs) -> Result<Vec<String>, StartError> {
+    Ok(names_served(&external_url(args, args.listen)?, args.listen))
+}
+
 /// Binds both listeners, sets up TLS (given files, or a certificate signed by the kept CA),
 /// spawns the servers and prints the `listening:` line tests read.
 pub async fn start(args: &ServeArgs, ca: CaSource<'_>, mode: &str) -> Result<Started, StartError> {
@@ -242,16 +279,7 @@ pub async fn start(args: &ServeArgs, ca: CaSource<'_>, mode: &str) -> Result<Sta
     let (listener, local) = bind(args.listen, backlog)?;
     let (management, mgmt_local) = bind(args.metrics_listen, backlog)?;
     let scheme = if args.plain_http { "http" } else { "https" };
-    let external = match &args.external_url {
-        Some(url) => ExternalUrl::new(
-            &crate::api::validate::issuer_base(url).map_err(|reason| StartError::ExternalUrl(url.clone(), reason))?,
-        ),
-        None => {
-            let host = if local.ip().is_unspecified() { "127.0.0.1".to_owned() } else { local.ip().to_string() };
-            let host = if host.contains(':') { format!("[{host}]") } else { host };
-            ExternalUrl::new(&format!("{scheme}://{host}:{}", local.port()))
-        }
-    };
+    let external = external_url(args, local)?;
     let tls = if args.plain_http {
         None
     } else if let (Some(c), Some(k)) = (&args.tls_cert, &args.tls_key) {
@@ -261,16 +289,10 @@ pub async fn start(args: &ServeArgs, ca: CaSource<'_>, mode: &str) -> Result<Sta
         Some(tls::acceptor_resolving(resolver)?)
     } else {
         let cert = {
-            let mut hosts = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
-            if let Some(h) = url::Url::parse(external.as_str()).ok().and_then(|u| u.host_str().map(str::to_owned)) {
-                hosts.push(h.trim_start_matches('[').trim_end_matches(']').to_owned());
-            }
-            if !local.ip().is_unspecified() {
-                hosts.push(local.ip().to_string());
-            }
+            let hosts = names_served(&external, local);
             let ca = match ca {
                 CaSource::Dir(dir) => {
-                    let ca = tls::ca_in_dir(dir)?;
+                    let ca = tls::ca_in_dir(dir, &hosts)?;
                     println!("tls: generated certificate signed by the CA in {}", dir.join("ca.crt").display());
                     ca
                 }

@@ -108,7 +108,7 @@ mod tests {
     use super::*;
 
     fn pair(host: &str) -> super::super::tls::CertifiedKey {
-        let ca = super::super::tls::CaPem::generate("test CA").unwrap();
+        let ca = super::super::tls::CaPem::generate("test CA", &[host.to_owned()]).unwrap();
         ca.issue(&[host.to_owned()]).unwrap()
     }
 

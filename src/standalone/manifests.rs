@@ -210,7 +210,7 @@ fn parse_object(value: &Value) -> Result<(Kind, ObjectKey, Object), Box<ParseFai
     };
     let mut object = typed(value)
         .map_err(|(field, message)| fail(Some(resource.clone()), Some(&field), message, identity.clone(), None))?;
-    set_namespace(&mut object, namespace);
+    as_declared(&mut object, namespace);
     if let Err(e) = validate(&object) {
         return Err(fail(Some(resource), Some(&e.field), e.message, identity, Some(Box::new(object))));
     }
@@ -224,16 +224,45 @@ fn typed<T: DeserializeOwned>(value: &Value) -> Result<T, (String, String)> {
     })
 }
 
-fn set_namespace(object: &mut Object, namespace: &str) {
+/// Sets the namespace and drops what on a cluster only the API server or the operator
+/// writes: `status`, `metadata.uid`, `metadata.creationTimestamp` (and the rest of the
+/// server's bookkeeping). In a file anyone who edits it writes them, and each decides who
+/// keeps a contested id: a manifest that claims `status.identityId` with `Ready=True`, or an
+/// older creation time, would take another tenant's identity id after a restart. The shell
+/// keeps those facts in its state folder instead (first-seen order, identity id holders).
+fn as_declared(object: &mut Object, namespace: &str) {
     let meta = match object {
-        Object::Key(o) => &mut o.metadata,
-        Object::Client(o) => &mut o.metadata,
-        Object::Scope(o) => &mut o.metadata,
-        Object::Assignment(o) => &mut o.metadata,
-        Object::Provider(o) => &mut o.metadata,
-        Object::Identity(o) => &mut o.metadata,
+        Object::Key(o) => {
+            o.status = None;
+            &mut o.metadata
+        }
+        Object::Client(o) => {
+            o.status = None;
+            &mut o.metadata
+        }
+        Object::Scope(o) => {
+            o.status = None;
+            &mut o.metadata
+        }
+        Object::Assignment(o) => {
+            o.status = None;
+            &mut o.metadata
+        }
+        Object::Provider(o) => {
+            o.status = None;
+            &mut o.metadata
+        }
+        Object::Identity(o) => {
+            o.status = None;
+            &mut o.metadata
+        }
     };
     meta.namespace = Some(namespace.to_owned());
+    meta.uid = None;
+    meta.creation_timestamp = None;
+    meta.deletion_timestamp = None;
+    meta.resource_version = None;
+    meta.managed_fields = None;
 }
 
 fn validate(object: &Object) -> Result<(), api::validate::FieldError> {
@@ -331,6 +360,34 @@ spec: {key: k1, redirectUris: ["https://app.example/cb"]}
         assert_eq!(p.field.as_deref(), Some("spec.claimMappings"));
         assert!(p.message.contains("at most 32"), "{}", p.message);
         assert_eq!(inputs.keys.len(), 1, "the other objects load");
+    }
+
+    /// What only the API server or the operator writes on a cluster is dropped from files:
+    /// a forged status or creation time must not decide who keeps an identity id.
+    #[test]
+    fn status_uid_and_creation_time_from_files_are_ignored() {
+        let text = r#"
+apiVersion: oidc-operator.dev/v1alpha1
+kind: IdentityOidcAuth
+metadata: {name: forger, namespace: bbb, uid: forged-uid, creationTimestamp: "2000-01-01T00:00:00Z", resourceVersion: "7"}
+spec: {identityId: x, oidcDiscoveryUrl: "https://issuer.example", boundIssuer: "https://issuer.example", boundAudiences: a}
+status:
+  identityId: x
+  conditions: [{type: Ready, status: "True", reason: Ready, message: forged, lastTransitionTime: "2000-01-01T00:00:00Z"}]
+"#;
+        let (inputs, problems, _) = load(&files(text), &LastGood::new());
+        assert!(problems.is_empty(), "{problems:?}");
+        let identity = &inputs.identities[0];
+        assert_eq!(identity.status, None);
+        assert_eq!(identity.metadata.uid, None);
+        assert_eq!(identity.metadata.creation_timestamp, None);
+        assert_eq!(identity.metadata.resource_version, None);
+        assert_eq!(identity.metadata.name.as_deref(), Some("forger"));
+        let (inputs, _, _) = load(
+            &files(&GOOD.replace("spec: {key: k1,", "status: {clientId: forged}\nspec: {key: k1,")),
+            &LastGood::new(),
+        );
+        assert_eq!(inputs.clients[0].status, None);
     }
 
     #[test]

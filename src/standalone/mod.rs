@@ -164,6 +164,7 @@ impl Shell {
         let started = std::time::Instant::now();
         let dir = directory::build(&self.inputs, &self.materials, &self.external, now, previous.as_deref());
         let took = started.elapsed();
+        self.keep_holders(&dir)?;
         self.reporter.report(&dir, &self.inputs, &self.state, &self.metrics);
         self.metrics.snapshot_built(crate::server::unix_now_ms(), took);
         // Tokens of deleted or replaced identities die with them.
@@ -177,6 +178,19 @@ impl Shell {
             }
         }
         self.shared.store(dir);
+        Ok(())
+    }
+
+    /// Records which object holds each identity id the snapshot serves, in the state folder
+    /// before the snapshot serves: after a restart the holder keeps its id against an older
+    /// object that claimed it meanwhile (manifests' own `status` is not trusted for this).
+    fn keep_holders(&mut self, dir: &directory::Directory) -> Result<(), StandaloneError> {
+        let holders: std::collections::BTreeMap<String, ObjectKey> =
+            dir.identities_by_id.iter().map(|(id, i)| (id.clone(), i.key.clone())).collect();
+        if holders != self.materials.identity_holders {
+            self.state.save_identity_holders(&holders)?;
+            self.materials.identity_holders = holders;
+        }
         Ok(())
     }
 

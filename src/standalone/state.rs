@@ -33,6 +33,9 @@ const CLIENTS: &str = "clients";
 const IDENTITIES: &str = "identities";
 /// When each identity and client was first seen: who keeps a contested id.
 const FIRST_SEEN: &str = "first-seen.json";
+/// Which IdentityOidcAuth holds each identity id: who keeps a contested id after a restart
+/// (a cluster reads it from the object's status, which a manifest file cannot be trusted with).
+const IDENTITY_HOLDERS: &str = "identity-holders.json";
 
 impl StateDir {
     pub fn open(root: &Path) -> Result<Self, StateError> {
@@ -74,6 +77,7 @@ impl StateDir {
             m.identity_ids.insert(key, id.identity_id);
         }
         m.first_seen = self.load_first_seen()?;
+        m.identity_holders = self.load_identity_holders()?;
         Ok(m)
     }
 
@@ -133,6 +137,31 @@ impl StateDir {
             .map(|((kind, k), t)| (format!("{}/{}/{}", kind.as_str(), k.namespace, k.name), *t))
             .collect();
         write_private(&self.root.join(FIRST_SEEN), &flat)
+    }
+
+    /// Saves the holders of identity ids, as `{"<identity id>": "<namespace>/<name>"}`.
+    pub fn save_identity_holders(&self, holders: &BTreeMap<String, ObjectKey>) -> Result<(), StateError> {
+        let flat: BTreeMap<&str, String> =
+            holders.iter().map(|(id, k)| (id.as_str(), format!("{}/{}", k.namespace, k.name))).collect();
+        write_private(&self.root.join(IDENTITY_HOLDERS), &flat)
+    }
+
+    fn load_identity_holders(&self) -> Result<BTreeMap<String, ObjectKey>, StateError> {
+        let path = self.root.join(IDENTITY_HOLDERS);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+            Err(e) => return Err(err(&path, e)),
+        };
+        let flat: BTreeMap<String, String> = serde_json::from_str(&text).map_err(|e| err(&path, e))?;
+        let mut out = BTreeMap::new();
+        for (id, object) in flat {
+            let (ns, name) = object
+                .split_once('/')
+                .ok_or_else(|| err(&path, format!("{object:?} (of identity id {id:?}) is not <namespace>/<name>")))?;
+            out.insert(id, ObjectKey::new(ns, name));
+        }
+        Ok(out)
     }
 
     fn load_first_seen(&self) -> Result<BTreeMap<(Kind, ObjectKey), i64>, StateError> {
@@ -206,11 +235,14 @@ mod tests {
         let creds = ClientCredentials { client_id: "id".into(), client_secret: Some("s".into()) };
         state.save_client(&k, &creds).unwrap();
         state.save_identity(&k, "uuid").unwrap();
+        let holders = BTreeMap::from([("uuid".to_owned(), k.clone())]);
+        state.save_identity_holders(&holders).unwrap();
         let mode = std::fs::metadata(state.key_path(&k)).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let m = state.load().unwrap();
         assert_eq!(m.key_rings[&k], ring);
         assert_eq!(m.credentials[&k], creds);
         assert_eq!(m.identity_ids[&k], "uuid");
+        assert_eq!(m.identity_holders, holders);
     }
 }
