@@ -146,6 +146,7 @@ async fn main() {
     assert_eq!(records, logins / WORKERS * WORKERS, "every login holds one record until the purge");
     let loaded = rss_bytes();
     let per_record = loaded.saturating_sub(baseline) as f64 / records as f64;
+    let charged = state.tokens.as_memory().unwrap().usage().bytes as f64 / records as f64;
 
     // Every token has expired (TTL 1 s): one purge, off the workers as the background task
     // runs it.
@@ -162,7 +163,10 @@ async fn main() {
 
     println!("logins: {records} in {took:.1} s ({:.0}/s on {WORKERS} workers)", records as f64 / took);
     println!("RSS baseline:      {:>8.1} MiB", mib(baseline));
-    println!("RSS after logins:  {:>8.1} MiB   ({per_record:.0} bytes per live record)", mib(loaded));
+    println!(
+        "RSS after logins:  {:>8.1} MiB   ({per_record:.0} bytes per live record; the byte ceiling counts {charged:.0})",
+        mib(loaded)
+    );
     println!("purge:             {purged} records in {purge_ms:.0} ms");
     println!(
         "RSS after purge:   {:>8.1} MiB   ({:+.1} % of baseline; target within 10 %)",
@@ -170,4 +174,37 @@ async fn main() {
         (after as f64 / baseline as f64 - 1.0) * 100.0
     );
     assert_eq!(state.tokens.as_memory().unwrap().records(), 0, "the purge drops every expired record");
+
+    at_the_byte_ceiling(&state, &jwt, peer).await;
+}
+
+/// Fills a store whose byte ceiling (`--max-session-bytes`) is the only limit until it
+/// refuses, and prints the RSS it then holds beside the ceiling: what a pod at its ceiling
+/// needs under its memory limit.
+async fn at_the_byte_ceiling(state: &AppState, jwt: &Arc<String>, peer: std::net::IpAddr) {
+    use oidc_operator::sessions::{Quotas, StoreError};
+    let ceiling = support::scaled(256usize << 20, 1 << 20);
+    let quotas = Quotas::new(usize::MAX / 2, ceiling, 100, usize::MAX / 2);
+    let state = AppState { tokens: SessionStore::memory_with(quotas), ..state.clone() };
+    keep_allocating(std::time::Duration::from_millis(support::scaled(1000, 100))).await;
+    let baseline = rss_bytes();
+    let dir = state.directory.load().unwrap();
+    let ctx = LoginContext { dir: &dir, issuers: &state.issuers, tokens: &state.tokens, refetch_interval: 10 };
+    let refused = loop {
+        match login::login(&ctx, "bench-identity", jwt, peer, now()).await {
+            Ok(_) => {}
+            Err(e) => break e,
+        }
+    };
+    let store = state.tokens.as_memory().unwrap();
+    let (records, charged) = (store.records(), store.usage().bytes);
+    let held = rss_bytes().saturating_sub(baseline);
+    assert_eq!(refused, login::LoginError::TemporarilyUnavailable(StoreError::FullBytes { limit: ceiling }.reason()));
+    assert!(records > 0 && charged <= ceiling, "{records} records, {charged} bytes charged");
+    println!(
+        "at a byte ceiling of {:.0} MiB: {records} records, RSS {:+.1} MiB ({:.2}x the ceiling)",
+        mib(ceiling as u64),
+        mib(held),
+        held as f64 / ceiling as f64
+    );
 }
