@@ -77,7 +77,8 @@ fn manifests(issuer: &ExternalIssuer) -> String {
     out.push_str(&format!(
         "apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcClient\nmetadata: {{name: stranger}}\nspec: {{redirectUris: [\"{REDIRECT}\"], assignments: [allow_all]}}\n---\n\
          apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcClient\nmetadata: {{name: unassigned}}\nspec: {{redirectUris: [\"{REDIRECT}\"], assignments: [nobody]}}\n---\n\
-         apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcProvider\nmetadata: {{name: neg}}\nspec: {{allowedClients: [basic-rs256, public-rs256, unassigned], scopesSupported: [groups, clash]}}\n"
+         apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcProvider\nmetadata: {{name: neg}}\nspec: {{allowedClients: [basic-rs256, public-rs256, unassigned], scopesSupported: [groups, clash]}}\n---\n\
+         apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcProvider\nmetadata: {{name: legacy}}\nspec: {{allowedClients: [public-rs256], pkceMethods: [S256, plain]}}\n"
     ));
     out
 }
@@ -671,6 +672,30 @@ async fn codes_survive_wrong_proofs_pkce_is_s256_and_tokens_die_with_their_clien
     let (_, _, discovery) =
         s.server.get_json(&format!("{}/.well-known/openid-configuration", s.server.issuer("default", "neg"))).await;
     assert_eq!(discovery["code_challenge_methods_supported"], json!(["S256"]), "{discovery}");
+
+    // A provider that opts into plain: advertised, and a challenge without a method is plain
+    // there (RFC 7636 §4.3).
+    let legacy = s.server.issuer("default", "legacy");
+    let (_, _, discovery) = s.server.get_json(&format!("{legacy}/.well-known/openid-configuration")).await;
+    assert_eq!(discovery["code_challenge_methods_supported"], json!(["S256", "plain"]), "{discovery}");
+    let params = [
+        ("response_type", "code"),
+        ("client_id", public_id.as_str()),
+        ("redirect_uri", REDIRECT),
+        ("scope", "openid"),
+        ("code_challenge", VERIFIER),
+    ];
+    let (st, b) = authorize(&s, "legacy", Some(&token), &params).await;
+    assert_eq!(st, 200, "{b}");
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", b["code"].as_str().unwrap()),
+        ("redirect_uri", REDIRECT),
+        ("client_id", public_id.as_str()),
+        ("code_verifier", VERIFIER),
+    ];
+    let (st, _, b) = token_req(&s, "legacy", None, &form).await;
+    assert_eq!(st, 200, "a plain challenge where plain is accepted: {b}");
 
     // Stored and echoed values are bounded: an oversized nonce or state is refused by name.
     for (name, len) in [("nonce", 1025), ("state", 2049)] {
