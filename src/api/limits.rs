@@ -112,11 +112,60 @@ fn spec_schema(kind: super::Kind) -> &'static Value {
     all.iter().find(|(k, _)| *k == kind).map(|(_, s)| s).unwrap_or(&Value::Null)
 }
 
-/// Checks a manifest's `spec` against the size limits of its kind's CRD schema, naming the
-/// first field over a limit as the API server would (`spec.claimMappings: must have at most
-/// 32 entries`).
+/// Checks a manifest's `spec` against its kind's CRD schema as the API server would: the
+/// size limits and strict field validation, naming the first field that breaks them
+/// (`spec.claimMappings: must have at most 32 entries`, `spec.redirectUri: unknown field`).
 pub fn check(kind: super::Kind, spec: &Value) -> Result<(), FieldError> {
     walk(spec_schema(kind), spec, "spec")
+}
+
+/// An unknown field, with the known one it is probably a misspelling of.
+fn unknown_field(schema: &Value, path: &str, key: &str) -> FieldError {
+    let known: Vec<&str> = schema
+        .get("properties")
+        .and_then(Value::as_object)
+        .map(|p| p.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    let closest = known.iter().map(|k| (edit_distance(&k.to_lowercase(), &key.to_lowercase()), *k)).min();
+    let hint = match closest {
+        Some((d, k)) if d <= 3 => format!("; did you mean {k}?"),
+        _ => format!("; known fields: {}", known.join(", ")),
+    };
+    FieldError { field: format!("{path}.{}", crate::login::clip(key)), message: format!("unknown field{hint}") }
+}
+
+/// Levenshtein distance, for the hint of a misspelt field (names are short).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = if ca == *cb { prev } else { 1 + prev.min(cur).min(row[j]) };
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// Checks a whole manifest: only the fields a custom resource has at its top, then its
+/// `spec` ([`check`]). Metadata is the API server's own and is checked where it is read.
+pub fn check_manifest(kind: super::Kind, manifest: &Value) -> Result<(), FieldError> {
+    const TOP: [&str; 5] = ["apiVersion", "kind", "metadata", "spec", "status"];
+    if let Some(key) = manifest.as_object().and_then(|m| m.keys().find(|k| !TOP.contains(&k.as_str()))) {
+        let closest = TOP.iter().map(|t| (edit_distance(t, key), *t)).min();
+        let hint = match closest {
+            Some((d, t)) if d <= 2 => format!("; did you mean {t}?"),
+            _ => String::new(),
+        };
+        return Err(FieldError {
+            field: crate::login::clip(key).into_owned(),
+            message: format!("unknown field{hint}"),
+        });
+    }
+    check(kind, manifest.get("spec").unwrap_or(&Value::Null))
 }
 
 fn too_many(path: &str, what: &str, max: u64, got: usize) -> FieldError {
@@ -177,8 +226,13 @@ fn walk(schema: &Value, value: &Value, path: &str) -> Result<(), FieldError> {
                 let member_schema =
                     schema.pointer(&format!("/properties/{}", key.replace('~', "~0").replace('/', "~1")));
                 let member_schema = member_schema.or_else(|| schema.get("additionalProperties"));
-                if let Some(member_schema) = member_schema {
-                    walk(member_schema, member, &format!("{path}.{key}"))?;
+                match member_schema {
+                    Some(member_schema) => walk(member_schema, member, &format!("{path}.{key}"))?,
+                    // A struct's field the schema does not know: the API server's strict field
+                    // validation refuses it (`kubectl apply` does by default), so standalone
+                    // does too, instead of silently dropping a misspelt field.
+                    None if schema.get("properties").is_some() => return Err(unknown_field(schema, path, key)),
+                    None => {}
                 }
             }
         }
@@ -350,6 +404,15 @@ mod tests {
         assert_eq!(e.field, "spec.redirectUris[0]");
         let e = check(Kind::OidcProvider, &json!({"pkceMethods": []})).unwrap_err();
         assert_eq!(e.field, "spec.pkceMethods");
+        let e = check_manifest(Kind::OidcKey, &json!({"kind": "OidcKey", "spce": {"algorithm": "ES256"}})).unwrap_err();
+        assert_eq!((e.field.as_str(), e.message.as_str()), ("spce", "unknown field; did you mean spec?"));
+        let e = check(Kind::OidcClient, &json!({"redirectUri": ["https://a/cb"]})).unwrap_err();
+        assert_eq!(
+            (e.field.as_str(), e.message.as_str()),
+            ("spec.redirectUri", "unknown field; did you mean redirectUris?")
+        );
+        let e = check(Kind::IdentityOidcAuth, &json!({"accessTokenTrustedIps": [{"ip": "1.2.3.4"}]})).unwrap_err();
+        assert_eq!(e.field, "spec.accessTokenTrustedIps[0].ip");
         let fine =
             json!({"oidcDiscoveryUrl": "https://i", "boundIssuer": "https://i", "claimMappings": {"e": "email"}});
         assert_eq!(check(Kind::IdentityOidcAuth, &fine), Ok(()));

@@ -194,8 +194,9 @@ fn parse_object(value: &Value) -> Result<(Kind, ObjectKey, Object), Box<ParseFai
     let key = ObjectKey::new(namespace, name);
     let resource = format!("{kind} {key}");
     let identity = Some((kind, key.clone()));
-    // The CRD schema's size limits, which the API server applies on a cluster.
-    if let Err(e) = api::limits::check(kind, value.get("spec").unwrap_or(&Value::Null)) {
+    // The CRD schema's size limits and strict field validation, which the API server applies
+    // on a cluster.
+    if let Err(e) = api::limits::check_manifest(kind, value) {
         return Err(fail(Some(resource), Some(&e.field), e.message, identity, None));
     }
     let typed = |value: &Value| -> Result<Object, (String, String)> {
@@ -388,6 +389,22 @@ status:
             &LastGood::new(),
         );
         assert_eq!(inputs.clients[0].status, None);
+    }
+
+    /// A misspelt field is refused as `kubectl apply`'s strict field validation refuses it,
+    /// naming file, document, resource and field, instead of being dropped silently.
+    #[test]
+    fn unknown_fields_are_refused_with_their_path() {
+        let text = GOOD.replace("redirectUris", "redirectUri");
+        assert_ne!(text, GOOD, "the fixture names redirectUris");
+        let (inputs, problems, _) = load(&files(&text), &LastGood::new());
+        assert_eq!(inputs.clients.len(), 0, "the client with an unknown field was loaded");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        let p = &problems[0];
+        assert_eq!((p.file.to_str(), p.document), (Some("m.yaml"), 2), "the second document");
+        assert_eq!(p.resource.as_deref(), Some("OidcClient default/app"));
+        assert_eq!(p.field.as_deref(), Some("spec.redirectUri"));
+        assert!(p.message.contains("did you mean redirectUris"), "{}", p.message);
     }
 
     #[test]
