@@ -34,7 +34,8 @@ fn the_api_server_accepts_good_manifests_and_refuses_bad_ones_by_the_crd_rules()
     // Short names and printer columns work.
     let out = cp.kubectl(&["get", "-n", &ns, "okey,oclient,oscope,oassign,oprov,oidauth"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("CLIENT ID"));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("CLIENT ID") && table.contains("REASON"), "{table}");
 
     let refused = |what: &str, yaml: String, needle: &str| {
         let (ok, err) = cp.apply(&ns, &yaml);

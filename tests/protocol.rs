@@ -672,6 +672,12 @@ async fn codes_survive_wrong_proofs_pkce_is_s256_and_tokens_die_with_their_clien
     let (_, _, discovery) =
         s.server.get_json(&format!("{}/.well-known/openid-configuration", s.server.issuer("default", "neg"))).await;
     assert_eq!(discovery["code_challenge_methods_supported"], json!(["S256"]), "{discovery}");
+    // claims_supported names what the provider's tokens carry: `namespace` and the claims
+    // its scopes set (issue 21, item 7).
+    let claims = discovery["claims_supported"].as_array().unwrap();
+    for claim in ["sub", "namespace", "groups"] {
+        assert!(claims.contains(&json!(claim)), "{claim} missing from {claims:?}");
+    }
 
     // A provider that opts into plain: advertised, and a challenge without a method is plain
     // there (RFC 7636 §4.3).

@@ -21,6 +21,7 @@ use super::status::StatusFields;
     doc = "Entities and groups admitted through the clients that name this assignment.",
     validation = Rule::new("self.metadata.name != 'allow_all'").message("the assignment name allow_all is built in"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
     printcolumn(name = "Entities", type_ = "integer", json_path = ".status.resolvedEntities"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]

@@ -32,6 +32,7 @@ pub enum ClientType {
     status = "OidcClientStatus",
     doc = "An OpenID Connect relying party with generated credentials.",
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
     printcolumn(name = "Type", type_ = "string", json_path = ".spec.clientType"),
     printcolumn(name = "Key", type_ = "string", json_path = ".spec.key"),
     printcolumn(name = "Client ID", type_ = "string", json_path = ".status.clientId"),

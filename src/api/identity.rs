@@ -34,6 +34,7 @@ pub struct TrustedIp {
     status = "IdentityOidcAuthStatus",
     doc = "A machine identity that logs in with a JWT from an external OpenID issuer.",
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
     printcolumn(name = "Identity ID", type_ = "string", json_path = ".status.identityId"),
     printcolumn(name = "Issuer", type_ = "string", json_path = ".spec.boundIssuer"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")

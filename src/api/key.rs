@@ -22,6 +22,7 @@ use crate::keys::SigningAlgorithm;
     status = "OidcKeyStatus",
     doc = "A named signing key for ID tokens, rotated and pruned by the operator.",
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
     printcolumn(name = "Algorithm", type_ = "string", json_path = ".spec.algorithm"),
     printcolumn(name = "Current Kid", type_ = "string", json_path = ".status.currentKid"),
     printcolumn(name = "Next Rotation", type_ = "string", json_path = ".status.nextRotation"),

@@ -41,6 +41,7 @@ fn default_pkce_methods() -> Vec<PkceMethod> {
     status = "OidcProviderStatus",
     doc = "An OpenID provider (issuer) serving discovery, JWKS and the protocol endpoints.",
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
     printcolumn(name = "Issuer", type_ = "string", json_path = ".status.issuer"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]

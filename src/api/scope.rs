@@ -20,6 +20,7 @@ use super::status::StatusFields;
     doc = "A named scope whose JSON template renders ID token claims.",
     validation = Rule::new("self.metadata.name != 'openid'").message("the scope name openid is reserved"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
     printcolumn(name = "Claims", type_ = "string", json_path = ".status.claims"),
     printcolumn(name = "Description", type_ = "string", json_path = ".spec.description", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")

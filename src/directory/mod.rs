@@ -178,6 +178,8 @@ pub struct ResolvedProvider {
 /// A scope as the server uses it.
 pub struct ResolvedScope {
     pub name: String,
+    /// The claims its template sets (advertised in `claims_supported`).
+    pub claims: Vec<String>,
     pub template: Option<crate::template::Template>,
 }
 

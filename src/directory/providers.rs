@@ -36,7 +36,14 @@ pub(super) fn resolve(
                     .filter(|(ck, c)| ck.namespace == k.namespace && allowed(c))
                     .map(|(_, c)| c)
                     .collect();
-                let provider = render_provider(&k, &issuer, obj, &clients);
+                let claims: Vec<&str> = obj
+                    .spec
+                    .scopes_supported
+                    .iter()
+                    .filter_map(|s| scopes.get(&in_namespace(&k, s)))
+                    .flat_map(|s| s.claims.iter().map(String::as_str))
+                    .collect();
+                let provider = render_provider(&k, &issuer, obj, &clients, &claims);
                 let message = format!("issuer {issuer}, serving {} client(s)", provider.clients.len());
                 served.insert(k.clone(), Arc::new(provider));
                 Readiness::ready(message)
@@ -89,6 +96,18 @@ fn resolve_provider(
     Ok(())
 }
 
+/// The claims an ID token of this provider may carry (OpenID Connect Discovery §3): the
+/// standard ones, `namespace`, and every claim its supported scopes set, each once.
+fn claims_supported<'a>(scope_claims: &[&'a str]) -> Vec<&'a str> {
+    let mut out = vec!["iss", "sub", "aud", "exp", "iat", "nonce", "auth_time", "at_hash", "c_hash", "namespace"];
+    for c in scope_claims {
+        if !out.contains(c) {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Upper bound of the JWKS cache lifetime, whatever the keys' periods.
 const MAX_JWKS_MAX_AGE: u64 = 3600;
 
@@ -98,6 +117,7 @@ fn render_provider(
     issuer: &str,
     obj: &OidcProvider,
     served: &[&Arc<ResolvedClient>],
+    scope_claims: &[&str],
 ) -> ResolvedProvider {
     let mut jwks = JwkSet::default();
     let mut algs: BTreeSet<SigningAlgorithm> = BTreeSet::new();
@@ -136,7 +156,7 @@ fn render_provider(
         "grant_types_supported": ["authorization_code"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "code_challenge_methods_supported": obj.spec.pkce_methods.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
-        "claims_supported": ["iss", "sub", "aud", "exp", "iat", "nonce", "auth_time", "at_hash", "c_hash"],
+        "claims_supported": claims_supported(scope_claims),
     });
     ResolvedProvider {
         name: k.name.clone(),

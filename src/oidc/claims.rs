@@ -104,6 +104,7 @@ mod tests {
         for (name, template) in scopes {
             let scope = crate::directory::ResolvedScope {
                 name: name.to_string(),
+                claims: Vec::new(),
                 template: Some(crate::template::Template::parse(template).unwrap()),
             };
             v.scopes.insert(name.to_string(), std::sync::Arc::new(scope));
