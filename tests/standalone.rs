@@ -485,3 +485,29 @@ async fn standalone_keeps_identity_ids_in_its_state_not_in_manifest_status() {
     let holders: serde_json::Value = serde_json::from_str(&holders).unwrap();
     assert_eq!(holders[HOLDER_ID], "victim/runner", "{holders}");
 }
+
+/// Metrics tell the truth from the start (issue 21, item 5): the memory store is up, and
+/// the series whose labels are known are there with zeros before their first event.
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_start_at_zero_and_the_memory_store_is_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (m, state) = (tmp.path().join("m"), tmp.path().join("state"));
+    std::fs::create_dir(&m).unwrap();
+    write_manifest(
+        &m,
+        "p.yaml",
+        "apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcProvider\nmetadata: {name: p}\nspec: {}\n",
+    );
+    let server = Server::start(&m, &state, &[]).await;
+    let metrics =
+        server.client().get(format!("{}/metrics", server.metrics)).send().await.unwrap().text().await.unwrap();
+    for line in [
+        "oidc_operator_session_store_up 1",
+        "oidc_operator_session_store_refusals_total{record=\"access_token\",reason=\"namespace_quota\"} 0",
+        "oidc_operator_session_store_refusals_total{record=\"userinfo\",reason=\"bytes\"} 0",
+        "oidc_operator_reconciles_total{kind=\"IdentityOidcAuth\"} 0",
+        "oidc_operator_logins_total{outcome=\"success\"} 0",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} missing:\n{metrics}");
+    }
+}

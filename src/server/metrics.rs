@@ -197,10 +197,27 @@ impl Default for Metrics {
             connections_rejected,
             connections_open,
         }
+        .with_known_series()
     }
 }
 
 impl Metrics {
+    /// Starts every series whose labels are known in advance at zero, so dashboards and
+    /// alerts (`rate(...) > 0`, `absent(...)`) see them before their first event.
+    fn with_known_series(self) -> Self {
+        for kind in crate::api::Kind::ALL {
+            self.reconciles.get_or_create(&KindLabels { kind: kind.as_str() }).inc_by(0);
+            self.reconcile_errors.get_or_create(&KindLabels { kind: kind.as_str() }).inc_by(0);
+        }
+        for record in crate::sessions::RecordKind::ALL {
+            for reason in crate::sessions::StoreError::REFUSAL_REASONS {
+                self.store_refusals.get_or_create(&RefusalLabels { record: record.label(), reason }).inc_by(0);
+            }
+        }
+        self.logins.get_or_create(&OutcomeLabels { outcome: "success" }).inc_by(0);
+        self
+    }
+
     /// Counts one request and the time it took.
     pub fn request(&self, endpoint: &'static str, code: u16, took: std::time::Duration) {
         self.requests.get_or_create(&RequestLabels { endpoint, code }).inc();

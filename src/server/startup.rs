@@ -311,6 +311,8 @@ pub async fn start(args: &ServeArgs, ca: CaSource<'_>, mode: &str) -> Result<Sta
         .map_err(StartError::TrustedProxies)?;
     let metrics = Arc::new(Metrics::default());
     let tokens = session_store(args, &metrics)?;
+    // The memory store is always up; a shared store's health check sets it from here on.
+    metrics.store_up.set(i64::from(matches!(tokens, SessionStore::Memory(_))));
     let app = AppState {
         directory: Arc::new(SharedDirectory::default()),
         metrics,

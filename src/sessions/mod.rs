@@ -266,6 +266,10 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The reasons a record can be refused for (what the refusal metric starts at zero).
+    pub const REFUSAL_REASONS: [&'static str; 6] =
+        ["records", "bytes", "namespace_quota", "identity_quota", "record_too_large", "maxmemory"];
+
     /// Why a record was refused, as a bounded metrics label (never a tenant's name).
     pub fn reason(self) -> &'static str {
         match self {
@@ -333,6 +337,8 @@ pub enum RecordKind {
 }
 
 impl RecordKind {
+    pub const ALL: [RecordKind; 3] = [Self::AccessToken, Self::Code, Self::Userinfo];
+
     pub fn label(self) -> &'static str {
         match self {
             Self::AccessToken => "access_token",
