@@ -511,3 +511,46 @@ async fn metrics_start_at_zero_and_the_memory_store_is_up() {
         assert!(metrics.lines().any(|l| l == line), "{line} missing:\n{metrics}");
     }
 }
+
+/// A removed client's credentials go with it, as its Secret does on a cluster; declared
+/// again, it gets new ones. A broken file removes nothing (issue 21, item 6).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_removed_clients_credentials_go_with_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (m, state) = (tmp.path().join("m"), tmp.path().join("state"));
+    std::fs::create_dir(&m).unwrap();
+    let client = "apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcClient\nmetadata: {name: app}\nspec: {redirectUris: [\"https://app.example/cb\"]}\n";
+    write_manifest(&m, "app.yaml", client);
+    let server = Server::start(&m, &state, &[]).await;
+    let file = state.join("clients/default/app.json");
+    let wait_for = |present: bool| {
+        let file = file.clone();
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while file.exists() != present {
+                assert!(std::time::Instant::now() < deadline, "{} present: {}", file.display(), !present);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    wait_for(true).await;
+    let first = std::fs::read_to_string(&file).unwrap();
+
+    // A broken file hides what it declares: nothing is deleted while it stands.
+    write_manifest(&m, "app.yaml", "apiVersion: [unclosed\n");
+    server
+        .wait_for_line(|l| l.contains("not valid YAML"), Duration::from_secs(10))
+        .await
+        .expect("the broken file is reported");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), first, "credentials deleted behind a broken file");
+
+    std::fs::remove_file(m.join("app.yaml")).unwrap();
+    wait_for(false).await;
+    write_manifest(&m, "app.yaml", client);
+    wait_for(true).await;
+    let again: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let before: serde_json::Value = serde_json::from_str(&first).unwrap();
+    assert_ne!(again["client_id"], before["client_id"], "a client declared again got the old credentials");
+    assert_ne!(again["client_secret"], before["client_secret"]);
+}

@@ -92,6 +92,7 @@ async fn run(options: Options) -> Result<(), StandaloneError> {
         inputs: directory::Inputs::default(),
         last_files: None,
         last_good: manifests::LastGood::new(),
+        complete: false,
         reporter: report::Reporter::default(),
         issuers,
         tokens,
@@ -126,6 +127,9 @@ struct Shell {
     inputs: directory::Inputs,
     last_files: Option<Vec<(PathBuf, String)>>,
     last_good: manifests::LastGood,
+    /// Whether the last load read every document: only then may a missing client's
+    /// credentials be deleted.
+    complete: bool,
     reporter: report::Reporter,
     issuers: Arc<IssuerRegistry>,
     tokens: SessionStore,
@@ -152,10 +156,16 @@ impl Shell {
             }
             self.inputs = inputs;
             self.inputs.policy.max_token_ttl = self.options.serve.max_token_ttl;
+            // A broken file may hide what it declares: remove nothing until it reads again.
+            self.complete = !problems.iter().any(manifests::ManifestProblem::unreadable);
             self.last_good = good;
             self.last_files = Some(files);
         }
-        let materials_changed = ensure_materials(&self.state, &self.metrics, &self.inputs, &mut self.materials, now)?;
+        let mut materials_changed =
+            ensure_materials(&self.state, &self.metrics, &self.inputs, &mut self.materials, now)?;
+        if self.complete {
+            materials_changed |= forget_removed_clients(&self.state, &self.inputs, &mut self.materials)?;
+        }
         let health_changed = self.refresh_issuers(now);
         if !(changed || materials_changed || health_changed) {
             return Ok(());
@@ -269,6 +279,25 @@ fn record_first_seen(
         }
     }
     changed
+}
+
+/// Deletes the credentials of clients no manifest declares any more, as a cluster deletes
+/// a client's Secret with it: a client declared again later gets new credentials, never the
+/// old secret. Returns whether anything was deleted.
+fn forget_removed_clients(
+    state: &StateDir,
+    inputs: &directory::Inputs,
+    m: &mut Materials,
+) -> Result<bool, StandaloneError> {
+    let declared: std::collections::BTreeSet<ObjectKey> =
+        inputs.clients.iter().map(|c| ObjectKey::of(&c.metadata)).collect();
+    let removed: Vec<ObjectKey> = m.credentials.keys().filter(|k| !declared.contains(*k)).cloned().collect();
+    for key in &removed {
+        state.delete_client(key)?;
+        m.credentials.remove(key);
+        tracing::info!(client = %key, "the credentials of a removed client are deleted");
+    }
+    Ok(!removed.is_empty())
 }
 
 fn shell_materials(state: &StateDir) -> Result<Materials, StandaloneError> {

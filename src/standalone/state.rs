@@ -122,6 +122,16 @@ impl StateDir {
         }
     }
 
+    /// Deletes a removed client's credentials file, as a cluster deletes its Secret.
+    pub fn delete_client(&self, key: &ObjectKey) -> Result<(), StateError> {
+        let path = self.client_path(key);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(err(&path, e)),
+        }
+    }
+
     pub fn save_client(&self, key: &ObjectKey, creds: &ClientCredentials) -> Result<(), StateError> {
         write_private(&self.client_path(key), creds)
     }
