@@ -286,9 +286,12 @@ pub fn management_routes(state: AppState) -> impl Filter<Extract = (Response,), 
         paths::READYZ if state.directory.is_ready() && state.tokens.is_up() => "ready".into_response(),
         paths::READYZ => {
             let why = if state.directory.is_ready() {
-                "not ready: the session store does not answer"
+                format!(
+                    "not ready: the session store does not answer: {}",
+                    state.tokens.down_cause().unwrap_or_else(|| "no answer".into())
+                )
             } else {
-                "not ready: no directory snapshot yet"
+                "not ready: no directory snapshot yet".to_owned()
             };
             let mut r = why.into_response();
             *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;

@@ -40,6 +40,14 @@ impl SessionStore {
         }
     }
 
+    /// Why the store cannot answer, when it cannot (`/readyz`).
+    pub fn down_cause(&self) -> Option<String> {
+        match self {
+            Self::Memory(_) => None,
+            Self::Redis(r) => (!r.is_up()).then(|| r.down_cause().unwrap_or_else(|| "no answer".into())),
+        }
+    }
+
     /// Whether the store can answer (`/readyz`): a shared store's last health check.
     pub fn is_up(&self) -> bool {
         match self {

@@ -16,6 +16,7 @@
 //! - every call has a deadline; any failure is [`StoreError::Unavailable`], which the
 //!   endpoints answer with 503 `temporarily_unavailable`.
 
+mod diagnose;
 mod scripts;
 mod sentinel;
 mod tenants;
@@ -150,6 +151,10 @@ pub struct RedisStore {
     metrics: Arc<Metrics>,
     /// The last health check answered (`/readyz`).
     up: AtomicBool,
+    /// Why it did not, when it did not (named by [`diagnose`]).
+    down_cause: std::sync::Mutex<Option<String>>,
+    /// A single node's client, for a fresh connection that names why the store is down.
+    probe: Option<redis::Client>,
     quotas: super::Quotas,
 }
 
@@ -278,6 +283,7 @@ impl RedisStore {
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_secs(2))
             .set_number_of_retries(usize::MAX);
+        let mut probe = None;
         let conn = if let Some(rest) = sentinel {
             let (nodes, master) = rest
                 .split_once('/')
@@ -351,6 +357,7 @@ impl RedisStore {
                 None => redis::Client::open(info),
             }
             .map_err(|e| url_err(e.to_string()))?;
+            probe = Some(client.clone());
             Conn::Single(
                 ConnectionManager::new_lazy_with_config(client, manager_config).map_err(|e| url_err(e.to_string()))?,
             )
@@ -373,6 +380,8 @@ impl RedisStore {
             timeout: options.timeout,
             metrics,
             up: AtomicBool::new(false),
+            down_cause: std::sync::Mutex::new(Some("not checked yet".into())),
+            probe,
             quotas: options.quotas,
         }))
     }
@@ -451,19 +460,44 @@ impl RedisStore {
         self.up.load(Ordering::Relaxed)
     }
 
-    /// Pings every `interval` and keeps [`RedisStore::is_up`] current.
+    /// Why the store is down, when it is (`/readyz` says it).
+    pub fn down_cause(&self) -> Option<String> {
+        self.down_cause.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Pings every `interval` and keeps [`RedisStore::is_up`] current; when the ping fails,
+    /// names why (a fresh connection to a single node shows a refused password, a refused
+    /// connection or a TLS failure, which the retrying manager only shows as a timeout).
     pub async fn watch_health(self: Arc<Self>, interval: Duration) {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             let up = self.run::<String>("ping", &redis::cmd("PING")).await.is_ok();
-            if up != self.up.swap(up, Ordering::Relaxed) {
-                if up {
-                    tracing::info!("session store reachable");
-                } else {
-                    tracing::warn!("session store unreachable: login, authorize, token and userinfo answer 503");
+            let cause = if up {
+                None
+            } else {
+                match &self.probe {
+                    Some(client) => Some(diagnose::probe(client, self.timeout).await.err().unwrap_or_else(|| {
+                        "the store answers a new connection but not the shared one; it is reconnecting".into()
+                    })),
+                    None => Some(format!("no answer within {} ms", self.timeout.as_millis())),
                 }
+            };
+            let was_up = self.up.swap(up, Ordering::Relaxed);
+            let changed = {
+                let mut current = self.down_cause.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let changed = *current != cause;
+                *current = cause.clone();
+                changed
+            };
+            match (&cause, was_up || changed) {
+                (None, _) if !was_up => tracing::info!("session store reachable"),
+                (Some(cause), true) => tracing::warn!(
+                    cause = %cause,
+                    "session store unreachable: login, authorize, token and userinfo answer 503"
+                ),
+                _ => {}
             }
             self.metrics.store_up.set(i64::from(up));
         }
