@@ -475,3 +475,43 @@ async fn two_replicas_elect_one_writer_share_the_ca_and_fail_over() {
     let discovery = format!("{}/.well-known/openid-configuration", three.issuer(&ns, "main"));
     assert!(three.wait_status(&discovery, 200, Duration::from_secs(20)).await, "{}", three.output());
 }
+
+/// `run` names why it cannot start (issue 21, item 3): only a 404 means the CRDs are
+/// missing; an unreachable server, refused credentials and a missing RBAC rule each say so.
+#[test]
+fn run_names_why_it_cannot_list_the_crds() {
+    let cp = ControlPlane::start_without_crds();
+    let run = |kubeconfig: &std::path::Path| {
+        let out = std::process::Command::new(common::BIN)
+            .args(["run", "--kubeconfig"])
+            .arg(kubeconfig)
+            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "run started");
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout)
+    };
+    let text = run(&cp.kubeconfig);
+    assert!(text.contains("CRDs are not installed") && text.contains("kubectl apply --server-side -f crds/"), "{text}");
+
+    let ns = cp.namespace();
+    assert!(cp.kubectl(&["create", "serviceaccount", "nobody", "-n", &ns]).status.success());
+    let sa = cp.service_account_kubeconfig(&ns, "nobody");
+    let text = run(&sa);
+    assert!(text.contains("forbidden: list oidckeys.oidc-operator.dev cluster-wide"), "{text}");
+    assert!(!text.contains("not installed"), "{text}");
+
+    let original = std::fs::read_to_string(&sa).unwrap();
+    let token = original.split("token: \"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let bogus = sa.with_extension("bogus");
+    std::fs::write(&bogus, original.replace(&token, "not-a-token")).unwrap();
+    let text = run(&bogus);
+    assert!(text.contains("refused the operator's credentials (401 Unauthorized)"), "{text}");
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = cp.url.rsplit(':').next().unwrap().to_owned();
+    let away = sa.with_extension("away");
+    std::fs::write(&away, original.replace(&format!(":{port}\""), &format!(":{closed}\""))).unwrap();
+    let text = run(&away);
+    assert!(text.contains(&format!("cannot reach the API server at https://127.0.0.1:{closed}")), "{text}");
+}

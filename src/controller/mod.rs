@@ -79,8 +79,21 @@ pub enum RunError {
     Kubeconfig { path: PathBuf, reason: String },
     #[error("connecting to the cluster: {0}")]
     Client(String),
-    #[error("the oidc-operator.dev CRDs are not installed (kubectl apply -f crds/): {0}")]
+    #[error(
+        "the oidc-operator.dev CRDs are not installed: install them with `kubectl apply --server-side -f crds/` \
+         (the Helm chart installs them too): {0}"
+    )]
     CrdsMissing(String),
+    #[error("cannot reach the API server at {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("the API server at {url} refused the operator's credentials (401 Unauthorized): {reason}")]
+    Unauthorized { url: String, reason: String },
+    #[error(
+        "forbidden: list oidckeys.oidc-operator.dev {scope} (the operator's role needs apiGroups \
+         [oidc-operator.dev], resources [oidckeys, oidcclients, oidcscopes, oidcassignments, oidcproviders, \
+         identityoidcauths], verbs [get, list, watch]; the chart's RBAC grants them): {reason}"
+    )]
+    Forbidden { scope: String, reason: String },
     #[error("serving CA: {0}")]
     Ca(#[from] ca::CaError),
     #[error(transparent)]
@@ -94,7 +107,22 @@ pub fn main(options: Options) -> Result<(), RunError> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(RunError::Runtime)?.block_on(run(options))
 }
 
-async fn client(options: &Options) -> Result<Client, RunError> {
+/// Why listing the CRDs failed, named: only a 404 means they are not installed.
+fn probe_error(e: kube::Error, url: &str, scope: &str) -> RunError {
+    match e {
+        kube::Error::Api(status) if status.code == 404 => RunError::CrdsMissing(status.message),
+        kube::Error::Api(status) if status.code == 401 => {
+            RunError::Unauthorized { url: url.to_owned(), reason: status.message }
+        }
+        kube::Error::Api(status) if status.code == 403 => {
+            RunError::Forbidden { scope: scope.to_owned(), reason: status.message }
+        }
+        kube::Error::Api(status) => RunError::Client(format!("{} ({})", status.message, status.code)),
+        other => RunError::Unreachable { url: url.to_owned(), reason: other.to_string() },
+    }
+}
+
+async fn client(options: &Options) -> Result<(Client, String), RunError> {
     let config = match &options.kubeconfig {
         Some(path) => {
             let err = |e: &dyn std::fmt::Display| RunError::Kubeconfig { path: path.clone(), reason: e.to_string() };
@@ -105,7 +133,8 @@ async fn client(options: &Options) -> Result<Client, RunError> {
         }
         None => kube::Config::infer().await.map_err(|e| RunError::Client(e.to_string()))?,
     };
-    Client::try_from(config).map_err(|e| RunError::Client(e.to_string()))
+    let url = config.cluster_url.to_string();
+    Ok((Client::try_from(config).map_err(|e| RunError::Client(e.to_string()))?, url))
 }
 
 /// What this process wrote, ahead of the watch caches.
@@ -251,14 +280,18 @@ async fn shutdown_signal() {
 }
 
 async fn run(options: Options) -> Result<(), RunError> {
-    let client = client(&options).await?;
+    let (client, url) = client(&options).await?;
     // Refuse to start without the CRDs, with a message saying what to do.
     // (in a watched namespace when given: namespaced RBAC may not allow a cluster-wide list)
     let probe: Api<OidcKey> = match options.watch_namespace.first() {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    probe.list(&ListParams::default().limit(1)).await.map_err(|e| RunError::CrdsMissing(e.to_string()))?;
+    let scope = match options.watch_namespace.first() {
+        Some(ns) => format!("in namespace {ns}"),
+        None => "cluster-wide".to_owned(),
+    };
+    probe.list(&ListParams::default().limit(1)).await.map_err(|e| probe_error(e, &url, &scope))?;
     let self_signed = !options.serve.plain_http && options.serve.tls_cert.is_none();
     let ca = match self_signed {
         true => {
