@@ -69,6 +69,9 @@ pub struct Materials {
     /// numbers kept in its state folder): its stand-in for `metadata.creationTimestamp`,
     /// which a manifest could forge. Empty on a cluster, where the API server's is used.
     pub first_seen: BTreeMap<(Kind, ObjectKey), i64>,
+    /// Most identities served per namespace (`--max-identities-per-namespace`, set by the
+    /// shells; `None`: no cap). The later claimants of a fuller namespace are not served.
+    pub identities_per_namespace: Option<usize>,
 }
 
 /// Where the server is reached: `scheme://host:port`, no trailing slash.
