@@ -5,7 +5,6 @@
 //! issuer, and a failing issuer is retried with exponential backoff ([`FetchState`]), so
 //! neither a flood of bad kids nor a dead issuer makes the server hammer anyone.
 
-use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -16,9 +15,10 @@ use arc_swap::ArcSwapOption;
 use serde_json::Value;
 use tokio_rustls::rustls;
 
+use super::clip;
 use super::fetch_policy::{self, AddressRefused, FetchPolicy, FetchState, UrlRefused};
 pub use super::jwks::{ExternalKey, IssuerKeys, MAX_KEYS_WITHOUT_KID, SignatureError, verify_signature};
-use super::{LoginLimits, clip};
+pub use super::registry::{IssuerRegistry, refresh_health};
 
 /// Largest discovery document or JWKS accepted.
 pub const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
@@ -65,7 +65,7 @@ pub struct Issuer {
 }
 
 impl Issuer {
-    fn new(source: IssuerSource, policy: FetchPolicy, client: Result<reqwest::Client, FetchError>) -> Self {
+    pub(super) fn new(source: IssuerSource, policy: FetchPolicy, client: Result<reqwest::Client, FetchError>) -> Self {
         Self {
             source,
             client,
@@ -200,7 +200,11 @@ impl reqwest::dns::Resolve for PolicyResolver {
     }
 }
 
-fn http_client(ca_cert: Option<&str>, policy: FetchPolicy, lookup: Lookup) -> Result<reqwest::Client, FetchError> {
+pub(super) fn http_client(
+    ca_cert: Option<&str>,
+    policy: FetchPolicy,
+    lookup: Lookup,
+) -> Result<reqwest::Client, FetchError> {
     let mut roots = rustls::RootCertStore::empty();
     match ca_cert.filter(|c| !c.trim().is_empty()) {
         Some(pem) => {
@@ -288,146 +292,6 @@ async fn get_json(client: &reqwest::Client, policy: FetchPolicy, full_url: &str)
         body.extend_from_slice(&chunk);
     }
     serde_json::from_slice(&body).map_err(|e| FetchError::Invalid { url: url.to_owned(), reason: e.to_string() })
-}
-
-/// Every external issuer the identities name, shared by the login handlers and the
-/// background refresher.
-pub struct IssuerRegistry {
-    policy: FetchPolicy,
-    lookup: Lookup,
-    limits: LoginLimits,
-    /// Permits of the claim checks that run on the blocking pool ([`LoginLimits::heavy_checks`]).
-    heavy: tokio::sync::Semaphore,
-    issuers: Mutex<HashMap<IssuerSource, Arc<Issuer>>>,
-    /// One HTTP client per trust anchor (`caCert`, or `None` for the system roots): a client
-    /// holds its root store and connection pool, and thousands of identities naming the same
-    /// issuer or no caCert need not load the system roots thousands of times.
-    clients: Mutex<HashMap<Option<String>, Result<reqwest::Client, FetchError>>>,
-}
-
-impl IssuerRegistry {
-    /// `allow_insecure` (`--allow-insecure-issuers`) lets issuers be fetched over plain http
-    /// and from loopback addresses (tests and the dev issuer only).
-    pub fn new(allow_insecure: bool) -> Self {
-        Self::with_lookup(allow_insecure, system_lookup())
-    }
-
-    /// As [`IssuerRegistry::new`], resolving names with `lookup`.
-    pub fn with_lookup(allow_insecure: bool, lookup: Lookup) -> Self {
-        Self {
-            policy: FetchPolicy { allow_insecure },
-            lookup,
-            limits: LoginLimits::default(),
-            heavy: tokio::sync::Semaphore::new(LoginLimits::default().heavy_checks),
-            issuers: Mutex::new(HashMap::new()),
-            clients: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// This registry with the login limits of the flags.
-    pub fn with_limits(mut self, limits: LoginLimits) -> Self {
-        self.limits = limits;
-        self.heavy = tokio::sync::Semaphore::new(limits.heavy_checks.clamp(1, tokio::sync::Semaphore::MAX_PERMITS));
-        self
-    }
-
-    /// The permits of large claim checks.
-    pub fn heavy_checks(&self) -> &tokio::sync::Semaphore {
-        &self.heavy
-    }
-
-    /// The login limits of the flags.
-    pub fn limits(&self) -> LoginLimits {
-        self.limits
-    }
-
-    /// The HTTP client trusting `ca_cert` (the system roots for `None`), made on first use.
-    fn client(&self, ca_cert: Option<&str>) -> Result<reqwest::Client, FetchError> {
-        let mut clients = match self.clients.lock() {
-            Ok(c) => c,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        let key = ca_cert.map(str::to_owned);
-        clients.entry(key).or_insert_with(|| http_client(ca_cert, self.policy, Arc::clone(&self.lookup))).clone()
-    }
-
-    /// How many HTTP clients the registry holds (one per distinct `caCert`).
-    pub fn client_count(&self) -> usize {
-        self.clients.lock().map(|c| c.len()).unwrap_or(0)
-    }
-
-    /// The cache entry of an issuer, made on first use.
-    pub fn get(&self, source: &IssuerSource) -> Arc<Issuer> {
-        let mut map = match self.issuers.lock() {
-            Ok(m) => m,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if let Some(issuer) = map.get(source) {
-            return Arc::clone(issuer);
-        }
-        let client = self.client(source.ca_cert.as_deref());
-        let issuer = Arc::new(Issuer::new(source.clone(), self.policy, client));
-        map.insert(source.clone(), Arc::clone(&issuer));
-        issuer
-    }
-
-    /// Drops issuers no identity names any more, and the clients of trust anchors no issuer
-    /// uses. One pass over a set: linear in the identities.
-    pub fn retain(&self, wanted: &[IssuerSource]) {
-        let wanted: HashSet<&IssuerSource> = wanted.iter().collect();
-        let anchors: HashSet<Option<&str>> = wanted.iter().map(|s| s.ca_cert.as_deref()).collect();
-        if let Ok(mut map) = self.issuers.lock() {
-            map.retain(|k, _| wanted.contains(k));
-        }
-        if let Ok(mut clients) = self.clients.lock() {
-            clients.retain(|ca, _| anchors.contains(&ca.as_deref()));
-        }
-    }
-}
-
-/// What each issuer's last fetch gave: its `issuer`, or why it failed (absent while the first
-/// fetch runs). Starts background fetches of issuers never fetched or whose keys are older
-/// than [`KEYS_MAX_AGE`], when their backoff allows; never waits for them. Drops issuers no
-/// identity names.
-pub fn refresh_health(
-    registry: &IssuerRegistry,
-    sources: Vec<IssuerSource>,
-    refetch_interval: i64,
-    now: i64,
-) -> std::collections::BTreeMap<IssuerSource, Result<String, String>> {
-    registry.retain(&sources);
-    let max_age = registry.limits().issuer_keys_max_age;
-    let mut health = std::collections::BTreeMap::new();
-    for source in sources {
-        if health.contains_key(&source) {
-            continue;
-        }
-        let issuer = registry.get(&source);
-        let keys = issuer.keys();
-        let age = keys.as_ref().map(|k| now.saturating_sub(k.fetched_at));
-        let stale = age.is_none_or(|a| a >= KEYS_MAX_AGE.min(max_age));
-        if stale && issuer.fetch_state().due(now, refetch_interval) {
-            let task = Arc::clone(&issuer);
-            tokio::spawn(async move {
-                task.refresh(now, refetch_interval).await;
-            });
-        }
-        let state = match (issuer.last_error(), keys) {
-            // The fetch time, not the age: the status must not change at every tick.
-            (Some(e), Some(k)) if age.is_some_and(|a| a > max_age) => Some(Err(format!(
-                "{e}; the keys were last fetched at {} (unix time), more than --issuer-keys-max-age ({max_age} s) \
-                 ago: logins fail until a fetch succeeds",
-                k.fetched_at
-            ))),
-            (Some(e), _) => Some(Err(e.to_string())),
-            (None, Some(k)) => Some(Ok(k.issuer.clone())),
-            (None, None) => None,
-        };
-        if let Some(state) = state {
-            health.insert(source, state);
-        }
-    }
-    health
 }
 
 #[cfg(test)]
@@ -601,9 +465,9 @@ mod tests {
         let first = registry.get(&sources[0]);
         registry.retain(&sources[..10]);
         assert!(Arc::ptr_eq(&first, &registry.get(&sources[0])), "kept");
-        assert_eq!(registry.issuers.lock().unwrap().len(), 10);
+        assert_eq!(registry.issuer_count(), 10);
         registry.retain(&[]);
-        assert_eq!((registry.issuers.lock().unwrap().len(), registry.client_count()), (0, 0));
+        assert_eq!((registry.issuer_count(), registry.client_count()), (0, 0));
     }
 
     #[tokio::test]

@@ -7,6 +7,7 @@ pub mod external;
 pub mod fetch_policy;
 pub mod jwks;
 pub mod matching;
+pub mod registry;
 
 use std::borrow::Cow;
 use std::net::IpAddr;
