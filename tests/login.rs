@@ -186,16 +186,17 @@ async fn every_bad_login_fails_with_its_own_status_and_error() {
         assert!(!body.to_string().contains(&jwt), "{what}: the token is echoed");
     }
 
-    // Unknown identity.
+    // Unknown identity: answered as a bad signature (tests/login_limits.rs has the detail).
     let jwt = s.issuer.mint("RS256", good_claims(), None).await;
     let (status, body) = login(&s.server, "no-such-identity", &jwt).await;
-    assert_eq!((status, body["error"].as_str()), (401, Some("identity_not_found")));
+    assert_eq!((status, body["error"].as_str()), (401, Some("bad_signature")));
 
     // Unknown kid: refused (one refetch, rate-limited); after the issuer publishes the new key,
     // the refetch finds it.
     let rotated = s.issuer.mint("ES256", good_claims(), Some("unpublished")).await;
     let (status, body) = login(&s.server, RUNNER_ID, &rotated).await;
-    assert_eq!((status, body["error"].as_str()), (401, Some("unknown_kid")), "{body}");
+    // An unknown kid answers as a bad signature (the log says unknown_kid).
+    assert_eq!((status, body["error"].as_str()), (401, Some("bad_signature")), "{body}");
     let fetches = s.issuer.jwks_fetches().await;
     let flood = std::time::Instant::now();
     for _ in 0..20 {
@@ -339,7 +340,7 @@ async fn access_tokens_obey_limits_ips_renewal_revocation_and_spec_changes() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let (status, body) = login(&s.server, LOCAL, &jwt).await;
-    assert_eq!((status, body["error"].as_str()), (401, Some("identity_not_found")));
+    assert_eq!((status, body["error"].as_str()), (401, Some("bad_signature")), "as any unknown identity");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -482,7 +483,7 @@ async fn jwts_with_crit_and_keys_not_for_signing_are_refused() {
     for (alg, marked) in [("RS256", "alg RSA-OAEP"), ("ES256", "key_ops [deriveKey]"), ("EdDSA", "use enc")] {
         let jwt = s.issuer.mint(alg, claims.clone(), None).await;
         let (status, body) = login(&s.server, NOT_SIGNING, &jwt).await;
-        assert_eq!((status, body["error"].as_str()), (401, Some("unknown_kid")), "{marked}: {body}");
+        assert_eq!((status, body["error"].as_str()), (401, Some("bad_signature")), "{marked}: {body}");
     }
 }
 
@@ -513,7 +514,7 @@ async fn refused_logins_log_bounded_fields() {
     let jwt = s.issuer.mint("RS256", good_claims(), None).await;
     let huge = "A".repeat(60 * 1024);
     let (status, body) = login(&s.server, &huge, &jwt).await;
-    assert_eq!((status, body["error"].as_str()), (401, Some("identity_not_found")));
+    assert_eq!((status, body["error"].as_str()), (401, Some("bad_signature")));
     let log_path = s.server.state.with_extension("log");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let log = loop {

@@ -224,7 +224,8 @@ async fn secure_defaults_refuse_what_the_reference_would_accept() {
     };
     let jwt = t.issuer.mint("ES256", json!({"aud": "anything-at-all"}), None).await;
     let (status, body) = login("0a11ce00-0000-4000-8000-0000000000ab", jwt.clone()).await;
-    assert_eq!((status, body["error"].as_str()), (401, Some("identity_not_found")), "{body}");
+    // Not served: answered as any unknown identity, as a bad signature.
+    assert_eq!((status, body["error"].as_str()), (401, Some("bad_signature")), "{body}");
     assert!(row(&server, "victim", "IdentityOidcAuth", "any-aud", "True").await.is_some());
     let (status, body) = login(ANY_AUD_ID, jwt).await;
     assert_eq!(status, 200, "\"*\" accepts any audience: {body}");

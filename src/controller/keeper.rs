@@ -101,6 +101,7 @@ async fn pass(
     inputs.policy.max_token_ttl = ctx.max_token_ttl;
     let mut materials = materials(ctx, &inputs);
     materials.issuer_health = health.clone();
+    materials.identities_per_namespace = Some(ctx.app.issuers.limits().max_identities_per_namespace);
     let mut next_due = now + REBUILD_AT_LEAST_EVERY;
     if leading {
         next_due = next_due.min(keep_rings(ctx, &inputs, &mut materials, now).await);

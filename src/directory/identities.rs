@@ -45,9 +45,13 @@ pub(super) fn resolve(
     let mut by_id: HashMap<String, Arc<ResolvedIdentity>> = HashMap::new();
     let mut statuses = Vec::new();
     let login_url = format!("{}{}", external.as_str(), paths::LOGIN);
+    let mut per_namespace: HashMap<String, usize> = HashMap::new();
     for (obj, id) in claim_order(inputs, materials, previous) {
         let k = ObjectKey::of(&obj.metadata);
-        let readiness = match claim(obj, id.as_deref(), &by_id) {
+        let seen = per_namespace.entry(k.namespace.clone()).or_default();
+        *seen += 1;
+        let over_cap = materials.identities_per_namespace.filter(|cap| *seen > *cap);
+        let readiness = match over_cap.map_or_else(|| claim(obj, id.as_deref(), &by_id), |cap| Err(too_many(cap))) {
             Err(r) => r,
             Ok(id) => {
                 let resolved = Arc::new(resolved(obj, &k, id, &inputs.policy));
@@ -81,8 +85,19 @@ fn claim_order<'a>(
     in_claim_order(ranked.collect())
 }
 
+/// Why an identity past the namespace's cap is not served: each served identity costs an
+/// issuer entry, fetches and a place in every snapshot, so one namespace may not have
+/// unboundedly many. The earlier claimants keep theirs.
+fn too_many(cap: usize) -> Readiness {
+    not_ready(
+        "TooManyIdentities",
+        format!("the namespace has more than {cap} IdentityOidcAuth objects (--max-identities-per-namespace)"),
+    )
+}
+
 /// The reasons of a Ready condition written for an identity that took no id.
-const CLAIM_REFUSED: [&str; 4] = ["InvalidSpec", "AudienceRequired", "IdentityIdPending", "IdentityIdConflict"];
+const CLAIM_REFUSED: [&str; 5] =
+    ["InvalidSpec", "AudienceRequired", "IdentityIdPending", "IdentityIdConflict", "TooManyIdentities"];
 
 /// Whether the object's own status (written by the operator; tenants may not write status)
 /// says it held `id`: after a restart, a new leader or on a new replica there is no previous

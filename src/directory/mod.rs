@@ -95,6 +95,9 @@ pub struct Materials {
     /// object's own status instead, which only the operator may write; a manifest file's
     /// `status` is whatever its author typed, so standalone ignores it. Empty on a cluster.
     pub identity_holders: BTreeMap<String, ObjectKey>,
+    /// Most identities served per namespace (`--max-identities-per-namespace`, set by the
+    /// shells; `None`: no cap). The later claimants of a fuller namespace are not served.
+    pub identities_per_namespace: Option<usize>,
 }
 
 /// Where the server is reached: `scheme://host:port`, no trailing slash.

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use super::cidr::{self, Cidr};
 use super::jwks::{IssuerKeys, SignatureError, verify_signature};
+use super::matching::{MatchLimits, Oversized};
 use super::{clip, matching};
 use crate::api::IdentityOidcAuthSpec;
 use crate::keys::SigningAlgorithm;
@@ -36,7 +37,7 @@ pub enum LoginError {
     UnknownKid,
     #[error("the JWT's algorithm does not match its key")]
     AlgorithmMismatch,
-    #[error("the JWT signature does not verify")]
+    #[error("the JWT signature does not verify with a key of this identityId's issuer")]
     BadSignature,
     #[error("the JWT issuer (iss) does not match boundIssuer")]
     IssuerMismatch,
@@ -46,6 +47,15 @@ pub enum LoginError {
     SubjectMismatch,
     #[error("the JWT claim {0:?} does not match boundClaims")]
     ClaimMismatch(String),
+    /// The identity's owner listed more globs than a login examines (`--max-bound-globs`).
+    #[error(
+        "the identity's {field} lists more than {max} globs, more than one login examines: its owner must shorten it"
+    )]
+    TooManyGlobs { field: String, max: usize },
+    /// The caller's JWT holds a claim with more elements than a login examines
+    /// (`--max-claim-elements`).
+    #[error("the JWT claim {claim:?} has more than {max} elements, more than one login examines")]
+    ClaimTooLarge { claim: String, max: usize },
     #[error("the JWT has expired (exp)")]
     Expired,
     #[error("the JWT is not valid yet (nbf)")]
@@ -98,12 +108,35 @@ impl LoginError {
             Self::AudienceMismatch => "audience_mismatch",
             Self::SubjectMismatch => "subject_mismatch",
             Self::ClaimMismatch(_) => "claim_mismatch",
+            Self::TooManyGlobs { .. } => "bound_too_large",
+            Self::ClaimTooLarge { .. } => "claim_too_large",
             Self::Expired => "token_expired",
             Self::NotYetValid => "token_not_yet_valid",
             Self::IssuedInFuture => "token_issued_in_future",
             Self::IpNotAllowed => "ip_not_allowed",
             Self::ClaimsTooLarge => "claims_too_large",
         }
+    }
+}
+
+impl LoginError {
+    /// Whether the caller's answer hides this refusal behind [`LoginError::BadSignature`]:
+    /// before a signature verifies, an unknown `identityId`, an unknown `kid` and a key of
+    /// the wrong type answer exactly as a bad signature does, so that a caller without a
+    /// token of the identity's issuer cannot tell which identity ids exist. The detail goes
+    /// to the log and the metrics ([`LoginError::code`]).
+    pub fn hidden(&self) -> bool {
+        matches!(self, Self::IdentityNotFound | Self::UnknownKid | Self::AlgorithmMismatch)
+    }
+
+    /// The error code the caller sees.
+    pub fn public_code(&self) -> &'static str {
+        if self.hidden() { Self::BadSignature.code() } else { self.code() }
+    }
+
+    /// The message the caller sees.
+    pub fn public_message(&self) -> String {
+        if self.hidden() { Self::BadSignature.to_string() } else { self.to_string() }
     }
 }
 
@@ -162,12 +195,28 @@ fn numeric(claims: &Value, name: &str) -> Result<Option<i64>, LoginError> {
     }
 }
 
-/// iss, aud, sub, bound claims, then exp / nbf / iat with [`LEEWAY`].
-pub fn check_claims(claims: &Value, spec: &IdentityOidcAuthSpec, now: i64) -> Result<(), LoginError> {
+/// What an over-cap match is refused as: `field` names the bound list, `claim` the claim.
+fn oversized(e: Oversized, field: impl FnOnce() -> String, claim: &str) -> LoginError {
+    match e {
+        Oversized::Globs { max } => LoginError::TooManyGlobs { field: field(), max },
+        Oversized::Elements { max } => LoginError::ClaimTooLarge { claim: clip(claim).into_owned(), max },
+    }
+}
+
+/// iss, aud, sub, bound claims, then exp / nbf / iat with [`LEEWAY`]; at most `limits` of
+/// matching work (past it, refused whole).
+pub fn check_claims(
+    claims: &Value,
+    spec: &IdentityOidcAuthSpec,
+    now: i64,
+    limits: &MatchLimits,
+) -> Result<(), LoginError> {
     if claims.get("iss").and_then(Value::as_str) != Some(spec.bound_issuer.as_str()) {
         return Err(LoginError::IssuerMismatch);
     }
-    if !matching::audience_matches(&spec.bound_audiences, claims.get("aud")) {
+    let aud = matching::audience_matches(&spec.bound_audiences, claims.get("aud"), limits)
+        .map_err(|e| oversized(e, || "boundAudiences".into(), "aud"))?;
+    if !aud {
         return Err(LoginError::AudienceMismatch);
     }
     if !spec.bound_subject.is_empty() {
@@ -177,8 +226,10 @@ pub fn check_claims(claims: &Value, spec: &IdentityOidcAuthSpec, now: i64) -> Re
         }
     }
     for (name, bound) in &spec.bound_claims {
-        if !matching::claim_matches(bound, matching::lookup_claim(claims, name)) {
-            return Err(LoginError::ClaimMismatch(name.clone()));
+        let found = matching::claim_matches(bound, matching::lookup_claim(claims, name), limits)
+            .map_err(|e| oversized(e, || format!("boundClaims.{}", clip(name)), name))?;
+        if !found {
+            return Err(LoginError::ClaimMismatch(clip(name).into_owned()));
         }
     }
     // An external JWT without exp would be valid forever: refuse it.
@@ -292,34 +343,90 @@ mod tests {
                         "exp": now + 60, "iat": now, "nbf": now, "repo": "org/app", "groups": ["a", "b"]});
         let s = spec(json!({"boundAudiences": "api, other", "boundSubject": "system:serviceaccount:ci:*",
                             "boundClaims": {"repo": "org/*", "groups": "x,b"}}));
-        assert_eq!(check_claims(&ok, &s, now), Ok(()));
+        assert_eq!(check_claims(&ok, &s, now, &MatchLimits::default()), Ok(()));
         let with = |k: &str, v: Value| {
             let mut c = ok.clone();
             c[k] = v;
             c
         };
-        assert_eq!(check_claims(&with("iss", json!("https://evil")), &s, now), Err(LoginError::IssuerMismatch));
-        assert_eq!(check_claims(&with("aud", json!("web")), &s, now), Err(LoginError::AudienceMismatch));
         assert_eq!(
-            check_claims(&with("sub", json!("system:serviceaccount:prod:x")), &s, now),
+            check_claims(&with("iss", json!("https://evil")), &s, now, &MatchLimits::default()),
+            Err(LoginError::IssuerMismatch)
+        );
+        assert_eq!(
+            check_claims(&with("aud", json!("web")), &s, now, &MatchLimits::default()),
+            Err(LoginError::AudienceMismatch)
+        );
+        assert_eq!(
+            check_claims(&with("sub", json!("system:serviceaccount:prod:x")), &s, now, &MatchLimits::default()),
             Err(LoginError::SubjectMismatch)
         );
         assert_eq!(
-            check_claims(&with("repo", json!("other/app")), &s, now),
+            check_claims(&with("repo", json!("other/app")), &s, now, &MatchLimits::default()),
             Err(LoginError::ClaimMismatch("repo".into()))
         );
-        assert_eq!(check_claims(&with("exp", json!(now - LEEWAY)), &s, now), Err(LoginError::Expired));
-        assert_eq!(check_claims(&with("exp", json!(now - LEEWAY + 1)), &s, now), Ok(()), "inside the leeway");
-        assert_eq!(check_claims(&with("nbf", json!(now + LEEWAY + 1)), &s, now), Err(LoginError::NotYetValid));
-        assert_eq!(check_claims(&with("iat", json!(now + 3600)), &s, now), Err(LoginError::IssuedInFuture));
+        assert_eq!(
+            check_claims(&with("exp", json!(now - LEEWAY)), &s, now, &MatchLimits::default()),
+            Err(LoginError::Expired)
+        );
+        assert_eq!(
+            check_claims(&with("exp", json!(now - LEEWAY + 1)), &s, now, &MatchLimits::default()),
+            Ok(()),
+            "inside the leeway"
+        );
+        assert_eq!(
+            check_claims(&with("nbf", json!(now + LEEWAY + 1)), &s, now, &MatchLimits::default()),
+            Err(LoginError::NotYetValid)
+        );
+        assert_eq!(
+            check_claims(&with("iat", json!(now + 3600)), &s, now, &MatchLimits::default()),
+            Err(LoginError::IssuedInFuture)
+        );
         let mut no_exp = ok.clone();
         no_exp.as_object_mut().unwrap().remove("exp");
-        assert_eq!(check_claims(&no_exp, &s, now), Err(LoginError::Expired));
+        assert_eq!(check_claims(&no_exp, &s, now, &MatchLimits::default()), Err(LoginError::Expired));
         // Empty bounds accept anything, but for the audience, which must say "*" to.
         let any = spec(json!({"boundAudiences": "*"}));
-        assert_eq!(check_claims(&with("aud", json!("anything")), &any, now), Ok(()));
+        assert_eq!(check_claims(&with("aud", json!("anything")), &any, now, &MatchLimits::default()), Ok(()));
         let unbound = spec(json!({}));
-        assert_eq!(check_claims(&with("aud", json!("anything")), &unbound, now), Err(LoginError::AudienceMismatch));
+        assert_eq!(
+            check_claims(&with("aud", json!("anything")), &unbound, now, &MatchLimits::default()),
+            Err(LoginError::AudienceMismatch)
+        );
+    }
+
+    #[test]
+    fn matching_past_the_caps_is_refused_by_name() {
+        let now = 1_000_000;
+        let l = MatchLimits { max_globs: 2, max_claim_elements: 3 };
+        let claims = json!({"iss": "https://i", "aud": "api", "exp": now + 60, "groups": ["a", "b", "c", "d"]});
+        let s = spec(json!({"boundAudiences": "api", "boundClaims": {"groups": "a"}}));
+        let e = check_claims(&claims, &s, now, &l).unwrap_err();
+        assert_eq!(e, LoginError::ClaimTooLarge { claim: "groups".into(), max: 3 });
+        assert_eq!((e.status(), e.code()), (401, "claim_too_large"));
+        let s = spec(json!({"boundAudiences": "api", "boundClaims": {"groups": "x, y, a"}}));
+        let e = check_claims(&claims, &s, now, &l).unwrap_err();
+        assert_eq!(e, LoginError::TooManyGlobs { field: "boundClaims.groups".into(), max: 2 });
+        assert_eq!((e.status(), e.code()), (401, "bound_too_large"));
+        assert!(e.to_string().contains("boundClaims.groups") && e.to_string().contains("more than 2"), "{e}");
+        let s = spec(json!({"boundAudiences": "x, y, api"}));
+        let e = check_claims(&claims, &s, now, &l).unwrap_err();
+        assert_eq!(e, LoginError::TooManyGlobs { field: "boundAudiences".into(), max: 2 });
+        let many_aud = json!({"iss": "https://i", "aud": ["1", "2", "3", "api"], "exp": now + 60});
+        let s = spec(json!({"boundAudiences": "api"}));
+        let e = check_claims(&many_aud, &s, now, &l).unwrap_err();
+        assert_eq!(e, LoginError::ClaimTooLarge { claim: "aud".into(), max: 3 });
+    }
+
+    #[test]
+    fn before_the_signature_the_caller_cannot_tell_an_unknown_identity() {
+        let bad = LoginError::BadSignature;
+        for e in [LoginError::IdentityNotFound, LoginError::UnknownKid, LoginError::AlgorithmMismatch, bad.clone()] {
+            assert_eq!((e.status(), e.public_code(), e.public_message()), (401, "bad_signature", bad.to_string()));
+        }
+        assert_eq!(LoginError::IdentityNotFound.code(), "identity_not_found", "the log and metrics keep the detail");
+        let e = LoginError::ClaimMismatch("team".into());
+        assert_eq!((e.public_code(), e.public_message()), (e.code(), e.to_string()), "after the signature: detailed");
     }
 
     #[test]

@@ -5,7 +5,6 @@
 //! issuer, and a failing issuer is retried with exponential backoff ([`FetchState`]), so
 //! neither a flood of bad kids nor a dead issuer makes the server hammer anyone.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -19,6 +18,7 @@ use tokio_rustls::rustls;
 use super::clip;
 use super::fetch_policy::{self, AddressRefused, FetchPolicy, FetchState, UrlRefused};
 pub use super::jwks::{ExternalKey, IssuerKeys, MAX_KEYS_WITHOUT_KID, SignatureError, verify_signature};
+pub use super::registry::{IssuerRegistry, refresh_health};
 
 /// Largest discovery document or JWKS accepted.
 pub const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
@@ -55,6 +55,7 @@ pub struct IssuerSource {
 /// One issuer's cache entry.
 pub struct Issuer {
     pub source: IssuerSource,
+    /// Shared by every issuer with the same `caCert` ([`IssuerRegistry::client`]).
     client: Result<reqwest::Client, FetchError>,
     policy: FetchPolicy,
     keys: ArcSwapOption<IssuerKeys>,
@@ -64,8 +65,7 @@ pub struct Issuer {
 }
 
 impl Issuer {
-    fn new(source: IssuerSource, policy: FetchPolicy, lookup: Lookup) -> Self {
-        let client = http_client(source.ca_cert.as_deref(), policy, lookup);
+    pub(super) fn new(source: IssuerSource, policy: FetchPolicy, client: Result<reqwest::Client, FetchError>) -> Self {
         Self {
             source,
             client,
@@ -200,7 +200,11 @@ impl reqwest::dns::Resolve for PolicyResolver {
     }
 }
 
-fn http_client(ca_cert: Option<&str>, policy: FetchPolicy, lookup: Lookup) -> Result<reqwest::Client, FetchError> {
+pub(super) fn http_client(
+    ca_cert: Option<&str>,
+    policy: FetchPolicy,
+    lookup: Lookup,
+) -> Result<reqwest::Client, FetchError> {
     let mut roots = rustls::RootCertStore::empty();
     match ca_cert.filter(|c| !c.trim().is_empty()) {
         Some(pem) => {
@@ -288,80 +292,6 @@ async fn get_json(client: &reqwest::Client, policy: FetchPolicy, full_url: &str)
         body.extend_from_slice(&chunk);
     }
     serde_json::from_slice(&body).map_err(|e| FetchError::Invalid { url: url.to_owned(), reason: e.to_string() })
-}
-
-/// Every external issuer the identities name, shared by the login handlers and the
-/// background refresher.
-pub struct IssuerRegistry {
-    policy: FetchPolicy,
-    lookup: Lookup,
-    issuers: Mutex<HashMap<IssuerSource, Arc<Issuer>>>,
-}
-
-impl IssuerRegistry {
-    /// `allow_insecure` (`--allow-insecure-issuers`) lets issuers be fetched over plain http
-    /// and from loopback addresses (tests and the dev issuer only).
-    pub fn new(allow_insecure: bool) -> Self {
-        Self::with_lookup(allow_insecure, system_lookup())
-    }
-
-    /// As [`IssuerRegistry::new`], resolving names with `lookup`.
-    pub fn with_lookup(allow_insecure: bool, lookup: Lookup) -> Self {
-        Self { policy: FetchPolicy { allow_insecure }, lookup, issuers: Mutex::new(HashMap::new()) }
-    }
-
-    /// The cache entry of an issuer, made on first use.
-    pub fn get(&self, source: &IssuerSource) -> Arc<Issuer> {
-        let mut map = match self.issuers.lock() {
-            Ok(m) => m,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        Arc::clone(
-            map.entry(source.clone())
-                .or_insert_with(|| Arc::new(Issuer::new(source.clone(), self.policy, Arc::clone(&self.lookup)))),
-        )
-    }
-
-    /// Drops issuers no identity names any more.
-    pub fn retain(&self, wanted: &[IssuerSource]) {
-        if let Ok(mut map) = self.issuers.lock() {
-            map.retain(|k, _| wanted.contains(k));
-        }
-    }
-}
-
-/// What each issuer's last fetch gave: its `issuer`, or why it failed (absent while the first
-/// fetch runs). Starts background fetches of issuers never fetched or whose keys are older
-/// than [`KEYS_MAX_AGE`], when their backoff allows; never waits for them. Drops issuers no
-/// identity names.
-pub fn refresh_health(
-    registry: &IssuerRegistry,
-    sources: Vec<IssuerSource>,
-    refetch_interval: i64,
-    now: i64,
-) -> std::collections::BTreeMap<IssuerSource, Result<String, String>> {
-    registry.retain(&sources);
-    let mut health = std::collections::BTreeMap::new();
-    for source in sources {
-        let issuer = registry.get(&source);
-        let keys = issuer.keys();
-        let stale = keys.as_ref().is_none_or(|k| now - k.fetched_at >= KEYS_MAX_AGE);
-        if stale && issuer.fetch_state().due(now, refetch_interval) {
-            let task = Arc::clone(&issuer);
-            tokio::spawn(async move {
-                task.refresh(now, refetch_interval).await;
-            });
-        }
-        let state = match (issuer.last_error(), keys) {
-            (Some(e), _) => Some(Err(e.to_string())),
-            (None, Some(k)) => Some(Ok(k.issuer.clone())),
-            (None, None) => None,
-        };
-        if let Some(state) = state {
-            health.insert(source, state);
-        }
-    }
-    health
 }
 
 #[cfg(test)]
@@ -514,6 +444,30 @@ mod tests {
                 && e.contains(&format!("fetched for issuer \"http://issuer.test:{port}/other\"")),
             "{e}"
         );
+    }
+
+    /// Thousands of identities without caCert make one HTTP client (the system roots are
+    /// loaded once, not per identity), and the sweep of unused issuers is one pass.
+    #[tokio::test]
+    async fn issuers_share_one_client_per_trust_anchor_and_sweep_in_linear_time() {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let registry = IssuerRegistry::with_lookup(true, fixed_lookup("127.0.0.1", Arc::new(Mutex::new(Vec::new()))));
+        let sources: Vec<IssuerSource> = (0..5000).map(|i| source(&format!("https://issuer-{i}.test"))).collect();
+        let start = std::time::Instant::now();
+        for s in &sources {
+            registry.get(s);
+        }
+        registry.retain(&sources);
+        let took = start.elapsed();
+        assert_eq!(registry.client_count(), 1);
+        assert!(took < Duration::from_secs(2), "5000 issuers took {took:?}");
+        // Sweeping keeps exactly the wanted ones, and the client while one still uses it.
+        let first = registry.get(&sources[0]);
+        registry.retain(&sources[..10]);
+        assert!(Arc::ptr_eq(&first, &registry.get(&sources[0])), "kept");
+        assert_eq!(registry.issuer_count(), 10);
+        registry.retain(&[]);
+        assert_eq!((registry.issuer_count(), registry.client_count()), (0, 0));
     }
 
     #[tokio::test]

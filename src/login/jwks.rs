@@ -1,6 +1,8 @@
 //! An external issuer's published keys: which JWKs may verify a login JWT, and the
 //! signature check against them. Pure: the shell (`external`) fetches, this decides.
 
+use aws_lc_rs::signature::{self as lc, ParsedPublicKey, RsaPublicKeyComponents};
+use base64::Engine;
 use serde_json::Value;
 
 use crate::keys::{Jwk, JwsError, SigningAlgorithm, VerifyingKey};
@@ -13,6 +15,10 @@ pub struct ExternalKey {
     pub jwk: Jwk,
     /// Verifiers by algorithm, made once when the JWKS is fetched.
     verifiers: Vec<VerifyingKey>,
+    /// RSA keys parsed once, by algorithm. A [`VerifyingKey`] builds the RSA key from its
+    /// modulus at every verification (and re-reads the JWT header): that, not the
+    /// signature math, was most of an RS256 login's verification cost.
+    rsa: Vec<(SigningAlgorithm, ParsedPublicKey)>,
 }
 
 impl ExternalKey {
@@ -69,13 +75,53 @@ impl ExternalKey {
             .into_iter()
             .filter_map(|alg| VerifyingKey::from_jwk(&Jwk { alg: alg.as_str().into(), ..base.clone() }).ok())
             .collect();
-        (!verifiers.is_empty()).then_some(Self { jwk: base, verifiers })
+        let rsa = verifiers.iter().filter_map(|v| Some((v.algorithm(), parsed_rsa(&base, v.algorithm())?))).collect();
+        (!verifiers.is_empty()).then_some(Self { jwk: base, verifiers, rsa })
     }
 
     /// The verifier of this key for `alg`, if the key can verify it.
     pub fn verifier(&self, alg: SigningAlgorithm) -> Option<&VerifyingKey> {
         self.verifiers.iter().find(|v| v.algorithm() == alg)
     }
+
+    /// Verifies `token`, whose header [`check_header`](super::checks::check_header) read as
+    /// `alg`, and returns its claims.
+    fn verify(&self, alg: SigningAlgorithm, token: &str) -> Result<Value, SignatureError> {
+        match self.rsa.iter().find(|(a, _)| *a == alg) {
+            Some((_, parsed)) => verify_parsed(parsed, token),
+            None => {
+                let v = self.verifier(alg).ok_or(SignatureError::AlgorithmMismatch)?;
+                v.verify(token).map(|(_, claims)| claims).map_err(SignatureError::from)
+            }
+        }
+    }
+}
+
+/// The RSA key of a JWK parsed for `alg` (RS256/384/512; keys of 2048 to 8192 bits, as
+/// [`VerifyingKey`] accepts), or `None` for other algorithms.
+fn parsed_rsa(jwk: &Jwk, alg: SigningAlgorithm) -> Option<ParsedPublicKey> {
+    let params = match alg {
+        SigningAlgorithm::RS256 => &lc::RSA_PKCS1_2048_8192_SHA256,
+        SigningAlgorithm::RS384 => &lc::RSA_PKCS1_2048_8192_SHA384,
+        SigningAlgorithm::RS512 => &lc::RSA_PKCS1_2048_8192_SHA512,
+        _ => return None,
+    };
+    let decode = |v: &Option<String>| b64(v.as_deref()?).ok();
+    let (n, e) = (decode(&jwk.n)?, decode(&jwk.e)?);
+    RsaPublicKeyComponents { n: n.as_slice(), e: e.as_slice() }.to_parsed_public_key(params).ok()
+}
+
+fn b64(text: &str) -> Result<Vec<u8>, SignatureError> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text).map_err(|_| SignatureError::Malformed)
+}
+
+/// The signature of a compact JWS over its first two parts, then its payload as JSON. The
+/// header was read (shape, `crit`, `alg`) by `check_header` before.
+fn verify_parsed(key: &ParsedPublicKey, token: &str) -> Result<Value, SignatureError> {
+    let (message, signature) = token.rsplit_once('.').ok_or(SignatureError::Malformed)?;
+    let (_, payload) = message.split_once('.').ok_or(SignatureError::Malformed)?;
+    key.verify_sig(message.as_bytes(), &b64(signature)?).map_err(|_| SignatureError::BadSignature)?;
+    serde_json::from_slice(&b64(payload)?).map_err(|_| SignatureError::Malformed)
 }
 
 /// What an issuer published, as last fetched.
@@ -99,7 +145,8 @@ impl IssuerKeys {
 }
 
 /// Verifies a token's signature against an issuer's keys: by `kid`, or, without one, against
-/// at most [`MAX_KEYS_WITHOUT_KID`] keys (as Infisical does).
+/// at most [`MAX_KEYS_WITHOUT_KID`] keys (as Infisical does). The token's header must have
+/// passed `check_header`, which read `alg` and `kid` from it.
 pub fn verify_signature(
     keys: &IssuerKeys,
     alg: SigningAlgorithm,
@@ -109,23 +156,15 @@ pub fn verify_signature(
     match kid {
         Some(kid) => {
             let key = keys.by_kid(kid).ok_or(SignatureError::UnknownKid)?;
-            let v = key.verifier(alg).ok_or(SignatureError::AlgorithmMismatch)?;
-            v.verify(token).map(|(_, claims)| claims).map_err(SignatureError::from)
+            key.verify(alg, token)
         }
-        None => {
-            let mut tried = 0;
-            for key in &keys.keys {
-                let Some(v) = key.verifier(alg) else { continue };
-                if tried == MAX_KEYS_WITHOUT_KID {
-                    break;
-                }
-                tried += 1;
-                if let Ok((_, claims)) = v.verify(token) {
-                    return Ok(claims);
-                }
-            }
-            Err(SignatureError::BadSignature)
-        }
+        None => keys
+            .keys
+            .iter()
+            .filter(|k| k.verifier(alg).is_some())
+            .take(MAX_KEYS_WITHOUT_KID)
+            .find_map(|key| key.verify(alg, token).ok())
+            .ok_or(SignatureError::BadSignature),
     }
 }
 
@@ -229,5 +268,30 @@ mod tests {
             );
         }
         assert!(IssuerKeys::from_jwks("i".into(), &json!({"keys": {}}), 0).is_none());
+    }
+
+    #[test]
+    fn rsa_keys_parsed_once_decide_as_the_verifier_does() {
+        for alg in [SigningAlgorithm::RS256, SigningAlgorithm::RS384, SigningAlgorithm::RS512] {
+            let (jwk, signer) = public_jwk(alg);
+            let kid = signer.jwk().kid.clone();
+            let keys = IssuerKeys::from_jwks("i".into(), &json!({"keys": [jwk.clone()]}), 0).unwrap();
+            assert_eq!(keys.keys[0].rsa.len(), 1, "{alg}: parsed once");
+            let token = signer.sign_jwt(&json!({"sub": "s", "n": 1})).unwrap();
+            let claims = verify_signature(&keys, alg, Some(&kid), &token).unwrap();
+            assert_eq!(claims, keys.keys[0].verifier(alg).unwrap().verify(&token).unwrap().1);
+            assert_eq!(verify_signature(&keys, alg, None, &token).unwrap(), claims);
+            // A flipped signature bit, another payload, a broken part: refused like the verifier.
+            let (message, sig) = token.rsplit_once('.').unwrap();
+            let mut raw = b64(sig).unwrap();
+            raw[10] ^= 1;
+            let flipped = format!("{message}.{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&raw));
+            let (header, _) = message.split_once('.').unwrap();
+            let other = format!("{header}.{}.{sig}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("{}"));
+            for bad in [flipped, other, format!("{message}.!!"), format!("{message}.")] {
+                assert!(verify_signature(&keys, alg, Some(&kid), &bad).is_err(), "{alg}: {bad}");
+                assert!(keys.keys[0].verifier(alg).unwrap().verify(&bad).is_err(), "{alg}: {bad}");
+            }
+        }
     }
 }

@@ -7,6 +7,7 @@ pub mod external;
 pub mod fetch_policy;
 pub mod jwks;
 pub mod matching;
+pub mod registry;
 
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -31,6 +32,47 @@ pub struct LoginResponse {
     pub token_type: &'static str,
 }
 
+/// Seconds an issuer's keys stay usable without a successful fetch, by default
+/// (`--issuer-keys-max-age`).
+pub const DEFAULT_ISSUER_KEYS_MAX_AGE: i64 = 86_400;
+
+/// Matching work above which the claim checks leave the async workers for the blocking pool
+/// (the product of the identity's bound text and the JWT's payload, in bytes: each glob
+/// reads each claim element at most once). Below it a login's checks cost well under a
+/// millisecond and a thread hop would cost more than it saves.
+pub const INLINE_MATCH_WORK: usize = 1 << 20;
+
+/// The limits of logins, from the flags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoginLimits {
+    pub matching: matching::MatchLimits,
+    /// Seconds an issuer's keys are trusted after the last successful fetch: past it, and with
+    /// a refetch failing, logins of its identities fail closed (`issuer_unavailable`).
+    pub issuer_keys_max_age: i64,
+    /// Most IdentityOidcAuth objects served per namespace (the directory applies it).
+    pub max_identities_per_namespace: usize,
+    /// Logins whose claim matching runs on the blocking pool at once; more wait (without
+    /// holding a worker), so large specs cannot take every core from the other tenants.
+    pub heavy_checks: usize,
+}
+
+/// Large claim checks run at once by default (`--max-concurrent-heavy-logins`).
+pub const DEFAULT_HEAVY_CHECKS: usize = 2;
+
+/// Identities served per namespace by default (`--max-identities-per-namespace`).
+pub const DEFAULT_MAX_IDENTITIES_PER_NAMESPACE: usize = 1000;
+
+impl Default for LoginLimits {
+    fn default() -> Self {
+        Self {
+            matching: matching::MatchLimits::default(),
+            issuer_keys_max_age: DEFAULT_ISSUER_KEYS_MAX_AGE,
+            max_identities_per_namespace: DEFAULT_MAX_IDENTITIES_PER_NAMESPACE,
+            heavy_checks: DEFAULT_HEAVY_CHECKS,
+        }
+    }
+}
+
 /// What a login reads and writes besides its request.
 #[derive(Clone, Copy)]
 pub struct LoginContext<'a> {
@@ -43,9 +85,12 @@ pub struct LoginContext<'a> {
 
 /// Verifies an external JWT for an identity and issues an access token.
 ///
-/// Checks, in order: the identity exists; the JWT is well formed and not oversized; its
-/// algorithm is asymmetric; the signature (refetching the issuer's keys once, rate-limited,
-/// when the kid is unknown); iss; aud; sub; bound claims; exp/nbf/iat; the caller's address.
+/// Checks, in order: the JWT is well formed and not oversized and its algorithm asymmetric
+/// (whatever the identity, so these answers say nothing about it); the identity exists; its
+/// issuer's keys are younger than `--issuer-keys-max-age` (else refetched, else the login
+/// fails closed); the signature (refetching the issuer's keys once, rate-limited, when the
+/// kid is unknown); iss; aud; sub; bound claims; exp/nbf/iat; the caller's address. Claim
+/// matching beyond [`INLINE_MATCH_WORK`] runs on the blocking pool.
 pub async fn login(
     ctx: &LoginContext<'_>,
     identity_id: &str,
@@ -54,14 +99,18 @@ pub async fn login(
     now: i64,
 ) -> Result<LoginResponse, LoginError> {
     let LoginContext { dir, issuers, tokens, refetch_interval } = *ctx;
-    let identity = dir.identity_by_id(identity_id).ok_or(LoginError::IdentityNotFound)?;
     let header = checks::check_header(jwt)?;
+    let identity = dir.identity_by_id(identity_id).ok_or(LoginError::IdentityNotFound)?;
     let issuer = issuers.get(&identity.source);
+    let limits = issuers.limits();
+    let young = |k: &Arc<external::IssuerKeys>| now.saturating_sub(k.fetched_at) <= limits.issuer_keys_max_age;
     // Why the issuer failed is its owner's business (the identity's status says it); the
-    // caller, who may be anyone, learns only that it is unavailable.
-    let mut keys = match issuer.keys() {
+    // caller, who may be anyone, learns only that it is unavailable. Keys that could not be
+    // refetched for longer than the max age are not trusted any more: the issuer may have
+    // revoked them.
+    let mut keys = match issuer.keys().filter(young) {
         Some(k) => k,
-        None => issuer.refresh(now, refetch_interval).await.ok_or(LoginError::IssuerUnavailable)?,
+        None => issuer.refresh(now, refetch_interval).await.filter(young).ok_or(LoginError::IssuerUnavailable)?,
     };
     let claims = match checks::check_signature(&keys, &header, jwt) {
         Err(LoginError::UnknownKid) => {
@@ -77,7 +126,7 @@ pub async fn login(
         // Reported as IssuerMismatch in the identity's status.
         return Err(LoginError::IssuerUnavailable);
     }
-    checks::check_claims(&claims, &identity.spec, now)?;
+    let claims = check_claims_off_worker(claims, identity, jwt.len(), now, issuers).await?;
     checks::check_ip(&identity.trusted_ips, peer)?;
 
     let token = new_token().map_err(|_| LoginError::Internal)?;
@@ -102,6 +151,38 @@ pub async fn login(
         }
     })?;
     Ok(LoginResponse { access_token: token, expires_in, access_token_max_ttl: limits.max_ttl, token_type: "Bearer" })
+}
+
+/// [`checks::check_claims`], inline when cheap, on the blocking pool when the identity's
+/// bound text times the JWT's size is over [`INLINE_MATCH_WORK`], so that a tenant's large
+/// spec never holds an async worker (and the discovery and JWKS of every other tenant) for
+/// long; at most [`LoginLimits::heavy_checks`] such checks run at once. Gives the claims back.
+async fn check_claims_off_worker(
+    claims: Value,
+    identity: &Arc<ResolvedIdentity>,
+    jwt_bytes: usize,
+    now: i64,
+    issuers: &IssuerRegistry,
+) -> Result<Value, LoginError> {
+    let limits = issuers.limits().matching;
+    if bound_bytes(&identity.spec).saturating_mul(jwt_bytes) <= INLINE_MATCH_WORK {
+        checks::check_claims(&claims, &identity.spec, now, &limits)?;
+        return Ok(claims);
+    }
+    let _permit = issuers.heavy_checks().acquire().await.map_err(|_| LoginError::Internal)?;
+    let identity = Arc::clone(identity);
+    tokio::task::spawn_blocking(move || {
+        checks::check_claims(&claims, &identity.spec, now, &limits)?;
+        Ok(claims)
+    })
+    .await
+    .map_err(|_| LoginError::Internal)?
+}
+
+/// The size of what claim matching reads from a spec: its globs and claim names.
+fn bound_bytes(spec: &crate::api::IdentityOidcAuthSpec) -> usize {
+    let claims: usize = spec.bound_claims.iter().map(|(k, v)| k.len() + v.len()).sum();
+    spec.bound_audiences.len() + spec.bound_subject.len() + claims
 }
 
 /// The entity alias of a login: the external `sub` and the claims `claimMappings` picks.

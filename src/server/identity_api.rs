@@ -93,9 +93,10 @@ pub async fn login(state: &AppState, headers: &HeaderMap, body: &[u8], peer: IpA
             if let login::LoginError::TemporarilyUnavailable(reason) = e {
                 state.metrics.store_refused(crate::sessions::RecordKind::AccessToken, reason);
             }
-            // The identityId is the caller's to choose (up to the body limit): cut it.
-            tracing::info!(identity_id = %login::clip(identity_id), check = e.code(), "login refused");
-            api_error(e.status(), e.code(), &e.to_string())
+            // The identityId is the caller's to choose (up to the body limit): cut it. The log
+            // names the check that failed; the caller may see less (LoginError::hidden).
+            tracing::info!(identity_id = %login::clip(identity_id), check = e.code(), reason = %e, "login refused");
+            api_error(e.status(), e.public_code(), &e.public_message())
         }
     }
 }

@@ -49,6 +49,26 @@ pub struct ServeArgs {
     /// unknown kid.
     #[arg(long, default_value_t = crate::login::external::REFETCH_INTERVAL)]
     pub issuer_refetch_interval: i64,
+    /// Seconds an external issuer's keys are trusted after the last successful fetch: past
+    /// it, while refetches fail, logins of its identities fail closed (issuer_unavailable).
+    #[arg(long, default_value_t = crate::login::DEFAULT_ISSUER_KEYS_MAX_AGE, value_parser = clap::value_parser!(i64).range(1..))]
+    pub issuer_keys_max_age: i64,
+    /// Globs of one bound list (boundAudiences, one boundClaims value) a login examines;
+    /// an identity listing more is refused at login (bound_too_large).
+    #[arg(long, default_value_t = crate::login::matching::DEFAULT_MAX_GLOBS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65_536))]
+    pub max_bound_globs: usize,
+    /// Elements of one JWT claim (aud, a bound claim's array) a login examines; a JWT with
+    /// more is refused (claim_too_large).
+    #[arg(long, default_value_t = crate::login::matching::DEFAULT_MAX_CLAIM_ELEMENTS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65_536))]
+    pub max_claim_elements: usize,
+    /// IdentityOidcAuth objects served per namespace; later ones (by age) are not Ready
+    /// (TooManyIdentities) and cannot log in.
+    #[arg(long, default_value_t = crate::login::DEFAULT_MAX_IDENTITIES_PER_NAMESPACE, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_identities_per_namespace: usize,
+    /// Logins with large claim checks (big bound lists times big JWTs) run at once on the
+    /// blocking pool; more wait their turn without holding a worker.
+    #[arg(long, default_value_t = crate::login::DEFAULT_HEAVY_CHECKS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
+    pub max_concurrent_heavy_logins: usize,
     /// Lifetime of authorization codes in seconds (OpenBao: 300).
     #[arg(long, default_value_t = crate::oidc::CODE_TTL, value_parser = clap::value_parser!(i64).range(1..=600))]
     pub code_ttl: i64,
@@ -126,6 +146,19 @@ pub struct StoreArgs {
     /// Prefix of every key the store writes.
     #[arg(long, default_value = crate::sessions::redis::DEFAULT_PREFIX)]
     pub session_store_prefix: String,
+}
+
+/// The login limits of the flags.
+fn login_limits(args: &ServeArgs) -> crate::login::LoginLimits {
+    crate::login::LoginLimits {
+        matching: crate::login::matching::MatchLimits {
+            max_globs: args.max_bound_globs,
+            max_claim_elements: args.max_claim_elements,
+        },
+        issuer_keys_max_age: args.issuer_keys_max_age,
+        max_identities_per_namespace: args.max_identities_per_namespace,
+        heavy_checks: args.max_concurrent_heavy_logins,
+    }
 }
 
 /// Why the servers could not start.
@@ -316,7 +349,7 @@ pub async fn start(args: &ServeArgs, ca: CaSource<'_>, mode: &str) -> Result<Sta
     let app = AppState {
         directory: Arc::new(SharedDirectory::default()),
         metrics,
-        issuers: Arc::new(IssuerRegistry::new(args.allow_insecure_issuers)),
+        issuers: Arc::new(IssuerRegistry::new(args.allow_insecure_issuers).with_limits(login_limits(args))),
         tokens,
         trusted_proxies: Arc::new(trusted_proxies),
         refetch_interval: args.issuer_refetch_interval.max(0),

@@ -172,6 +172,7 @@ impl Shell {
         }
         let previous = self.shared.load();
         let started = std::time::Instant::now();
+        self.materials.identities_per_namespace = Some(self.issuers.limits().max_identities_per_namespace);
         let dir = directory::build(&self.inputs, &self.materials, &self.external, now, previous.as_deref());
         let took = started.elapsed();
         self.keep_holders(&dir)?;
