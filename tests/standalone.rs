@@ -554,3 +554,46 @@ async fn a_removed_clients_credentials_go_with_it() {
     assert_ne!(again["client_id"], before["client_id"], "a client declared again got the old credentials");
     assert_ne!(again["client_secret"], before["client_secret"]);
 }
+
+/// What standalone prints tells what happened (issue 21, item 8): an edit reprints its
+/// object's row even when its readiness stays, a broken file gets one line per problem and
+/// a "resolved" line once fixed, and the log has no colour codes when it is not a terminal.
+#[tokio::test(flavor = "multi_thread")]
+async fn standalone_says_what_changed_and_what_was_fixed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (m, state) = (tmp.path().join("m"), tmp.path().join("state"));
+    std::fs::create_dir(&m).unwrap();
+    let client = |uri: &str| {
+        format!(
+            "apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcClient\nmetadata: {{name: app}}\nspec: {{redirectUris: [\"{uri}\"]}}\n"
+        )
+    };
+    write_manifest(&m, "app.yaml", &client("https://app.example/cb"));
+    let server = Server::start(&m, &state, &[]).await;
+    let rows =
+        |server: &Server| server.output().lines().filter(|l| l.contains(" OidcClient ") && l.contains(" app ")).count();
+    let before = rows(&server);
+    assert!(before >= 1, "{}", server.output());
+    write_manifest(&m, "app.yaml", &client("https://app.example/other"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while rows(&server) == before {
+        assert!(std::time::Instant::now() < deadline, "an edit printed nothing:\n{}", server.output());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    write_manifest(&m, "broken.yaml", "kind: [unclosed\n");
+    let line = server
+        .wait_for_line(|l| l.starts_with("manifest error:") && l.contains("broken.yaml"), Duration::from_secs(10))
+        .await;
+    assert!(line.is_some(), "{}", server.output());
+    write_manifest(&m, "broken.yaml", &client("https://app.example/cb").replace("name: app", "name: fixed"));
+    let resolved = server
+        .wait_for_line(|l| l.starts_with("manifest resolved:") && l.contains("broken.yaml"), Duration::from_secs(10))
+        .await;
+    assert!(resolved.is_some(), "{}", server.output());
+    let errors = server.output().lines().filter(|l| l.contains("broken.yaml") && l.contains("not valid YAML")).count();
+    assert_eq!(errors, 1, "one line per problem:\n{}", server.output());
+    let log = std::fs::read_to_string(state.with_extension("log")).unwrap();
+    assert!(!log.contains('\u{1b}'), "colour codes in a log that is not a terminal:\n{log}");
+    assert!(!log.contains("not valid YAML"), "the problem is printed twice (stdout and log):\n{log}");
+}

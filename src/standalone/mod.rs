@@ -93,6 +93,7 @@ async fn run(options: Options) -> Result<(), StandaloneError> {
         last_files: None,
         last_good: manifests::LastGood::new(),
         complete: false,
+        broken_files: Default::default(),
         reporter: report::Reporter::default(),
         issuers,
         tokens,
@@ -127,6 +128,8 @@ struct Shell {
     inputs: directory::Inputs,
     last_files: Option<Vec<(PathBuf, String)>>,
     last_good: manifests::LastGood,
+    /// Files that had a problem at the last load.
+    broken_files: std::collections::BTreeSet<std::path::PathBuf>,
     /// Whether the last load read every document: only then may a missing client's
     /// credentials be deleted.
     complete: bool,
@@ -150,10 +153,19 @@ impl Shell {
         let now = unix_now();
         if changed {
             let (inputs, problems, good) = manifests::load(&files, &self.last_good);
+            // One line per problem, on standard output with the readiness table; a file whose
+            // problems are gone says so.
             for p in &problems {
                 println!("manifest error: {p}");
-                tracing::warn!(problem = %p, "invalid manifest");
             }
+            let broken: std::collections::BTreeSet<std::path::PathBuf> =
+                problems.iter().map(|p| p.file.clone()).collect();
+            for fixed in self.broken_files.difference(&broken) {
+                if fixed.exists() {
+                    println!("manifest resolved: {}", fixed.display());
+                }
+            }
+            self.broken_files = broken;
             self.inputs = inputs;
             self.inputs.policy.max_token_ttl = self.options.serve.max_token_ttl;
             // A broken file may hide what it declares: remove nothing until it reads again.
