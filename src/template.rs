@@ -48,6 +48,10 @@ pub enum TemplateError {
     /// values that break the JSON): the template must be JSON for every possible value.
     #[error("its claims change with the values filled in ({0}); put each placeholder where a whole JSON value goes")]
     ValueDependent(String),
+    /// A placeholder names a value the entity does not have, and the scope says a missing
+    /// value is an error.
+    #[error("{{{{{0}}}}} has no value for this entity")]
+    MissingValue(String),
 }
 
 /// A parsed scope template: literal JSON text and variables, in order.
@@ -121,13 +125,31 @@ impl Template {
     }
 
     /// Renders the claims for an entity at `now` (unix seconds). A missing metadata value
-    /// renders as an empty string, as OpenBao does.
+    /// renders as an empty string, as OpenBao does, or, with `missing_is_error`, refuses to
+    /// render, naming the first variable without a value.
     pub fn render(
         &self,
         entity: &EntityContext,
         now: i64,
+        missing_is_error: bool,
     ) -> Result<serde_json::Map<String, serde_json::Value>, TemplateError> {
         use serde_json::Value;
+        if missing_is_error {
+            for part in &self.parts {
+                let missing = match part {
+                    Part::Var(Variable::MetadataKey(k)) if !entity.metadata.contains_key(k) => {
+                        Some(format!("identity.entity.metadata.{k}"))
+                    }
+                    Part::Var(Variable::AliasMetadata(k)) if !entity.alias_metadata.contains_key(k) => {
+                        Some(format!("identity.entity.aliases.<mount>.metadata.{k}"))
+                    }
+                    _ => None,
+                };
+                if let Some(name) = missing {
+                    return Err(TemplateError::MissingValue(name));
+                }
+            }
+        }
         let text = |s: &str| Value::String(s.to_owned());
         let list = |v: &[String]| Value::Array(v.iter().map(|s| text(s)).collect());
         let value = fill(&self.parts, &|var| match var {
@@ -358,7 +380,7 @@ mod tests {
                 "now": {{time.now}}, "later": {{time.now.plus.1h}}, "before": {{ time.now.minus.90s }}}"#,
         )
         .unwrap();
-        let claims = serde_json::Value::Object(t.render(&entity(), 1000).unwrap());
+        let claims = serde_json::Value::Object(t.render(&entity(), 1000, false).unwrap());
         assert_eq!(
             claims,
             serde_json::json!({"id": "e-1", "name": "runner", "md": {"team": "payments"}, "team": "payments",
@@ -366,6 +388,16 @@ mod tests {
                 "alias": {"id": "a-1", "sub": "system:serviceaccount:ci:runner", "ns": "ci"},
                 "now": 1000, "later": 4600, "before": 910})
         );
+        // A scope that says a missing value is an error names it instead.
+        assert_eq!(
+            t.render(&entity(), 1000, true),
+            Err(TemplateError::MissingValue("identity.entity.metadata.nope".into()))
+        );
+        let alias = Template::parse(r#"{"ns": {{identity.entity.aliases.k8s.metadata.zone}}}"#).unwrap();
+        assert!(
+            matches!(alias.render(&entity(), 0, true), Err(TemplateError::MissingValue(v)) if v.ends_with(".zone"))
+        );
+        assert!(alias.render(&entity(), 0, false).is_ok());
     }
 
     #[test]
@@ -373,7 +405,7 @@ mod tests {
         let mut e = entity();
         e.name = "quote\" \\ }}{{ end".into();
         let t = Template::parse(r#"{"n": {{identity.entity.name}}}"#).unwrap();
-        assert_eq!(t.render(&e, 0).unwrap()["n"], serde_json::json!(e.name));
+        assert_eq!(t.render(&e, 0, false).unwrap()["n"], serde_json::json!(e.name));
     }
 
     /// A cheap stand-in for the fuzz target (fuzz/) inside the normal test run: thousands of
@@ -396,7 +428,7 @@ mod tests {
             if let Ok(t) = Template::parse(&text) {
                 parsed += 1;
                 // Whatever parses renders for any entity, with exactly its claims.
-                let claims = t.render(&hostile, i64::MAX).unwrap_or_else(|e| panic!("{text}: {e}"));
+                let claims = t.render(&hostile, i64::MAX, false).unwrap_or_else(|e| panic!("{text}: {e}"));
                 assert_eq!(claims.keys().cloned().collect::<Vec<_>>(), t.claim_names(), "{text}");
             }
         }
@@ -421,7 +453,7 @@ mod tests {
         }
         // A time inside a string is always a number's text: allowed.
         let t = Template::parse(r#"{"at": "t{{time.now}}"}"#).unwrap();
-        assert_eq!(t.render(&entity(), 5).unwrap()["at"], "t5");
+        assert_eq!(t.render(&entity(), 5, false).unwrap()["at"], "t5");
     }
 
     #[test]

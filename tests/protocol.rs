@@ -56,6 +56,8 @@ fn manifests(issuer: &ExternalIssuer) -> String {
         "spec: {template: '{\"team\": {{identity.entity.metadata.team}}, \"k8s_ns\": {{identity.entity.aliases.k8s.metadata.namespace}}}'}\n---\n",
         "apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcScope\nmetadata: {name: clash}\n",
         "spec: {template: '{\"groups\": []}'}\n---\n",
+        "apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcScope\nmetadata: {name: strict}\n",
+        "spec: {missingValues: error, template: '{\"zone\": {{identity.entity.metadata.zone}}}'}\n---\n",
         "apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcAssignment\nmetadata: {name: platform}\nspec: {groups: [platform]}\n---\n",
         "apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcAssignment\nmetadata: {name: nobody}\nspec: {entities: [someone-else]}\n---\n",
     ));
@@ -77,7 +79,7 @@ fn manifests(issuer: &ExternalIssuer) -> String {
     out.push_str(&format!(
         "apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcClient\nmetadata: {{name: stranger}}\nspec: {{redirectUris: [\"{REDIRECT}\"], assignments: [allow_all]}}\n---\n\
          apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcClient\nmetadata: {{name: unassigned}}\nspec: {{redirectUris: [\"{REDIRECT}\"], assignments: [nobody]}}\n---\n\
-         apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcProvider\nmetadata: {{name: neg}}\nspec: {{allowedClients: [basic-rs256, public-rs256, unassigned], scopesSupported: [groups, clash]}}\n---\n\
+         apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcProvider\nmetadata: {{name: neg}}\nspec: {{allowedClients: [basic-rs256, public-rs256, unassigned], scopesSupported: [groups, clash, strict]}}\n---\n\
          apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcProvider\nmetadata: {{name: legacy}}\nspec: {{allowedClients: [public-rs256], pkceMethods: [S256, plain]}}\n"
     ));
     out
@@ -609,6 +611,8 @@ async fn codes_survive_wrong_proofs_pkce_is_s256_and_tokens_die_with_their_clien
                 ("redirect_uri", REDIRECT.into()),
                 ("scope", "openid groups".into()),
             ];
+            // A parameter given in `extra` replaces the default.
+            p.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
             p.extend(extra);
             let pairs: Vec<(&str, &str)> = p.iter().map(|(k, v)| (*k, v.as_str())).collect();
             authorize(s, "neg", Some(&token), &pairs).await
@@ -711,6 +715,12 @@ async fn codes_survive_wrong_proofs_pkce_is_s256_and_tokens_die_with_their_clien
     }
     let (st, b) = authorize_with(basic_id.clone(), vec![("nonce", "n".repeat(1024))]).await;
     assert_eq!(st, 200, "a nonce at the limit: {b}");
+
+    // A scope that says a missing value is an error refuses an entity without it, by name
+    // (issue 21, item 8); OpenBao would render "".
+    let (st, b) = authorize_with(basic_id.clone(), vec![("scope", "openid strict".into())]).await;
+    assert_eq!((st, b["error"].as_str()), (403, Some("access_denied")), "{b}");
+    assert!(b["error_description"].as_str().unwrap().contains("identity.entity.metadata.zone"), "{b}");
 
     // A userinfo token stops once its client is no longer served by the provider.
     let (st, b) = authorize_with(basic_id.clone(), vec![]).await;

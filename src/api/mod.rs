@@ -27,7 +27,7 @@ pub use identity::{IdentityOidcAuth, IdentityOidcAuthSpec, IdentityOidcAuthStatu
 pub use key::{OidcKey, OidcKeySpec, OidcKeyStatus};
 pub use object_key::ObjectKey;
 pub use provider::{OidcProvider, OidcProviderSpec, OidcProviderStatus, PkceMethod};
-pub use scope::{OidcScope, OidcScopeSpec, OidcScopeStatus};
+pub use scope::{MissingValues, OidcScope, OidcScopeSpec, OidcScopeStatus};
 pub use status::StatusFields;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

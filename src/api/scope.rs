@@ -28,7 +28,7 @@ use super::status::StatusFields;
 #[serde(rename_all = "camelCase")]
 pub struct OidcScopeSpec {
     /// JSON template of the claims this scope sets, as escaped JSON or base64-encoded JSON, with
-    /// OpenBao's `{{identity.entity...}}` and `{{time.now...}}` variables. Reserved claims (iss,
+    /// OpenBao's `{{identity.entity...}}` and `{{time.now...}}` variables (docs/templates.md). Reserved claims (iss,
     /// sub, aud, exp, iat, nonce, auth_time, at_hash, c_hash, namespace) cannot be set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = super::limits::MAX_TEMPLATE_LEN))]
@@ -38,6 +38,25 @@ pub struct OidcScopeSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = super::limits::MAX_DESCRIPTION_LEN))]
     pub description: Option<String>,
+
+    /// What a placeholder renders when the entity has no such value (a `metadata` key it
+    /// does not declare, an alias metadata key whose claim its JWT lacked): `empty` renders
+    /// `""`, as OpenBao does; `error` refuses the authorization request (`access_denied`,
+    /// naming the variable), so a relying party never gets a claim that silently lost its
+    /// value.
+    #[serde(default)]
+    pub missing_values: MissingValues,
+}
+
+/// How a scope renders a value the entity does not have.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum MissingValues {
+    /// `""`, as OpenBao does.
+    #[default]
+    Empty,
+    /// The request is refused, naming the missing variable.
+    Error,
 }
 
 /// Observed state of an OidcScope.

@@ -183,6 +183,8 @@ pub struct ResolvedScope {
     pub name: String,
     /// The claims its template sets (advertised in `claims_supported`).
     pub claims: Vec<String>,
+    /// `spec.missingValues: error`: a value the entity lacks refuses the request.
+    pub missing_is_error: bool,
     pub template: Option<crate::template::Template>,
 }
 

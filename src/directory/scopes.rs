@@ -23,7 +23,8 @@ pub(super) fn resolve(inputs: &Inputs) -> Resolution<Arc<ResolvedScope>> {
             }
             Ok(claims) => {
                 let template = obj.spec.template.as_deref().and_then(|t| Template::parse(t).ok());
-                let scope = ResolvedScope { name: k.name.clone(), claims: claims.clone(), template };
+                let missing_is_error = obj.spec.missing_values == api::MissingValues::Error;
+                let scope = ResolvedScope { name: k.name.clone(), claims: claims.clone(), missing_is_error, template };
                 served.insert(k.clone(), Arc::new(scope));
                 (Readiness::ready(format!("sets claims [{}]", claims.join(", "))), claims)
             }

@@ -145,7 +145,14 @@ fn keys_and_scopes_report_their_problems() {
     let bad_key =
         OidcKeySpec { rotation_period: crate::api::Duration::from_secs(30), ..OidcKeySpec::builtin_default() };
     let scope = meta(
-        OidcScope::new("s", OidcScopeSpec { template: Some("{\"a\": {{nope}}}".into()), description: None }),
+        OidcScope::new(
+            "s",
+            OidcScopeSpec {
+                template: Some("{\"a\": {{nope}}}".into()),
+                description: None,
+                missing_values: Default::default(),
+            },
+        ),
         "ns",
     );
     let inputs = Inputs { keys: arcs![key("k", bad_key)], scopes: arcs![scope], ..Inputs::default() };

@@ -117,6 +117,12 @@ pub fn decide(
             conflicts.join(", ")
         )));
     }
+    claims::check_required_values(
+        view,
+        &scopes,
+        &claims::entity_context(&session.identity, &session.record.alias),
+        now,
+    )?;
     Ok(CodeRecord {
         namespace: provider.namespace.clone(),
         provider: provider.name.clone(),

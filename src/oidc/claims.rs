@@ -8,7 +8,7 @@ use super::OAuthError;
 use crate::directory::{NamespaceView, ResolvedIdentity};
 use crate::keys::SigningAlgorithm;
 use crate::sessions::Alias;
-use crate::template::EntityContext;
+use crate::template::{EntityContext, TemplateError};
 
 /// OpenID Connect Core §3.1.3.6: base64url of the left half of the hash of `value`, with the
 /// hash of the ID token's algorithm (SHA-512 for EdDSA with Ed25519).
@@ -73,6 +73,22 @@ pub fn conflicting_claims(view: &NamespaceView, scopes: &[String]) -> Vec<String
     seen.into_iter().filter(|(_, n)| *n > 1).map(|(c, _)| c).collect()
 }
 
+/// Refuses a request whose scopes need a value the entity lacks (`missingValues: error`):
+/// checked at authorize, so no code is issued that the token endpoint would refuse.
+pub fn check_required_values(
+    view: &NamespaceView,
+    scopes: &[String],
+    entity: &EntityContext,
+    now: i64,
+) -> Result<(), OAuthError> {
+    let strict: Vec<String> =
+        scopes.iter().filter(|s| view.scopes.get(*s).is_some_and(|s| s.missing_is_error)).cloned().collect();
+    if strict.is_empty() {
+        return Ok(());
+    }
+    scope_claims(view, &strict, entity, now).map(drop)
+}
+
 /// Renders the granted scopes' templates into one claim map.
 pub fn scope_claims(
     view: &NamespaceView,
@@ -82,10 +98,12 @@ pub fn scope_claims(
 ) -> Result<Map<String, Value>, OAuthError> {
     let mut out = Map::new();
     for s in scopes {
-        let Some(template) = view.scopes.get(s).and_then(|s| s.template.as_ref()) else { continue };
-        let rendered = template
-            .render(entity, now)
-            .map_err(|e| OAuthError::ServerError(format!("scope {s} did not render: {e}")))?;
+        let Some(scope) = view.scopes.get(s) else { continue };
+        let Some(template) = scope.template.as_ref() else { continue };
+        let rendered = template.render(entity, now, scope.missing_is_error).map_err(|e| match e {
+            TemplateError::MissingValue(_) => OAuthError::AccessDenied(format!("scope {s}: {e}")),
+            e => OAuthError::ServerError(format!("scope {s} did not render: {e}")),
+        })?;
         for (k, v) in rendered {
             if out.insert(k.clone(), v).is_some() {
                 return Err(OAuthError::InvalidRequest(format!("two granted scopes set the claim {k}")));
@@ -105,6 +123,7 @@ mod tests {
             let scope = crate::directory::ResolvedScope {
                 name: name.to_string(),
                 claims: Vec::new(),
+                missing_is_error: false,
                 template: Some(crate::template::Template::parse(template).unwrap()),
             };
             v.scopes.insert(name.to_string(), std::sync::Arc::new(scope));
