@@ -507,6 +507,7 @@ async fn metrics_start_at_zero_and_the_memory_store_is_up() {
         "oidc_operator_session_store_refusals_total{record=\"userinfo\",reason=\"bytes\"} 0",
         "oidc_operator_reconciles_total{kind=\"IdentityOidcAuth\"} 0",
         "oidc_operator_logins_total{outcome=\"success\"} 0",
+        "oidc_operator_connections_rejected_total{listener=\"api\",reason=\"peer_limit\"} 0",
     ] {
         assert!(metrics.lines().any(|l| l == line), "{line} missing:\n{metrics}");
     }

@@ -61,6 +61,24 @@ pub struct ListenerLabels {
     pub listener: &'static str,
 }
 
+/// The listeners, by the `listener` label: the protocol port and the health/metrics port.
+pub const LISTENERS: [&str; 2] = ["api", "management"];
+
+/// Every reason `conn.rs` and `body.rs` close or refuse a connection for.
+pub const CONNECTION_REASONS: [&str; 11] = [
+    "limit",
+    "peer_limit",
+    "tls_handshake_timeout",
+    "tls_handshake_error",
+    "header_timeout",
+    "idle",
+    "shutdown_timeout",
+    "body_too_large",
+    "body_timeout",
+    "body_error",
+    "body_budget",
+];
+
 /// The operator's metrics and the registry that renders them.
 pub struct Metrics {
     registry: Registry,
@@ -215,6 +233,11 @@ impl Metrics {
             }
         }
         self.logins.get_or_create(&OutcomeLabels { outcome: "success" }).inc_by(0);
+        for listener in LISTENERS {
+            for reason in CONNECTION_REASONS {
+                self.connections_rejected.get_or_create(&ConnectionLabels { listener, reason }).inc_by(0);
+            }
+        }
         self
     }
 
