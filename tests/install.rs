@@ -128,7 +128,7 @@ async fn the_helm_chart_installs_and_the_operator_runs_under_its_rbac_in_both_mo
     // What `helm template` renders is accepted by the API server as it is (no CRDs yet, so
     // only the chart's own objects; the CRDs come with `helm install`).
     let dry = "dry-run";
-    let rendered = helm(&cp, &["template", "--kube-version", "1.34.4", "oidc-operator", &chart, "-n", dry]);
+    let rendered = helm(&cp, &["template", "oidc-operator", &chart, "-n", dry]);
     ok(&cp.kubectl(&["create", "namespace", dry]), "namespace");
     // No controller-manager runs here to give namespaces their `default` ServiceAccount,
     // which the test hook's Pod runs as.
@@ -152,17 +152,7 @@ async fn the_helm_chart_installs_and_the_operator_runs_under_its_rbac_in_both_mo
     assert!(hooks.contains("helm.sh/hook: test") && hooks.contains("openid-configuration"), "{hooks}");
     let hook = helm(
         &cp,
-        &[
-            "template",
-            "--kube-version",
-            "1.34.4",
-            "oidc-operator",
-            &chart,
-            "-n",
-            RELEASE_NS,
-            "--show-only",
-            "templates/tests/discovery.yaml",
-        ],
+        &["template", "oidc-operator", &chart, "-n", RELEASE_NS, "--show-only", "templates/tests/discovery.yaml"],
     );
     ok(&kubectl_stdin(&cp, &["apply", "--dry-run=server", "-n", RELEASE_NS, "-f", "-"], &hook), "test hook");
     // A pod with the chart's securityContext passes the restricted Pod Security level.
@@ -263,7 +253,7 @@ async fn the_helm_chart_installs_and_the_operator_runs_under_its_rbac_in_both_mo
         ("logFormat=xml", "logFormat"),
         ("unknownValue=1", "unknownValue"),
     ] {
-        let out = helm_output(&cp, &["template", "--kube-version", "1.34.4", "x", &chart, "--set", set]);
+        let out = helm_output(&cp, &["template", "x", &chart, "--set", set]);
         let text = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && text.contains(needle), "--set {set}: {text}");
     }
@@ -295,10 +285,7 @@ async fn the_helm_chart_installs_and_the_operator_runs_under_its_rbac_in_both_mo
     ] {
         assert!(args.windows(2).any(|w| w == pair), "{pair:?} not in {args:?}");
     }
-    let out = helm_output(
-        &cp,
-        &["template", "--kube-version", "1.34.4", "x", &chart, "--set", "maxSessionNamespacePercent=101"],
-    );
+    let out = helm_output(&cp, &["template", "x", &chart, "--set", "maxSessionNamespacePercent=101"]);
     assert!(!out.status.success(), "a namespace share of 101% was rendered");
 
     // Sentinels with credentials of their own: their user as a flag, their password from its
@@ -337,7 +324,7 @@ async fn the_helm_chart_installs_and_the_operator_runs_under_its_rbac_in_both_mo
         "--set",
         "networkPolicy.metricsFrom[0].podSelector.matchLabels.app=prometheus",
     ];
-    let mut args = vec!["template", "--kube-version", "1.34.4", "oidc-operator", &chart, "-n", dry];
+    let mut args = vec!["template", "oidc-operator", &chart, "-n", dry];
     args.extend(policy_sets);
     let with_policy = helm(&cp, &args);
     ok(
@@ -358,10 +345,8 @@ async fn the_helm_chart_installs_and_the_operator_runs_under_its_rbac_in_both_mo
     );
 
     // Cluster mode narrowed to some namespaces binds its ClusterRole only there.
-    let narrowed = documents(&helm(
-        &cp,
-        &["template", "--kube-version", "1.34.4", "x", &chart, "-n", RELEASE_NS, "--set", "watchNamespaces={a,b}"],
-    ));
+    let narrowed =
+        documents(&helm(&cp, &["template", "x", &chart, "-n", RELEASE_NS, "--set", "watchNamespaces={a,b}"]));
     assert!(!narrowed.iter().any(|d| d["kind"] == "ClusterRoleBinding"), "a ClusterRoleBinding with watchNamespaces");
     let bound: Vec<&str> = narrowed
         .iter()
@@ -375,7 +360,7 @@ async fn the_helm_chart_installs_and_the_operator_runs_under_its_rbac_in_both_mo
 
 /// The chart rendered as release `x` with each of `sets` as a `--set`.
 fn rendered_with(cp: &ControlPlane, chart: &str, sets: &[&str]) -> Vec<Value> {
-    let mut args = vec!["template", "--kube-version", "1.34.4", "x", chart];
+    let mut args = vec!["template", "x", chart];
     for set in sets {
         args.extend(["--set", set]);
     }
@@ -401,17 +386,7 @@ async fn kustomize_installs_the_operator_and_the_samples_become_ready_and_health
     let chart_ns = "oidc-operator-system";
     let rendered = documents(&helm(
         &cp,
-        &[
-            "template",
-            "--kube-version",
-            "1.34.4",
-            "oidc-operator",
-            &chart(),
-            "-n",
-            chart_ns,
-            "--include-crds",
-            "--skip-tests",
-        ],
+        &["template", "oidc-operator", &chart(), "-n", chart_ns, "--include-crds", "--skip-tests"],
     ));
     let names = |docs: &[Value]| {
         let mut v: Vec<String> = docs
@@ -638,4 +613,25 @@ apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcClient\nmetadata: {name: brief
     let (accepted, _, stderr) = whoami(&brief.id_token);
     assert!(!accepted && stderr.contains("Unauthorized"), "an expired token: {stderr}");
     drop(rp);
+}
+
+/// The `helm` of `scripts/tools` is built as Helm releases are (version and Kubernetes
+/// version linker flags): `helm template` and `helm lint` accept the chart's
+/// `kubeVersion: >=1.30.0-0` with no `--kube-version`, and `helm version` names the release.
+#[test]
+fn helm_template_and_lint_accept_the_chart_without_kube_version() {
+    let chart = chart();
+    let version = install::helm_offline(&["version", "--template", "{{.Version}} {{.GitTreeState}}"]);
+    ok(&version, "helm version");
+    assert_eq!(String::from_utf8_lossy(&version.stdout), "v3.19.0 clean", "helm is not built as released");
+    let out = install::helm_offline(&["template", "oidc-operator", &chart, "-n", RELEASE_NS]);
+    ok(&out, "helm template without --kube-version");
+    let kinds: Vec<String> = documents(&String::from_utf8_lossy(&out.stdout))
+        .iter()
+        .filter_map(|d| d["kind"].as_str().map(str::to_owned))
+        .collect();
+    assert!(kinds.iter().any(|k| k == "Deployment"), "{kinds:?}");
+    let lint = install::helm_offline(&["lint", "--strict", &chart]);
+    ok(&lint, "helm lint without --kube-version");
+    assert!(String::from_utf8_lossy(&lint.stdout).contains("0 chart(s) failed"));
 }

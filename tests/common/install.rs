@@ -57,6 +57,20 @@ pub fn helm_output(cp: &ControlPlane, args: &[&str]) -> Output {
         .expect("running helm")
 }
 
+/// `helm` with no cluster (`template`, `lint`, `version`), its output whatever the outcome.
+pub fn helm_offline(args: &[&str]) -> Output {
+    let home = tempfile::tempdir().unwrap();
+    Command::new(tools().join("helm"))
+        .args(args)
+        .current_dir(root())
+        .env("HELM_CACHE_HOME", home.path().join("cache"))
+        .env("HELM_CONFIG_HOME", home.path().join("config"))
+        .env("HELM_DATA_HOME", home.path().join("data"))
+        .env("KUBECONFIG", home.path().join("no-kubeconfig"))
+        .output()
+        .expect("running helm")
+}
+
 /// `kubectl` reading `input` on stdin.
 pub fn kubectl_stdin(cp: &ControlPlane, args: &[&str], input: &str) -> Output {
     let mut child = Command::new("kubectl")
