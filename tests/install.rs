@@ -128,7 +128,7 @@ async fn the_helm_chart_installs_and_the_operator_runs_under_its_rbac_in_both_mo
     // What `helm template` renders is accepted by the API server as it is (no CRDs yet, so
     // only the chart's own objects; the CRDs come with `helm install`).
     let dry = "dry-run";
-    let rendered = helm(&cp, &["template", "--kube-version", "1.34.4", "oidc-operator", &chart, "-n", dry]);
+    let rendered = helm(&cp, &["template", "oidc-operator", &chart, "-n", dry]);
     ok(&cp.kubectl(&["create", "namespace", dry]), "namespace");
     // No controller-manager runs here to give namespaces their `default` ServiceAccount,
     // which the test hook's Pod runs as.
@@ -152,17 +152,7 @@ async fn the_helm_chart_installs_and_the_operator_runs_under_its_rbac_in_both_mo
     assert!(hooks.contains("helm.sh/hook: test") && hooks.contains("openid-configuration"), "{hooks}");
     let hook = helm(
         &cp,
-        &[
-            "template",
-            "--kube-version",
-            "1.34.4",
-            "oidc-operator",
-            &chart,
-            "-n",
-            RELEASE_NS,
-            "--show-only",
-            "templates/tests/discovery.yaml",
-        ],
+        &["template", "oidc-operator", &chart, "-n", RELEASE_NS, "--show-only", "templates/tests/discovery.yaml"],
     );
     ok(&kubectl_stdin(&cp, &["apply", "--dry-run=server", "-n", RELEASE_NS, "-f", "-"], &hook), "test hook");
     // A pod with the chart's securityContext passes the restricted Pod Security level.
@@ -263,7 +253,7 @@ async fn the_helm_chart_installs_and_the_operator_runs_under_its_rbac_in_both_mo
         ("logFormat=xml", "logFormat"),
         ("unknownValue=1", "unknownValue"),
     ] {
-        let out = helm_output(&cp, &["template", "--kube-version", "1.34.4", "x", &chart, "--set", set]);
+        let out = helm_output(&cp, &["template", "x", &chart, "--set", set]);
         let text = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && text.contains(needle), "--set {set}: {text}");
     }
@@ -295,10 +285,7 @@ async fn the_helm_chart_installs_and_the_operator_runs_under_its_rbac_in_both_mo
     ] {
         assert!(args.windows(2).any(|w| w == pair), "{pair:?} not in {args:?}");
     }
-    let out = helm_output(
-        &cp,
-        &["template", "--kube-version", "1.34.4", "x", &chart, "--set", "maxSessionNamespacePercent=101"],
-    );
+    let out = helm_output(&cp, &["template", "x", &chart, "--set", "maxSessionNamespacePercent=101"]);
     assert!(!out.status.success(), "a namespace share of 101% was rendered");
 
     // Sentinels with credentials of their own: their user as a flag, their password from its
@@ -337,7 +324,7 @@ async fn the_helm_chart_installs_and_the_operator_runs_under_its_rbac_in_both_mo
         "--set",
         "networkPolicy.metricsFrom[0].podSelector.matchLabels.app=prometheus",
     ];
-    let mut args = vec!["template", "--kube-version", "1.34.4", "oidc-operator", &chart, "-n", dry];
+    let mut args = vec!["template", "oidc-operator", &chart, "-n", dry];
     args.extend(policy_sets);
     let with_policy = helm(&cp, &args);
     ok(
@@ -358,10 +345,8 @@ async fn the_helm_chart_installs_and_the_operator_runs_under_its_rbac_in_both_mo
     );
 
     // Cluster mode narrowed to some namespaces binds its ClusterRole only there.
-    let narrowed = documents(&helm(
-        &cp,
-        &["template", "--kube-version", "1.34.4", "x", &chart, "-n", RELEASE_NS, "--set", "watchNamespaces={a,b}"],
-    ));
+    let narrowed =
+        documents(&helm(&cp, &["template", "x", &chart, "-n", RELEASE_NS, "--set", "watchNamespaces={a,b}"]));
     assert!(!narrowed.iter().any(|d| d["kind"] == "ClusterRoleBinding"), "a ClusterRoleBinding with watchNamespaces");
     let bound: Vec<&str> = narrowed
         .iter()
@@ -375,7 +360,7 @@ async fn the_helm_chart_installs_and_the_operator_runs_under_its_rbac_in_both_mo
 
 /// The chart rendered as release `x` with each of `sets` as a `--set`.
 fn rendered_with(cp: &ControlPlane, chart: &str, sets: &[&str]) -> Vec<Value> {
-    let mut args = vec!["template", "--kube-version", "1.34.4", "x", chart];
+    let mut args = vec!["template", "x", chart];
     for set in sets {
         args.extend(["--set", set]);
     }
@@ -401,17 +386,7 @@ async fn kustomize_installs_the_operator_and_the_samples_become_ready_and_health
     let chart_ns = "oidc-operator-system";
     let rendered = documents(&helm(
         &cp,
-        &[
-            "template",
-            "--kube-version",
-            "1.34.4",
-            "oidc-operator",
-            &chart(),
-            "-n",
-            chart_ns,
-            "--include-crds",
-            "--skip-tests",
-        ],
+        &["template", "oidc-operator", &chart(), "-n", chart_ns, "--include-crds", "--skip-tests"],
     ));
     let names = |docs: &[Value]| {
         let mut v: Vec<String> = docs
@@ -638,4 +613,164 @@ apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcClient\nmetadata: {name: brief
     let (accepted, _, stderr) = whoami(&brief.id_token);
     assert!(!accepted && stderr.contains("Unauthorized"), "an expired token: {stderr}");
     drop(rp);
+}
+
+/// The `helm` of `scripts/tools` is built as Helm releases are (version and Kubernetes
+/// version linker flags): `helm template` and `helm lint` accept the chart's
+/// `kubeVersion: >=1.30.0-0` with no `--kube-version`, and `helm version` names the release.
+#[test]
+fn helm_template_and_lint_accept_the_chart_without_kube_version() {
+    let chart = chart();
+    let version = install::helm_offline(&["version", "--template", "{{.Version}} {{.GitTreeState}}"]);
+    ok(&version, "helm version");
+    assert_eq!(String::from_utf8_lossy(&version.stdout), "v3.19.0 clean", "helm is not built as released");
+    let out = install::helm_offline(&["template", "oidc-operator", &chart, "-n", RELEASE_NS]);
+    ok(&out, "helm template without --kube-version");
+    let kinds: Vec<String> = documents(&String::from_utf8_lossy(&out.stdout))
+        .iter()
+        .filter_map(|d| d["kind"].as_str().map(str::to_owned))
+        .collect();
+    assert!(kinds.iter().any(|k| k == "Deployment"), "{kinds:?}");
+    let lint = install::helm_offline(&["lint", "--strict", &chart]);
+    ok(&lint, "helm lint without --kube-version");
+    assert!(String::from_utf8_lossy(&lint.stdout).contains("0 chart(s) failed"));
+}
+
+/// The operator as its Deployment runs it (its `--external-url` kept), as ServiceAccount
+/// `ns/oidc-operator`: only the listen addresses change (loopback, port 0).
+async fn operator_as_deployed(cp: &ControlPlane, manifests: &[Value], ns: &str, state: &Path) -> Server {
+    let deployment = manifests.iter().find(|d| d["kind"] == "Deployment").expect("a Deployment");
+    let args: Vec<String> = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect();
+    let mut all = Vec::new();
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        if ["--listen", "--metrics-listen"].contains(&a.as_str()) {
+            it.next();
+        } else {
+            all.push(a);
+        }
+    }
+    let kubeconfig = cp.service_account_kubeconfig(ns, "oidc-operator");
+    all.extend(["--kubeconfig".into(), kubeconfig.display().to_string(), "--namespace".into(), ns.into()]);
+    all.extend(["--identity".into(), "op-0".into()]);
+    std::fs::create_dir_all(state).unwrap();
+    Server::spawn(&all, state).await
+}
+
+/// Runs the `helm test` hook's own script (no kubelet runs its Pod here) from this process:
+/// the hook's environment, but the Service address is the operator process's loopback port
+/// (what the Service's DNS name resolves to in a cluster) and the CA a local file.
+fn run_test_hook(hook: &Value, service: &str, ca_file: &Path) -> std::process::Output {
+    let container = &hook["spec"]["containers"][0];
+    assert_eq!(container["command"], json!(["/bin/sh", "-c"]), "{container}");
+    let script = container["args"][0].as_str().unwrap();
+    let mut cmd = std::process::Command::new("/bin/sh");
+    cmd.args(["-c", script]);
+    for e in container["env"].as_array().unwrap() {
+        cmd.env(e["name"].as_str().unwrap(), e["value"].as_str().unwrap());
+    }
+    cmd.env("SERVICE", service).env("CA_FILE", ca_file);
+    cmd.output().expect("running the test hook's script")
+}
+
+/// The README's own Helm install (`--set externalUrl=https://oidc.example.com`), then the
+/// README's cluster walkthrough (`examples/` into `default`, a wait for each kind, `ci-runner`
+/// not Ready as the README says), then `helm test`'s hook: it targets the in-cluster Service
+/// whatever `externalUrl` names, and its script, run against the operator, finds provider
+/// `default/main` under the external issuer. The README's CRD upgrade block then runs as well.
+#[tokio::test(flavor = "multi_thread")]
+async fn helm_test_of_the_readme_install_reaches_the_service_and_finds_the_walkthrough_provider() {
+    let cp = tokio::task::spawn_blocking(ControlPlane::start_without_crds).await.unwrap();
+    let install_block = install::readme_block("Install with Helm", 0);
+    assert!(install_block.starts_with("helm install oidc-operator "), "{install_block}");
+    assert!(install_block.contains("--set externalUrl=https://oidc.example.com"), "{install_block}");
+    ok(&install::run_block(&cp, &install_block), "the README's helm install");
+    ok(&cp.kubectl(&["wait", "--for=condition=Established", "crd", "--all", "--timeout=60s"]), "CRDs");
+    // No controller-manager gives namespaces their `default` ServiceAccount here.
+    ok(&cp.kubectl(&["create", "serviceaccount", "default", "-n", RELEASE_NS]), "default ServiceAccount");
+
+    let manifest = documents(&helm(&cp, &["get", "manifest", "oidc-operator", "-n", RELEASE_NS]));
+    let tmp = tempfile::tempdir().unwrap();
+    let operator = operator_as_deployed(&cp, &manifest, RELEASE_NS, &tmp.path().join("op")).await;
+    assert!(operator.output().contains("external-url=https://oidc.example.com"), "{}", operator.output());
+
+    // The cluster walkthrough's second terminal, as written.
+    let walkthrough = install::readme_block("Run it on a cluster", 1);
+    assert!(walkthrough.contains("kubectl apply -n default -f examples/"), "{walkthrough}");
+    let out = install::run_block(&cp, &walkthrough);
+    ok(&out, "the README's cluster walkthrough");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let client_id = jsonpath(&cp, "default", "secret/billing-api-oidc-client", "{.data.client_id}");
+    let client_id = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(client_id).unwrap()).unwrap();
+    assert!(!client_id.is_empty() && stdout.ends_with(&client_id), "{stdout}");
+    // Every kind `examples/` holds is waited for (IdentityOidcAuth for the Ready=False the
+    // README explains), and `ci-runner` shows the reason it gives.
+    for entry in std::fs::read_dir(install::root().join("examples")).unwrap() {
+        for doc in documents(&std::fs::read_to_string(entry.unwrap().path()).unwrap()) {
+            let kind = doc["kind"].as_str().unwrap().to_lowercase();
+            let waited = walkthrough.lines().any(|l| l.contains(kind.as_str()) && !l.starts_with("kubectl get"));
+            assert!(waited, "the walkthrough does not wait for {kind}: {walkthrough}");
+        }
+    }
+    assert!(stdout.contains("ci-runner") && stdout.contains("DiscoveryFailed"), "{stdout}");
+    assert_eq!(ready_field(&cp, "default", "identityoidcauth/ci-runner", "reason"), "DiscoveryFailed");
+
+    // The installed test hook: the issuer of `externalUrl`, the in-cluster Service, a valid Pod.
+    let hooks_yaml = helm(&cp, &["get", "hooks", "oidc-operator", "-n", RELEASE_NS]);
+    let hooks = documents(&hooks_yaml);
+    let hook = hooks
+        .iter()
+        .find(|d| d["kind"] == "Pod" && d["metadata"]["annotations"]["helm.sh/hook"] == "test")
+        .expect("a helm test Pod");
+    let env = |name: &str| -> String {
+        let vars = hook["spec"]["containers"][0]["env"].as_array().unwrap();
+        vars.iter().find(|e| e["name"] == name).unwrap()["value"].as_str().unwrap().to_owned()
+    };
+    let issuer = "https://oidc.example.com/v1/default/identity/oidc/provider/main";
+    assert_eq!(env("ISSUER"), issuer);
+    assert_eq!(env("SERVICE"), "oidc-operator.oidc-system.svc:8443");
+    assert_eq!(jsonpath(&cp, "default", "oidcprovider/main", "{.status.issuer}"), issuer);
+    ok(&kubectl_stdin(&cp, &["apply", "--dry-run=server", "-n", RELEASE_NS, "-f", "-"], &hooks_yaml), "test hook");
+
+    // Its script, against the operator process, with the CA of the chart's Secret.
+    let ca_file = tmp.path().join("ca.crt");
+    std::fs::write(&ca_file, operator_ca(&cp, RELEASE_NS, &manifest)).unwrap();
+    let service = operator.api.trim_start_matches("https://").to_owned();
+    let out = run_test_hook(hook, &service, &ca_file);
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "helm test's script failed:\n{said}");
+    assert!(said.contains(&format!("ok: the provider names issuer {issuer}")), "{said}");
+    // The chart's default (the release namespace) has no provider `main`: the hook fails.
+    let elsewhere = documents(&helm(
+        &cp,
+        &["template", "oidc-operator", &chart(), "-n", RELEASE_NS, "--set", "externalUrl=https://oidc.example.com"],
+    ));
+    let hook = elsewhere.iter().find(|d| d["metadata"]["annotations"]["helm.sh/hook"] == "test").unwrap();
+    let out = run_test_hook(hook, &service, &ca_file);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && said.contains("404"), "found a provider in {RELEASE_NS}: {said}");
+
+    // The README's CRD upgrade, then `helm upgrade`, as written, over a CRD Helm installed
+    // older (a printer column it named otherwise): the chart's CRD replaces it, which a plain
+    // server-side apply refuses as a conflict with Helm.
+    let crd = "crd/oidcclients.oidc-operator.dev";
+    let column = "{.spec.versions[0].additionalPrinterColumns[0].name}";
+    let older = r#"[{"op":"replace","path":"/spec/versions/0/additionalPrinterColumns/0/name","value":"Old"}]"#;
+    ok(&cp.kubectl(&["patch", crd, "--type=json", "--field-manager=helm", "-p", older]), "an older CRD");
+    assert_eq!(jsonpath(&cp, "default", crd, column), "Old");
+    let crds = install::root().join("charts/oidc-operator/crds");
+    let plain = cp.kubectl(&["apply", "--server-side", "-f", crds.to_str().unwrap()]);
+    assert!(!plain.status.success() && String::from_utf8_lossy(&plain.stderr).contains("conflict"));
+    let upgrade = install::readme_block("Install with Helm", 1);
+    assert!(upgrade.contains("--force-conflicts") && upgrade.contains("helm upgrade"), "{upgrade}");
+    ok(&install::run_block(&cp, &upgrade), "the README's CRD upgrade");
+    assert_eq!(jsonpath(&cp, "default", crd, column), "Ready", "the CRD was not upgraded");
+    let revision = jsonpath(&cp, RELEASE_NS, "secret/sh.helm.release.v1.oidc-operator.v2", "{.metadata.name}");
+    assert_eq!(revision, "sh.helm.release.v1.oidc-operator.v2", "helm upgrade made no second revision");
+    drop(operator);
 }

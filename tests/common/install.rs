@@ -57,6 +57,48 @@ pub fn helm_output(cp: &ControlPlane, args: &[&str]) -> Output {
         .expect("running helm")
 }
 
+/// `helm` with no cluster (`template`, `lint`, `version`), its output whatever the outcome.
+pub fn helm_offline(args: &[&str]) -> Output {
+    let home = tempfile::tempdir().unwrap();
+    Command::new(tools().join("helm"))
+        .args(args)
+        .current_dir(root())
+        .env("HELM_CACHE_HOME", home.path().join("cache"))
+        .env("HELM_CONFIG_HOME", home.path().join("config"))
+        .env("HELM_DATA_HOME", home.path().join("data"))
+        .env("KUBECONFIG", home.path().join("no-kubeconfig"))
+        .output()
+        .expect("running helm")
+}
+
+/// The `n`th (from 0) ```sh block of README.md's section `## heading`, as written.
+pub fn readme_block(heading: &str, n: usize) -> String {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let start = readme.find(&format!("\n## {heading}\n")).unwrap_or_else(|| panic!("no README section {heading:?}"));
+    let section = &readme[start + 1..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |i| i + 3)];
+    let blocks: Vec<&str> =
+        section.split("```sh\n").skip(1).map(|b| b.split("\n```").next().unwrap_or_default()).collect();
+    blocks.get(n).unwrap_or_else(|| panic!("README {heading:?} has no sh block {n}: {blocks:?}")).to_string()
+}
+
+/// Runs a README block as a user pastes it into a fresh shell in the repository: bash with
+/// `-euo pipefail`, kubectl and helm talking to the control plane through `KUBECONFIG`.
+pub fn run_block(cp: &ControlPlane, block: &str) -> Output {
+    let home = tempfile::tempdir().unwrap();
+    let path = format!("{}:{}", tools().display(), std::env::var("PATH").unwrap_or_default());
+    Command::new("bash")
+        .args(["-euo", "pipefail", "-c", block])
+        .current_dir(root())
+        .env("PATH", path)
+        .env("KUBECONFIG", &cp.kubeconfig)
+        .env("HELM_CACHE_HOME", home.path().join("cache"))
+        .env("HELM_CONFIG_HOME", home.path().join("config"))
+        .env("HELM_DATA_HOME", home.path().join("data"))
+        .output()
+        .expect("running bash")
+}
+
 /// `kubectl` reading `input` on stdin.
 pub fn kubectl_stdin(cp: &ControlPlane, args: &[&str], input: &str) -> Output {
     let mut child = Command::new("kubectl")
