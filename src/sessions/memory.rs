@@ -69,12 +69,17 @@ impl Charged for UserinfoRecord {
 }
 
 impl MemoryStore {
-    /// A store that keeps at most `max_records` live records, with no tenant shares (tests
-    /// and benches of the ceiling alone).
+    /// A store that keeps at most `max_records` live records, with no byte ceiling and no
+    /// tenant shares (tests and benches of the record ceiling alone).
     pub fn with_limit(max_records: usize) -> Self {
-        let quotas =
-            Quotas { max_records, namespace_records: usize::MAX, identity_records: usize::MAX, ..Quotas::default() };
-        Self::with_quotas(Quotas { namespace_bytes: quotas.max_bytes, ..quotas })
+        let unbounded = usize::MAX / 2;
+        Self::with_quotas(Quotas {
+            max_records,
+            max_bytes: unbounded,
+            namespace_records: unbounded,
+            namespace_bytes: unbounded,
+            identity_records: unbounded,
+        })
     }
 
     /// A store under `quotas`.
