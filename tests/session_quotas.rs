@@ -114,9 +114,9 @@ async fn the_table(under: Under, name: &str) {
 
     // Bytes: three records of ~3.2 kB fit the namespace's 10,000 bytes, a fourth does not.
     for i in 0..3 {
-        assert_eq!(put(token("wide", &format!("id{i}"), 2700)).await.1, Ok(()), "{name}: wide {i}");
+        assert_eq!(put(token("wide", &format!("id{i}"), 2500)).await.1, Ok(()), "{name}: wide {i}");
     }
-    assert!(matches!(put(token("wide", "id3", 2700)).await.1, Err(StoreError::NamespaceQuota { .. })), "{name}");
+    assert!(matches!(put(token("wide", "id3", 2500)).await.1, Err(StoreError::NamespaceQuota { .. })), "{name}");
     // A record over the largest kept (claimMappings picking 9 kB) is refused outright.
     assert!(matches!(put(token("roomy", "one", 9000)).await.1, Err(StoreError::RecordTooLarge { .. })), "{name}");
 
