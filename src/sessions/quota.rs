@@ -29,7 +29,9 @@ pub const MAX_ALIAS_BYTES: usize = 8 * 1024;
 /// What a record costs beyond its variable text: the map entry, the key, the fixed fields
 /// and the allocator's rounding. Set so that the charge of the `memory` bench's access
 /// token (short names, one mapped claim) matches the ~730 bytes of RSS it measures per
-/// record: a pod at `--max-session-bytes` holds about that much for its records.
+/// record at a million records, where the hash table has just doubled (its worst case):
+/// a pod at `--max-session-bytes` holds at most about that much (the bench measures 0.57x
+/// of a 256 MiB ceiling).
 pub const RECORD_OVERHEAD: usize = 618;
 
 /// The ceilings (`--max-session-records`, `--max-session-bytes`,
