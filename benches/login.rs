@@ -137,7 +137,7 @@ async fn main() {
         directory: shared,
         metrics: Arc::new(Metrics::default()),
         issuers: Arc::new(IssuerRegistry::new(true)),
-        tokens: SessionStore::Memory(Arc::new(MemoryStore::default())),
+        tokens: SessionStore::Memory(Arc::new(MemoryStore::with_limit(100_000_000))),
         trusted_proxies: Arc::new(Vec::new()),
         refetch_interval: 10,
         code_ttl: 300,

@@ -74,7 +74,7 @@ async fn main() {
     let entity = support::served_identity(&dir, ENTITY);
     let shared = Arc::new(SharedDirectory::default());
     shared.store(dir);
-    let store = Arc::new(MemoryStore::default());
+    let store = Arc::new(MemoryStore::with_limit(100_000_000));
     let state = AppState {
         directory: Arc::clone(&shared),
         metrics: Arc::new(Metrics::default()),
