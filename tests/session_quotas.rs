@@ -157,6 +157,14 @@ async fn quotas_and_departed_identities_on_redis() {
     let scores = common::redis::cli(redis.port, &["zrange", "oidcop:{t:renewal}:n", "0", "-1", "withscores"]);
     let score: i64 = scores.lines().nth(1).and_then(|l| l.trim().parse().ok()).unwrap_or(0);
     assert!(score >= (now() + 7000) * 1000, "the charge did not follow the renewal: {scores}");
+    // A use under raised limits does not move the record past its charge: only a renewal
+    // (whose charge follows) does.
+    let used = token_hash("used");
+    session.insert(used, token("renewal", "two", 0), now() + 60).await.unwrap();
+    session.use_token(&used, &longer, now()).await.unwrap();
+    let key = format!("oidcop:{{{}}}:tok", used.iter().map(|b| format!("{b:02x}")).collect::<String>());
+    let ttl: i64 = common::redis::cli(redis.port, &["pttl", &key]).parse().unwrap();
+    assert!(ttl > 0 && ttl <= 61_000, "a use extended the record past its charge: {ttl} ms");
     // Every tenant key lives in its namespace's slot and expires with its records.
     let tenant_keys = redis.keys("*{t:*");
     assert!(!tenant_keys.is_empty());

@@ -527,7 +527,8 @@ async fn a_removed_clients_credentials_go_with_it() {
     let wait_for = |present: bool| {
         let file = file.clone();
         async move {
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            // Removal waits out a 10 s grace (an editor's half-written file costs nothing).
+            let deadline = std::time::Instant::now() + Duration::from_secs(25);
             while file.exists() != present {
                 assert!(std::time::Instant::now() < deadline, "{} present: {}", file.display(), !present);
                 tokio::time::sleep(Duration::from_millis(100)).await;

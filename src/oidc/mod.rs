@@ -51,7 +51,11 @@ pub fn max_param_bytes(name: &str) -> usize {
         | "max_age"
         | "prompt" => 256,
         "client_id" | "nonce" | "login_hint" => 1024,
-        "state" | "redirect_uri" | "scope" | "client_secret" | "access_token" => 2048,
+        "state" | "client_secret" | "access_token" => 2048,
+        // As long as the CRD lets a registered URI be (2048 characters of up to 4 bytes),
+        // and a scope list of a provider's 64 scopes of 253 characters.
+        "redirect_uri" => 8192,
+        "scope" => 16384,
         _ => 4096,
     }
 }

@@ -126,10 +126,9 @@ pub async fn exchange(
     let userinfo = (token_hash(&access_token), now + i64::try_from(client.access_token_ttl).unwrap_or(i64::MAX / 4));
     let redemption = match store.redeem_code(&code_hash, &binding, now, userinfo).await {
         Ok(r) => r,
-        Err(e @ (StoreError::Full { .. } | StoreError::OutOfMemory)) => {
-            return Err(OAuthError::store(RecordKind::Userinfo, e));
-        }
-        Err(e) => return Err(OAuthError::unavailable(&e)),
+        Err(e @ StoreError::Unavailable) => return Err(OAuthError::unavailable(&e)),
+        // A ceiling or the tenant's quota: counted by reason, and said as such.
+        Err(e) => return Err(OAuthError::store(RecordKind::Userinfo, e)),
     };
     let record = match redemption {
         CodeRedemption::Fresh(r) => *r,

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use super::{AppState, unix_now};
 use crate::directory::{Directory, IssuedBy};
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
+
+use crate::api::Kind;
 
 use crate::sessions::redis::{Owner, RedisStore};
 use crate::sessions::{CodeRecord, Liveness, SessionStore, TokenLimits, TokenRecord, UserinfoRecord};
@@ -60,32 +62,52 @@ pub fn purge_once(state: &AppState, now: i64) -> usize {
     purged
 }
 
-/// The owners of records a directory holds, as the shared store indexes them: (namespace,
-/// index suffix) of every identity incarnation, client and provider.
-fn owners(dir: &Directory) -> BTreeSet<(String, String)> {
-    let mut out = BTreeSet::new();
+/// The owners of records a directory serves, as the shared store indexes them: (namespace,
+/// index suffix) of every identity incarnation, client and provider, with its kind and name.
+fn owners(dir: &Directory) -> BTreeMap<(String, String), (Kind, String)> {
+    let mut out = BTreeMap::new();
     for (ns, view) in &dir.namespaces {
         for i in view.identities.values() {
-            out.insert((ns.clone(), Owner::Identity { name: &i.key.name, uid: &i.uid, id: &i.id }.suffix()));
+            let suffix = Owner::Identity { name: &i.key.name, uid: &i.uid, id: &i.id }.suffix();
+            out.insert((ns.clone(), suffix), (Kind::IdentityOidcAuth, i.key.name.clone()));
         }
         for c in view.clients.values() {
-            out.insert((ns.clone(), Owner::Client { client_id: &c.client_id }.suffix()));
+            out.insert(
+                (ns.clone(), Owner::Client { client_id: &c.client_id }.suffix()),
+                (Kind::OidcClient, c.name.clone()),
+            );
         }
         for p in view.providers.values() {
-            out.insert((ns.clone(), Owner::Provider { name: &p.name }.suffix()));
+            out.insert((ns.clone(), Owner::Provider { name: &p.name }.suffix()), (Kind::OidcProvider, p.name.clone()));
         }
     }
     out
 }
 
-/// Removes from the shared store the records of every owner `before` held and `now` does
-/// not (deleted, replaced, or no longer valid), by their indexes. Every replica does it for
-/// the changes it sees; dropping an index twice is harmless. How many records.
+/// Whether an owner `before` served and `now` does not has left: its object is no longer
+/// declared, or (an identity) it is served under another id or incarnation. An object still
+/// declared but not served now (not Ready for a moment, in one replica's view) keeps its
+/// records in the shared store; they are refused at use meanwhile and expire.
+fn departed(now: &Directory, namespace: &str, kind: Kind, name: &str) -> bool {
+    let key = crate::api::ObjectKey::new(namespace, name);
+    if now.status(kind, &key).is_none() {
+        return true;
+    }
+    kind == Kind::IdentityOidcAuth
+        && now.namespace(namespace).is_some_and(|v| v.identities.values().any(|i| i.key.name == name))
+}
+
+/// Removes from the shared store the records of every owner that left between `before`
+/// and `now`, by their indexes. Every replica does it for the changes it sees; dropping an
+/// index twice is harmless. How many records.
 pub async fn drop_departed(store: &RedisStore, before: &Directory, now: &Directory) -> usize {
     let kept = owners(now);
     let mut dropped = 0;
-    for (ns, suffix) in owners(before).difference(&kept) {
-        match store.drop_owner(ns, suffix).await {
+    for ((ns, suffix), (kind, name)) in owners(before) {
+        if kept.contains_key(&(ns.clone(), suffix.clone())) || !departed(now, &ns, kind, &name) {
+            continue;
+        }
+        match store.drop_owner(&ns, &suffix).await {
             Ok(n) => dropped += n,
             Err(e) => tracing::warn!(error = %e, "could not drop the records of a departed owner; they expire"),
         }

@@ -24,14 +24,6 @@ pub struct ManifestProblem {
     pub kept_last_good: bool,
 }
 
-impl ManifestProblem {
-    /// A document that could not be read at all (broken YAML or JSON): what it declared is
-    /// unknown, so nothing may be taken as removed while it stands.
-    pub fn unreadable(&self) -> bool {
-        self.resource.is_none() && self.field.is_none()
-    }
-}
-
 impl std::fmt::Display for ManifestProblem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} (document {})", self.file.display(), self.document)?;

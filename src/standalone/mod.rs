@@ -93,6 +93,7 @@ async fn run(options: Options) -> Result<(), StandaloneError> {
         last_files: None,
         last_good: manifests::LastGood::new(),
         complete: false,
+        missing_since: Default::default(),
         broken_files: Default::default(),
         reporter: report::Reporter::default(),
         issuers,
@@ -130,9 +131,11 @@ struct Shell {
     last_good: manifests::LastGood,
     /// Files that had a problem at the last load.
     broken_files: std::collections::BTreeSet<std::path::PathBuf>,
-    /// Whether the last load read every document: only then may a missing client's
+    /// Whether the last load had no problem at all: only then may a missing client's
     /// credentials be deleted.
     complete: bool,
+    /// Since when each client with credentials has not been declared (unix seconds).
+    missing_since: std::collections::BTreeMap<ObjectKey, i64>,
     reporter: report::Reporter,
     issuers: Arc<IssuerRegistry>,
     tokens: SessionStore,
@@ -168,15 +171,17 @@ impl Shell {
             self.broken_files = broken;
             self.inputs = inputs;
             self.inputs.policy.max_token_ttl = self.options.serve.max_token_ttl;
-            // A broken file may hide what it declares: remove nothing until it reads again.
-            self.complete = !problems.iter().any(manifests::ManifestProblem::unreadable);
+            // Any problem may hide what a file declares (broken YAML, a typo in `kind`, a
+            // field refused on the first load): remove nothing until every file reads cleanly.
+            self.complete = problems.is_empty();
             self.last_good = good;
             self.last_files = Some(files);
         }
         let mut materials_changed =
             ensure_materials(&self.state, &self.metrics, &self.inputs, &mut self.materials, now)?;
         if self.complete {
-            materials_changed |= forget_removed_clients(&self.state, &self.inputs, &mut self.materials)?;
+            materials_changed |=
+                forget_removed_clients(&self.state, &self.inputs, &mut self.materials, &mut self.missing_since, now)?;
         }
         let health_changed = self.refresh_issuers(now);
         if !(changed || materials_changed || health_changed) {
@@ -294,20 +299,36 @@ fn record_first_seen(
     changed
 }
 
-/// Deletes the credentials of clients no manifest declares any more, as a cluster deletes
-/// a client's Secret with it: a client declared again later gets new credentials, never the
-/// old secret. Returns whether anything was deleted.
+/// How long a client must stay undeclared before its credentials are deleted: a file caught
+/// empty or half-written by an editor does not cost a client its secret.
+const CLIENT_REMOVAL_GRACE: i64 = 10;
+
+/// Deletes the credentials of clients no manifest has declared for
+/// [`CLIENT_REMOVAL_GRACE`] seconds, as a cluster deletes a client's Secret with it: a
+/// client declared again later gets new credentials, never the old secret. Returns whether
+/// anything was deleted.
 fn forget_removed_clients(
     state: &StateDir,
     inputs: &directory::Inputs,
     m: &mut Materials,
+    missing_since: &mut std::collections::BTreeMap<ObjectKey, i64>,
+    now: i64,
 ) -> Result<bool, StandaloneError> {
     let declared: std::collections::BTreeSet<ObjectKey> =
         inputs.clients.iter().map(|c| ObjectKey::of(&c.metadata)).collect();
-    let removed: Vec<ObjectKey> = m.credentials.keys().filter(|k| !declared.contains(*k)).cloned().collect();
+    missing_since.retain(|k, _| !declared.contains(k) && m.credentials.contains_key(k));
+    for k in m.credentials.keys().filter(|k| !declared.contains(*k)) {
+        missing_since.entry(k.clone()).or_insert(now);
+    }
+    let removed: Vec<ObjectKey> = missing_since
+        .iter()
+        .filter(|(_, since)| now - **since >= CLIENT_REMOVAL_GRACE)
+        .map(|(k, _)| k.clone())
+        .collect();
     for key in &removed {
         state.delete_client(key)?;
         m.credentials.remove(key);
+        missing_since.remove(key);
         tracing::info!(client = %key, "the credentials of a removed client are deleted");
     }
     Ok(!removed.is_empty())

@@ -372,6 +372,7 @@ impl RedisStore {
             index_bump: Lua::new(scripts::INDEX_BUMP),
             index_remove: Lua::new(scripts::INDEX_REMOVE),
             tok_take: Lua::new(scripts::TOK_TAKE),
+            grant_undo: Lua::new(scripts::GRANT_UNDO),
         };
         Ok(Arc::new(Self {
             conn,
@@ -623,8 +624,18 @@ impl RedisStore {
                 // The userinfo token it issued is charged to the same owners until its
                 // expiry; refused at a quota, it is never handed out.
                 let token = UserinfoRecord::of(&record, *hash, userinfo.1);
-                let member = format!("{}|u", self.key(hash, "grant"));
-                self.charge(&member, &token.charge(), &grant_owners(&record), userinfo.1).await?;
+                let key = self.key(hash, "grant");
+                let member = format!("{key}|u");
+                if let Err(e) = self.charge(&member, &token.charge(), &grant_owners(&record), userinfo.1).await {
+                    // Refused (or not answered): the token is never handed out, and must not
+                    // keep the grant alive uncharged until its expiry.
+                    let field = [format!("u:{}", hex(&userinfo.0))];
+                    let undone = self.run_script::<i64>("code_undo", &self.scripts.grant_undo, &key, &field).await;
+                    if undone.is_err() {
+                        tracing::warn!("a refused userinfo token's grant stays until its expiry");
+                    }
+                    return Err(e);
+                }
                 Ok(CodeRedemption::Fresh(Box::new(record)))
             }
             _ => Err(StoreError::Unavailable),

@@ -14,8 +14,8 @@ return 1";
 /// `KEYS[1]` = token; `ARGV` = mode (`peek` | `count` | `renew`), now, ttl, max TTL, use
 /// limit (0 = none). Returns `{0}` unknown, `{1}` expired, `{2}` used up, or
 /// `{3, record, issued_at, renewed_at, uses}`. An expired or used-up token is deleted, so a
-/// later raise of the identity's limits cannot revive it; a use or renewal sets the key's
-/// expiry to the token's under the current limits.
+/// later raise of the identity's limits cannot revive it; a renewal sets the key's expiry
+/// to the token's under the current limits, a use only ever brings it closer.
 pub(super) const TOK_USE: &str = r"
 local v = redis.call('HMGET', KEYS[1], 'd', 'i', 't', 'n')
 if not v[1] then return {0} end
@@ -37,7 +37,15 @@ if ARGV[1] ~= 'peek' then
     t = now
   end
   local exp = math.min(t + ttl, i + maxttl)
-  if exp < 1e11 then redis.call('PEXPIREAT', KEYS[1], string.format('%d', exp * 1000)) end
+  if exp < 1e11 then
+    -- A use may only bring the expiry closer (a lowered TTL); only a renewal, whose quota
+    -- charge follows it, moves it later.
+    if ARGV[1] == 'renew' then
+      redis.call('PEXPIREAT', KEYS[1], string.format('%d', exp * 1000))
+    else
+      redis.call('PEXPIREAT', KEYS[1], string.format('%d', exp * 1000), 'LT')
+    end
+  end
 end
 return {3, v[1], v[2], tostring(t), tostring(n)}";
 
@@ -97,9 +105,9 @@ if #old > 0 then
     freed = freed + (tonumber(string.match(m, '^(%d+)|')) or 0)
     redis.call('ZREM', KEYS[1], m)
   end
-  redis.call('DECRBY', KEYS[2], freed)
+  if redis.call('DECRBY', KEYS[2], freed) < 0 then redis.call('SET', KEYS[2], 0, 'KEEPTTL') end
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+for i = 3, #KEYS do redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now) end
 local bytes = tonumber(redis.call('GET', KEYS[2]) or '0')
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[5]) or bytes + tonumber(ARGV[4]) > tonumber(ARGV[6]) then
   return 1
@@ -114,11 +122,12 @@ end
 return 0";
 
 /// `KEYS` = an owner's index (an identity's, client's or provider's), the namespace's
-/// index, the namespace's byte count. Removes the owner's members from the namespace's
-/// index (giving their bytes back) and deletes the owner's index; returns the record keys,
-/// which the caller deletes (each in its own slot).
+/// index, the namespace's byte count; `ARGV[1]` = how many members at most. Takes that many
+/// members off the owner's index and the namespace's (giving their bytes back); returns
+/// their record keys, which the caller deletes (each in its own slot) and asks again until
+/// none is left, so no call blocks Redis for long.
 pub(super) const INDEX_DROP: &str = r"
-local members = redis.call('ZRANGE', KEYS[1], 0, -1)
+local members = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
 local freed, keys = 0, {}
 for _, m in ipairs(members) do
   if redis.call('ZREM', KEYS[2], m) == 1 then
@@ -126,15 +135,17 @@ for _, m in ipairs(members) do
   end
   keys[#keys + 1] = string.match(m, '^%d+|([^|]*)')
 end
-if freed > 0 then redis.call('DECRBY', KEYS[3], freed) end
-redis.call('DEL', KEYS[1])
+if freed > 0 and redis.call('DECRBY', KEYS[3], freed) < 0 then redis.call('SET', KEYS[3], 0, 'KEEPTTL') end
+for _, m in ipairs(members) do redis.call('ZREM', KEYS[1], m) end
 return keys";
 
-/// `KEYS` = the namespace's index, then the owners' indexes; `ARGV` = member, expiry (unix
-/// ms). Moves a renewed record's expiry forward in every index it is in (never back).
+/// `KEYS` = the namespace's index, its byte count, then the owners' indexes; `ARGV` =
+/// member, expiry (unix ms). Moves a renewed record's expiry forward in every index it is
+/// in (never back), and the byte count's with them, so the count lives as long as the
+/// members it counts.
 pub(super) const INDEX_BUMP: &str = r"
 for i = 1, #KEYS do
-  redis.call('ZADD', KEYS[i], 'XX', 'GT', ARGV[2], ARGV[1])
+  if i ~= 2 then redis.call('ZADD', KEYS[i], 'XX', 'GT', ARGV[2], ARGV[1]) end
   redis.call('PEXPIREAT', KEYS[i], ARGV[2], 'GT')
 end
 return 0";
@@ -144,7 +155,9 @@ return 0";
 pub(super) const INDEX_REMOVE: &str = r"
 local m = ARGV[1]
 if redis.call('ZREM', KEYS[1], m) == 1 then
-  redis.call('DECRBY', KEYS[2], tonumber(string.match(m, '^(%d+)|')) or 0)
+  if redis.call('DECRBY', KEYS[2], tonumber(string.match(m, '^(%d+)|')) or 0) < 0 then
+    redis.call('SET', KEYS[2], 0, 'KEEPTTL')
+  end
 end
 for i = 3, #KEYS do redis.call('ZREM', KEYS[i], m) end
 return 0";
@@ -154,6 +167,15 @@ pub(super) const TOK_TAKE: &str = r"
 local d = redis.call('HGET', KEYS[1], 'd')
 redis.call('DEL', KEYS[1])
 return d";
+
+/// `KEYS[1]` = grant; `ARGV[1]` = a userinfo field `u:<hash>`. Takes back a first
+/// redemption's userinfo token whose quota charge was refused: the field goes and the
+/// grant expires with its (spent) code again, so nothing outlives its charge.
+pub(super) const GRANT_UNDO: &str = r"
+redis.call('HDEL', KEYS[1], ARGV[1])
+local e = redis.call('HGET', KEYS[1], 'e')
+if e then redis.call('PEXPIREAT', KEYS[1], string.format('%d', tonumber(e) * 1000)) end
+return 0";
 
 /// A Lua script and its SHA-1, for `EVALSHA` (with `EVAL` when a node has not seen it).
 pub(super) struct Lua {
@@ -192,4 +214,5 @@ pub(super) struct Scripts {
     pub(super) index_bump: Lua,
     pub(super) index_remove: Lua,
     pub(super) tok_take: Lua,
+    pub(super) grant_undo: Lua,
 }

@@ -92,7 +92,7 @@ impl RedisStore {
         expires_at: i64,
     ) -> Result<(), StoreError> {
         let ns = charge.namespace;
-        let mut keys = vec![self.tenant_key(ns, "n")];
+        let mut keys = vec![self.tenant_key(ns, "n"), self.tenant_key(ns, "b")];
         keys.extend(owners.iter().map(|o| self.tenant_key(ns, &o.suffix())));
         let args = [member(charge.bytes, record_key), ms(expires_at)];
         self.run_script_on::<i64>("index_bump", &self.scripts.index_bump, &keys, &args).await.map(drop)
@@ -120,17 +120,25 @@ impl RedisStore {
             self.tenant_key(namespace, "n"),
             self.tenant_key(namespace, "b"),
         ];
-        let records: Vec<String> = self.run_script_on("index_drop", &self.scripts.index_drop, &keys, &[]).await?;
         let mut dropped = 0;
-        // Each record is in its own slot: one DEL each.
-        for key in records.iter().filter(|k| k.starts_with(&format!("{}:{{", self.prefix))) {
-            let mut cmd = redis::cmd("DEL");
-            cmd.arg(key);
-            dropped += usize::try_from(self.run::<i64>("owner_drop", &cmd).await?).unwrap_or(0);
+        loop {
+            let page = [DROP_PAGE.to_string()];
+            let records: Vec<String> = self.run_script_on("index_drop", &self.scripts.index_drop, &keys, &page).await?;
+            if records.is_empty() {
+                return Ok(dropped);
+            }
+            // Each record is in its own slot: one DEL each.
+            for key in records.iter().filter(|k| k.starts_with(&format!("{}:{{", self.prefix))) {
+                let mut cmd = redis::cmd("DEL");
+                cmd.arg(key);
+                dropped += usize::try_from(self.run::<i64>("owner_drop", &cmd).await?).unwrap_or(0);
+            }
         }
-        Ok(dropped)
     }
 }
+
+/// Members an owner's drop takes per script call, so no call blocks Redis for long.
+const DROP_PAGE: usize = 1000;
 
 /// An index member: the record's bytes (given back when it leaves) and its key, with a
 /// `|<part>` when one key holds several charged records (a grant's userinfo token).
