@@ -54,7 +54,7 @@ use warp::Filter;
 const REDIRECT: &str = "https://app.example/callback";
 const IDENTITY: &str = "bench-identity";
 /// Codes put in each store before its token phase: more than one phase can spend.
-const CODES: usize = 50_000;
+const CODES: usize = 150_000;
 /// Alternations of the two stores per layout.
 const ROUNDS: usize = 7;
 /// Seconds of each load phase.
