@@ -238,9 +238,15 @@ impl RedisCluster {
     pub fn start() -> RedisCluster {
         let nodes: Vec<RedisServer> = (0..3)
             .map(|_| {
+                // The cluster bus port is the data port + 10000 unless given: a free port of
+                // its own, or a data port from the ephemeral range puts the bus on a busy
+                // port or past 65535.
+                let bus = free_port().to_string();
                 RedisServer::start_with(&[
                     "--cluster-enabled",
                     "yes",
+                    "--cluster-port",
+                    &bus,
                     "--cluster-config-file",
                     "nodes.conf",
                     "--cluster-node-timeout",
