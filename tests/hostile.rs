@@ -1,4 +1,4 @@
-//! Hostile clients against the real `oidc-operator standalone` process (DESIGN §6: everything
+//! Hostile clients against the real `oidc-operator standalone` process (docs/design.md, the security model: everything
 //! an unauthenticated caller can make the server hold is bounded): thousands of idle and slow
 //! connections, oversized bodies, handshakes that never finish, the connection cap, and the
 //! refusal to serve plain HTTP beyond loopback.

@@ -1,4 +1,4 @@
-//! One peer against the real `oidc-operator standalone` process (DESIGN §6: connections are
+//! One peer against the real `oidc-operator standalone` process (docs/design.md, the security model: connections are
 //! bounded in all and per peer; the health probes stay answerable whatever one peer holds).
 //! Distinct loopback addresses are distinct peers: a client socket bound to 127.0.0.2 reaches
 //! the server on 127.0.0.1 from that address.

@@ -1,4 +1,4 @@
-//! Namespaces are tenants (DESIGN §6), tried against the real `oidc-operator standalone`
+//! Namespaces are tenants (docs/design.md), tried against the real `oidc-operator standalone`
 //! process with two namespaces, one of them hostile: entities are admitted only to clients of
 //! their own namespace, contested ids stay with their first holder (across a restart too),
 //! codes are bound to their client, and the secure defaults hold (an identity must bind an

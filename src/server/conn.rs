@@ -1,4 +1,4 @@
-//! The accept loop and what bounds each connection (DESIGN §6): a cap on open connections in
+//! The accept loop and what bounds each connection (docs/design.md, the security model): a cap on open connections in
 //! all and per peer ([`super::peers`]), a TLS handshake deadline, a header deadline, an idle
 //! deadline, HTTP/2 keep-alive and a cap on HTTP/2 streams. Body deadlines and the body-bytes budget are per request ([`super::body`]);
 //! the accept loop hands each request its [`BodyLimits`] and [`PeerAddr`].

@@ -1,5 +1,5 @@
 //! What an unauthenticated caller can make the server hold, as flags with their defaults, and
-//! the pure decisions about them made at start-up (DESIGN §6: everything is bounded).
+//! the pure decisions about them made at start-up (docs/design.md, "Tenancy and the security model": everything is bounded).
 //!
 //! The accept loop that applies them is [`super::conn`]; body limits are applied per request by
 //! [`super::body`].

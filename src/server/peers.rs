@@ -1,5 +1,5 @@
 //! Open connections counted per peer, so that one source address cannot take a listener's
-//! whole connection cap (DESIGN §6: connections are bounded in all and per peer, and the health
+//! whole connection cap (docs/design.md, the security model: connections are bounded in all and per peer, and the health
 //! probes stay answerable whatever one peer holds).
 //!
 //! A peer is an IPv4 address, or an IPv6 /64: a /64 is what one subscriber, VM or pod network

@@ -1,4 +1,4 @@
-//! The workload-identity flow of DESIGN §1 on a real cluster: a ServiceAccount token (signed
+//! The workload-identity flow (docs/design.md) on a real cluster: a ServiceAccount token (signed
 //! by the API server) logs in to an IdentityOidcAuth trusting the API server's own issuer,
 //! authorizes a client, and `openidconnect` exchanges the code and verifies the ID token with
 //! the provider's discovery document and JWKS alone.
