@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{ExternalIssuer, Server, identity, identity_at, write_manifest, yaml_block};
+use common::{ExternalIssuer, Server, identity, identity_at, login, write_manifest, yaml_block};
 use serde_json::{Value, json};
 
 const RUNNER_ID: &str = "0b6f3c1e-1111-4a6e-9d7a-5d1f6a2b3c4d";
@@ -46,17 +46,6 @@ async fn setup_with(flags: &[&str], extra_identities: impl Fn(&ExternalIssuer) -
     write_manifest(&manifests, "identities.yaml", &yaml);
     let server = Server::start(&manifests, &state, flags).await;
     Setup { _tmp: tmp, manifests, issuer, server }
-}
-
-async fn login(server: &Server, identity_id: &str, jwt: &str) -> (u16, Value) {
-    let resp = server
-        .client()
-        .post(format!("{}/api/v1/auth/oidc-auth/login", server.api))
-        .json(&json!({"identityId": identity_id, "jwt": jwt}))
-        .send()
-        .await
-        .unwrap();
-    (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
 }
 
 async fn lookup(server: &Server, token: &str, header: &str) -> (u16, Value) {

@@ -10,7 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{ExternalIssuer, Server, identity, identity_in, write_manifest};
+use common::{ExternalIssuer, Server, identity, identity_in, login, write_manifest};
 use serde_json::{Value, json};
 
 const RUNNER_ID: &str = "0b6f3c1e-2222-4a6e-9d7a-5d1f6a2b3c4d";
@@ -46,17 +46,6 @@ async fn setup(flags: &[&str], extra: impl Fn(&ExternalIssuer) -> String, ready:
         server.wait_identity_ready(name).await;
     }
     Setup { _tmp: tmp, issuer, server }
-}
-
-async fn login(server: &Server, identity_id: &str, jwt: &str) -> (u16, Value) {
-    let resp = server
-        .client()
-        .post(format!("{}/api/v1/auth/oidc-auth/login", server.api))
-        .json(&json!({"identityId": identity_id, "jwt": jwt}))
-        .send()
-        .await
-        .unwrap();
-    (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
 }
 
 fn good_claims() -> Value {

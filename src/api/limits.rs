@@ -54,6 +54,17 @@ fn parse_key_rule(rule: &str) -> Option<u64> {
     rule.strip_prefix("self.all(k, size(k) <= ")?.strip_suffix(')')?.parse().ok()
 }
 
+/// The bound a map schema puts on its keys, read back from the CEL rule [`key_rule`] wrote.
+fn key_limit(schema: &Value) -> Option<u64> {
+    schema
+        .get("x-kubernetes-validations")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r.get("rule").and_then(Value::as_str).and_then(parse_key_rule))
+        .min()
+}
+
 /// Bounds a string-to-string map: entries, key length (CEL), value length.
 fn map(schema: &mut schemars::Schema, entries: u64, key_len: u64, value_len: u64) {
     schema.insert("maxProperties".into(), entries.into());
@@ -207,13 +218,7 @@ fn walk(schema: &Value, value: &Value, path: &str) -> Result<(), FieldError> {
             {
                 return Err(too_many(path, "entries", max, members.len()));
             }
-            let key_max = schema
-                .get("x-kubernetes-validations")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(|r| r.get("rule").and_then(Value::as_str).and_then(parse_key_rule))
-                .min();
+            let key_max = key_limit(schema);
             for (key, member) in members {
                 if let Some(max) = key_max
                     && key.chars().count() as u64 > max
@@ -281,13 +286,7 @@ fn describe(schema: &Value, path: &str, rows: &mut Vec<(String, String)>) {
     if let Some(n) = bound("maxProperties") {
         parts.push(format!("at most {n} entries"));
     }
-    let key_max = schema
-        .get("x-kubernetes-validations")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|r| r.get("rule").and_then(Value::as_str).and_then(parse_key_rule))
-        .min();
+    let key_max = key_limit(schema);
     if let Some(n) = key_max {
         parts.push(format!("keys at most {n} characters"));
     }

@@ -117,12 +117,7 @@ pub fn decide(
             conflicts.join(", ")
         )));
     }
-    claims::check_required_values(
-        view,
-        &scopes,
-        &claims::entity_context(&session.identity, &session.record.alias),
-        now,
-    )?;
+    claims::check_required_values(view, &scopes, (&session.identity, &session.record.alias), now)?;
     Ok(CodeRecord {
         namespace: provider.namespace.clone(),
         provider: provider.name.clone(),

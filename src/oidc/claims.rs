@@ -74,11 +74,13 @@ pub fn conflicting_claims(view: &NamespaceView, scopes: &[String]) -> Vec<String
 }
 
 /// Refuses a request whose scopes need a value the entity lacks (`missingValues: error`):
-/// checked at authorize, so no code is issued that the token endpoint would refuse.
+/// checked at authorize, so no code is issued that the token endpoint would refuse. The
+/// entity's context is built only when such a scope is granted: most authorizations grant
+/// none, and the context copies the entity's metadata.
 pub fn check_required_values(
     view: &NamespaceView,
     scopes: &[String],
-    entity: &EntityContext,
+    entity: (&ResolvedIdentity, &Alias),
     now: i64,
 ) -> Result<(), OAuthError> {
     let strict: Vec<String> =
@@ -86,7 +88,7 @@ pub fn check_required_values(
     if strict.is_empty() {
         return Ok(());
     }
-    scope_claims(view, &strict, entity, now).map(drop)
+    scope_claims(view, &strict, &entity_context(entity.0, entity.1), now).map(drop)
 }
 
 /// Renders the granted scopes' templates into one claim map.

@@ -366,17 +366,20 @@ pub fn identity_at(name: &str, id: &str, url: &str, issuer: &ExternalIssuer, ext
 
 /// Logs in with an external JWT; returns the identity access token.
 pub async fn login_token(server: &Server, identity_id: &str, jwt: &str) -> String {
-    let resp: serde_json::Value = server
+    let (_, resp) = login(server, identity_id, jwt).await;
+    resp["accessToken"].as_str().unwrap_or_else(|| panic!("login failed: {resp}")).to_owned()
+}
+
+/// A machine login's status and JSON answer (`null` when the body is not JSON).
+pub async fn login(server: &Server, identity_id: &str, jwt: &str) -> (u16, serde_json::Value) {
+    let resp = server
         .client()
         .post(format!("{}/api/v1/auth/oidc-auth/login", server.api))
         .json(&serde_json::json!({"identityId": identity_id, "jwt": jwt}))
         .send()
         .await
-        .unwrap()
-        .json()
-        .await
         .unwrap();
-    resp["accessToken"].as_str().unwrap_or_else(|| panic!("login failed: {resp}")).to_owned()
+    (resp.status().as_u16(), resp.json().await.unwrap_or(serde_json::Value::Null))
 }
 
 /// An IdentityOidcAuth in namespace `ns` bound to the test issuer, for any audience listed in

@@ -47,6 +47,14 @@ impl RedisStore {
         format!("{}:{{t:{namespace}}}:{suffix}", self.prefix)
     }
 
+    /// The keys a charge touches, all in the namespace's slot: its index, its byte count,
+    /// then each owner's index (the order the scripts read them in).
+    fn charge_keys(&self, namespace: &str, owners: &[Owner<'_>]) -> Vec<String> {
+        let mut keys = vec![self.tenant_key(namespace, "n"), self.tenant_key(namespace, "b")];
+        keys.extend(owners.iter().map(|o| self.tenant_key(namespace, &o.suffix())));
+        keys
+    }
+
     /// Charges the record at `record_key` to its namespace and owners until `expires_at`
     /// (unix seconds), or refuses it at a quota.
     pub(super) async fn charge(
@@ -62,9 +70,7 @@ impl RedisStore {
                 limit: crate::sessions::quota::MAX_RECORD_BYTES,
             });
         }
-        let ns = charge.namespace;
-        let mut keys = vec![self.tenant_key(ns, "n"), self.tenant_key(ns, "b")];
-        keys.extend(owners.iter().map(|o| self.tenant_key(ns, &o.suffix())));
+        let keys = self.charge_keys(charge.namespace, owners);
         let q = &self.quotas;
         let args = [
             String::new(),
@@ -91,9 +97,7 @@ impl RedisStore {
         owners: &[Owner<'_>],
         expires_at: i64,
     ) -> Result<(), StoreError> {
-        let ns = charge.namespace;
-        let mut keys = vec![self.tenant_key(ns, "n"), self.tenant_key(ns, "b")];
-        keys.extend(owners.iter().map(|o| self.tenant_key(ns, &o.suffix())));
+        let keys = self.charge_keys(charge.namespace, owners);
         let args = [member(charge.bytes, record_key), ms(expires_at)];
         self.run_script_on::<i64>("index_bump", &self.scripts.index_bump, &keys, &args).await.map(drop)
     }
@@ -105,9 +109,7 @@ impl RedisStore {
         charge: &Charge<'_>,
         owners: &[Owner<'_>],
     ) -> Result<(), StoreError> {
-        let ns = charge.namespace;
-        let mut keys = vec![self.tenant_key(ns, "n"), self.tenant_key(ns, "b")];
-        keys.extend(owners.iter().map(|o| self.tenant_key(ns, &o.suffix())));
+        let keys = self.charge_keys(charge.namespace, owners);
         let args = [member(charge.bytes, record_key)];
         self.run_script_on::<i64>("index_remove", &self.scripts.index_remove, &keys, &args).await.map(drop)
     }
