@@ -4,7 +4,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{Duration, default_24h};
+use super::common::{Duration, cel_duration, default_24h};
 use super::status::StatusFields;
 
 /// Whether a client can keep a secret (RFC 6749 §2.1).
@@ -16,6 +16,81 @@ pub enum ClientType {
     Confidential,
     /// Has no secret; authenticates with `none` and must use PKCE.
     Public,
+}
+
+/// An OAuth grant a client may use at the token endpoint (RFC 7591 `grant_types`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum GrantType {
+    /// A code from authorize exchanged for tokens (RFC 6749 §4.1).
+    #[serde(rename = "authorization_code")]
+    AuthorizationCode,
+    /// A refresh token exchanged for new tokens (RFC 6749 §6); the code exchanges of a
+    /// client with this grant issue refresh tokens.
+    #[serde(rename = "refresh_token")]
+    RefreshToken,
+    /// A confidential client gets an access token for itself (RFC 6749 §4.4).
+    #[serde(rename = "client_credentials")]
+    ClientCredentials,
+}
+
+impl GrantType {
+    /// Every grant, in the order discovery lists them.
+    pub const ALL: [GrantType; 3] = [Self::AuthorizationCode, Self::RefreshToken, Self::ClientCredentials];
+
+    /// The `grant_type` value on the wire and in discovery.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AuthorizationCode => "authorization_code",
+            Self::RefreshToken => "refresh_token",
+            Self::ClientCredentials => "client_credentials",
+        }
+    }
+
+    /// The grant a `grant_type` value names, if this server knows it.
+    pub fn parse(value: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|g| g.as_str() == value)
+    }
+}
+
+/// How a client authenticates at the token, introspection and revocation endpoints (RFC 7591
+/// `token_endpoint_auth_method`, OpenID Connect Core §9).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum ClientAuthMethod {
+    /// The secret in `Authorization: Basic` (RFC 6749 §2.3.1).
+    #[serde(rename = "client_secret_basic")]
+    ClientSecretBasic,
+    /// The secret as `client_secret` in the form body.
+    #[serde(rename = "client_secret_post")]
+    ClientSecretPost,
+    /// No authentication: a public client (PKCE required).
+    #[serde(rename = "none")]
+    None,
+}
+
+impl ClientAuthMethod {
+    /// Every method, in the order discovery lists them.
+    pub const ALL: [ClientAuthMethod; 3] = [Self::ClientSecretBasic, Self::ClientSecretPost, Self::None];
+
+    /// The name on the wire and in discovery.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientSecretBasic => "client_secret_basic",
+            Self::ClientSecretPost => "client_secret_post",
+            Self::None => "none",
+        }
+    }
+}
+
+/// The shape of the access tokens a client receives.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessTokenFormat {
+    /// 256 random bits, meaningful only to this provider (userinfo, introspection).
+    #[default]
+    Opaque,
+    /// A JWT access token (RFC 9068, `typ: at+jwt`) signed by the client's key, which
+    /// resource servers can validate offline against the JWKS.
+    Jwt,
 }
 
 /// A relying party. The operator generates its `client_id` (and, for confidential clients,
@@ -39,6 +114,9 @@ pub enum ClientType {
     printcolumn(name = "Secret", type_ = "string", json_path = ".status.secretName"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
+#[x_kube(validation = Rule::new("!(self.clientType == 'public' && self.grantTypes.exists(g, g == 'client_credentials'))").message("a public client cannot use client_credentials: it has no secret to authenticate with").field_path(".grantTypes"))]
+#[x_kube(validation = Rule::new("!has(self.tokenEndpointAuthMethod) || (self.clientType == 'public') == (self.tokenEndpointAuthMethod == 'none')").message("tokenEndpointAuthMethod must be none for a public client and a client_secret method for a confidential one").field_path(".tokenEndpointAuthMethod"))]
+#[x_kube(validation = Rule::new(refresh_ttl_within_max()).message("refreshTokenTTL must not exceed refreshTokenMaxTTL").field_path(".refreshTokenTTL"))]
 #[serde(rename_all = "camelCase")]
 pub struct OidcClientSpec {
     /// `confidential` (default; has a secret) or `public` (no secret, PKCE required).
@@ -83,6 +161,80 @@ pub struct OidcClientSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub secret_name: Option<String>,
+
+    /// The grants this client may use at the token endpoint: `authorization_code` (the
+    /// default), `refresh_token` (code exchanges then also issue refresh tokens) and
+    /// `client_credentials` (confidential clients only).
+    #[serde(default = "default_grant_types")]
+    #[schemars(length(min = 1, max = 3))]
+    #[x_kube(validation = Rule::new("self.all(g, self.exists_one(h, h == g))").message("list each grant type once"))]
+    pub grant_types: Vec<GrantType>,
+
+    /// The one method this client authenticates with. When omitted, a confidential client
+    /// may use `client_secret_basic` or `client_secret_post` and a public client `none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_endpoint_auth_method: Option<ClientAuthMethod>,
+
+    /// `opaque` (default) or `jwt` (RFC 9068 JWT access tokens signed by this client's key).
+    #[serde(default)]
+    pub access_token_format: AccessTokenFormat,
+
+    /// The `resource` (RFC 8707) or `audience` values a client_credentials token may be
+    /// issued for; the token's `aud` is the client's own `client_id` when none is asked for.
+    #[serde(default)]
+    #[schemars(length(max = super::limits::MAX_AUDIENCES), inner(length(min = 1, max = super::limits::MAX_URL_LEN)))]
+    pub audiences: Vec<String>,
+
+    /// How long a refresh token stays valid unused ("int or duration"); each refresh
+    /// issues a new one (rotation).
+    #[serde(default = "default_refresh_ttl", rename = "refreshTokenTTL")]
+    pub refresh_token_ttl: Duration,
+
+    /// How long a chain of refresh tokens may last from the code exchange that started it,
+    /// however often it is refreshed ("int or duration").
+    #[serde(default = "default_refresh_max_ttl", rename = "refreshTokenMaxTTL")]
+    pub refresh_token_max_ttl: Duration,
+
+    /// How long after a refresh the token it replaced may still be presented (for relying
+    /// parties with several replicas racing to refresh); past it, presenting a replaced
+    /// token revokes the whole chain and its access tokens (RFC 9700 §4.14). 0 by default.
+    #[serde(default = "zero", rename = "refreshTokenReuseInterval")]
+    pub refresh_token_reuse_interval: Duration,
+}
+
+fn default_grant_types() -> Vec<GrantType> {
+    vec![GrantType::AuthorizationCode]
+}
+
+/// A week unused.
+fn default_refresh_ttl() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
+}
+
+/// Thirty days from the code exchange.
+fn default_refresh_max_ttl() -> Duration {
+    Duration::from_secs(30 * 24 * 3600)
+}
+
+fn zero() -> Duration {
+    Duration::from_secs(0)
+}
+
+fn refresh_ttl_within_max() -> String {
+    format!("{} <= {}", cel_duration("self.refreshTokenTTL"), cel_duration("self.refreshTokenMaxTTL"))
+}
+
+impl OidcClientSpec {
+    /// The methods this client may authenticate with.
+    pub fn auth_methods(&self) -> Vec<ClientAuthMethod> {
+        match (self.token_endpoint_auth_method, self.client_type) {
+            (Some(m), _) => vec![m],
+            (None, ClientType::Confidential) => {
+                vec![ClientAuthMethod::ClientSecretBasic, ClientAuthMethod::ClientSecretPost]
+            }
+            (None, ClientType::Public) => vec![ClientAuthMethod::None],
+        }
+    }
 }
 
 /// Name of the built-in key.
@@ -104,6 +256,12 @@ pub struct OidcClientStatus {
     /// The Secret holding `client_id` and `client_secret`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_name: Option<String>,
+    /// The grants the client may use, once Ready.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grant_types: Vec<GrantType>,
+    /// The client authentication methods it may use, once Ready.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub token_endpoint_auth_methods: Vec<ClientAuthMethod>,
 }
 
 impl OidcClient {

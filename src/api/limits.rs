@@ -19,6 +19,8 @@ pub const MAX_NAMES: u64 = 1024;
 pub const MAX_NAME_LEN: u64 = 253;
 /// Redirect URIs of one client, and the length of each.
 pub const MAX_REDIRECT_URIS: u64 = 32;
+/// Audiences a client's client_credentials tokens may name (`spec.audiences`).
+pub const MAX_AUDIENCES: u64 = 32;
 pub const MAX_URL_LEN: u64 = 2048;
 /// Scopes a provider supports, and groups of one identity.
 pub const MAX_SCOPES: u64 = 64;

@@ -21,7 +21,10 @@ pub mod status;
 pub mod validate;
 
 pub use assignment::{ALLOW_ALL, OidcAssignment, OidcAssignmentSpec, OidcAssignmentStatus};
-pub use client::{ClientType, DEFAULT_KEY, OidcClient, OidcClientSpec, OidcClientStatus};
+pub use client::{
+    AccessTokenFormat, ClientAuthMethod, ClientType, DEFAULT_KEY, GrantType, OidcClient, OidcClientSpec,
+    OidcClientStatus,
+};
 pub use common::{Duration, GROUP, Readiness, VERSION};
 pub use identity::{IdentityOidcAuth, IdentityOidcAuthSpec, IdentityOidcAuthStatus, TrustedIp};
 pub use key::{OidcKey, OidcKeySpec, OidcKeyStatus};

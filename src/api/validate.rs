@@ -88,6 +88,40 @@ pub fn client(spec: &OidcClientSpec) -> Result<(), FieldError> {
     if matches!(&spec.client_id, Some(id) if id.trim().is_empty() || id.contains(':')) {
         return Err(field_error("spec.clientId", "must be non-empty and must not contain ':'"));
     }
+    client_grants(spec)
+}
+
+/// The grant and authentication rules the CRD's CEL rules state, for objects the API server
+/// did not check (standalone files, objects stored before the rules existed).
+fn client_grants(spec: &OidcClientSpec) -> Result<(), FieldError> {
+    use super::{ClientAuthMethod, ClientType, GrantType};
+    if spec.grant_types.is_empty() {
+        return Err(field_error("spec.grantTypes", "must list at least one grant type"));
+    }
+    if let Some((i, g)) = spec.grant_types.iter().enumerate().find(|(i, g)| spec.grant_types[..*i].contains(g)) {
+        return Err(field_error(&format!("spec.grantTypes[{i}]"), format!("{} is listed twice", g.as_str())));
+    }
+    let public = spec.client_type == ClientType::Public;
+    if public && spec.grant_types.contains(&GrantType::ClientCredentials) {
+        return Err(field_error(
+            "spec.grantTypes",
+            "a public client cannot use client_credentials: it has no secret to authenticate with",
+        ));
+    }
+    if let Some(m) = spec.token_endpoint_auth_method
+        && public != (m == ClientAuthMethod::None)
+    {
+        return Err(field_error(
+            "spec.tokenEndpointAuthMethod",
+            "must be none for a public client and a client_secret method for a confidential one",
+        ));
+    }
+    if spec.refresh_token_ttl.as_secs() == 0 {
+        return Err(field_error("spec.refreshTokenTTL", "must be greater than 0"));
+    }
+    if spec.refresh_token_ttl > spec.refresh_token_max_ttl {
+        return Err(field_error("spec.refreshTokenTTL", "must not exceed refreshTokenMaxTTL"));
+    }
     Ok(())
 }
 

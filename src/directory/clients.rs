@@ -54,8 +54,10 @@ pub(super) fn resolve(
             )),
             false => resolve_client(obj, &k, creds, &refs),
         };
+        let mut effective = (Vec::new(), Vec::new());
         let readiness = match (readiness, creds) {
             (Ok(key), Some(creds)) => {
+                effective = (obj.spec.grant_types.clone(), obj.spec.auth_methods());
                 refs.client_ids.insert((k.namespace.clone(), creds.client_id.clone()), k.name.clone());
                 served.insert(k.clone(), Arc::new(resolved(obj, &k, creds, key, &inputs.policy)));
                 Readiness::ready(format!("client_id {}", creds.client_id))
@@ -63,8 +65,12 @@ pub(super) fn resolve(
             (Ok(_), None) => not_ready("CredentialsPending", "credentials are being generated".into()),
             (Err(r), _) => r,
         };
-        let facts =
-            StatusFacts::Client { client_id: creds.map(|c| c.client_id.clone()), secret_name: obj.credentials_name() };
+        let facts = StatusFacts::Client {
+            client_id: creds.map(|c| c.client_id.clone()),
+            secret_name: obj.credentials_name(),
+            grant_types: effective.0,
+            auth_methods: effective.1,
+        };
         statuses.push(ObjectStatus::of(Kind::OidcClient, &obj.metadata, readiness, facts));
     }
     Resolution { served, statuses }
@@ -162,5 +168,12 @@ fn resolved(
         assignments: obj.spec.assignments.clone(),
         id_token_ttl: obj.spec.id_token_ttl.as_secs().min(cap),
         access_token_ttl: obj.spec.access_token_ttl.as_secs().min(cap),
+        grant_types: obj.spec.grant_types.clone(),
+        auth_methods: obj.spec.auth_methods(),
+        access_token_format: obj.spec.access_token_format,
+        audiences: obj.spec.audiences.clone(),
+        refresh_token_ttl: obj.spec.refresh_token_ttl.as_secs(),
+        refresh_token_max_ttl: obj.spec.refresh_token_max_ttl.as_secs(),
+        refresh_token_reuse_interval: obj.spec.refresh_token_reuse_interval.as_secs(),
     }
 }

@@ -160,6 +160,25 @@ pub struct ResolvedClient {
     pub assignments: Vec<String>,
     pub id_token_ttl: u64,
     pub access_token_ttl: u64,
+    /// The grants it may use at the token endpoint (`spec.grantTypes`).
+    pub grant_types: Vec<crate::api::GrantType>,
+    /// The methods it may authenticate with (`spec.tokenEndpointAuthMethod`, or what its
+    /// type allows).
+    pub auth_methods: Vec<crate::api::ClientAuthMethod>,
+    pub access_token_format: crate::api::AccessTokenFormat,
+    /// Audiences its client_credentials tokens may name.
+    pub audiences: Vec<String>,
+    /// Refresh tokens: idle lifetime, absolute lifetime of a chain, reuse grace (seconds).
+    pub refresh_token_ttl: u64,
+    pub refresh_token_max_ttl: u64,
+    pub refresh_token_reuse_interval: u64,
+}
+
+impl ResolvedClient {
+    /// Whether the client may use `grant`.
+    pub fn allows(&self, grant: crate::api::GrantType) -> bool {
+        self.grant_types.contains(&grant)
+    }
 }
 
 /// A provider with its documents rendered once per snapshot.
@@ -239,6 +258,9 @@ pub enum StatusFacts {
     Client {
         client_id: Option<String>,
         secret_name: String,
+        /// Effective grants and authentication methods, once Ready (empty before).
+        grant_types: Vec<crate::api::GrantType>,
+        auth_methods: Vec<crate::api::ClientAuthMethod>,
     },
     Scope {
         claims: Vec<String>,

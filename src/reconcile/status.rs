@@ -53,9 +53,13 @@ pub fn desired(st: &ObjectStatus, previous: &Previous, now: i64) -> Value {
             status["nextRotation"] = json!(next_rotation.and_then(rfc3339));
             status["publishedKids"] = json!(published_kids);
         }
-        StatusFacts::Client { client_id, secret_name } => {
+        StatusFacts::Client { client_id, secret_name, grant_types, auth_methods } => {
             status["clientId"] = json!(client_id);
             status["secretName"] = json!(secret_name);
+            if !grant_types.is_empty() {
+                status["grantTypes"] = json!(grant_types);
+                status["tokenEndpointAuthMethods"] = json!(auth_methods);
+            }
         }
         StatusFacts::Scope { claims } => status["claims"] = json!(claims),
         StatusFacts::Assignment { resolved_entities } => status["resolvedEntities"] = json!(resolved_entities),
@@ -128,7 +132,12 @@ mod tests {
             key: ObjectKey::new("ns", "app"),
             generation: Some(generation),
             readiness: ready,
-            facts: StatusFacts::Client { client_id: None, secret_name: "app-oidc-client".into() },
+            facts: StatusFacts::Client {
+                client_id: None,
+                secret_name: "app-oidc-client".into(),
+                grant_types: Vec::new(),
+                auth_methods: Vec::new(),
+            },
         }
     }
 
