@@ -153,8 +153,8 @@ fn render_provider(
         "response_types_supported": ["code"],
         "scopes_supported": scopes,
         "subject_types_supported": ["public"],
-        "grant_types_supported": ["authorization_code"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "grant_types_supported": crate::oidc::grant::SUPPORTED.map(|g| g.as_str()),
+        "token_endpoint_auth_methods_supported": crate::api::ClientAuthMethod::ALL.map(|m| m.as_str()),
         "code_challenge_methods_supported": obj.spec.pkce_methods.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
         "claims_supported": claims_supported(scope_claims),
     });

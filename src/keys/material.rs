@@ -105,6 +105,17 @@ pub struct SigningKey {
     jwk: Jwk,
     /// The encoded JWS header (`alg`, `kid`, `typ`), made once.
     header_b64: String,
+    /// The same header with `typ: at+jwt`, for JWT access tokens (RFC 9068 §2.1).
+    access_header_b64: String,
+}
+
+/// What a signed JWT is, as its header's `typ` says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JwtType {
+    /// `typ: JWT`: ID tokens.
+    IdToken,
+    /// `typ: at+jwt`: access tokens (RFC 9068), never taken for an ID token.
+    AccessToken,
 }
 
 impl fmt::Debug for SigningKey {
@@ -161,7 +172,9 @@ impl SigningKey {
         };
         let header = serde_json::json!({"alg": v.alg.as_str(), "kid": v.kid, "typ": "JWT"});
         let header_b64 = b64url(header.to_string().as_bytes());
-        Ok(Self { kid: v.kid.clone(), alg: v.alg, pair, jwk, header_b64 })
+        let access = serde_json::json!({"alg": v.alg.as_str(), "kid": v.kid, "typ": "at+jwt"});
+        let access_header_b64 = b64url(access.to_string().as_bytes());
+        Ok(Self { kid: v.kid.clone(), alg: v.alg, pair, jwk, header_b64, access_header_b64 })
     }
 
     pub fn kid(&self) -> &str {
@@ -179,9 +192,18 @@ impl SigningKey {
 
     /// Signs `claims` as a compact JWS (a JWT) with this key's `alg` and `kid` in the header.
     pub fn sign_jwt<T: Serialize>(&self, claims: &T) -> Result<String, KeyError> {
+        self.sign_typed(JwtType::IdToken, claims)
+    }
+
+    /// Signs `claims` as a JWT of type `typ`.
+    pub fn sign_typed<T: Serialize>(&self, typ: JwtType, claims: &T) -> Result<String, KeyError> {
+        let header = match typ {
+            JwtType::IdToken => &self.header_b64,
+            JwtType::AccessToken => &self.access_header_b64,
+        };
         let payload = serde_json::to_vec(claims).map_err(|_| KeyError::Sign { kid: self.kid.clone() })?;
-        let mut token = String::with_capacity(self.header_b64.len() + payload.len() * 4 / 3 + 360);
-        token.push_str(&self.header_b64);
+        let mut token = String::with_capacity(header.len() + payload.len() * 4 / 3 + 360);
+        token.push_str(header);
         token.push('.');
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_string(&payload, &mut token);
         let signature = self.sign_raw(token.as_bytes())?;

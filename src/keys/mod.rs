@@ -16,4 +16,4 @@ pub mod rotation;
 pub use algorithm::SigningAlgorithm;
 pub use jwk::{Jwk, JwkSet};
 pub use jws::{JwsError, VerifyingKey};
-pub use material::{KeyError, KeyVersion, SigningKey, random_uuid};
+pub use material::{JwtType, KeyError, KeyVersion, SigningKey, random_uuid};

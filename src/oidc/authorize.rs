@@ -4,22 +4,23 @@ use std::collections::HashMap;
 
 use super::{OAuthError, claims, pkce, redirect, required};
 use crate::api::{ALLOW_ALL, ClientType};
-use crate::directory::{self, Directory, ResolvedClient, ResolvedProvider};
+use crate::directory::{self, Directory, ResolvedClient, ResolvedIdentity, ResolvedProvider};
 use crate::login::Session;
 use crate::sessions::CodeRecord;
 
 /// Whether the client's assignments admit the session's entity. A namespace is a tenant: an
 /// entity is only ever admitted to clients of its own namespace, so `allow_all` means every
 /// entity of the client's namespace and an assignment names entities and groups of its own.
-fn admitted(dir: &Directory, client: &ResolvedClient, session: &Session) -> bool {
-    if session.identity.key.namespace != client.namespace {
+/// Also asked at every refresh: an entity removed from the assignments loses the grant.
+pub fn admitted(dir: &Directory, client: &ResolvedClient, identity: &ResolvedIdentity) -> bool {
+    if identity.key.namespace != client.namespace {
         return false;
     }
     let Some(view) = dir.namespace(&client.namespace) else { return false };
     client
         .assignments
         .iter()
-        .any(|a| a == ALLOW_ALL || view.assignments.get(a).is_some_and(|asg| directory::admits(asg, &session.identity)))
+        .any(|a| a == ALLOW_ALL || view.assignments.get(a).is_some_and(|asg| directory::admits(asg, identity)))
 }
 
 /// Decides an authorization request. Pure: the caller has already checked the identity
@@ -107,7 +108,7 @@ pub fn decide(
     if max_age.is_some_and(|m| now - session.record.issued_at > m) {
         return Err(OAuthError::LoginRequired("the login is older than max_age; log in again".into()));
     }
-    if !admitted(dir, client, session) {
+    if !admitted(dir, client, &session.identity) {
         return Err(OAuthError::AccessDenied("the entity is not assigned to this client".into()));
     }
     let conflicts = claims::conflicting_claims(view, &scopes);

@@ -6,9 +6,13 @@
 
 pub mod authorize;
 pub mod claims;
+pub mod client_auth;
 pub mod errors;
+pub mod grant;
+pub mod issue;
 pub mod pkce;
 pub mod redirect;
+pub mod request;
 pub mod token;
 pub mod userinfo;
 

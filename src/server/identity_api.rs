@@ -1,12 +1,12 @@
 //! The machine-identity endpoints: login, and renewal, revocation and lookup of access tokens.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 
 use serde_json::{Value, json};
 use warp::http::{HeaderMap, HeaderValue, StatusCode, header};
 use warp::reply::Response;
 
+use crate::oidc::request::Request;
 use super::{AppState, json_response};
 use crate::login::{self, AccessError, Use};
 
@@ -55,8 +55,9 @@ fn required<'a>(fields: &'a HashMap<String, String>, name: &str) -> Result<&'a s
 }
 
 /// `POST /api/v1/auth/oidc-auth/login` with `{identityId, jwt}`.
-pub async fn login(state: &AppState, headers: &HeaderMap, body: &[u8], peer: IpAddr) -> Response {
-    let fields = match parse_fields(headers, body) {
+pub async fn login(state: &AppState, request: &Request<'_>) -> Response {
+    let peer = request.peer;
+    let fields = match parse_fields(request.headers, request.body) {
         Ok(f) => f,
         Err(e) => {
             state.metrics.login("invalid_request");
@@ -108,13 +109,9 @@ fn no_store(r: &mut Response) {
 
 /// The access token of a request: `Authorization: Bearer`, OpenBao's `X-Vault-Token`, or (for
 /// renew and revoke) an `accessToken` field of the body.
-pub fn presented_token(headers: &HeaderMap, fields: Option<&HashMap<String, String>>) -> Option<String> {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(|t| t.trim().to_owned());
-    let vault = headers.get("x-vault-token").and_then(|v| v.to_str().ok()).map(|t| t.trim().to_owned());
+pub fn presented_token(request: &Request<'_>, fields: Option<&HashMap<String, String>>) -> Option<String> {
+    let bearer = request.bearer().map(str::to_owned);
+    let vault = request.headers.get("x-vault-token").and_then(|v| v.to_str().ok()).map(|t| t.trim().to_owned());
     let field = fields.and_then(|f| f.get("accessToken")).cloned();
     field.or(bearer).or(vault).filter(|t| !t.is_empty())
 }
@@ -128,22 +125,17 @@ fn access_error(e: &AccessError) -> Response {
 }
 
 /// Renew (`Use::Renew`), revoke, or look up (`Use::Count`) an access token.
-pub async fn token_operation(
-    state: &AppState,
-    op: TokenOp,
-    headers: &HeaderMap,
-    body: &[u8],
-    peer: IpAddr,
-) -> Response {
-    let fields = if body.is_empty() {
+pub async fn token_operation(state: &AppState, op: TokenOp, request: &Request<'_>) -> Response {
+    let peer = request.peer;
+    let fields = if request.body.is_empty() {
         None
     } else {
-        match parse_fields(headers, body) {
+        match parse_fields(request.headers, request.body) {
             Ok(f) => Some(f),
             Err(e) => return e.response(),
         }
     };
-    let Some(token) = presented_token(headers, fields.as_ref()) else {
+    let Some(token) = presented_token(request, fields.as_ref()) else {
         return access_error(&AccessError::Missing);
     };
     let Some(dir) = state.directory.load() else {

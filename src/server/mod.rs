@@ -29,7 +29,8 @@ use warp::reply::{Reply, Response};
 use crate::directory::SharedDirectory;
 use crate::login::cidr::{self, Cidr};
 use crate::login::external::IssuerRegistry;
-use crate::paths::{self, ProviderEndpoint};
+use crate::oidc::request::Request;
+use crate::paths;
 use crate::sessions::SessionStore;
 use identity_api::{TokenOp, api_error};
 pub use metrics::Metrics;
@@ -116,49 +117,6 @@ pub fn error(status: StatusCode, code: &str, description: &str) -> Response {
     json_response(status, serde_json::json!({"error": code, "error_description": description}).to_string())
 }
 
-/// Answers one protocol request.
-pub fn handle(state: &AppState, method: &Method, path: &str) -> (Response, &'static str) {
-    let Some(route) = paths::route(path) else {
-        return (error(StatusCode::NOT_FOUND, "not_found", "no such endpoint"), "unknown");
-    };
-    let label = route.endpoint.label();
-    let Some(dir) = state.directory.load() else {
-        return (
-            error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "the directory is not built yet"),
-            label,
-        );
-    };
-    let Some(provider) = dir.provider(route.namespace, route.provider) else {
-        let msg = format!("no provider {:?} in namespace {:?}", route.provider, route.namespace);
-        return (error(StatusCode::NOT_FOUND, "not_found", &msg), label);
-    };
-    let resp = match route.endpoint {
-        ProviderEndpoint::Discovery | ProviderEndpoint::Jwks if method != Method::GET && method != Method::HEAD => {
-            let mut r = error(StatusCode::METHOD_NOT_ALLOWED, "invalid_request", "use GET");
-            r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-            r
-        }
-        ProviderEndpoint::Discovery => {
-            let mut r = json_response(StatusCode::OK, provider.discovery_json.to_string());
-            r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=300"));
-            r
-        }
-        ProviderEndpoint::Jwks => {
-            let mut r = json_response(StatusCode::OK, provider.jwks_json.to_string());
-            let cache = format!("max-age={}", provider.jwks_max_age);
-            if let Ok(v) = HeaderValue::from_str(&cache) {
-                r.headers_mut().insert(header::CACHE_CONTROL, v);
-            }
-            r
-        }
-        ProviderEndpoint::Authorize | ProviderEndpoint::Token | ProviderEndpoint::Userinfo => {
-            // Served by `dispatch`, which reads the body first.
-            error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "unrouted protocol endpoint")
-        }
-    };
-    (resp, label)
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn dispatch(
     state: AppState,
@@ -216,37 +174,38 @@ async fn dispatch(
                 }
                 r
             } else {
+                let request = Request { method: &method, query: &query, headers: &headers, body: &bytes, peer: ip };
                 match op {
-                    None => identity_api::login(&state, &headers, &bytes, ip).await,
-                    Some(op) => identity_api::token_operation(&state, op, &headers, &bytes, ip).await,
+                    None => identity_api::login(&state, &request).await,
+                    Some(op) => identity_api::token_operation(&state, op, &request).await,
                 }
             };
             (resp, label)
         }
         None => match paths::route(path.as_str()) {
-            Some(route)
-                if matches!(
-                    route.endpoint,
-                    ProviderEndpoint::Authorize | ProviderEndpoint::Token | ProviderEndpoint::Userinfo
-                ) =>
-            {
+            Some(route) => {
                 let label = route.endpoint.label();
                 // One snapshot for the whole request: the provider and everything it refers to.
                 let dir = state.directory.load();
                 let provider = dir.as_ref().and_then(|d| d.provider(route.namespace, route.provider).cloned());
+                let request = Request { method: &method, query: &query, headers: &headers, body: &bytes, peer: ip };
                 let resp = match (dir, provider) {
                     (Some(dir), Some(provider)) => {
-                        oidc_api::handle(&state, &dir, &provider, route.endpoint, &method, &query, &headers, &bytes, ip)
-                            .await
+                        oidc_api::handle(&state, &dir, &provider, route.endpoint, &request).await
                     }
-                    _ => {
+                    (None, _) => error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "temporarily_unavailable",
+                        "the directory is not built yet",
+                    ),
+                    (Some(_), None) => {
                         let msg = format!("no provider {:?} in namespace {:?}", route.provider, route.namespace);
                         error(StatusCode::NOT_FOUND, "not_found", &msg)
                     }
                 };
                 (resp, label)
             }
-            _ => handle(&state, &method, path.as_str()),
+            None => (error(StatusCode::NOT_FOUND, "not_found", "no such endpoint"), "unknown"),
         },
     };
     state.metrics.request(label, resp.status().as_u16(), started.elapsed());

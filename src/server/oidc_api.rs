@@ -9,6 +9,7 @@ use warp::reply::Response;
 use super::{AppState, json_response, unix_now};
 use crate::directory::{Directory, ResolvedProvider};
 use crate::login::{self, AccessError, Use};
+use crate::oidc::request::Request;
 use crate::oidc::{self, OAuthError};
 use crate::paths::ProviderEndpoint;
 use crate::sessions::{RecordKind, token_hash};
@@ -19,61 +20,49 @@ fn no_store(mut r: Response) -> Response {
     r
 }
 
-fn is_form(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.trim_start().to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"))
-}
-
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim())
-        .filter(|t| !t.is_empty())
-}
-
-/// Answers authorize, token or userinfo for a provider (the body was read within its limits;
-/// one that broke them was answered before).
-#[allow(clippy::too_many_arguments)]
+/// Answers one endpoint of a provider (the body was read within its limits; one that broke
+/// them was answered before). The one match over every provider endpoint: a new endpoint is
+/// a new [`ProviderEndpoint`] variant, routed, listed in discovery and answered here.
 pub async fn handle(
     state: &AppState,
     dir: &Directory,
     provider: &ResolvedProvider,
     endpoint: ProviderEndpoint,
-    method: &Method,
-    query: &str,
-    headers: &HeaderMap,
-    body: &[u8],
-    ip: IpAddr,
+    request: &Request<'_>,
 ) -> Response {
     let result = match endpoint {
-        ProviderEndpoint::Authorize => authorize(state, dir, provider, method, query, headers, body, ip).await,
-        ProviderEndpoint::Token => token(state, dir, provider, method, headers, body).await,
-        _ => Ok(match userinfo(state, dir, provider, method, headers, body).await {
-            Ok(claims) => json_response(StatusCode::OK, serde_json::Value::Object(claims).to_string()),
-            Err(e) => e.bearer_http(),
-        }),
+        ProviderEndpoint::Discovery => document(request, &provider.discovery_json, 300),
+        ProviderEndpoint::Jwks => document(request, &provider.jwks_json, provider.jwks_max_age),
+        ProviderEndpoint::Authorize => authorize(state, dir, provider, request).await,
+        ProviderEndpoint::Token => token(state, dir, provider, request).await,
+        ProviderEndpoint::Userinfo => {
+            return match userinfo(state, dir, provider, request).await {
+                Ok(claims) => no_store(json_response(StatusCode::OK, serde_json::Value::Object(claims).to_string())),
+                Err(e) => e.bearer_http(),
+            };
+        }
     };
-    match result {
-        Ok(r) => no_store(r),
-        Err(e) => e.http(),
+    match (endpoint, result) {
+        (ProviderEndpoint::Discovery | ProviderEndpoint::Jwks, Ok(r)) => r,
+        (_, Ok(r)) => no_store(r),
+        (_, Err(e)) => e.http(),
     }
 }
 
-fn is_json(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.trim_start().to_ascii_lowercase().starts_with("application/json"))
+/// A document made with the directory snapshot (discovery, JWKS), cached for `max_age`.
+fn document(request: &Request<'_>, json: &str, max_age: u64) -> Result<Response, OAuthError> {
+    if *request.method != Method::GET && *request.method != Method::HEAD {
+        return Err(OAuthError::MethodNotAllowed("GET, HEAD"));
+    }
+    let mut r = json_response(StatusCode::OK, json.to_owned());
+    if let Ok(v) = HeaderValue::from_str(&format!("max-age={max_age}")) {
+        r.headers_mut().insert(header::CACHE_CONTROL, v);
+    }
+    Ok(r)
 }
 
-/// Request parameters: the query of a GET; the form body of a POST, or, where `allow_json`
-/// (authorize, as OpenBao's JSON API takes it), a JSON object of strings. Public for the fuzz
-/// target (`fuzz/fuzz_targets/params.rs`): it reads what anyone on the network sends.
+/// Request parameters (see [`Request::params`]). Public for the fuzz target
+/// (`fuzz/fuzz_targets/params.rs`): it reads what anyone on the network sends.
 pub fn params_of(
     method: &Method,
     query: &str,
@@ -81,84 +70,20 @@ pub fn params_of(
     body: &[u8],
     allow_json: bool,
 ) -> Result<std::collections::HashMap<String, String>, OAuthError> {
-    let params = if *method != Method::POST {
-        oidc::parse_params(query.as_bytes())?
-    } else if is_form(headers) {
-        oidc::parse_params(body)?
-    } else if allow_json && is_json(headers) {
-        json_params(body)?
-    } else {
-        return Err(OAuthError::InvalidRequest("the body must be application/x-www-form-urlencoded".into()));
-    };
-    oidc::check_param_sizes(&params)?;
-    Ok(params)
+    Request { method, query, headers, body, peer: IpAddr::from([0, 0, 0, 0]) }.params(allow_json)
 }
 
-/// A JSON object of strings (numbers are taken as their text) as parameters. As in a form
-/// (RFC 6749 §3.1), a parameter given twice is refused, where `serde_json::Value` would silently
-/// keep the last one; members with an empty name or value are ignored as a form's are.
-fn json_params(body: &[u8]) -> Result<std::collections::HashMap<String, String>, OAuthError> {
-    let members: Members = serde_json::from_slice(body).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => OAuthError::InvalidRequest("the body must be a JSON object".into()),
-        _ => OAuthError::InvalidRequest("the body is not valid JSON".into()),
-    })?;
-    let mut out = std::collections::HashMap::new();
-    for (k, v) in members.0 {
-        let v = match v {
-            serde_json::Value::String(s) => s,
-            serde_json::Value::Number(n) => n.to_string(),
-            _ => return Err(OAuthError::InvalidRequest(format!("the parameter {k} must be a string"))),
-        };
-        if k.is_empty() || v.is_empty() {
-            continue;
-        }
-        if out.contains_key(&k) {
-            return Err(OAuthError::InvalidRequest(format!("the parameter {k} is repeated")));
-        }
-        out.insert(k, v);
-    }
-    Ok(out)
-}
-
-/// A JSON object's members in order, repeated names kept.
-struct Members(Vec<(String, serde_json::Value)>);
-
-impl<'de> serde::Deserialize<'de> for Members {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visit;
-        impl<'de> serde::de::Visitor<'de> for Visit {
-            type Value = Members;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Members, A::Error> {
-                let mut out = Vec::new();
-                while let Some(member) = map.next_entry::<String, serde_json::Value>()? {
-                    out.push(member);
-                }
-                Ok(Members(out))
-            }
-        }
-        d.deserialize_map(Visit)
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
 async fn authorize(
     state: &AppState,
     dir: &Directory,
     provider: &ResolvedProvider,
-    method: &Method,
-    query: &str,
-    headers: &HeaderMap,
-    body: &[u8],
-    ip: IpAddr,
+    request: &Request<'_>,
 ) -> Result<Response, OAuthError> {
-    if *method != Method::GET && *method != Method::POST {
+    if *request.method != Method::GET && *request.method != Method::POST {
         return Err(OAuthError::MethodNotAllowed("GET, POST"));
     }
-    let params = params_of(method, query, headers, body, true)?;
-    let code = match issue_code(state, dir, provider, headers, &params, ip).await {
+    let params = request.params(true)?;
+    let code = match issue_code(state, dir, provider, request, &params).await {
         Ok(code) => code,
         Err(e) => return Ok(e.http_with_state(params.get("state").map(String::as_str))),
     };
@@ -174,21 +99,21 @@ async fn issue_code(
     state: &AppState,
     dir: &Directory,
     provider: &ResolvedProvider,
-    headers: &HeaderMap,
+    request: &Request<'_>,
     params: &std::collections::HashMap<String, String>,
-    ip: IpAddr,
 ) -> Result<String, OAuthError> {
-    let token = super::identity_api::presented_token(headers, None).ok_or_else(|| {
+    let token = super::identity_api::presented_token(request, None).ok_or_else(|| {
         OAuthError::NoToken("an identity access token is required (Authorization: Bearer or X-Vault-Token)".into())
     })?;
     let now = unix_now();
-    let session = login::authenticate(dir, &state.tokens, &token, ip, now, Use::Count).await.map_err(|e| match e {
-        AccessError::IpNotAllowed => OAuthError::AccessDenied(e.to_string()),
-        AccessError::Token(crate::sessions::TokenError::Unavailable) => {
-            OAuthError::unavailable(&crate::sessions::StoreError::Unavailable)
-        }
-        other => OAuthError::InvalidToken(other.to_string()),
-    })?;
+    let session =
+        login::authenticate(dir, &state.tokens, &token, request.peer, now, Use::Count).await.map_err(|e| match e {
+            AccessError::IpNotAllowed => OAuthError::AccessDenied(e.to_string()),
+            AccessError::Token(crate::sessions::TokenError::Unavailable) => {
+                OAuthError::unavailable(&crate::sessions::StoreError::Unavailable)
+            }
+            other => OAuthError::InvalidToken(other.to_string()),
+        })?;
     let record = oidc::authorize::decide(dir, provider, params, &session, now, state.code_ttl)?;
     let code = crate::sessions::new_token().map_err(|_| OAuthError::ServerError("no randomness".into()))?;
     match state.tokens.insert_code(token_hash(&code), record).await {
@@ -206,23 +131,15 @@ async fn token(
     state: &AppState,
     dir: &Directory,
     provider: &ResolvedProvider,
-    method: &Method,
-    headers: &HeaderMap,
-    body: &[u8],
+    request: &Request<'_>,
 ) -> Result<Response, OAuthError> {
-    if *method != Method::POST {
-        return Err(OAuthError::MethodNotAllowed("POST"));
-    }
-    let params = params_of(method, "", headers, body, false)?;
-    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let auth = oidc::token::client_auth(authorization, &params)?;
-    let client = oidc::token::authenticate_client(dir, provider, &auth)?;
-    let response =
-        oidc::token::exchange(dir, provider, client, &params, &state.tokens, unix_now()).await.inspect_err(|e| {
-            if let Some((kind, reason)) = e.store_refusal() {
-                state.metrics.store_refused(kind, reason);
-            }
-        })?;
+    let params = request.form()?;
+    let ctx = oidc::token::Context { dir, provider, store: &state.tokens, now: unix_now() };
+    let response = oidc::token::respond(ctx, request, &params).await.inspect_err(|e| {
+        if let Some((kind, reason)) = e.store_refusal() {
+            state.metrics.store_refused(kind, reason);
+        }
+    })?;
     Ok(json_response(StatusCode::OK, serde_json::to_string(&response).unwrap_or_default()))
 }
 
@@ -232,16 +149,14 @@ async fn userinfo(
     state: &AppState,
     dir: &Directory,
     provider: &ResolvedProvider,
-    method: &Method,
-    headers: &HeaderMap,
-    body: &[u8],
+    request: &Request<'_>,
 ) -> Result<serde_json::Map<String, serde_json::Value>, OAuthError> {
-    if *method != Method::GET && *method != Method::POST {
+    if *request.method != Method::GET && *request.method != Method::POST {
         return Err(OAuthError::MethodNotAllowed("GET, POST"));
     }
-    let from_header = bearer(headers);
-    let from_body = if *method == Method::POST && is_form(headers) {
-        oidc::parse_params(body)?.remove("access_token")
+    let from_header = request.bearer();
+    let from_body = if *request.method == Method::POST && request.is_form() {
+        oidc::parse_params(request.body)?.remove("access_token")
     } else {
         None
     };
@@ -262,22 +177,6 @@ mod tests {
             h.insert(header::CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
         }
         h
-    }
-
-    #[test]
-    fn json_parameters_follow_the_form_rules() {
-        let json = headers(Some("application/json"));
-        let p = params_of(&Method::POST, "", &json, br#"{"scope": "openid", "max_age": 30, "": "x"}"#, true).unwrap();
-        assert_eq!(p.len(), 2);
-        assert_eq!((p["scope"].as_str(), p["max_age"].as_str()), ("openid", "30"));
-        let repeated = params_of(&Method::POST, "", &json, br#"{"scope": "openid", "scope": "evil"}"#, true);
-        assert_eq!(repeated, Err(OAuthError::InvalidRequest("the parameter scope is repeated".into())));
-        for (body, why) in [(&b"[1]"[..], "must be a JSON object"), (b"{\"a\":", "not valid JSON"), (b"7", "object")] {
-            let err = params_of(&Method::POST, "", &json, body, true).unwrap_err();
-            assert!(err.description().contains(why), "{err:?}");
-        }
-        assert!(params_of(&Method::POST, "", &json, br#"{"a": {"b": "c"}}"#, true).is_err());
-        assert!(params_of(&Method::POST, "", &json, br#"{"a": "b"}"#, false).is_err(), "JSON only where allowed");
     }
 
     /// A cheap stand-in for the fuzz target (`fuzz/fuzz_targets/params.rs`) inside the normal
@@ -319,7 +218,7 @@ mod tests {
                 );
                 forms += 1;
             }
-            if json_params(&bytes).is_ok() {
+            if oidc::request::json_params(&bytes).is_ok() {
                 jsons += 1;
             }
         }
