@@ -25,6 +25,12 @@ pub enum OAuthError {
     UnsupportedResponseType(String),
     #[error("invalid_scope")]
     InvalidScope(String),
+    /// RFC 8707 §2: a `resource` (or `audience`) the client may not have a token for.
+    #[error("invalid_target")]
+    InvalidTarget(String),
+    /// RFC 6750 §3.1: the token is valid but does not carry what the resource needs.
+    #[error("insufficient_scope")]
+    InsufficientScope(String),
     #[error("access_denied")]
     AccessDenied(String),
     #[error("login_required")]
@@ -66,6 +72,8 @@ impl OAuthError {
             | Self::UnsupportedGrantType(d)
             | Self::UnsupportedResponseType(d)
             | Self::InvalidScope(d)
+            | Self::InvalidTarget(d)
+            | Self::InsufficientScope(d)
             | Self::AccessDenied(d)
             | Self::LoginRequired(d)
             | Self::RequestNotSupported(d)
@@ -83,7 +91,7 @@ impl OAuthError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::InvalidClient(_) | Self::InvalidToken(_) | Self::NoToken(_) => StatusCode::UNAUTHORIZED,
-            Self::AccessDenied(_) => StatusCode::FORBIDDEN,
+            Self::AccessDenied(_) | Self::InsufficientScope(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::ServerError(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -145,6 +153,7 @@ impl OAuthError {
         let challenge = match self {
             Self::InvalidClient(_) => Some("Basic realm=\"oidc-operator\""),
             Self::InvalidToken(_) => Some("Bearer error=\"invalid_token\""),
+            Self::InsufficientScope(_) => Some("Bearer error=\"insufficient_scope\""),
             Self::NoToken(_) => Some("Bearer realm=\"oidc-operator\""),
             Self::InvalidRequest(_) if bearer_resource => Some("Bearer error=\"invalid_request\""),
             Self::MethodNotAllowed(allow) => {

@@ -1,0 +1,43 @@
+//! Token revocation (RFC 7009). A client revokes its own tokens: an access token alone, or a
+//! refresh token with its whole grant (every access and refresh token it issued, §2.1). A
+//! token that is unknown, expired, or another client's answers 200 and changes nothing
+//! (§2.2: the client cannot tell, and cannot harm another client's tokens).
+
+use std::collections::HashMap;
+
+use super::request::Request;
+use super::token::Context;
+use super::{OAuthError, access, client_auth, required};
+use crate::sessions::GrantSubject;
+
+/// Revokes `token` if it is the presenting client's.
+pub async fn revoke(
+    ctx: Context<'_>,
+    request: &Request<'_>,
+    params: &HashMap<String, String>,
+) -> Result<(), OAuthError> {
+    let presented = client_auth::presented(request, params)?;
+    let client = client_auth::authenticate(ctx.dir, ctx.provider, &presented)?;
+    let token = required(params, "token")?;
+    let unavailable = |e| OAuthError::unavailable(&e);
+    let owned = |grant: &GrantSubject| {
+        let (ns, provider, client_id) = match grant {
+            GrantSubject::Code(c) => (&c.namespace, &c.provider, &c.client_id),
+            GrantSubject::Client(c) => (&c.namespace, &c.provider, &c.client_id),
+        };
+        *ns == ctx.provider.namespace && *provider == ctx.provider.name && *client_id == client.client_id
+    };
+    if let Some(view) = ctx.store.refresh_token(token, ctx.now).await.map_err(unavailable)? {
+        if owned(&view.grant) {
+            ctx.store.revoke_grant(token).await.map_err(unavailable)?;
+        }
+        return Ok(());
+    }
+    if let Some(view) = access::resolve(ctx.dir, ctx.store, token, ctx.now).await.map_err(unavailable)?
+        && owned(&view.grant)
+        && let Some((handle, _)) = access::handle_of(token)
+    {
+        ctx.store.revoke_access(&handle).await.map_err(unavailable)?;
+    }
+    Ok(())
+}
