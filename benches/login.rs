@@ -24,7 +24,8 @@ use oidc_operator::api::{IdentityOidcAuth, IdentityOidcAuthSpec};
 use oidc_operator::directory::{self, ExternalUrl, Inputs, Materials, SharedDirectory};
 use oidc_operator::keys::{KeyVersion, SigningAlgorithm, VerifyingKey};
 use oidc_operator::login::external::IssuerRegistry;
-use oidc_operator::server::{self, AppState, Metrics};
+use oidc_operator::metrics::Metrics;
+use oidc_operator::server::{self, AppState};
 use oidc_operator::sessions::{MemoryStore, SessionStore};
 use warp::Filter;
 

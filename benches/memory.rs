@@ -18,7 +18,8 @@ use oidc_operator::api::{IdentityOidcAuth, IdentityOidcAuthSpec};
 use oidc_operator::directory::{self, ExternalUrl, Inputs, Materials, SharedDirectory};
 use oidc_operator::keys::{KeyVersion, SigningAlgorithm};
 use oidc_operator::login::{self, LoginContext, external::IssuerRegistry};
-use oidc_operator::server::{AppState, Metrics, purge};
+use oidc_operator::metrics::Metrics;
+use oidc_operator::server::{AppState, purge};
 use oidc_operator::sessions::{SessionStore, TokenStore};
 use warp::Filter;
 

@@ -45,7 +45,8 @@ use oidc_operator::api::{IdentityOidcAuth, OidcClient, OidcKey, OidcKeySpec, Oid
 use oidc_operator::directory::{self, ExternalUrl, Inputs, ObjectKey, SharedDirectory};
 use oidc_operator::keys::{KeyVersion, SigningAlgorithm};
 use oidc_operator::login::external::IssuerRegistry;
-use oidc_operator::server::{self, AppState, Metrics};
+use oidc_operator::metrics::Metrics;
+use oidc_operator::server::{self, AppState};
 use oidc_operator::sessions::redis::{RedisOptions, RedisStore};
 use oidc_operator::sessions::{SessionStore, token_hash};
 use support::now;

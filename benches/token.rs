@@ -24,7 +24,8 @@ use oidc_operator::api::{IdentityOidcAuth, OidcClient, OidcKey, OidcKeySpec, Oid
 use oidc_operator::directory::{self, ExternalUrl, Inputs, ObjectKey, SharedDirectory};
 use oidc_operator::keys::{SigningAlgorithm, VerifyingKey};
 use oidc_operator::login::external::IssuerRegistry;
-use oidc_operator::server::{self, AppState, Metrics};
+use oidc_operator::metrics::Metrics;
+use oidc_operator::server::{self, AppState};
 use oidc_operator::sessions::{MemoryStore, SessionStore, TokenStore, token_hash};
 
 const RAW_SECONDS: f64 = 2.0;

@@ -606,7 +606,7 @@ apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcClient\nmetadata: {name: brief
     assert!(accepted, "a live token of the short-lived client: {stderr}");
     // kube-apiserver caches a successful authentication for 10 s (its token cache), so the
     // refusal is looked for once that has passed too.
-    let now = oidc_operator::server::unix_now;
+    let now = oidc_operator::clock::unix_now;
     while now() <= exp + 11 {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }

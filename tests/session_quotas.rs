@@ -21,7 +21,7 @@ use oidc_operator::sessions::{
 const LIMITS: TokenLimits = TokenLimits { ttl: 3600, max_ttl: 3600, num_uses_limit: 0 };
 
 fn now() -> i64 {
-    oidc_operator::server::unix_now()
+    oidc_operator::clock::unix_now()
 }
 
 fn token(ns: &str, identity: &str, alias_bytes: usize) -> TokenRecord {

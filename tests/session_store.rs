@@ -815,7 +815,7 @@ async fn the_redis_store_keeps_the_memory_store_semantics() {
     };
     let redis = tokio::task::spawn_blocking(RedisServer::start).await.unwrap();
     let store = SessionStore::Redis(direct_store(&redis));
-    let now = oidc_operator::server::unix_now();
+    let now = oidc_operator::clock::unix_now();
     let code = CodeRecord {
         namespace: "ns".into(),
         provider: "p".into(),

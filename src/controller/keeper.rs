@@ -18,13 +18,14 @@ use kube::runtime::events::EventType;
 use super::Context;
 use super::reconciler::apply_secret;
 use crate::api::{ClientType, IdentityOidcAuth, Kind, OidcAssignment, OidcClient, OidcKey, OidcProvider, OidcScope};
+use crate::clock::{unix_now, unix_now_ms};
 use crate::credentials;
 use crate::directory::{self, Directory, Inputs, Materials, ObjectKey};
 use crate::keys::ring::KeyPolicy;
 use crate::keys::{KeyVersion, rotation};
 use crate::login::external::IssuerSource;
+use crate::metrics::ObjectLabels;
 use crate::reconcile::secrets::{self, SecretOwner};
-use crate::server::{self, unix_now};
 
 /// Changes arriving together are built into one snapshot.
 const DEBOUNCE: Duration = Duration::from_millis(50);
@@ -127,10 +128,10 @@ async fn pass(
     ctx.app.metrics.objects.clear();
     for st in &dir.statuses {
         let ready = if st.readiness.ready { "True" } else { "False" };
-        let labels = server::metrics::ObjectLabels { kind: st.kind.to_string(), ready: ready.into() };
+        let labels = ObjectLabels { kind: st.kind.to_string(), ready: ready.into() };
         ctx.app.metrics.objects.get_or_create(&labels).inc();
     }
-    ctx.app.metrics.snapshot_built(server::unix_now_ms(), took);
+    ctx.app.metrics.snapshot_built(unix_now_ms(), took);
     let new_conflicts: Vec<directory::KidConflict> = dir
         .kid_conflicts
         .iter()

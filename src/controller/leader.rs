@@ -21,7 +21,7 @@ pub struct Election {
 }
 
 fn now_ms() -> i64 {
-    crate::server::unix_now_ms()
+    crate::clock::unix_now_ms()
 }
 
 /// The last lease record seen and when (this process's clock) it was first seen.

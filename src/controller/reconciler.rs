@@ -16,10 +16,10 @@ use serde_json::Value;
 use super::stores::Managed;
 use super::{Context, FIELD_MANAGER, WrittenStatus};
 use crate::api::{ClientType, Kind, OidcClient, OidcKey};
+use crate::clock::unix_now;
 use crate::directory::{ObjectKey, ObjectStatus};
 use crate::reconcile::secrets::SecretOwner;
 use crate::reconcile::{key, secrets, status};
-use crate::server::unix_now;
 
 /// Why a reconcile did not finish; retried with backoff.
 #[derive(Debug, thiserror::Error)]

@@ -24,12 +24,12 @@ use tower_service::Service;
 use warp::Filter;
 use warp::reply::Response;
 
+use super::PeerAddr;
 use super::body::{BodyBudget, BodyLimits};
 use super::limits::ConnLimits;
-use super::metrics::ListenerLabels;
 use super::peers::PeerTable;
-use super::{Metrics, PeerAddr};
 use crate::login::cidr::Cidr;
+use crate::metrics::{ListenerLabels, Metrics};
 
 /// One listener: its name (the `listener` label), its limits, the peers exempt from the
 /// per-peer cap (trusted proxies) and where it counts.

@@ -75,7 +75,7 @@ pub async fn login(state: &AppState, request: &Request<'_>) -> Response {
         state.metrics.login("not_ready");
         return api_error(503, "not_ready", "the directory is not built yet");
     };
-    let now = super::unix_now();
+    let now = crate::clock::unix_now();
     let ctx = login::LoginContext {
         dir: &dir,
         issuers: &state.issuers,
@@ -141,7 +141,7 @@ pub async fn token_operation(state: &AppState, op: TokenOp, request: &Request<'_
     let Some(dir) = state.directory.load() else {
         return api_error(503, "not_ready", "the directory is not built yet");
     };
-    let now = super::unix_now();
+    let now = crate::clock::unix_now();
     let mode = match op {
         TokenOp::Renew => Use::Renew,
         TokenOp::Revoke => Use::Peek,

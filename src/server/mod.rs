@@ -7,7 +7,6 @@ pub mod body;
 pub mod conn;
 pub mod identity_api;
 pub mod limits;
-pub mod metrics;
 pub mod oidc_api;
 pub mod peers;
 pub mod purge;
@@ -26,14 +25,15 @@ use warp::Filter;
 use warp::http::{HeaderValue, Method, StatusCode, header};
 use warp::reply::{Reply, Response};
 
+use crate::clock::unix_now_ms;
 use crate::directory::SharedDirectory;
 use crate::login::cidr::{self, Cidr};
 use crate::login::external::IssuerRegistry;
+use crate::metrics::Metrics;
 use crate::oidc::request::Request;
 use crate::paths;
 use crate::sessions::SessionStore;
 use identity_api::{TokenOp, api_error};
-pub use metrics::Metrics;
 
 /// The socket peer of a request, set by the accept loop (login checks trusted IPs with it).
 #[derive(Clone, Copy, Debug)]
@@ -52,20 +52,6 @@ pub struct AppState {
     pub refetch_interval: i64,
     /// Lifetime of authorization codes in seconds.
     pub code_ttl: i64,
-}
-
-/// The one place the shells (server, standalone, operator) read the clock, in seconds.
-pub fn unix_now() -> i64 {
-    unix_now_ms().div_euclid(1000)
-}
-
-/// The clock in milliseconds (leases need better than seconds).
-#[allow(clippy::disallowed_methods)]
-pub fn unix_now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 /// The caller's address: the socket peer, or, when the peer is a trusted proxy, the address

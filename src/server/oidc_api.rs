@@ -6,7 +6,8 @@ use serde_json::json;
 use warp::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use warp::reply::Response;
 
-use super::{AppState, json_response, unix_now};
+use super::{AppState, json_response};
+use crate::clock::unix_now;
 use crate::directory::{Directory, ResolvedProvider};
 use crate::login::{self, AccessError, Use};
 use crate::oidc::request::Request;

@@ -5,7 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{AppState, unix_now};
+use super::AppState;
+use crate::clock::unix_now;
 use crate::directory::{Directory, IssuedBy};
 use std::collections::BTreeMap;
 

@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::limits::{self, ConnLimits, LimitArgs};
-use super::{AppState, Metrics, conn, tls};
+use super::{AppState, conn, tls};
 use crate::directory::{ExternalUrl, SharedDirectory};
 use crate::login::cidr::Cidr;
 use crate::login::external::IssuerRegistry;
+use crate::metrics::Metrics;
 use crate::sessions::SessionStore;
 
 /// Flags of the servers, shared by `standalone` and `run`.

@@ -12,7 +12,7 @@ use rcgen::{
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 
-use crate::standalone::state::write_private_bytes;
+use crate::files;
 
 /// Why TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -145,7 +145,7 @@ pub fn ca_in_dir(dir: &Path, names: &[String]) -> Result<CaPem, TlsError> {
         kept.constrained_to(names)?
     } else {
         let ca = CaPem::generate(STANDALONE_CA, names)?;
-        write_private_bytes(&ca_key, ca.key_pem.as_bytes()).map_err(|e| file_err(&ca_key, e))?;
+        files::write_private(&ca_key, ca.key_pem.as_bytes()).map_err(|e| file_err(&ca_key, e))?;
         ca
     };
     std::fs::write(&ca_crt, &ca.cert_pem).map_err(|e| file_err(&ca_crt, e))?;

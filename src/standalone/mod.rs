@@ -10,13 +10,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
+use crate::clock::{unix_now, unix_now_ms};
 use crate::credentials;
 use crate::directory::{self, ExternalUrl, IssuedBy, Materials, ObjectKey, SharedDirectory};
 use crate::keys::KeyVersion;
 use crate::keys::ring::KeyPolicy;
 use crate::keys::rotation;
 use crate::login::external::IssuerRegistry;
-use crate::server::{self, Metrics, unix_now};
+use crate::metrics::Metrics;
+use crate::server;
 use crate::sessions::SessionStore;
 use state::StateDir;
 
@@ -194,7 +196,7 @@ impl Shell {
         let took = started.elapsed();
         self.keep_holders(&dir)?;
         self.reporter.report(&dir, &self.inputs, &self.state, &self.metrics);
-        self.metrics.snapshot_built(crate::server::unix_now_ms(), took);
+        self.metrics.snapshot_built(unix_now_ms(), took);
         // Tokens of deleted or replaced identities die with them.
         if let Some(previous) = previous {
             for old in previous.identities_by_id.values() {

@@ -5,8 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::api::Kind;
 use crate::directory::{Directory, Inputs, ObjectKey, StatusFacts};
-use crate::server::Metrics;
-use crate::server::metrics::ObjectLabels;
+use crate::metrics::{Metrics, ObjectLabels};
 
 use super::state::StateDir;
 

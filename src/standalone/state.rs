@@ -2,8 +2,7 @@
 //! (mode 0600), written atomically so a crash never leaves half a key.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -12,6 +11,7 @@ use serde::de::DeserializeOwned;
 use crate::api::Kind;
 use crate::credentials::ClientCredentials;
 use crate::directory::{Materials, ObjectKey};
+use crate::files;
 use crate::keys::ring::KeyRing;
 
 /// A state file that could not be read or written.
@@ -208,25 +208,7 @@ fn err(path: &Path, e: impl std::fmt::Display) -> StateError {
 /// Writes JSON to `path` with mode 0600: a temporary file, fsync, then rename.
 pub fn write_private<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
     let bytes = serde_json::to_vec_pretty(value).map_err(|e| err(path, e))?;
-    write_private_bytes(path, &bytes)
-}
-
-/// Writes bytes to `path` with mode 0600, atomically.
-pub fn write_private_bytes(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
-    let dir = path.parent().ok_or_else(|| err(path, "no parent folder"))?;
-    std::fs::create_dir_all(dir).map_err(|e| err(dir, e))?;
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| err(&tmp, e))?;
-    file.write_all(bytes).map_err(|e| err(&tmp, e))?;
-    file.sync_all().map_err(|e| err(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| err(path, e))?;
-    Ok(())
+    files::write_private(path, &bytes).map_err(|e| err(&e.path, e.source))
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ use redis::{Cmd, FromRedisValue, Value};
 use super::{
     CodeBinding, CodeRecord, CodeRedemption, StoreError, TokenError, TokenLimits, TokenRecord, UserinfoRecord,
 };
-use crate::server::metrics::Metrics;
+use crate::metrics::Metrics;
 use scripts::{GRANT_PUT, GRANT_REDEEM, Lua, Scripts, TOK_PUT, TOK_USE};
 use sentinel::{NodeSettings, SentinelConn};
 pub use tenants::Owner;

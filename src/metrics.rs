@@ -49,7 +49,7 @@ pub struct ObjectLabels {
 }
 
 /// A connection the server closed or refused, and why (a fixed set of reasons, see
-/// [`super::conn`] and [`super::body::BodyError::reason`]).
+/// `server::conn` and `server::body::BodyError::reason`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ConnectionLabels {
     pub listener: &'static str,
