@@ -9,7 +9,9 @@ use serde_json::{Value, json};
 use super::{OAuthError, claims, pkce, required};
 use crate::api::ClientType;
 use crate::directory::{Directory, IssuedBy, ResolvedClient, ResolvedProvider};
-use crate::sessions::{CodeBinding, CodeRedemption, RecordKind, SessionStore, StoreError, new_token, token_hash};
+use crate::sessions::{
+    AccessIssue, CodeBinding, CodeRedemption, Issue, RecordKind, SessionStore, StoreError, new_handle, token_hash,
+};
 
 /// How the client authenticated (RFC 6749 §2.3, OpenID Connect Core §9).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,16 +121,21 @@ pub async fn exchange(
         redirect_uri,
         pkce: &pkce,
     };
-    // The userinfo token is made first so the store can issue it with the redemption, in one
-    // step; it names its grant, so a shared store finds it with the code it came from.
-    let random = new_token().map_err(|_| OAuthError::ServerError("no randomness".into()))?;
-    let access_token = crate::sessions::redis::userinfo_token(&random, &code_hash);
-    let userinfo = (token_hash(&access_token), now + i64::try_from(client.access_token_ttl).unwrap_or(i64::MAX / 4));
-    let redemption = match store.redeem_code(&code_hash, &binding, now, userinfo).await {
+    // The access token is made first so the store can issue it with the redemption, in one
+    // step; it names its grant (the code's hash), so a store finds it in its grant.
+    let access_token = new_handle(&code_hash).map_err(|_| OAuthError::ServerError("no randomness".into()))?;
+    let access = AccessIssue {
+        hash: token_hash(&access_token),
+        expires_at: now + i64::try_from(client.access_token_ttl).unwrap_or(i64::MAX / 4),
+        scopes: Vec::new(),
+        jwt: false,
+        issued_at: now,
+    };
+    let redemption = match store.redeem_code(&code_hash, &binding, now, &Issue { access, refresh: None }).await {
         Ok(r) => r,
         Err(e @ StoreError::Unavailable) => return Err(OAuthError::unavailable(&e)),
         // A ceiling or the tenant's quota: counted by reason, and said as such.
-        Err(e) => return Err(OAuthError::store(RecordKind::Userinfo, e)),
+        Err(e) => return Err(OAuthError::store(RecordKind::AccessToken, e)),
     };
     let record = match redemption {
         CodeRedemption::Fresh(r) => *r,

@@ -91,7 +91,7 @@ pub async fn login(state: &AppState, headers: &HeaderMap, body: &[u8], peer: IpA
         Err(e) => {
             state.metrics.login(e.code());
             if let login::LoginError::TemporarilyUnavailable(reason) = e {
-                state.metrics.store_refused(crate::sessions::RecordKind::AccessToken, reason);
+                state.metrics.store_refused(crate::sessions::RecordKind::IdentityToken, reason);
             }
             // The identityId is the caller's to choose (up to the body limit): cut it. The log
             // names the check that failed; the caller may see less (LoginError::hidden).
