@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use common::redis::{RedisCluster, RedisServer};
 use oidc_operator::api::ObjectKey;
+use oidc_operator::server::Metrics;
 use oidc_operator::sessions::redis::{Owner, RedisOptions, RedisStore};
 use oidc_operator::sessions::{
     AccessIssue, Alias, ClientGrant, CodeBinding, CodeRecord, CodeRedemption, GrantBinding, GrantId, GrantSubject,
@@ -37,6 +38,19 @@ impl Backend {
             Self::Redis(url) if url.starts_with("redis+cluster") => "redis-cluster",
             Self::Redis(_) => "redis",
         }
+    }
+
+    /// A store that counts its refusals, and where.
+    fn counted_store(&self, quotas: Quotas) -> (SessionStore, Arc<Metrics>) {
+        let metrics = Arc::new(Metrics::default());
+        let store = match self {
+            Self::Memory => SessionStore::memory_counted(quotas, Arc::clone(&metrics)),
+            Self::Redis(url) => {
+                let options = RedisOptions { quotas, ..RedisOptions::new(url.clone()) };
+                SessionStore::Redis(RedisStore::connect(&options, Arc::clone(&metrics)).unwrap())
+            }
+        };
+        (store, metrics)
     }
 
     fn store(&self, quotas: Quotas) -> Under {
@@ -78,6 +92,13 @@ impl Under {
             m.purge(now, &AllBut(String::new()));
         }
     }
+}
+
+/// How many refusals of `record` for `reason` the store counted.
+fn refusals(metrics: &Metrics, record: &str, reason: &str) -> u64 {
+    let series = format!("oidc_operator_session_store_refusals_total{{record=\"{record}\",reason=\"{reason}\"}} ");
+    let text = metrics.render(0);
+    text.lines().find_map(|l| l.strip_prefix(series.as_str())).and_then(|n| n.parse().ok()).unwrap_or(0)
 }
 
 /// The directory as the purge sees it: every owner exists but the client named.
@@ -388,13 +409,15 @@ async fn run_row(backend: &Backend, row: &str, now: i64) {
             assert_eq!(outcome, RefreshOutcome::Unknown, "{which}: family expiry");
         }
         "quota_refusal_leaves_nothing" => {
-            // Three records per owner: a code and its two tokens fill the identity's.
-            let store = backend.store(quotas(3)).store();
+            // Three records per owner: a code and its two tokens fill the identity's. Each
+            // refusal is counted by the store, by record kind and reason.
+            let (store, metrics) = backend.counted_store(quotas(3));
             let (grant, t) = redeemed(&store, ns, "alice", now, 600, 3000).await;
             let r1 = t.refresh.as_deref().unwrap();
             let next = mint(&grant, now + 1, 3600, Some((now + 601, now + 3000)), &[]);
             let refused = store.refresh(r1, &binding(ns), now + 1, 0, &next.issue).await;
             assert_eq!(refused, Err(StoreError::IdentityQuota { records: 3 }), "{which}");
+            assert_eq!(refusals(&metrics, "access_token", "identity_quota"), 1, "{which}: counted once");
             assert!(!store.refresh_token(r1, now + 1).await.unwrap().unwrap().rotated, "{which}: not rotated");
             assert_eq!(store.access_token(&next.access, now + 1).await.unwrap(), None, "{which}");
             assert_eq!(store.refresh_token(next.refresh.as_deref().unwrap(), now + 1).await.unwrap(), None);
@@ -406,22 +429,24 @@ async fn run_row(backend: &Backend, row: &str, now: i64) {
             assert!(matches!(outcome, RefreshOutcome::Rotated(_)), "{which}: {outcome:?}");
             // A redemption refused at its second token stores neither.
             let code_hash = token_hash(&format!("{ns}-refused-code"));
-            let store2 = backend.store(quotas(2)).store();
+            let (store2, metrics2) = backend.counted_store(quotas(2));
             store2.insert_code(code_hash, code(ns, "carol", now)).await.unwrap();
             let m = mint(&code_hash, now, 3600, Some((now + 600, now + 3000)), &[]);
             let refused = store2.redeem_code(&code_hash, &code_binding(ns), now, &m.issue).await;
             assert_eq!(refused, Err(StoreError::IdentityQuota { records: 2 }), "{which}");
+            assert_eq!(refusals(&metrics2, "refresh_token", "identity_quota"), 1, "{which}");
             assert_eq!(store2.access_token(&m.access, now).await.unwrap(), None, "{which}");
             assert_eq!(store2.refresh_token(m.refresh.as_deref().unwrap(), now).await.unwrap(), None, "{which}");
             store2.insert_code(token_hash(&format!("{ns}-room")), code(ns, "carol", now)).await.expect("room back");
             // A client's own grants count against its quota, alone.
-            let store3 = backend.store(quotas(3)).store();
+            let (store3, metrics3) = backend.counted_store(quotas(3));
             let (first, second, third) = (new_grant_id().unwrap(), new_grant_id().unwrap(), new_grant_id().unwrap());
             let m1 = mint(&first, now, 300, None, &[]);
             store3.insert_client_grant(first, client_grant(ns, "svc", now), &m1.issue.access).await.unwrap();
             let m2 = mint(&second, now, 300, None, &[]);
             let refused = store3.insert_client_grant(second, client_grant(ns, "svc", now), &m2.issue.access).await;
             assert_eq!(refused, Err(StoreError::ClientQuota { records: 3 }), "{which}");
+            assert_eq!(refusals(&metrics3, "access_token", "client_quota"), 1, "{which}");
             assert_eq!(store3.access_token(&m2.access, now).await.unwrap(), None, "{which}");
             let other = mint(&third, now, 300, None, &[]);
             store3

@@ -194,10 +194,8 @@ async fn issue_code(
     match state.tokens.insert_code(token_hash(&code), record).await {
         Ok(()) => {}
         Err(e @ crate::sessions::StoreError::Unavailable) => return Err(OAuthError::unavailable(&e)),
-        Err(e) => {
-            state.metrics.store_refused(RecordKind::Code, e.reason());
-            return Err(OAuthError::store(RecordKind::Code, e));
-        }
+        // A ceiling or quota (counted by the store).
+        Err(e) => return Err(OAuthError::store(RecordKind::Code, e)),
     }
     Ok(code)
 }
@@ -217,12 +215,8 @@ async fn token(
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let auth = oidc::token::client_auth(authorization, &params)?;
     let client = oidc::token::authenticate_client(dir, provider, &auth)?;
-    let response =
-        oidc::token::exchange(dir, provider, client, &params, &state.tokens, unix_now()).await.inspect_err(|e| {
-            if let Some((kind, reason)) = e.store_refusal() {
-                state.metrics.store_refused(kind, reason);
-            }
-        })?;
+    // A store refusal is counted by the store itself.
+    let response = oidc::token::exchange(dir, provider, client, &params, &state.tokens, unix_now()).await?;
     Ok(json_response(StatusCode::OK, serde_json::to_string(&response).unwrap_or_default()))
 }
 

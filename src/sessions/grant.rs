@@ -5,7 +5,7 @@
 //! refresh token removes the whole grant in one step, on one Redis key.
 
 use super::quota::{Charge, ChargeOwner};
-use super::{CodeRecord, alias_bytes};
+use super::{CodeRecord, RecordKind, alias_bytes};
 
 /// What a grant is about.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -87,19 +87,34 @@ impl GrantSubject {
                     + c.client_name.len()
                     + list_bytes(&c.scopes)
                     + list_bytes(&c.audiences);
-                Charge { namespace: &c.namespace, owner: self.owner(), bytes: super::quota::RECORD_OVERHEAD + text }
+                Charge {
+                    namespace: &c.namespace,
+                    owner: self.owner(),
+                    bytes: super::quota::RECORD_OVERHEAD + text,
+                    kind: RecordKind::ClientGrant,
+                }
             }
         }
     }
 
     /// What one access token of the grant costs, carrying `scopes` (empty: the grant's).
     pub fn access_charge(&self, scopes: &[String]) -> Charge<'_> {
-        Charge { namespace: self.namespace(), owner: self.owner(), bytes: TOKEN_OVERHEAD + list_bytes(scopes) }
+        Charge {
+            namespace: self.namespace(),
+            owner: self.owner(),
+            bytes: TOKEN_OVERHEAD + list_bytes(scopes),
+            kind: RecordKind::AccessToken,
+        }
     }
 
     /// What one refresh token of the grant costs.
     pub fn refresh_charge(&self) -> Charge<'_> {
-        Charge { namespace: self.namespace(), owner: self.owner(), bytes: TOKEN_OVERHEAD }
+        Charge {
+            namespace: self.namespace(),
+            owner: self.owner(),
+            bytes: TOKEN_OVERHEAD,
+            kind: RecordKind::RefreshToken,
+        }
     }
 
     /// The text a shared store keeps to check a refresh's binding.

@@ -247,6 +247,13 @@ impl StoreError {
     pub const REFUSAL_REASONS: [&'static str; 7] =
         ["records", "bytes", "namespace_quota", "identity_quota", "client_quota", "record_too_large", "maxmemory"];
 
+    /// Whether the store refused the record (a ceiling, a quota, its size, `maxmemory`),
+    /// rather than being unable to answer or the code being replayed: what the refusal
+    /// metric counts.
+    pub fn is_refusal(self) -> bool {
+        !matches!(self, Self::Unavailable | Self::CodeReplayed)
+    }
+
     /// Why a record was refused, as a bounded metrics label (never a tenant's name).
     pub fn reason(self) -> &'static str {
         match self {
@@ -273,7 +280,12 @@ impl IdentityTokenRecord {
     pub fn charge(&self) -> Charge<'_> {
         let bytes =
             quota::RECORD_OVERHEAD + self.identity_id.len() + self.identity.name.len() + alias_bytes(&self.alias);
-        Charge { namespace: &self.identity.namespace, owner: ChargeOwner::Identity(&self.identity), bytes }
+        Charge {
+            namespace: &self.identity.namespace,
+            owner: ChargeOwner::Identity(&self.identity),
+            bytes,
+            kind: RecordKind::IdentityToken,
+        }
     }
 }
 
@@ -283,6 +295,7 @@ impl CodeRecord {
             namespace: &self.namespace,
             owner: ChargeOwner::Identity(&self.identity),
             bytes: quota::RECORD_OVERHEAD + grant::code_text_bytes(self),
+            kind: RecordKind::Code,
         }
     }
 }

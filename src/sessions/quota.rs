@@ -73,6 +73,8 @@ pub struct Charge<'a> {
     pub namespace: &'a str,
     pub owner: ChargeOwner<'a>,
     pub bytes: usize,
+    /// What kind of record it is (what a refusal is counted as).
+    pub kind: super::RecordKind,
 }
 
 /// Whose quota a record counts against besides its namespace's.
@@ -208,7 +210,7 @@ mod tests {
     use super::*;
 
     fn charge<'a>(ns: &'a str, id: &'a ObjectKey, bytes: usize) -> Charge<'a> {
-        Charge { namespace: ns, owner: ChargeOwner::Identity(id), bytes }
+        Charge { namespace: ns, owner: ChargeOwner::Identity(id), bytes, kind: crate::sessions::RecordKind::Code }
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! behind the same calls; the memory store answers at once. Every error of a shared store is
 //! [`StoreError::Unavailable`] / [`TokenError::Unavailable`], which every endpoint answers
 //! with 503 `temporarily_unavailable`: never a token or code that could not be checked.
+//! Each store counts the records it refuses (a ceiling, a quota, `maxmemory`) by kind and
+//! reason itself, so callers only answer them.
 
 use std::sync::Arc;
 
@@ -33,6 +35,11 @@ impl SessionStore {
         Self::Memory(Arc::new(MemoryStore::with_quotas(quotas)))
     }
 
+    /// A server's memory store under `quotas`, counting its refusals in `metrics`.
+    pub fn memory_counted(quotas: super::Quotas, metrics: Arc<crate::server::metrics::Metrics>) -> Self {
+        Self::Memory(Arc::new(MemoryStore::counted(quotas, metrics)))
+    }
+
     /// The memory store, when that is where records live (purge, ceiling, bench figures).
     pub fn as_memory(&self) -> Option<&MemoryStore> {
         match self {
@@ -62,7 +69,12 @@ impl SessionStore {
     pub async fn insert(&self, hash: [u8; 32], record: IdentityTokenRecord, expires_at: i64) -> Result<(), StoreError> {
         let alias = super::alias_bytes(&record.alias);
         if alias > super::quota::MAX_ALIAS_BYTES {
-            return Err(StoreError::RecordTooLarge { bytes: alias, limit: super::quota::MAX_ALIAS_BYTES });
+            let refused = StoreError::RecordTooLarge { bytes: alias, limit: super::quota::MAX_ALIAS_BYTES };
+            match self {
+                Self::Memory(m) => m.count_refusal(super::RecordKind::IdentityToken, refused),
+                Self::Redis(r) => r.count_refusal(super::RecordKind::IdentityToken, refused),
+            }
+            return Err(refused);
         }
         match self {
             Self::Memory(m) => m.insert(hash, record),

@@ -1,7 +1,7 @@
 //! The in-memory token store of a single replica.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use super::grant::AccessEntry;
 use super::quota::{Charge, Ledger, Quotas, Usage};
@@ -11,6 +11,7 @@ use super::{
     TokenLimits, TokenStore, grant_of, token_hash,
 };
 use crate::api::ObjectKey;
+use crate::server::metrics::Metrics;
 
 /// Where a code stands. Spent and replayed codes are kept with their grant, so a replay is
 /// recognised and the tokens of the first redemption can be revoked.
@@ -77,6 +78,8 @@ pub struct MemoryStore {
     /// Live records and bytes, in all and per tenant, against `quotas`.
     ledger: Mutex<Ledger>,
     quotas: Quotas,
+    /// Where refusals are counted, by record kind and reason (a server's store).
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Default for MemoryStore {
@@ -117,19 +120,34 @@ impl MemoryStore {
 
     /// A store under `quotas`.
     pub fn with_quotas(quotas: Quotas) -> Self {
-        Self { tokens: Mutex::default(), grants: Mutex::default(), ledger: Mutex::default(), quotas }
+        Self { tokens: Mutex::default(), grants: Mutex::default(), ledger: Mutex::default(), quotas, metrics: None }
+    }
+
+    /// A store under `quotas` that counts its refusals in `metrics`.
+    pub fn counted(quotas: Quotas, metrics: Arc<Metrics>) -> Self {
+        Self { metrics: Some(metrics), ..Self::with_quotas(quotas) }
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut HashMap<[u8; 32], IdentityTokenRecord>) -> T) -> T {
         locked(&self.tokens, f)
     }
 
-    /// Charges every one of `charges`, or none (the first refusal).
+    /// Counts a refusal of a record of `kind` (a server's store).
+    pub fn count_refusal(&self, kind: super::RecordKind, e: StoreError) {
+        if let Some(metrics) = &self.metrics
+            && e.is_refusal()
+        {
+            metrics.store_refused(kind, e.reason());
+        }
+    }
+
+    /// Charges every one of `charges`, or none (the first refusal, counted).
     fn reserve_all(&self, charges: &[Charge<'_>]) -> Result<(), StoreError> {
         locked(&self.ledger, |l| {
             for (i, c) in charges.iter().enumerate() {
                 if let Err(e) = l.reserve(&self.quotas, c) {
                     charges[..i].iter().for_each(|c| l.release(c));
+                    self.count_refusal(c.kind, e);
                     return Err(e);
                 }
             }
@@ -242,7 +260,7 @@ fn check(record: &IdentityTokenRecord, limits: &TokenLimits, now: i64) -> Result
 impl TokenStore for MemoryStore {
     fn insert(&self, hash: [u8; 32], record: IdentityTokenRecord) -> Result<(), StoreError> {
         self.with(|m| {
-            locked(&self.ledger, |l| l.reserve(&self.quotas, &record.charge()))?;
+            self.reserve_all(&[record.charge()])?;
             if let Some(old) = m.insert(hash, record) {
                 self.release_all(&[old.charge()]);
             }

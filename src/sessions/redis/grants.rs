@@ -10,7 +10,7 @@ use super::tenants::member;
 use super::{Owner, RedisStore, hex, int, json_at, ms, text};
 use crate::sessions::{
     AccessIssue, AccessTokenView, Charge, ClientGrant, CodeBinding, CodeRecord, CodeRedemption, GrantBinding, GrantId,
-    GrantSubject, Issue, MAX_ROTATED_KEPT, RefreshOutcome, RefreshView, StoreError, grant_of, token_hash,
+    GrantSubject, Issue, MAX_ROTATED_KEPT, RecordKind, RefreshOutcome, RefreshView, StoreError, grant_of, token_hash,
 };
 
 /// The owners a grant's records are charged to, and indexed under (so each goes with them).
@@ -182,7 +182,8 @@ impl RedisStore {
         let GrantSubject::Code(record) = &subject else { return Err(StoreError::Unavailable) };
         let json = serde_json::to_string(record).map_err(|_| StoreError::Unavailable)?;
         let args = [json, binding, expires_at.to_string(), ms(expires_at), subject.binding_text()];
-        self.run_script::<i64>("code_put", &self.scripts.grant_put, &key, &args).await.map(drop)
+        let put = self.run_script::<i64>("code_put", &self.scripts.grant_put, &key, &args).await.map(drop);
+        self.counted(RecordKind::Code, put)
     }
 
     pub async fn redeem_code(
@@ -218,7 +219,8 @@ impl RedisStore {
             family.map(|f| f.to_string()).unwrap_or_default(),
         ];
         let key = self.key(hash, "grant");
-        let reply: Vec<Value> = self.run_script("code_redeem", &self.scripts.grant_redeem, &key, &args).await?;
+        let reply = self.run_script("code_redeem", &self.scripts.grant_redeem, &key, &args).await;
+        let reply: Vec<Value> = self.counted(RecordKind::AccessToken, reply)?;
         match reply.first().and_then(int) {
             Some(0) => Ok(CodeRedemption::Unknown),
             Some(1) => Ok(CodeRedemption::WrongBinding),
@@ -277,7 +279,8 @@ impl RedisStore {
             access_value(access, access.expires_at),
             ms(access.expires_at),
         ];
-        if let Err(e) = self.run_script::<i64>("client_grant_put", &self.scripts.client_grant_put, &key, &args).await {
+        let put = self.run_script::<i64>("client_grant_put", &self.scripts.client_grant_put, &key, &args).await;
+        if let Err(e) = self.counted(RecordKind::ClientGrant, put) {
             self.uncharge_parts(&subject, &parts).await;
             return Err(e);
         }
@@ -375,7 +378,8 @@ impl RedisStore {
             ms(access_expires.max(refresh_expires)),
             MAX_ROTATED_KEPT.to_string(),
         ];
-        let reply: Vec<Value> = match self.run_script("refresh", &self.scripts.grant_refresh, &key, &args).await {
+        let reply = self.run_script("refresh", &self.scripts.grant_refresh, &key, &args).await;
+        let reply: Vec<Value> = match self.counted(RecordKind::AccessToken, reply) {
             Ok(reply) => reply,
             Err(e) => {
                 self.uncharge_parts(&subject, &parts).await;

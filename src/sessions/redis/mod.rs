@@ -450,6 +450,22 @@ impl RedisStore {
         }
     }
 
+    /// Counts `result`'s refusal (a quota, `maxmemory`) of a record of `kind`, and passes
+    /// it on: the store counts its own refusals, so no caller has to.
+    fn counted<T>(&self, kind: crate::sessions::RecordKind, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        if let Err(e) = &result {
+            self.count_refusal(kind, *e);
+        }
+        result
+    }
+
+    /// Counts a refusal of a record of `kind`.
+    pub fn count_refusal(&self, kind: crate::sessions::RecordKind, e: StoreError) {
+        if e.is_refusal() {
+            self.metrics.store_refused(kind, e.reason());
+        }
+    }
+
     /// Whether the last health check got an answer.
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
@@ -504,7 +520,8 @@ impl RedisStore {
         self.charge(&key, &record.charge(), &[owner], expires_at).await?;
         let json = serde_json::to_string(&record).map_err(|_| StoreError::Unavailable)?;
         let args = [json, record.issued_at.to_string(), ms(expires_at)];
-        self.run_script::<i64>("token_put", &self.scripts.tok_put, &key, &args).await.map(drop)
+        let put = self.run_script::<i64>("token_put", &self.scripts.tok_put, &key, &args).await.map(drop);
+        self.counted(crate::sessions::RecordKind::IdentityToken, put)
     }
 
     pub async fn use_token(

@@ -71,6 +71,17 @@ impl RedisStore {
         owners: &[Owner<'_>],
         expires_at: i64,
     ) -> Result<(), StoreError> {
+        let refused = self.charge_once(record_key, charge, owners, expires_at).await;
+        self.counted(charge.kind, refused)
+    }
+
+    async fn charge_once(
+        &self,
+        record_key: &str,
+        charge: &Charge<'_>,
+        owners: &[Owner<'_>],
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
         if charge.bytes > crate::sessions::quota::MAX_RECORD_BYTES {
             return Err(StoreError::RecordTooLarge {
                 bytes: charge.bytes,
