@@ -5,7 +5,9 @@
 //!
 //! Prints the resident set size (RSS) before the logins, after them (and the bytes one live
 //! record costs), and after the purge. The target: RSS returns within 10 % of its baseline,
-//! so token state follows live use and never grows without bound.
+//! so token state follows live use and never grows without bound. Then the bytes one refresh
+//! family costs (a code exchange and three refreshes: the grant, four access tokens, the
+//! current refresh token and three rotated ones kept for reuse detection).
 //!
 //! `OIDC_BENCH_SMOKE=1` (or `-- --smoke`) runs 2,000 logins and checks the record counts.
 
@@ -177,6 +179,113 @@ async fn main() {
     assert_eq!(state.tokens.as_memory().unwrap().records(), 0, "the purge drops every expired record");
 
     at_the_byte_ceiling(&state, &jwt, peer, baseline).await;
+    refresh_families().await;
+}
+
+/// Refresh families measured (a smoke run's is the second figure).
+const FAMILIES: usize = 200_000;
+const SMOKE_FAMILIES: usize = 1_000;
+/// Refreshes per family after its code exchange.
+const REFRESHES: usize = 3;
+
+/// Fills a memory store with refresh families as a code exchange and [`REFRESHES`]
+/// refreshes leave them, and prints the RSS each costs beside what the byte ceiling charges
+/// for it; then their family expiry passes and one purge must drop them all.
+async fn refresh_families() {
+    use oidc_operator::api::ObjectKey;
+    use oidc_operator::sessions::{
+        AccessIssue, Alias, CodeBinding, CodeRecord, CodeRedemption, GrantBinding, Issue, MemoryStore, RefreshIssue,
+        RefreshOutcome, new_handle, token_hash,
+    };
+    struct AllAlive;
+    impl oidc_operator::sessions::Liveness for AllAlive {
+        fn token_limits(
+            &self,
+            _: &oidc_operator::sessions::IdentityTokenRecord,
+        ) -> Option<oidc_operator::sessions::TokenLimits> {
+            None
+        }
+        fn grant_alive(&self, _: &oidc_operator::sessions::GrantSubject) -> bool {
+            true
+        }
+    }
+    let families = support::scaled(FAMILIES, SMOKE_FAMILIES);
+    let store = MemoryStore::with_limit(usize::MAX / 2);
+    let t0 = now();
+    let issue = |grant: &[u8; 32], at: i64| {
+        let (access, refresh) = (new_handle(grant).unwrap(), new_handle(grant).unwrap());
+        let issue = Issue {
+            access: AccessIssue {
+                hash: token_hash(&access),
+                expires_at: at + 3600,
+                scopes: vec![],
+                jwt: false,
+                issued_at: at,
+            },
+            refresh: Some(RefreshIssue {
+                hash: token_hash(&refresh),
+                expires_at: at + 86_400,
+                family_expires_at: t0 + 2_592_000,
+            }),
+        };
+        (issue, refresh)
+    };
+    let pkce = [String::new()];
+    let binding = CodeBinding {
+        namespace: "default",
+        provider: "p",
+        client_id: "bench-client",
+        redirect_uri: "https://app.example/callback",
+        pkce: &pkce,
+    };
+    let grant_binding = GrantBinding { namespace: "default", provider: "p", client_id: "bench-client" };
+    keep_allocating(std::time::Duration::from_millis(support::scaled(1000, 100))).await;
+    let baseline = rss_bytes();
+    for i in 0..families {
+        let code = format!("code-{i}");
+        let grant = token_hash(&code);
+        let record = CodeRecord {
+            namespace: "default".into(),
+            provider: "p".into(),
+            client_id: "bench-client".into(),
+            redirect_uri: "https://app.example/callback".into(),
+            nonce: Some("n-0123456789".into()),
+            scopes: vec!["openid".into(), "profile".into()],
+            challenge: None,
+            identity: ObjectKey::new("default", "bench"),
+            identity_id: "bench-identity".into(),
+            identity_uid: "9f1c2a4e-5b6d-4e7f-8a9b-0c1d2e3f4a5b".into(),
+            alias: Alias {
+                name: "system:serviceaccount:bench:runner".into(),
+                metadata: Box::new([("namespace".into(), "bench".into())]),
+            },
+            auth_time: t0,
+            max_age_sent: false,
+            expires_at: t0 + 60,
+        };
+        store.insert_code(grant, record).unwrap();
+        let (first, mut refresh) = issue(&grant, t0);
+        assert!(matches!(store.redeem_code(&grant, &binding, t0, &first), Ok(CodeRedemption::Fresh(_))));
+        for r in 0..REFRESHES {
+            let at = t0 + 1 + r as i64;
+            let (next, token) = issue(&grant, at);
+            let outcome = store.refresh(&refresh, &grant_binding, at, 0, &next).unwrap();
+            assert!(matches!(outcome, RefreshOutcome::Rotated(_)));
+            refresh = token;
+        }
+    }
+    let loaded = rss_bytes();
+    let records = store.records();
+    assert_eq!(records, families * (2 + 2 * REFRESHES + 1), "grant, access and refresh tokens of each family");
+    let per_family = loaded.saturating_sub(baseline) as f64 / families as f64;
+    let charged = store.usage().bytes as f64 / families as f64;
+    println!(
+        "refresh families:  {families} (exchange + {REFRESHES} refreshes), RSS {:+.1} MiB: {per_family:.0} bytes per \
+         family; the byte ceiling counts {charged:.0}",
+        mib(loaded.saturating_sub(baseline))
+    );
+    let purged = store.purge(t0 + 2_592_000, &AllAlive);
+    assert_eq!((purged, store.records(), store.grants()), (records, 0, 0), "families end at their absolute expiry");
 }
 
 /// Fills a store whose byte ceiling (`--max-session-bytes`) is the only limit until it

@@ -15,6 +15,10 @@ pub const AUTHORIZE: &str = "authorize";
 pub const TOKEN: &str = "token";
 /// UserInfo endpoint, under a provider's issuer.
 pub const USERINFO: &str = "userinfo";
+/// Token introspection (RFC 7662), under a provider's issuer.
+pub const INTROSPECT: &str = "introspect";
+/// Token revocation (RFC 7009), under a provider's issuer.
+pub const REVOKE: &str = "revoke";
 /// Machine-identity login (Infisical's path).
 pub const LOGIN: &str = "/api/v1/auth/oidc-auth/login";
 /// Renewal of an identity access token (Infisical's path).
@@ -43,10 +47,20 @@ pub enum ProviderEndpoint {
     Authorize,
     Token,
     Userinfo,
+    Introspect,
+    Revoke,
 }
 
 impl ProviderEndpoint {
-    pub const ALL: [ProviderEndpoint; 5] = [Self::Discovery, Self::Jwks, Self::Authorize, Self::Token, Self::Userinfo];
+    pub const ALL: [ProviderEndpoint; 7] = [
+        Self::Discovery,
+        Self::Jwks,
+        Self::Authorize,
+        Self::Token,
+        Self::Userinfo,
+        Self::Introspect,
+        Self::Revoke,
+    ];
 
     /// The path below the issuer.
     pub fn suffix(self) -> &'static str {
@@ -56,6 +70,8 @@ impl ProviderEndpoint {
             Self::Authorize => AUTHORIZE,
             Self::Token => TOKEN,
             Self::Userinfo => USERINFO,
+            Self::Introspect => INTROSPECT,
+            Self::Revoke => REVOKE,
         }
     }
 
@@ -67,6 +83,8 @@ impl ProviderEndpoint {
             Self::Authorize => "authorize",
             Self::Token => "token",
             Self::Userinfo => "userinfo",
+            Self::Introspect => "introspect",
+            Self::Revoke => "revoke",
         }
     }
 

@@ -14,8 +14,8 @@ use common::redis::RedisServer;
 use oidc_operator::api::ObjectKey;
 use oidc_operator::sessions::redis::{Owner, RedisOptions, RedisStore};
 use oidc_operator::sessions::{
-    Alias, CodeRecord, Liveness, MemoryStore, Quotas, SessionStore, StoreError, TokenError, TokenLimits, TokenRecord,
-    TokenStore, UserinfoRecord, token_hash,
+    Alias, GrantSubject, IdentityTokenRecord, Liveness, MemoryStore, Quotas, SessionStore, StoreError, TokenError,
+    TokenLimits, TokenStore, token_hash,
 };
 
 const LIMITS: TokenLimits = TokenLimits { ttl: 3600, max_ttl: 3600, num_uses_limit: 0 };
@@ -24,10 +24,10 @@ fn now() -> i64 {
     oidc_operator::clock::unix_now()
 }
 
-fn token(ns: &str, identity: &str, alias_bytes: usize) -> TokenRecord {
+fn token(ns: &str, identity: &str, alias_bytes: usize) -> IdentityTokenRecord {
     let metadata: Box<[(String, String)]> =
         if alias_bytes == 0 { Box::new([]) } else { Box::new([("m".to_owned(), "v".repeat(alias_bytes))]) };
-    TokenRecord {
+    IdentityTokenRecord {
         identity: ObjectKey::new(ns, identity),
         identity_id: format!("{ns}-{identity}"),
         identity_uid: format!("uid-{ns}-{identity}").into(),
@@ -42,14 +42,11 @@ fn token(ns: &str, identity: &str, alias_bytes: usize) -> TokenRecord {
 struct AllBut(ObjectKey);
 
 impl Liveness for AllBut {
-    fn token_limits(&self, r: &TokenRecord) -> Option<TokenLimits> {
+    fn token_limits(&self, r: &IdentityTokenRecord) -> Option<TokenLimits> {
         (r.identity != self.0).then_some(LIMITS)
     }
-    fn code_alive(&self, c: &CodeRecord) -> bool {
-        c.identity != self.0
-    }
-    fn userinfo_alive(&self, u: &UserinfoRecord) -> bool {
-        u.identity != self.0
+    fn grant_alive(&self, g: &GrantSubject) -> bool {
+        !matches!(g, GrantSubject::Code(c) if c.identity == self.0)
     }
 }
 
@@ -90,7 +87,7 @@ fn quotas() -> Quotas {
 async fn the_table(under: Under, name: &str) {
     let store = under.store();
     let mut n = 0u8;
-    let mut put = |record: TokenRecord| {
+    let mut put = |record: IdentityTokenRecord| {
         n += 1;
         let store = store.clone();
         let hash = token_hash(&format!("{name}-{n}"));

@@ -772,7 +772,7 @@ async fn a_store_at_its_maxmemory_refuses_new_records_and_loses_none() {
     assert_eq!((status, body["error"].as_str()), (503, Some("temporarily_unavailable")), "exchange: {body}");
     // The store itself names the refusal (not "unavailable").
     let direct = direct_store(&redis);
-    let record = oidc_operator::sessions::TokenRecord {
+    let record = oidc_operator::sessions::IdentityTokenRecord {
         identity: oidc_operator::api::ObjectKey::new("default", "runner"),
         identity_id: RUNNER.into(),
         identity_uid: "".into(),
@@ -784,7 +784,7 @@ async fn a_store_at_its_maxmemory_refuses_new_records_and_loses_none() {
     let refused = direct.insert([7; 32], record, i64::MAX / 4).await;
     assert_eq!(refused, Err(oidc_operator::sessions::StoreError::OutOfMemory));
     let metrics = a.client().get(format!("{}/metrics", a.metrics)).send().await.unwrap().text().await.unwrap();
-    for record in ["access_token", "userinfo"] {
+    for record in ["identity_token", "access_token"] {
         let line = metrics
             .lines()
             .find(|l| {
@@ -811,7 +811,8 @@ async fn a_store_at_its_maxmemory_refuses_new_records_and_loses_none() {
 async fn the_redis_store_keeps_the_memory_store_semantics() {
     use oidc_operator::api::ObjectKey;
     use oidc_operator::sessions::{
-        Alias, CodeBinding, CodeRecord, CodeRedemption, SessionStore, TokenError, TokenLimits, TokenRecord, token_hash,
+        Alias, CodeBinding, CodeRecord, CodeRedemption, IdentityTokenRecord, SessionStore, TokenError, TokenLimits,
+        token_hash,
     };
     let redis = tokio::task::spawn_blocking(RedisServer::start).await.unwrap();
     let store = SessionStore::Redis(direct_store(&redis));
@@ -838,8 +839,18 @@ async fn the_redis_store_keeps_the_memory_store_semantics() {
     let other = CodeBinding { client_id: "someone-else", ..binding };
     let hash = token_hash("the code");
     store.insert_code(hash, code.clone()).await.unwrap();
-    let ui = oidc_operator::sessions::redis::userinfo_token("random", &hash);
-    let first = (token_hash(&ui), now + 60);
+    let ui = oidc_operator::sessions::handle::handle("random", &hash);
+    let issue = |hash: [u8; 32]| oidc_operator::sessions::Issue {
+        access: oidc_operator::sessions::AccessIssue {
+            hash,
+            expires_at: now + 60,
+            scopes: vec![],
+            jwt: false,
+            issued_at: now,
+        },
+        refresh: None,
+    };
+    let first = &issue(token_hash(&ui));
 
     // Another client's code, another redirect_uri, a verifier for a code without PKCE:
     // refused, left unspent.
@@ -852,18 +863,18 @@ async fn the_redis_store_keeps_the_memory_store_semantics() {
         assert_eq!(store.redeem_code(&hash, &wrong, now, first).await.unwrap(), CodeRedemption::WrongBinding);
     }
     assert!(matches!(store.redeem_code(&hash, &binding, now, first).await.unwrap(), CodeRedemption::Fresh(_)));
-    assert_eq!(store.userinfo(&ui, now).await.unwrap().unwrap().client_id, "c");
+    assert_eq!(store.access_token(&ui, now).await.unwrap().unwrap().grant.client_id(), "c");
     // The same exchange again (its reply was lost): the same answer, not a replay.
     assert!(matches!(store.redeem_code(&hash, &binding, now, first).await.unwrap(), CodeRedemption::Fresh(_)));
     // Another exchange of the code: a replay, which revokes the userinfo token.
-    let second = (token_hash("another"), now + 60);
+    let second = &issue(token_hash("another"));
     assert_eq!(store.redeem_code(&hash, &binding, now, second).await.unwrap(), CodeRedemption::Replayed { revoked: 1 });
-    assert_eq!(store.userinfo(&ui, now).await.unwrap(), None);
+    assert_eq!(store.access_token(&ui, now).await.unwrap(), None);
     // The first exchange retried after the replay is a replay too.
     assert!(matches!(store.redeem_code(&hash, &binding, now, first).await.unwrap(), CodeRedemption::Replayed { .. }));
-    // A malformed or forged userinfo token names no grant.
-    assert_eq!(store.userinfo("no-suffix", now).await.unwrap(), None);
-    assert_eq!(store.userinfo("x.AAAA", now).await.unwrap(), None);
+    // A malformed or forged access token names no grant.
+    assert_eq!(store.access_token("no-suffix", now).await.unwrap(), None);
+    assert_eq!(store.access_token("x.AAAA", now).await.unwrap(), None);
 
     // A code with an S256 challenge: a wrong verifier, or none, leaves it unspent for its
     // owner (a stolen public client's code cannot be burnt); the right one spends it.
@@ -874,7 +885,7 @@ async fn the_redis_store_keeps_the_memory_store_semantics() {
         .await
         .unwrap();
     let wrong = ["S256:wrong".to_owned(), format!("plain:{challenge}")];
-    let ui2 = (token_hash("ui2"), now + 60);
+    let ui2 = &issue(token_hash("ui2"));
     for pkce in [&wrong[..], &no_pkce[..]] {
         let attempt = CodeBinding { pkce, ..binding };
         assert_eq!(store.redeem_code(&pkce_code, &attempt, now, ui2).await.unwrap(), CodeRedemption::WrongBinding);
@@ -884,7 +895,7 @@ async fn the_redis_store_keeps_the_memory_store_semantics() {
     assert!(matches!(store.redeem_code(&pkce_code, &owner, now, ui2).await.unwrap(), CodeRedemption::Fresh(_)));
 
     // A token with a use limit of 2: two uses, then refused and gone.
-    let record = TokenRecord {
+    let record = IdentityTokenRecord {
         identity: ObjectKey::new("ns", "runner"),
         identity_id: RUNNER.into(),
         identity_uid: "".into(),

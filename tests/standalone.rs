@@ -503,8 +503,8 @@ async fn metrics_start_at_zero_and_the_memory_store_is_up() {
         server.client().get(format!("{}/metrics", server.metrics)).send().await.unwrap().text().await.unwrap();
     for line in [
         "oidc_operator_session_store_up 1",
-        "oidc_operator_session_store_refusals_total{record=\"access_token\",reason=\"namespace_quota\"} 0",
-        "oidc_operator_session_store_refusals_total{record=\"userinfo\",reason=\"bytes\"} 0",
+        "oidc_operator_session_store_refusals_total{record=\"identity_token\",reason=\"namespace_quota\"} 0",
+        "oidc_operator_session_store_refusals_total{record=\"access_token\",reason=\"bytes\"} 0",
         "oidc_operator_reconciles_total{kind=\"IdentityOidcAuth\"} 0",
         "oidc_operator_logins_total{outcome=\"success\"} 0",
         "oidc_operator_connections_rejected_total{listener=\"api\",reason=\"peer_limit\"} 0",

@@ -288,10 +288,8 @@ async fn the_session_store_has_a_ceiling_and_is_purged_in_the_background() {
     let metrics =
         server.client().get(format!("{}/metrics", server.metrics)).send().await.unwrap().text().await.unwrap();
     assert!(
-        metrics
-            .lines()
-            .any(|l| l
-                .starts_with("oidc_operator_session_store_refusals_total{record=\"access_token\",reason=\"records\"}")),
+        metrics.lines().any(|l| l
+            .starts_with("oidc_operator_session_store_refusals_total{record=\"identity_token\",reason=\"records\"}")),
         "{metrics}"
     );
     // The tokens live one second; the purge runs every second: logins resume.
@@ -408,7 +406,7 @@ async fn a_tenant_at_its_session_quota_is_refused_alone_and_its_deleted_identity
     let metrics = server.client().get(&metrics_url).send().await.unwrap().text().await.unwrap();
     assert!(
         metrics.lines().any(|l| l.starts_with(
-            "oidc_operator_session_store_refusals_total{record=\"access_token\",reason=\"namespace_quota\"}"
+            "oidc_operator_session_store_refusals_total{record=\"identity_token\",reason=\"namespace_quota\"}"
         )),
         "{metrics}"
     );

@@ -33,6 +33,9 @@ pub enum LoginError {
     IssuerUnavailable,
     #[error("the JWT header has crit: no critical JOSE extension is understood here (RFC 7515 §4.1.11)")]
     CriticalHeader,
+    /// RFC 9068 §4: an access token is for resource servers, never an identity assertion.
+    #[error("the JWT is an access token (typ at+jwt); a login takes an identity token such as an ID token")]
+    AccessTokenJwt,
     #[error("no key of the external issuer has the JWT's kid")]
     UnknownKid,
     #[error("the JWT's algorithm does not match its key")]
@@ -100,6 +103,7 @@ impl LoginError {
             Self::IssuerUnavailable => "issuer_unavailable",
             Self::TemporarilyUnavailable(_) | Self::StoreUnavailable => "temporarily_unavailable",
             Self::CriticalHeader => "unsupported_crit",
+            Self::AccessTokenJwt => "access_token_jwt",
             Self::Internal => "internal_error",
             Self::UnknownKid => "unknown_kid",
             Self::AlgorithmMismatch => "algorithm_mismatch",
@@ -166,6 +170,10 @@ pub fn check_header(jwt: &str) -> Result<JwtHeader, LoginError> {
     // understand: it understands none.
     if header.contains_key("crit") {
         return Err(LoginError::CriticalHeader);
+    }
+    let typ = header.get("typ").and_then(Value::as_str).map(str::to_ascii_lowercase);
+    if matches!(typ.as_deref(), Some("at+jwt" | "application/at+jwt")) {
+        return Err(LoginError::AccessTokenJwt);
     }
     let alg = header.get("alg").and_then(Value::as_str).ok_or(LoginError::Malformed)?;
     let alg =
@@ -273,6 +281,8 @@ mod tests {
         assert_eq!(check_header(&jwt(json!({"alg": "none"}))), Err(LoginError::AlgorithmNotAllowed("none".into())));
         assert_eq!(check_header(&jwt(json!({"alg": "HS256"}))), Err(LoginError::AlgorithmNotAllowed("HS256".into())));
         assert_eq!(check_header("a.b"), Err(LoginError::Malformed));
+        let at = jwt(json!({"alg": "ES256", "typ": "at+jwt"}));
+        assert_eq!(check_header(&at), Err(LoginError::AccessTokenJwt), "an access token is no identity token");
         assert_eq!(check_header("!!.b.c"), Err(LoginError::Malformed));
         assert_eq!(check_header(&"a".repeat(MAX_JWT_BYTES + 1)), Err(LoginError::TooLarge));
         assert_eq!(check_header(&jwt(json!({"alg": "RS256", "kid": 7}))), Err(LoginError::Malformed));

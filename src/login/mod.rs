@@ -17,7 +17,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::directory::{Directory, IssuedBy, ResolvedIdentity};
-use crate::sessions::{Alias, RecordKind, SessionStore, TokenError, TokenLimits, TokenRecord, new_token, token_hash};
+use crate::sessions::{
+    Alias, IdentityTokenRecord, RecordKind, SessionStore, TokenError, TokenLimits, new_token, token_hash,
+};
 pub use checks::LoginError;
 use external::IssuerRegistry;
 
@@ -131,7 +133,7 @@ pub async fn login(
 
     let token = new_token().map_err(|_| LoginError::Internal)?;
     let limits = identity.limits;
-    let record = TokenRecord {
+    let record = IdentityTokenRecord {
         identity: identity.key.clone(),
         identity_id: identity.id.clone(),
         identity_uid: identity.uid.clone(),
@@ -143,7 +145,7 @@ pub async fn login(
     let expires_in = record.expires_at(&limits) - now;
     let expires_at = record.expires_at(&limits);
     tokens.insert(token_hash(&token), record, expires_at).await.map_err(|e| {
-        tracing::warn!(record = RecordKind::AccessToken.label(), error = %e, "session store refused a record");
+        tracing::warn!(record = RecordKind::IdentityToken.label(), error = %e, "session store refused a record");
         match e {
             crate::sessions::StoreError::Unavailable => LoginError::StoreUnavailable,
             crate::sessions::StoreError::RecordTooLarge { .. } => LoginError::ClaimsTooLarge,
@@ -253,7 +255,7 @@ impl AccessError {
 #[derive(Clone)]
 pub struct Session {
     pub identity: Arc<ResolvedIdentity>,
-    pub record: TokenRecord,
+    pub record: IdentityTokenRecord,
     pub limits: TokenLimits,
 }
 

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::directory::Directory;
 use crate::keys::VerifyingKey;
-use crate::sessions::{AccessTokenView, GrantSubject, SessionStore, StoreError};
+use crate::sessions::{AccessTokenView, SessionStore, StoreError};
 
 /// The JWT's header and claims, when `token` is shaped as one (not verified).
 fn jwt_parts(token: &str) -> Option<(Value, Value)> {
@@ -72,11 +72,10 @@ pub async fn resolve(
 
 /// Whether a JWT access token carries a valid signature of a published key of its client.
 fn signed_by_client(dir: &Directory, view: &AccessTokenView, token: &str, header: &Value) -> bool {
-    let (namespace, client_id) = match &view.grant {
-        GrantSubject::Code(c) => (&c.namespace, &c.client_id),
-        GrantSubject::Client(c) => (&c.namespace, &c.client_id),
+    let grant = &view.grant;
+    let Some(client) = dir.namespace(grant.namespace()).and_then(|v| v.clients.get(grant.client_id())) else {
+        return false;
     };
-    let Some(client) = dir.namespace(namespace).and_then(|v| v.clients.get(client_id)) else { return false };
     let kid = header.get("kid").and_then(Value::as_str).unwrap_or_default();
     client
         .key

@@ -14,6 +14,10 @@ use crate::api::ClientAuthMethod;
 use crate::directory::IssuedBy;
 use crate::sessions::GrantSubject;
 
+/// The methods a caller may authenticate with here: introspection tells what a token
+/// carries, so it is for confidential clients (resource servers) only.
+pub const AUTH_METHODS: [ClientAuthMethod; 2] = [ClientAuthMethod::ClientSecretBasic, ClientAuthMethod::ClientSecretPost];
+
 /// The introspection response for `token`.
 pub async fn introspect(
     ctx: Context<'_>,
@@ -21,7 +25,7 @@ pub async fn introspect(
     params: &HashMap<String, String>,
 ) -> Result<Value, OAuthError> {
     let presented = client_auth::presented(request, params)?;
-    if presented.method == ClientAuthMethod::None {
+    if !AUTH_METHODS.contains(&presented.method) {
         return Err(OAuthError::InvalidClient("introspection requires client authentication (RFC 7662 §2.1)".into()));
     }
     client_auth::authenticate(ctx.dir, ctx.provider, &presented)?;
@@ -31,9 +35,10 @@ pub async fn introspect(
     let refresh_first = params.get("token_type_hint").is_some_and(|h| h == "refresh_token");
     for kind in if refresh_first { [true, false] } else { [false, true] } {
         let found = if kind {
-            ctx.store.refresh_token(token, ctx.now).await.map_err(unavailable)?.map(|v| {
-                let (exp, iat) = (v.expires_at, v.issued_at);
-                (v.grant, v.scopes, exp, iat, None)
+            // A rotated token is no longer one to use, even within its reuse interval.
+            ctx.store.refresh_token(token, ctx.now).await.map_err(unavailable)?.filter(|v| !v.rotated).map(|v| {
+                let scopes = v.grant.scopes().to_vec();
+                (v.grant, scopes, v.expires_at, v.issued_at, None)
             })
         } else {
             access::resolve(ctx.dir, ctx.store, token, ctx.now)
@@ -62,11 +67,8 @@ fn describe(
     iat: i64,
     token_type: Option<&str>,
 ) -> Value {
-    let (namespace, provider, client_id) = match grant {
-        GrantSubject::Code(c) => (&c.namespace, &c.provider, &c.client_id),
-        GrantSubject::Client(c) => (&c.namespace, &c.provider, &c.client_id),
-    };
-    if *namespace != ctx.provider.namespace || *provider != ctx.provider.name {
+    let (namespace, client_id) = (grant.namespace(), grant.client_id());
+    if namespace != ctx.provider.namespace || grant.provider() != ctx.provider.name {
         return inactive();
     }
     let served = ctx

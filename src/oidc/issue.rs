@@ -29,8 +29,7 @@ pub struct TokenResponse {
 /// A new token handle of grant `grant_id`: 256 random bits, then the grant it belongs to, so
 /// a shared store finds its grant from the handle alone.
 pub fn handle(grant_id: &[u8; 32]) -> Result<String, OAuthError> {
-    let random = crate::sessions::new_token().map_err(|_| OAuthError::ServerError("no randomness".into()))?;
-    Ok(crate::sessions::redis::userinfo_token(&random, grant_id))
+    crate::sessions::new_handle(grant_id).map_err(|_| OAuthError::ServerError("no randomness".into()))
 }
 
 /// Seconds as the signed `i64` of a JWT's time claims.

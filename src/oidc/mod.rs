@@ -4,15 +4,18 @@
 //! Each endpoint is a function of its request, the directory snapshot, the token store and
 //! `now`; the HTTP edge in `server` only parses and answers.
 
+pub mod access;
 pub mod authorize;
 pub mod claims;
 pub mod client_auth;
 pub mod errors;
 pub mod grant;
+pub mod introspect;
 pub mod issue;
 pub mod pkce;
 pub mod redirect;
 pub mod request;
+pub mod revoke;
 pub mod token;
 pub mod userinfo;
 

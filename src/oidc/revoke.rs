@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use super::request::Request;
 use super::token::Context;
 use super::{OAuthError, access, client_auth, required};
-use crate::sessions::GrantSubject;
+use crate::sessions::{GrantBinding, GrantSubject};
 
 /// Revokes `token` if it is the presenting client's.
 pub async fn revoke(
@@ -20,13 +20,12 @@ pub async fn revoke(
     let client = client_auth::authenticate(ctx.dir, ctx.provider, &presented)?;
     let token = required(params, "token")?;
     let unavailable = |e| OAuthError::unavailable(&e);
-    let owned = |grant: &GrantSubject| {
-        let (ns, provider, client_id) = match grant {
-            GrantSubject::Code(c) => (&c.namespace, &c.provider, &c.client_id),
-            GrantSubject::Client(c) => (&c.namespace, &c.provider, &c.client_id),
-        };
-        *ns == ctx.provider.namespace && *provider == ctx.provider.name && *client_id == client.client_id
+    let binding = GrantBinding {
+        namespace: &ctx.provider.namespace,
+        provider: &ctx.provider.name,
+        client_id: &client.client_id,
     };
+    let owned = |grant: &GrantSubject| grant.bound_to(&binding);
     if let Some(view) = ctx.store.refresh_token(token, ctx.now).await.map_err(unavailable)? {
         if owned(&view.grant) {
             ctx.store.revoke_grant(token).await.map_err(unavailable)?;

@@ -5,12 +5,16 @@
 
 use std::collections::HashMap;
 
-use super::grant::{TokenRequest, authorization_code};
+use super::grant::{TokenRequest, authorization_code, client_credentials, refresh_token};
 use super::issue::{self, AccessClaims, IdTokenBinding, TokenResponse};
 use super::request::Request;
 use super::{OAuthError, client_auth};
+use crate::api::{AccessTokenFormat, GrantType};
 use crate::directory::{Directory, ResolvedClient, ResolvedProvider};
-use crate::sessions::{CodeBinding, RecordKind, SessionStore, StoreError, token_hash};
+use crate::sessions::{
+    AccessIssue, ClientGrant, CodeBinding, GrantBinding, GrantId, GrantSubject, Issue, RecordKind, RefreshIssue,
+    RefreshOutcome, SessionStore, StoreError, grant_of, new_grant_id, token_hash,
+};
 
 /// What every grant works with: one directory snapshot, the provider asked, the store, now.
 #[derive(Clone, Copy)]
@@ -39,6 +43,8 @@ pub async fn respond(
     }
     match token_request {
         TokenRequest::AuthorizationCode(r) => exchange_code(ctx, client, &r).await,
+        TokenRequest::RefreshToken(r) => refresh(ctx, client, &r).await,
+        TokenRequest::ClientCredentials(r) => client_credentials(ctx, client, &r).await,
     }
 }
 
@@ -51,7 +57,34 @@ fn store_error(kind: RecordKind, e: StoreError) -> OAuthError {
     }
 }
 
-/// The authorization code grant. A replayed code fails and revokes the tokens it issued.
+/// The access token a grant step stores: its handle, and what the store keeps of it.
+fn access_issue(client: &ResolvedClient, grant: &GrantId, scopes: Vec<String>, now: i64) -> Result<(String, AccessIssue), OAuthError> {
+    let handle = issue::handle(grant)?;
+    let access = AccessIssue {
+        hash: token_hash(&handle),
+        expires_at: now + issue::secs(client.access_token_ttl),
+        scopes,
+        jwt: client.access_token_format == AccessTokenFormat::Jwt,
+        issued_at: now,
+    };
+    Ok((handle, access))
+}
+
+/// A new refresh token of `grant`, expiring after the client's `refreshTokenTTL` unused and
+/// never after `family_expires_at`.
+fn refresh_issue(
+    client: &ResolvedClient,
+    grant: &GrantId,
+    family_expires_at: i64,
+    now: i64,
+) -> Result<(String, RefreshIssue), OAuthError> {
+    let handle = issue::handle(grant)?;
+    let expires_at = (now + issue::secs(client.refresh_token_ttl)).min(family_expires_at);
+    Ok((handle.clone(), RefreshIssue { hash: token_hash(&handle), expires_at, family_expires_at }))
+}
+
+/// The authorization code grant. A replayed code fails and revokes the tokens it issued; a
+/// client with the `refresh_token` grant gets the first refresh token of a new family.
 async fn exchange_code(
     ctx: Context<'_>,
     client: &ResolvedClient,
@@ -65,15 +98,22 @@ async fn exchange_code(
         redirect_uri: &r.redirect_uri,
         pkce: &r.pkce,
     };
-    // The access token's handle is made first so the store can issue it with the
-    // redemption, in one step; it names its grant, so a shared store finds it with the code.
-    let handle = issue::handle(&code_hash)?;
-    let expires_at = ctx.now + issue::secs(client.access_token_ttl);
+    // The tokens are made first so the store can issue them with the redemption, in one
+    // step; their handles name the grant (the code), so a shared store finds them with it.
+    let (handle, access) = access_issue(client, &code_hash, Vec::new(), ctx.now)?;
+    let refresh = match client.allows(GrantType::RefreshToken) {
+        true => {
+            let family_expires_at = ctx.now + issue::secs(client.refresh_token_max_ttl);
+            Some(refresh_issue(client, &code_hash, family_expires_at, ctx.now)?)
+        }
+        false => None,
+    };
+    let step = Issue { access, refresh: refresh.as_ref().map(|(_, r)| r.clone()) };
     let redemption = ctx
         .store
-        .redeem_code(&code_hash, &binding, ctx.now, (token_hash(&handle), expires_at))
+        .redeem_code(&code_hash, &binding, ctx.now, &step)
         .await
-        .map_err(|e| store_error(RecordKind::Userinfo, e))?;
+        .map_err(|e| store_error(RecordKind::AccessToken, e))?;
     let record = authorization_code::redeemed(redemption)?;
     let (subject, id_claims) = authorization_code::decide(ctx.dir, ctx.provider, &record, ctx.now)?;
     let audiences = [client.client_id.clone()];
@@ -82,7 +122,7 @@ async fn exchange_code(
         audiences: &audiences,
         scopes: &record.scopes,
         issued_at: ctx.now,
-        expires_at,
+        expires_at: step.access.expires_at,
     };
     let access_token = issue::access_token(ctx.provider, client, handle, &access_claims)?;
     let binding = IdTokenBinding {
@@ -97,7 +137,117 @@ async fn exchange_code(
         token_type: "Bearer",
         expires_in: client.access_token_ttl,
         id_token: Some(id_token),
-        refresh_token: None,
+        refresh_token: refresh.map(|(token, _)| token),
         scope: Some(record.scopes.join(" ")),
+    })
+}
+
+/// The refresh token grant: the grant must still hold (client, entity, assignments), then
+/// the store rotates the token in one step and the new tokens carry current claims.
+async fn refresh(
+    ctx: Context<'_>,
+    client: &ResolvedClient,
+    r: &refresh_token::RefreshRequest,
+) -> Result<TokenResponse, OAuthError> {
+    let invalid = || OAuthError::InvalidGrant("the refresh token is invalid, expired or revoked".into());
+    let view = ctx.store.refresh_token(&r.refresh_token, ctx.now).await.map_err(|e| store_error(RecordKind::RefreshToken, e))?;
+    let view = view.ok_or_else(invalid)?;
+    let GrantSubject::Code(code) = &view.grant else { return Err(invalid()) };
+    let decided = refresh_token::decide(ctx.dir, ctx.provider, client, code, r, ctx.now)?;
+    let grant = grant_of(&r.refresh_token).ok_or_else(invalid)?;
+    let narrowed = if decided.scopes == code.scopes { Vec::new() } else { decided.scopes.clone() };
+    let (handle, access) = access_issue(client, &grant, narrowed, ctx.now)?;
+    let (refresh_token, next) = refresh_issue(client, &grant, view.family_expires_at, ctx.now)?;
+    let step = Issue { access, refresh: Some(next) };
+    let binding =
+        GrantBinding { namespace: &ctx.provider.namespace, provider: &ctx.provider.name, client_id: &client.client_id };
+    let reuse = issue::secs(client.refresh_token_reuse_interval);
+    let outcome = ctx
+        .store
+        .refresh(&r.refresh_token, &binding, ctx.now, reuse, &step)
+        .await
+        .map_err(|e| store_error(RecordKind::RefreshToken, e))?;
+    match outcome {
+        RefreshOutcome::Rotated(_) => {}
+        RefreshOutcome::Reused { revoked } => {
+            tracing::warn!(client_id = %client.client_id, revoked, "a rotated refresh token was reused; its grant is revoked");
+            return Err(OAuthError::InvalidGrant(
+                "the refresh token was already used; every token of its grant is now revoked".into(),
+            ));
+        }
+        RefreshOutcome::WrongBinding => {
+            return Err(OAuthError::InvalidGrant("the refresh token was not issued to this client by this provider".into()));
+        }
+        RefreshOutcome::Unknown => return Err(invalid()),
+    }
+    let expires_at = step.access.expires_at.min(view.family_expires_at);
+    let audiences = [client.client_id.clone()];
+    let access_claims = AccessClaims {
+        subject: &decided.subject,
+        audiences: &audiences,
+        scopes: &decided.scopes,
+        issued_at: ctx.now,
+        expires_at,
+    };
+    let access_token = issue::access_token(ctx.provider, client, handle, &access_claims)?;
+    // OpenID Connect Core §12.2: an ID token with current claims when openid is kept.
+    let id_token = match decided.scopes.iter().any(|s| s == "openid") {
+        true => {
+            let binding = IdTokenBinding {
+                access_token: Some(&access_token),
+                auth_time: code.max_age_sent.then_some(code.auth_time),
+                ..IdTokenBinding::default()
+            };
+            Some(issue::id_token(ctx.provider, client, &decided.subject, decided.claims, &binding, ctx.now)?)
+        }
+        false => None,
+    };
+    Ok(TokenResponse {
+        access_token,
+        token_type: "Bearer",
+        expires_in: u64::try_from(expires_at - ctx.now).unwrap_or(0),
+        id_token,
+        refresh_token: Some(refresh_token),
+        scope: Some(decided.scopes.join(" ")),
+    })
+}
+
+/// The client credentials grant: a token for the client itself, in a grant of its own.
+async fn client_credentials(
+    ctx: Context<'_>,
+    client: &ResolvedClient,
+    r: &client_credentials::ClientCredentialsRequest,
+) -> Result<TokenResponse, OAuthError> {
+    let decided = client_credentials::decide(ctx.provider, client, r)?;
+    let id = new_grant_id().map_err(|_| OAuthError::ServerError("no randomness".into()))?;
+    let (handle, access) = access_issue(client, &id, Vec::new(), ctx.now)?;
+    let grant = ClientGrant {
+        namespace: ctx.provider.namespace.clone(),
+        provider: ctx.provider.name.clone(),
+        client_id: client.client_id.clone(),
+        client_name: client.name.clone(),
+        scopes: decided.scopes.clone(),
+        audiences: decided.audiences.clone(),
+        issued_at: ctx.now,
+    };
+    ctx.store
+        .insert_client_grant(id, grant, &access)
+        .await
+        .map_err(|e| store_error(RecordKind::AccessToken, e))?;
+    let access_claims = AccessClaims {
+        subject: &client.client_id,
+        audiences: &decided.audiences,
+        scopes: &decided.scopes,
+        issued_at: ctx.now,
+        expires_at: access.expires_at,
+    };
+    let access_token = issue::access_token(ctx.provider, client, handle, &access_claims)?;
+    Ok(TokenResponse {
+        access_token,
+        token_type: "Bearer",
+        expires_in: client.access_token_ttl,
+        id_token: None,
+        refresh_token: None,
+        scope: (!decided.scopes.is_empty()).then(|| decided.scopes.join(" ")),
     })
 }

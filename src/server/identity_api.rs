@@ -90,10 +90,8 @@ pub async fn login(state: &AppState, request: &Request<'_>) -> Response {
             r
         }
         Err(e) => {
+            // A store refusal is counted by the store itself.
             state.metrics.login(e.code());
-            if let login::LoginError::TemporarilyUnavailable(reason) = e {
-                state.metrics.store_refused(crate::sessions::RecordKind::AccessToken, reason);
-            }
             // The identityId is the caller's to choose (up to the body limit): cut it. The log
             // names the check that failed; the caller may see less (LoginError::hidden).
             tracing::info!(identity_id = %login::clip(identity_id), check = e.code(), reason = %e, "login refused");

@@ -36,6 +36,8 @@ pub async fn handle(
         ProviderEndpoint::Jwks => document(request, &provider.jwks_json, provider.jwks_max_age),
         ProviderEndpoint::Authorize => authorize(state, dir, provider, request).await,
         ProviderEndpoint::Token => token(state, dir, provider, request).await,
+        ProviderEndpoint::Introspect => introspect(state, dir, provider, request).await,
+        ProviderEndpoint::Revoke => revoke(state, dir, provider, request).await,
         ProviderEndpoint::Userinfo => {
             return match userinfo(state, dir, provider, request).await {
                 Ok(claims) => no_store(json_response(StatusCode::OK, serde_json::Value::Object(claims).to_string())),
@@ -120,10 +122,7 @@ async fn issue_code(
     match state.tokens.insert_code(token_hash(&code), record).await {
         Ok(()) => {}
         Err(e @ crate::sessions::StoreError::Unavailable) => return Err(OAuthError::unavailable(&e)),
-        Err(e) => {
-            state.metrics.store_refused(RecordKind::Code, e.reason());
-            return Err(OAuthError::store(RecordKind::Code, e));
-        }
+        Err(e) => return Err(OAuthError::store(RecordKind::Code, e)),
     }
     Ok(code)
 }
@@ -136,12 +135,35 @@ async fn token(
 ) -> Result<Response, OAuthError> {
     let params = request.form()?;
     let ctx = oidc::token::Context { dir, provider, store: &state.tokens, now: unix_now() };
-    let response = oidc::token::respond(ctx, request, &params).await.inspect_err(|e| {
-        if let Some((kind, reason)) = e.store_refusal() {
-            state.metrics.store_refused(kind, reason);
-        }
-    })?;
+    // A store refusal is counted by the store itself.
+    let response = oidc::token::respond(ctx, request, &params).await?;
     Ok(json_response(StatusCode::OK, serde_json::to_string(&response).unwrap_or_default()))
+}
+
+/// RFC 7662: the token's description, or `{"active": false}`.
+async fn introspect(
+    state: &AppState,
+    dir: &Directory,
+    provider: &ResolvedProvider,
+    request: &Request<'_>,
+) -> Result<Response, OAuthError> {
+    let params = request.form()?;
+    let ctx = oidc::token::Context { dir, provider, store: &state.tokens, now: unix_now() };
+    let answer = oidc::introspect::introspect(ctx, request, &params).await?;
+    Ok(json_response(StatusCode::OK, answer.to_string()))
+}
+
+/// RFC 7009: 200 with an empty body whether or not there was anything to revoke.
+async fn revoke(
+    state: &AppState,
+    dir: &Directory,
+    provider: &ResolvedProvider,
+    request: &Request<'_>,
+) -> Result<Response, OAuthError> {
+    let params = request.form()?;
+    let ctx = oidc::token::Context { dir, provider, store: &state.tokens, now: unix_now() };
+    oidc::revoke::revoke(ctx, request, &params).await?;
+    Ok(json_response(StatusCode::OK, String::new()))
 }
 
 /// The userinfo claims; its errors are answered with RFC 6750 §3's Bearer challenges

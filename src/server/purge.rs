@@ -1,6 +1,7 @@
-//! The background purge of the session store, run by every shell: expired and spent codes,
-//! access tokens and userinfo tokens are dropped so the store's size follows live use, and the
-//! ceiling (`--max-session-records`) is only ever reached by live records.
+//! The background purge of the session store, run by every shell: expired identity tokens,
+//! and grants (codes, refresh families, client grants) that expired or whose owners left,
+//! are dropped so the store's size follows live use, and the ceiling
+//! (`--max-session-records`) is only ever reached by live records.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +14,7 @@ use std::collections::BTreeMap;
 use crate::api::Kind;
 
 use crate::sessions::redis::{Owner, RedisStore};
-use crate::sessions::{CodeRecord, Liveness, SessionStore, TokenLimits, TokenRecord, UserinfoRecord};
+use crate::sessions::{GrantSubject, IdentityTokenRecord, Liveness, SessionStore, TokenLimits};
 
 /// Default seconds between two purges.
 pub const DEFAULT_INTERVAL: u64 = 10;
@@ -22,31 +23,38 @@ pub const DEFAULT_INTERVAL: u64 = 10;
 struct Snapshot<'a>(&'a Directory);
 
 impl Snapshot<'_> {
-    /// Whether a grant's identity still exists (the same incarnation) and its client is
-    /// still served by its provider.
-    fn grant_alive(&self, namespace: &str, provider: &str, client_id: &str, issuer: &IssuedBy<'_>) -> bool {
-        let served = match (self.0.provider(namespace, provider), self.0.namespace(namespace)) {
+    /// Whether a client is still served by its provider.
+    fn served(&self, namespace: &str, provider: &str, client_id: &str) -> bool {
+        match (self.0.provider(namespace, provider), self.0.namespace(namespace)) {
             (Some(p), Some(view)) => view.clients.get(client_id).is_some_and(|c| p.clients.contains(&c.name)),
             _ => false,
-        };
-        served && self.0.issuing_identity(issuer).is_some()
+        }
     }
 }
 
 impl Liveness for Snapshot<'_> {
-    fn token_limits(&self, r: &TokenRecord) -> Option<TokenLimits> {
+    fn token_limits(&self, r: &IdentityTokenRecord) -> Option<TokenLimits> {
         let issuer = IssuedBy { id: &r.identity_id, key: &r.identity, uid: &r.identity_uid };
         self.0.issuing_identity(&issuer).map(|i| i.limits)
     }
 
-    fn code_alive(&self, c: &CodeRecord) -> bool {
-        let issuer = IssuedBy { id: &c.identity_id, key: &c.identity, uid: &c.identity_uid };
-        self.grant_alive(&c.namespace, &c.provider, &c.client_id, &issuer)
-    }
-
-    fn userinfo_alive(&self, u: &UserinfoRecord) -> bool {
-        let issuer = IssuedBy { id: &u.identity_id, key: &u.identity, uid: &u.identity_uid };
-        self.grant_alive(&u.namespace, &u.provider, &u.client_id, &issuer)
+    /// A code grant lives while its identity (the same incarnation) exists and its client
+    /// is served by its provider; a client grant while its client (the same object) is.
+    fn grant_alive(&self, grant: &GrantSubject) -> bool {
+        if !self.served(grant.namespace(), grant.provider(), grant.client_id()) {
+            return false;
+        }
+        match grant {
+            GrantSubject::Code(c) => {
+                let issuer = IssuedBy { id: &c.identity_id, key: &c.identity, uid: &c.identity_uid };
+                self.0.issuing_identity(&issuer).is_some()
+            }
+            GrantSubject::Client(g) => self
+                .0
+                .namespace(&g.namespace)
+                .and_then(|v| v.clients.get(&g.client_id))
+                .is_some_and(|c| c.name == g.client_name),
+        }
     }
 }
 
@@ -73,10 +81,11 @@ fn owners(dir: &Directory) -> BTreeMap<(String, String), (Kind, String)> {
             out.insert((ns.clone(), suffix), (Kind::IdentityOidcAuth, i.key.name.clone()));
         }
         for c in view.clients.values() {
-            out.insert(
-                (ns.clone(), Owner::Client { client_id: &c.client_id }.suffix()),
-                (Kind::OidcClient, c.name.clone()),
-            );
+            // Every grant of the client is indexed under it; its own (client_credentials)
+            // grants under its quota's index too, which goes with it.
+            for owner in [Owner::Client { client_id: &c.client_id }, Owner::ClientGrants { client_id: &c.client_id }] {
+                out.insert((ns.clone(), owner.suffix()), (Kind::OidcClient, c.name.clone()));
+            }
         }
         for p in view.providers.values() {
             out.insert((ns.clone(), Owner::Provider { name: &p.name }.suffix()), (Kind::OidcProvider, p.name.clone()));

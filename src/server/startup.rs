@@ -184,7 +184,9 @@ pub enum StartError {
 /// The session store the flags ask for; a shared one is health-checked every second.
 fn session_store(args: &ServeArgs, metrics: &Arc<Metrics>) -> Result<SessionStore, StartError> {
     let store = &args.store;
-    let Some(url) = &store.session_store else { return Ok(SessionStore::memory_with(args.quotas())) };
+    let Some(url) = &store.session_store else {
+        return Ok(SessionStore::memory_counted(args.quotas(), Arc::clone(metrics)));
+    };
     let password = secret(
         "--session-store-password-file",
         store.session_store_password_file.as_ref(),

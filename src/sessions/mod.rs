@@ -1,19 +1,27 @@
-//! Identity access tokens, codes and userinfo tokens. [`TokenStore`] states their semantics
-//! and [`MemoryStore`] keeps them in one replica's memory; [`SessionStore`] is what the
-//! servers call, async, so that a shared (Redis-protocol) store can sit behind it when
-//! several replicas serve.
+//! Identity tokens (issued by login), authorization codes, and the grants the token endpoint
+//! issues OAuth access and refresh tokens under. [`TokenStore`] states their semantics and
+//! [`MemoryStore`] keeps them in one replica's memory; [`SessionStore`] is what the servers
+//! call, async, so that a shared (Redis-protocol) store can sit behind it when several
+//! replicas serve.
 //!
-//! Tokens are opaque (256 random bits) and stored only as their SHA-256. A token's limits are
-//! read from its identity's *current* spec at every use, so lowering an identity's TTLs or
-//! use limit applies to tokens already issued.
+//! Tokens are opaque (256 random bits) and stored only as their SHA-256. An identity token's
+//! limits are read from its identity's *current* spec at every use, so lowering an identity's
+//! TTLs or use limit applies to tokens already issued.
 
+mod grant;
+pub mod handle;
 mod memory;
 pub mod quota;
 pub mod redis;
 mod store;
 
+pub use grant::{
+    AccessIssue, AccessTokenView, ClientGrant, GrantBinding, GrantSubject, Issue, MAX_ROTATED_KEPT, RefreshIssue,
+    RefreshOutcome, RefreshView, TOKEN_OVERHEAD,
+};
+pub use handle::{GrantId, grant_of, new_grant_id, new_handle};
 pub use memory::MemoryStore;
-pub use quota::{Charge, DEFAULT_MAX_RECORDS, Quotas};
+pub use quota::{Charge, ChargeOwner, DEFAULT_MAX_RECORDS, Quotas};
 pub use store::SessionStore;
 
 use base64::Engine;
@@ -31,9 +39,10 @@ pub struct Alias {
     pub metadata: Box<[(String, String)]>,
 }
 
-/// What the store keeps per token (never the token itself).
+/// What the store keeps per identity token, the token a login issues (never the token
+/// itself).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct TokenRecord {
+pub struct IdentityTokenRecord {
     /// The IdentityOidcAuth that issued it.
     pub identity: ObjectKey,
     pub identity_id: String,
@@ -58,7 +67,7 @@ pub struct TokenLimits {
     pub num_uses_limit: u64,
 }
 
-impl TokenRecord {
+impl IdentityTokenRecord {
     /// When the token expires under `limits`: TTL after the last renewal, never past max TTL
     /// after login.
     pub fn expires_at(&self, limits: &TokenLimits) -> i64 {
@@ -122,41 +131,6 @@ pub struct CodeRecord {
     pub expires_at: i64,
 }
 
-/// An access token for the userinfo endpoint, issued by a code exchange.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct UserinfoRecord {
-    pub namespace: String,
-    pub provider: String,
-    pub client_id: String,
-    pub scopes: Vec<String>,
-    pub identity: ObjectKey,
-    pub identity_id: String,
-    #[serde(default)]
-    pub identity_uid: std::sync::Arc<str>,
-    pub alias: Alias,
-    pub expires_at: i64,
-    /// The code it came from, so a replayed code revokes it.
-    pub code_hash: [u8; 32],
-}
-
-impl UserinfoRecord {
-    /// The userinfo token a code's exchange issues, living until `expires_at`.
-    pub fn of(code: &CodeRecord, code_hash: [u8; 32], expires_at: i64) -> Self {
-        Self {
-            namespace: code.namespace.clone(),
-            provider: code.provider.clone(),
-            client_id: code.client_id.clone(),
-            scopes: code.scopes.clone(),
-            identity: code.identity.clone(),
-            identity_id: code.identity_id.clone(),
-            identity_uid: code.identity_uid.clone(),
-            alias: code.alias.clone(),
-            expires_at,
-            code_hash,
-        }
-    }
-}
-
 /// Whom a code was issued to, and the proof of the request it answers: checked before the
 /// code is spent (RFC 6749 §4.1.3, RFC 7636 §4.6), so a caller presenting it with another
 /// client, another `redirect_uri` or a wrong `code_verifier` (a stolen public client's code)
@@ -218,9 +192,8 @@ pub fn binding_text(namespace: &str, provider: &str, client_id: &str, redirect_u
 pub enum CodeRedemption {
     /// First use: the code is now spent.
     Fresh(Box<CodeRecord>),
-    /// Already spent: a replay. The code is now marked replayed, and the userinfo tokens it
-    /// issued are revoked (how many), including any a concurrent first redemption had not
-    /// stored yet: [`TokenStore::insert_userinfo`] refuses those.
+    /// Already spent: a replay. The code is now marked replayed, and every access and
+    /// refresh token its grant holds is revoked (how many).
     Replayed {
         revoked: usize,
     },
@@ -248,6 +221,10 @@ pub enum StoreError {
     /// The record's identity holds its quota (`--max-session-records-per-identity`).
     #[error("this identity holds its quota of {records} live session records")]
     IdentityQuota { records: usize },
+    /// The client's own grants (client_credentials) hold the quota an identity has
+    /// (`--max-session-records-per-identity`).
+    #[error("this client holds its quota of {records} live session records")]
+    ClientQuota { records: usize },
     /// One record would be larger than any record may be: the claims an identity's
     /// `claimMappings` pick from the external JWT are too large.
     #[error("the record would take {bytes} bytes; at most {limit} are kept per record (claimMappings picks too much)")]
@@ -267,8 +244,15 @@ pub enum StoreError {
 
 impl StoreError {
     /// The reasons a record can be refused for (what the refusal metric starts at zero).
-    pub const REFUSAL_REASONS: [&'static str; 6] =
-        ["records", "bytes", "namespace_quota", "identity_quota", "record_too_large", "maxmemory"];
+    pub const REFUSAL_REASONS: [&'static str; 7] =
+        ["records", "bytes", "namespace_quota", "identity_quota", "client_quota", "record_too_large", "maxmemory"];
+
+    /// Whether the store refused the record (a ceiling, a quota, its size, `maxmemory`),
+    /// rather than being unable to answer or the code being replayed: what the refusal
+    /// metric counts.
+    pub fn is_refusal(self) -> bool {
+        !matches!(self, Self::Unavailable | Self::CodeReplayed)
+    }
 
     /// Why a record was refused, as a bounded metrics label (never a tenant's name).
     pub fn reason(self) -> &'static str {
@@ -277,6 +261,7 @@ impl StoreError {
             Self::FullBytes { .. } => "bytes",
             Self::NamespaceQuota { .. } => "namespace_quota",
             Self::IdentityQuota { .. } => "identity_quota",
+            Self::ClientQuota { .. } => "client_quota",
             Self::RecordTooLarge { .. } => "record_too_large",
             Self::CodeReplayed => "code_replayed",
             Self::Unavailable => "unavailable",
@@ -290,60 +275,55 @@ pub fn alias_bytes(alias: &Alias) -> usize {
     alias.name.len() + alias.metadata.iter().map(|(k, v)| k.len() + v.len() + 48).sum::<usize>()
 }
 
-impl TokenRecord {
+impl IdentityTokenRecord {
     /// What the record costs the store: its namespace, identity and approximate bytes.
     pub fn charge(&self) -> Charge<'_> {
         let bytes =
             quota::RECORD_OVERHEAD + self.identity_id.len() + self.identity.name.len() + alias_bytes(&self.alias);
-        Charge { namespace: &self.identity.namespace, identity: &self.identity, bytes }
+        Charge {
+            namespace: &self.identity.namespace,
+            owner: ChargeOwner::Identity(&self.identity),
+            bytes,
+            kind: RecordKind::IdentityToken,
+        }
     }
 }
 
 impl CodeRecord {
     pub fn charge(&self) -> Charge<'_> {
-        let text = self.namespace.len()
-            + self.provider.len()
-            + self.client_id.len()
-            + self.redirect_uri.len()
-            + self.nonce.as_ref().map_or(0, String::len)
-            + self.scopes.iter().map(|s| s.len() + 24).sum::<usize>()
-            + self.challenge.as_ref().map_or(0, |(_, c)| c.len())
-            + self.identity_id.len()
-            + self.identity.name.len()
-            + alias_bytes(&self.alias);
-        Charge { namespace: &self.namespace, identity: &self.identity, bytes: quota::RECORD_OVERHEAD + text }
-    }
-}
-
-impl UserinfoRecord {
-    pub fn charge(&self) -> Charge<'_> {
-        let text = self.namespace.len()
-            + self.provider.len()
-            + self.client_id.len()
-            + self.scopes.iter().map(|s| s.len() + 24).sum::<usize>()
-            + self.identity_id.len()
-            + self.identity.name.len()
-            + alias_bytes(&self.alias);
-        Charge { namespace: &self.namespace, identity: &self.identity, bytes: quota::RECORD_OVERHEAD + text }
+        Charge {
+            namespace: &self.namespace,
+            owner: ChargeOwner::Identity(&self.identity),
+            bytes: quota::RECORD_OVERHEAD + grant::code_text_bytes(self),
+            kind: RecordKind::Code,
+        }
     }
 }
 
 /// Which kind of record a store call is about (a bounded metrics label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RecordKind {
-    AccessToken,
+    /// An identity token, issued by login.
+    IdentityToken,
     Code,
-    Userinfo,
+    /// An OAuth access token, issued by the token endpoint.
+    AccessToken,
+    RefreshToken,
+    /// A client_credentials grant.
+    ClientGrant,
 }
 
 impl RecordKind {
-    pub const ALL: [RecordKind; 3] = [Self::AccessToken, Self::Code, Self::Userinfo];
+    pub const ALL: [RecordKind; 5] =
+        [Self::IdentityToken, Self::Code, Self::AccessToken, Self::RefreshToken, Self::ClientGrant];
 
     pub fn label(self) -> &'static str {
         match self {
-            Self::AccessToken => "access_token",
+            Self::IdentityToken => "identity_token",
             Self::Code => "code",
-            Self::Userinfo => "userinfo",
+            Self::AccessToken => "access_token",
+            Self::RefreshToken => "refresh_token",
+            Self::ClientGrant => "client_grant",
         }
     }
 }
@@ -352,27 +332,26 @@ impl RecordKind {
 /// client or provider no longer exists is dropped within a purge interval.
 pub trait Liveness {
     /// The current limits of a token's identity; `None` when the identity is gone.
-    fn token_limits(&self, record: &TokenRecord) -> Option<TokenLimits>;
-    /// Whether a code's identity, client and provider all still exist.
-    fn code_alive(&self, record: &CodeRecord) -> bool;
-    /// Whether a userinfo token's identity, client and provider all still exist.
-    fn userinfo_alive(&self, record: &UserinfoRecord) -> bool;
+    fn token_limits(&self, record: &IdentityTokenRecord) -> Option<TokenLimits>;
+    /// Whether a grant's owners still exist: for a code grant its identity, client and
+    /// provider, for a client grant its client and provider (the client still served).
+    fn grant_alive(&self, grant: &GrantSubject) -> bool;
 }
 
 /// Token state. Every method is atomic with respect to the others.
 pub trait TokenStore: Send + Sync {
     /// Stores a new token's record, unless the store is full.
-    fn insert(&self, hash: [u8; 32], record: TokenRecord) -> Result<(), StoreError>;
+    fn insert(&self, hash: [u8; 32], record: IdentityTokenRecord) -> Result<(), StoreError>;
 
     /// Checks a token for one use and counts it: known, not expired, below its use limit.
     /// `limits` comes from the identity's current spec.
-    fn use_token(&self, hash: &[u8; 32], limits: &TokenLimits, now: i64) -> Result<TokenRecord, TokenError>;
+    fn use_token(&self, hash: &[u8; 32], limits: &TokenLimits, now: i64) -> Result<IdentityTokenRecord, TokenError>;
 
     /// Reads a token without counting a use.
-    fn peek(&self, hash: &[u8; 32], limits: &TokenLimits, now: i64) -> Result<TokenRecord, TokenError>;
+    fn peek(&self, hash: &[u8; 32], limits: &TokenLimits, now: i64) -> Result<IdentityTokenRecord, TokenError>;
 
     /// Restarts the TTL at `now` (capped by max TTL); returns the new record.
-    fn renew(&self, hash: &[u8; 32], limits: &TokenLimits, now: i64) -> Result<TokenRecord, TokenError>;
+    fn renew(&self, hash: &[u8; 32], limits: &TokenLimits, now: i64) -> Result<IdentityTokenRecord, TokenError>;
 
     /// Revokes one token; whether it existed.
     fn revoke(&self, hash: &[u8; 32]) -> bool;
@@ -380,24 +359,55 @@ pub trait TokenStore: Send + Sync {
     /// Revokes every token an identity issued (it was deleted or replaced); how many.
     fn revoke_identity(&self, identity: &ObjectKey, keep_identity_id: Option<&str>) -> usize;
 
-    /// Drops expired, spent and orphaned records: access tokens expired under the limits
-    /// `live` gives (None: identity gone), codes and userinfo tokens past their expiry or
-    /// whose identity, client or provider is gone. How many.
+    /// Drops expired, spent and orphaned records: identity tokens expired under the limits
+    /// `live` gives (None: identity gone); grants whose owners are gone, whose family
+    /// expired, or whose code and tokens all expired; expired access and refresh tokens. A
+    /// rotated refresh token is kept, as a mark, until its family expires (at most
+    /// [`MAX_ROTATED_KEPT`] per family), so that its reuse is still recognised; its charge
+    /// goes at its idle expiry. How many records.
     fn purge(&self, now: i64, live: &dyn Liveness) -> usize;
 
-    /// Stores a new authorization code, unless the store is full.
+    /// Stores a new authorization code (a grant not yet redeemed), unless the store is full.
     fn insert_code(&self, hash: [u8; 32], record: CodeRecord) -> Result<(), StoreError>;
 
-    /// Spends a code issued under `binding`: the first call gets it, later ones learn it was
-    /// replayed (and revoke its tokens); a code of another binding is left unspent.
-    fn redeem_code(&self, hash: &[u8; 32], binding: &CodeBinding<'_>, now: i64) -> CodeRedemption;
+    /// Spends a code issued under `binding` and stores what its first redemption issues: the
+    /// first call gets it, later ones learn it was replayed (and revoke every token of its
+    /// grant); a code of another binding is left unspent. The same redemption sent again
+    /// (its access token is already stored: a retry after a lost reply) gets `Fresh` again.
+    /// Refused at a ceiling, the code is spent and nothing is issued.
+    fn redeem_code(
+        &self,
+        hash: &[u8; 32],
+        binding: &CodeBinding<'_>,
+        now: i64,
+        issue: &Issue,
+    ) -> Result<CodeRedemption, StoreError>;
 
-    /// Stores a userinfo access token, unless the store is full or its code was replayed
-    /// since it was redeemed.
-    fn insert_userinfo(&self, hash: [u8; 32], record: UserinfoRecord) -> Result<(), StoreError>;
+    /// Stores a client_credentials grant with its access token.
+    fn insert_client_grant(&self, id: GrantId, grant: ClientGrant, access: &AccessIssue) -> Result<(), StoreError>;
 
-    /// A userinfo access token, if it exists and has not expired.
-    fn userinfo(&self, hash: &[u8; 32], now: i64) -> Option<UserinfoRecord>;
+    /// An access token, if it exists and has not expired.
+    fn access_token(&self, token: &str, now: i64) -> Option<AccessTokenView>;
+
+    /// A refresh token, if it exists and neither it nor its family has expired.
+    fn refresh_token(&self, token: &str, now: i64) -> Option<RefreshView>;
+
+    /// Refreshes: see [`SessionStore::refresh`].
+    fn refresh(
+        &self,
+        token: &str,
+        binding: &GrantBinding<'_>,
+        now: i64,
+        reuse_interval: i64,
+        issue: &Issue,
+    ) -> Result<RefreshOutcome, StoreError>;
+
+    /// Revokes one access token; whether it existed.
+    fn revoke_access(&self, token: &str) -> bool;
+
+    /// Revokes the grant a token of it names (an access or refresh token of it, rotated or
+    /// not), with all its tokens; whether it existed.
+    fn revoke_grant(&self, token: &str) -> bool;
 
     /// How many identity access tokens are stored.
     fn len(&self) -> usize;
@@ -418,8 +428,8 @@ mod tests {
         TokenLimits { ttl, max_ttl, num_uses_limit: uses }
     }
 
-    fn record() -> TokenRecord {
-        TokenRecord {
+    fn record() -> IdentityTokenRecord {
+        IdentityTokenRecord {
             identity: ObjectKey::new("ns", "id"),
             identity_id: "e1".into(),
             identity_uid: "".into(),
@@ -434,10 +444,10 @@ mod tests {
     fn ttl_and_max_ttl_arithmetic() {
         let r = record();
         assert_eq!(r.expires_at(&limits(100, 1000, 0)), 1100);
-        let renewed = TokenRecord { renewed_at: 1950, ..r.clone() };
+        let renewed = IdentityTokenRecord { renewed_at: 1950, ..r.clone() };
         assert_eq!(renewed.expires_at(&limits(100, 1000, 0)), 2000, "capped at max TTL from login");
         assert_eq!(r.uses_left(&limits(1, 1, 0)), None);
-        assert_eq!(TokenRecord { uses: 2, ..r }.uses_left(&limits(1, 1, 3)), Some(1));
+        assert_eq!(IdentityTokenRecord { uses: 2, ..r }.uses_left(&limits(1, 1, 3)), Some(1));
     }
 
     #[test]

@@ -71,8 +71,20 @@ impl Default for Quotas {
 #[derive(Clone, Copy, Debug)]
 pub struct Charge<'a> {
     pub namespace: &'a str,
-    pub identity: &'a ObjectKey,
+    pub owner: ChargeOwner<'a>,
     pub bytes: usize,
+    /// What kind of record it is (what a refusal is counted as).
+    pub kind: super::RecordKind,
+}
+
+/// Whose quota a record counts against besides its namespace's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChargeOwner<'a> {
+    /// The identity whose login (or consent) it comes from.
+    Identity(&'a ObjectKey),
+    /// An OidcClient acting as itself (client_credentials): the identity quota applies to
+    /// its own grants, so one client cannot fill its namespace's share alone.
+    Client { namespace: &'a str, name: &'a str },
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -100,6 +112,8 @@ pub struct Ledger {
     total: Usage,
     namespaces: HashMap<String, Usage>,
     identities: HashMap<ObjectKey, Usage>,
+    /// Clients' own grants, by the OidcClient's key.
+    clients: HashMap<ObjectKey, Usage>,
 }
 
 impl Ledger {
@@ -121,9 +135,20 @@ impl Ledger {
                 bytes: quotas.namespace_bytes,
             });
         }
-        let identity = self.identities.get(charge.identity).copied().unwrap_or_default();
-        if identity.records >= quotas.identity_records {
-            return Err(StoreError::IdentityQuota { records: quotas.identity_records });
+        let client_key;
+        let (owners, key) = match charge.owner {
+            ChargeOwner::Identity(key) => (&mut self.identities, key),
+            ChargeOwner::Client { namespace, name } => {
+                client_key = ObjectKey::new(namespace, name);
+                (&mut self.clients, &client_key)
+            }
+        };
+        let owner = owners.get(key).copied().unwrap_or_default();
+        if owner.records >= quotas.identity_records {
+            return Err(match charge.owner {
+                ChargeOwner::Identity(_) => StoreError::IdentityQuota { records: quotas.identity_records },
+                ChargeOwner::Client { .. } => StoreError::ClientQuota { records: quotas.identity_records },
+            });
         }
         self.total.add(charge.bytes);
         // Look up before inserting: the usual tenant is known, and its key is not copied.
@@ -133,10 +158,10 @@ impl Ledger {
                 self.namespaces.insert(charge.namespace.to_owned(), Usage { records: 1, bytes: charge.bytes });
             }
         }
-        match self.identities.get_mut(charge.identity) {
+        match owners.get_mut(key) {
             Some(u) => u.add(charge.bytes),
             None => {
-                self.identities.insert(charge.identity.clone(), Usage { records: 1, bytes: charge.bytes });
+                owners.insert(key.clone(), Usage { records: 1, bytes: charge.bytes });
             }
         }
         Ok(())
@@ -151,10 +176,18 @@ impl Ledger {
                 self.namespaces.remove(charge.namespace);
             }
         }
-        if let Some(u) = self.identities.get_mut(charge.identity) {
+        let client_key;
+        let (owners, key) = match charge.owner {
+            ChargeOwner::Identity(key) => (&mut self.identities, key),
+            ChargeOwner::Client { namespace, name } => {
+                client_key = ObjectKey::new(namespace, name);
+                (&mut self.clients, &client_key)
+            }
+        };
+        if let Some(u) = owners.get_mut(key) {
             u.sub(charge.bytes);
             if u.records == 0 {
-                self.identities.remove(charge.identity);
+                owners.remove(key);
             }
         }
     }
@@ -177,7 +210,7 @@ mod tests {
     use super::*;
 
     fn charge<'a>(ns: &'a str, id: &'a ObjectKey, bytes: usize) -> Charge<'a> {
-        Charge { namespace: ns, identity: id, bytes }
+        Charge { namespace: ns, owner: ChargeOwner::Identity(id), bytes, kind: crate::sessions::RecordKind::Code }
     }
 
     #[test]

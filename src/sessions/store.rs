@@ -2,13 +2,16 @@
 //! behind the same calls; the memory store answers at once. Every error of a shared store is
 //! [`StoreError::Unavailable`] / [`TokenError::Unavailable`], which every endpoint answers
 //! with 503 `temporarily_unavailable`: never a token or code that could not be checked.
+//! Each store counts the records it refuses (a ceiling, a quota, `maxmemory`) by kind and
+//! reason itself, so callers only answer them.
 
 use std::sync::Arc;
 
 use super::redis::RedisStore;
 use super::{
-    CodeBinding, CodeRecord, CodeRedemption, MemoryStore, StoreError, TokenError, TokenLimits, TokenRecord, TokenStore,
-    UserinfoRecord, token_hash,
+    AccessIssue, AccessTokenView, ClientGrant, CodeBinding, CodeRecord, CodeRedemption, GrantBinding, GrantId,
+    IdentityTokenRecord, Issue, MemoryStore, RefreshOutcome, RefreshView, StoreError, TokenError, TokenLimits,
+    TokenStore,
 };
 use crate::api::ObjectKey;
 
@@ -30,6 +33,11 @@ impl SessionStore {
     /// A memory store under `quotas`.
     pub fn memory_with(quotas: super::Quotas) -> Self {
         Self::Memory(Arc::new(MemoryStore::with_quotas(quotas)))
+    }
+
+    /// A server's memory store under `quotas`, counting its refusals in `metrics`.
+    pub fn memory_counted(quotas: super::Quotas, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        Self::Memory(Arc::new(MemoryStore::counted(quotas, metrics)))
     }
 
     /// The memory store, when that is where records live (purge, ceiling, bench figures).
@@ -58,10 +66,15 @@ impl SessionStore {
 
     /// Stores a new token's record; `expires_at` (unix seconds, under the identity's limits
     /// at login) is when a shared store drops it unless a use or renewal moves it.
-    pub async fn insert(&self, hash: [u8; 32], record: TokenRecord, expires_at: i64) -> Result<(), StoreError> {
+    pub async fn insert(&self, hash: [u8; 32], record: IdentityTokenRecord, expires_at: i64) -> Result<(), StoreError> {
         let alias = super::alias_bytes(&record.alias);
         if alias > super::quota::MAX_ALIAS_BYTES {
-            return Err(StoreError::RecordTooLarge { bytes: alias, limit: super::quota::MAX_ALIAS_BYTES });
+            let refused = StoreError::RecordTooLarge { bytes: alias, limit: super::quota::MAX_ALIAS_BYTES };
+            match self {
+                Self::Memory(m) => m.count_refusal(super::RecordKind::IdentityToken, refused),
+                Self::Redis(r) => r.count_refusal(super::RecordKind::IdentityToken, refused),
+            }
+            return Err(refused);
         }
         match self {
             Self::Memory(m) => m.insert(hash, record),
@@ -82,21 +95,36 @@ impl SessionStore {
         }
     }
 
-    pub async fn use_token(&self, hash: &[u8; 32], limits: &TokenLimits, now: i64) -> Result<TokenRecord, TokenError> {
+    pub async fn use_token(
+        &self,
+        hash: &[u8; 32],
+        limits: &TokenLimits,
+        now: i64,
+    ) -> Result<IdentityTokenRecord, TokenError> {
         match self {
             Self::Memory(m) => m.use_token(hash, limits, now),
             Self::Redis(r) => r.use_token(hash, "count", limits, now).await,
         }
     }
 
-    pub async fn peek(&self, hash: &[u8; 32], limits: &TokenLimits, now: i64) -> Result<TokenRecord, TokenError> {
+    pub async fn peek(
+        &self,
+        hash: &[u8; 32],
+        limits: &TokenLimits,
+        now: i64,
+    ) -> Result<IdentityTokenRecord, TokenError> {
         match self {
             Self::Memory(m) => m.peek(hash, limits, now),
             Self::Redis(r) => r.use_token(hash, "peek", limits, now).await,
         }
     }
 
-    pub async fn renew(&self, hash: &[u8; 32], limits: &TokenLimits, now: i64) -> Result<TokenRecord, TokenError> {
+    pub async fn renew(
+        &self,
+        hash: &[u8; 32],
+        limits: &TokenLimits,
+        now: i64,
+    ) -> Result<IdentityTokenRecord, TokenError> {
         match self {
             Self::Memory(m) => m.renew(hash, limits, now),
             Self::Redis(r) => r.use_token(hash, "renew", limits, now).await,
@@ -128,39 +156,92 @@ impl SessionStore {
         }
     }
 
-    /// Spends a code issued under `binding` and, on its first redemption, issues the
-    /// userinfo token `userinfo` (its hash, its expiry) with it, in one step: a replay at any
-    /// moment after revokes it, and a replay before refuses it (`Replayed`). The token is
-    /// handed out only if the exchange then succeeds; one that is not is never known to
-    /// anyone and expires.
+    /// Spends a code issued under `binding` and, on its first redemption, stores what it
+    /// issues (`issue`: the access token, and the refresh token that starts the grant's
+    /// family) in one step: a replay at any moment after revokes them all, and a replay
+    /// before gets `Replayed`. The tokens are handed out only if the exchange then succeeds;
+    /// ones that are not are never known to anyone and expire. Refused at a ceiling or
+    /// quota, nothing is issued (and the code is spent).
     pub async fn redeem_code(
         &self,
         hash: &[u8; 32],
         binding: &CodeBinding<'_>,
         now: i64,
-        userinfo: ([u8; 32], i64),
+        issue: &Issue,
     ) -> Result<CodeRedemption, StoreError> {
         match self {
-            Self::Memory(m) => {
-                let redemption = m.redeem_code(hash, binding, now);
-                if let CodeRedemption::Fresh(code) = &redemption {
-                    match m.insert_userinfo(userinfo.0, UserinfoRecord::of(code, *hash, userinfo.1)) {
-                        Ok(()) => {}
-                        Err(StoreError::CodeReplayed) => return Ok(CodeRedemption::Replayed { revoked: 0 }),
-                        Err(e) => return Err(e),
-                    }
-                }
-                Ok(redemption)
-            }
-            Self::Redis(r) => r.redeem_code(hash, binding, now, userinfo).await,
+            Self::Memory(m) => m.redeem_code(hash, binding, now, issue),
+            Self::Redis(r) => r.redeem_code(hash, binding, now, issue).await,
         }
     }
 
-    /// A userinfo token's record, if it exists and has not expired.
-    pub async fn userinfo(&self, token: &str, now: i64) -> Result<Option<UserinfoRecord>, StoreError> {
+    /// Stores a client_credentials grant (`id`: [`super::new_grant_id`]) with its access
+    /// token (a handle of `id`), charged to the client and its namespace.
+    pub async fn insert_client_grant(
+        &self,
+        id: GrantId,
+        grant: ClientGrant,
+        access: &AccessIssue,
+    ) -> Result<(), StoreError> {
         match self {
-            Self::Memory(m) => Ok(m.userinfo(&token_hash(token), now)),
-            Self::Redis(r) => r.userinfo(token, now).await,
+            Self::Memory(m) => m.insert_client_grant(id, grant, access),
+            Self::Redis(r) => r.insert_client_grant(id, grant, access).await,
+        }
+    }
+
+    /// An access token (opaque, or a JWT's `jti`), if it exists and has not expired.
+    pub async fn access_token(&self, token: &str, now: i64) -> Result<Option<AccessTokenView>, StoreError> {
+        match self {
+            Self::Memory(m) => Ok(m.access_token(token, now)),
+            Self::Redis(r) => r.access_token(token, now).await,
+        }
+    }
+
+    /// A refresh token, if it exists and neither it nor its family has expired (a rotated
+    /// one reads `rotated`).
+    pub async fn refresh_token(&self, token: &str, now: i64) -> Result<Option<RefreshView>, StoreError> {
+        match self {
+            Self::Memory(m) => Ok(m.refresh_token(token, now)),
+            Self::Redis(r) => r.refresh_token(token, now).await,
+        }
+    }
+
+    /// Refreshes with `token` for the client `binding` names, in one atomic step: a current
+    /// token is rotated (marked with `now`) and `issue` stored (the new refresh token keeps
+    /// the family's absolute expiry; the access token is capped by it); a rotated token
+    /// presented within `reuse_interval` seconds of its rotation issues again; later, it
+    /// revokes the whole grant (`Reused`). Two concurrent refreshes of one current token with
+    /// `reuse_interval` 0 get one `Rotated` and one `Reused`. Refused at a quota, nothing
+    /// changes.
+    pub async fn refresh(
+        &self,
+        token: &str,
+        binding: &GrantBinding<'_>,
+        now: i64,
+        reuse_interval: i64,
+        issue: &Issue,
+    ) -> Result<RefreshOutcome, StoreError> {
+        match self {
+            Self::Memory(m) => m.refresh(token, binding, now, reuse_interval, issue),
+            Self::Redis(r) => r.refresh(token, binding, now, reuse_interval, issue).await,
+        }
+    }
+
+    /// Revokes one access token; whether it existed.
+    pub async fn revoke_access(&self, token: &str) -> Result<bool, StoreError> {
+        match self {
+            Self::Memory(m) => Ok(m.revoke_access(token)),
+            Self::Redis(r) => r.revoke_access(token).await,
+        }
+    }
+
+    /// Revokes the whole grant `token` (one of its access or refresh tokens) belongs to, with
+    /// every token of it (RFC 7009 §2.1); whether it existed. A token that is not one of
+    /// the grant's (a forged handle naming it) revokes nothing.
+    pub async fn revoke_grant(&self, token: &str) -> Result<bool, StoreError> {
+        match self {
+            Self::Memory(m) => Ok(m.revoke_grant(token)),
+            Self::Redis(r) => r.revoke_grant(token).await,
         }
     }
 }

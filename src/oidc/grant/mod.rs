@@ -4,6 +4,8 @@
 //! check it may use the grant, decide, store, mint.
 
 pub mod authorization_code;
+pub mod client_credentials;
+pub mod refresh_token;
 
 use std::collections::HashMap;
 
@@ -14,6 +16,8 @@ use crate::api::GrantType;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TokenRequest {
     AuthorizationCode(authorization_code::CodeRequest),
+    RefreshToken(refresh_token::RefreshRequest),
+    ClientCredentials(client_credentials::ClientCredentialsRequest),
 }
 
 impl TokenRequest {
@@ -31,11 +35,10 @@ impl TokenRequest {
             GrantType::AuthorizationCode => {
                 authorization_code::CodeRequest::parse(params).map(TokenRequest::AuthorizationCode)
             }
-            other => Err(OAuthError::UnsupportedGrantType(format!(
-                "grant_type {} is not supported yet; supported: {}",
-                other.as_str(),
-                supported()
-            ))),
+            GrantType::RefreshToken => refresh_token::RefreshRequest::parse(params).map(TokenRequest::RefreshToken),
+            GrantType::ClientCredentials => {
+                client_credentials::ClientCredentialsRequest::parse(params).map(TokenRequest::ClientCredentials)
+            }
         }
     }
 
@@ -43,12 +46,14 @@ impl TokenRequest {
     pub fn grant(&self) -> GrantType {
         match self {
             Self::AuthorizationCode(_) => GrantType::AuthorizationCode,
+            Self::RefreshToken(_) => GrantType::RefreshToken,
+            Self::ClientCredentials(_) => GrantType::ClientCredentials,
         }
     }
 }
 
 /// The grants this server implements, as discovery lists them.
-pub const SUPPORTED: [GrantType; 1] = [GrantType::AuthorizationCode];
+pub const SUPPORTED: [GrantType; 3] = GrantType::ALL;
 
 fn supported() -> String {
     SUPPORTED.iter().map(|g| g.as_str()).collect::<Vec<_>>().join(", ")

@@ -3,20 +3,24 @@
 //! `docs/session-store.md`; in short:
 //!
 //! - one Redis hash per record, its key named by the record's SHA-256 (never the token):
-//!   `P:{<hash>}:tok` for an identity access token, `P:{<code hash>}:grant` for a code and
-//!   the userinfo tokens it issued (fields `u:<hash>`). The `{...}` hash tag keeps each key
-//!   on one Cluster slot, and every script touches that one key, so each operation is atomic
-//!   across replicas: a code is spent once, a use limit counts exactly, a replay deletes the
-//!   userinfo tokens of its code and refuses the one a concurrent exchange is about to store;
-//! - a userinfo token is `<random>.<base64url(SHA-256(code))>`: its suffix names its grant;
+//!   `P:{<hash>}:tok` for an identity token, `P:{<grant id>}:grant` for a grant (a code and
+//!   the refresh family it starts, or a client_credentials grant) and every access and
+//!   refresh token issued under it (fields `u:<hash>`, `r:<hash>`, see `grant_scripts.rs`).
+//!   The `{...}` hash tag keeps each key on one Cluster slot, and every script touches that
+//!   one key, so each operation is atomic across replicas: a code is spent once, a use limit
+//!   counts exactly, a refresh token rotates once, a replay or reuse deletes the grant;
+//! - an OAuth token is `<random>.<base64url(grant id)>` ([`crate::sessions::handle`]): its
+//!   suffix names its grant;
 //! - expiry is Redis's (`PEXPIREAT`): a token at its max TTL, a code at its expiry, a grant
-//!   at its last userinfo token's;
+//!   at its last token's, never past its refresh family's absolute expiry;
 //! - everything stored grants; nothing stored denies. A store that lost its data therefore
 //!   makes old tokens and codes unknown, never valid;
 //! - every call has a deadline; any failure is [`StoreError::Unavailable`], which the
 //!   endpoints answer with 503 `temporarily_unavailable`.
 
 mod diagnose;
+mod grant_scripts;
+mod grants;
 mod scripts;
 mod sentinel;
 mod tenants;
@@ -26,16 +30,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use base64::Engine;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, FromRedisValue, Value};
 
-use super::{
-    CodeBinding, CodeRecord, CodeRedemption, StoreError, TokenError, TokenLimits, TokenRecord, UserinfoRecord,
-};
+use super::{IdentityTokenRecord, StoreError, TokenError, TokenLimits};
 use crate::metrics::Metrics;
-use scripts::{GRANT_PUT, GRANT_REDEEM, Lua, Scripts, TOK_PUT, TOK_USE};
+use scripts::{Lua, Scripts, TOK_PUT, TOK_USE};
 use sentinel::{NodeSettings, SentinelConn};
 pub use tenants::Owner;
 
@@ -189,17 +190,6 @@ fn hex(hash: &[u8; 32]) -> String {
         text.push(char::from(DIGITS[usize::from(b & 0x0f)]));
     }
     text
-}
-
-/// The suffix a userinfo token carries: the grant it belongs to.
-pub fn userinfo_token(random: &str, code_hash: &[u8; 32]) -> String {
-    format!("{random}.{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(code_hash))
-}
-
-/// The code hash a userinfo token names, if it is well formed.
-fn grant_of(token_suffix: &str) -> Option<[u8; 32]> {
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token_suffix).ok()?;
-    bytes.try_into().ok()
 }
 
 fn int(v: &Value) -> Option<i64> {
@@ -365,14 +355,18 @@ impl RedisStore {
         let scripts = Scripts {
             tok_put: Lua::new(TOK_PUT),
             tok_use: Lua::new(TOK_USE),
-            grant_put: Lua::new(GRANT_PUT),
-            grant_redeem: Lua::new(GRANT_REDEEM),
+            grant_put: Lua::new(grant_scripts::GRANT_PUT),
+            grant_redeem: Lua::new(grant_scripts::GRANT_REDEEM),
+            grant_undo: Lua::new(grant_scripts::GRANT_UNDO),
+            client_grant_put: Lua::new(grant_scripts::CLIENT_GRANT_PUT),
+            grant_refresh: Lua::new(grant_scripts::GRANT_REFRESH),
+            access_revoke: Lua::new(grant_scripts::ACCESS_REVOKE),
+            grant_revoke: Lua::new(grant_scripts::GRANT_REVOKE),
             quota_add: Lua::new(scripts::QUOTA_ADD),
             index_drop: Lua::new(scripts::INDEX_DROP),
             index_bump: Lua::new(scripts::INDEX_BUMP),
             index_remove: Lua::new(scripts::INDEX_REMOVE),
             tok_take: Lua::new(scripts::TOK_TAKE),
-            grant_undo: Lua::new(scripts::GRANT_UNDO),
         };
         Ok(Arc::new(Self {
             conn,
@@ -456,6 +450,22 @@ impl RedisStore {
         }
     }
 
+    /// Counts `result`'s refusal (a quota, `maxmemory`) of a record of `kind`, and passes
+    /// it on: the store counts its own refusals, so no caller has to.
+    fn counted<T>(&self, kind: crate::sessions::RecordKind, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        if let Err(e) = &result {
+            self.count_refusal(kind, *e);
+        }
+        result
+    }
+
+    /// Counts a refusal of a record of `kind`.
+    pub fn count_refusal(&self, kind: crate::sessions::RecordKind, e: StoreError) {
+        if e.is_refusal() {
+            self.metrics.store_refused(kind, e.reason());
+        }
+    }
+
     /// Whether the last health check got an answer.
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
@@ -504,13 +514,14 @@ impl RedisStore {
         }
     }
 
-    pub async fn insert(&self, hash: [u8; 32], record: TokenRecord, expires_at: i64) -> Result<(), StoreError> {
+    pub async fn insert(&self, hash: [u8; 32], record: IdentityTokenRecord, expires_at: i64) -> Result<(), StoreError> {
         let key = self.key(&hash, "tok");
         let owner = Owner::Identity { name: &record.identity.name, uid: &record.identity_uid, id: &record.identity_id };
         self.charge(&key, &record.charge(), &[owner], expires_at).await?;
         let json = serde_json::to_string(&record).map_err(|_| StoreError::Unavailable)?;
         let args = [json, record.issued_at.to_string(), ms(expires_at)];
-        self.run_script::<i64>("token_put", &self.scripts.tok_put, &key, &args).await.map(drop)
+        let put = self.run_script::<i64>("token_put", &self.scripts.tok_put, &key, &args).await.map(drop);
+        self.counted(crate::sessions::RecordKind::IdentityToken, put)
     }
 
     pub async fn use_token(
@@ -519,7 +530,7 @@ impl RedisStore {
         mode: &'static str,
         limits: &TokenLimits,
         now: i64,
-    ) -> Result<TokenRecord, TokenError> {
+    ) -> Result<IdentityTokenRecord, TokenError> {
         let args = [
             mode.to_owned(),
             now.to_string(),
@@ -541,7 +552,7 @@ impl RedisStore {
             Some(1) => Err(TokenError::Expired),
             Some(2) => Err(TokenError::UsesExhausted),
             Some(3) if reply.len() == 5 => {
-                let mut record: TokenRecord = json_at(&reply, 1).ok_or(TokenError::Unavailable)?;
+                let mut record: IdentityTokenRecord = json_at(&reply, 1).ok_or(TokenError::Unavailable)?;
                 record.issued_at = int(&reply[2]).ok_or(TokenError::Unavailable)?;
                 record.renewed_at = int(&reply[3]).ok_or(TokenError::Unavailable)?;
                 record.uses = int(&reply[4]).and_then(|n| u64::try_from(n).ok()).ok_or(TokenError::Unavailable)?;
@@ -570,7 +581,7 @@ impl RedisStore {
         let key = self.key(hash, "tok");
         let taken: Option<String> = self.run_script("token_revoke", &self.scripts.tok_take, &key, &[]).await?;
         let Some(json) = taken else { return Ok(false) };
-        if let Ok(record) = serde_json::from_str::<TokenRecord>(&json) {
+        if let Ok(record) = serde_json::from_str::<IdentityTokenRecord>(&json) {
             let owner =
                 Owner::Identity { name: &record.identity.name, uid: &record.identity_uid, id: &record.identity_id };
             // The token is gone either way; a charge left behind only holds room until its
@@ -581,89 +592,6 @@ impl RedisStore {
         }
         Ok(true)
     }
-
-    pub async fn insert_code(&self, hash: [u8; 32], record: CodeRecord) -> Result<(), StoreError> {
-        let binding = super::binding_text(
-            &record.namespace,
-            &record.provider,
-            &record.client_id,
-            &record.redirect_uri,
-            &record.pkce_binding(),
-        );
-        let expires_at = record.expires_at;
-        let key = self.key(&hash, "grant");
-        self.charge(&key, &record.charge(), &grant_owners(&record), expires_at).await?;
-        let json = serde_json::to_string(&record).map_err(|_| StoreError::Unavailable)?;
-        let args = [json, binding, expires_at.to_string(), ms(expires_at)];
-        self.run_script::<i64>("code_put", &self.scripts.grant_put, &key, &args).await.map(drop)
-    }
-
-    pub async fn redeem_code(
-        &self,
-        hash: &[u8; 32],
-        binding: &CodeBinding<'_>,
-        now: i64,
-        userinfo: ([u8; 32], i64),
-    ) -> Result<CodeRedemption, StoreError> {
-        let mut texts = binding.texts().into_iter();
-        let first = texts.next().unwrap_or_default();
-        // The second PKCE answer (a verifier answers S256 or plain, whichever the code has).
-        let second = texts.next().unwrap_or_else(|| first.clone());
-        let args =
-            [first, now.to_string(), format!("u:{}", hex(&userinfo.0)), userinfo.1.to_string(), ms(userinfo.1), second];
-        let reply: Vec<Value> =
-            self.run_script("code_redeem", &self.scripts.grant_redeem, &self.key(hash, "grant"), &args).await?;
-        match reply.first().and_then(int) {
-            Some(0) => Ok(CodeRedemption::Unknown),
-            Some(1) => Ok(CodeRedemption::WrongBinding),
-            Some(2) => Ok(CodeRedemption::Replayed {
-                revoked: reply.get(1).and_then(int).and_then(|n| usize::try_from(n).ok()).unwrap_or(0),
-            }),
-            Some(3) => {
-                let record: CodeRecord = json_at(&reply, 1).ok_or(StoreError::Unavailable)?;
-                // The userinfo token it issued is charged to the same owners until its
-                // expiry; refused at a quota, it is never handed out.
-                let token = UserinfoRecord::of(&record, *hash, userinfo.1);
-                let key = self.key(hash, "grant");
-                let member = format!("{key}|u");
-                if let Err(e) = self.charge(&member, &token.charge(), &grant_owners(&record), userinfo.1).await {
-                    // Refused (or not answered): the token is never handed out, and must not
-                    // keep the grant alive uncharged until its expiry.
-                    let field = [format!("u:{}", hex(&userinfo.0))];
-                    let undone = self.run_script::<i64>("code_undo", &self.scripts.grant_undo, &key, &field).await;
-                    if undone.is_err() {
-                        tracing::warn!("a refused userinfo token's grant stays until its expiry");
-                    }
-                    return Err(e);
-                }
-                Ok(CodeRedemption::Fresh(Box::new(record)))
-            }
-            _ => Err(StoreError::Unavailable),
-        }
-    }
-
-    /// A userinfo token's record, from its grant (the token's suffix names it): its expiry
-    /// is the token's field, the rest is the code's.
-    pub async fn userinfo(&self, token: &str, now: i64) -> Result<Option<UserinfoRecord>, StoreError> {
-        let Some(code_hash) = token.rsplit_once('.').and_then(|(_, suffix)| grant_of(suffix)) else {
-            return Ok(None);
-        };
-        let mut cmd = redis::cmd("HMGET");
-        cmd.arg(self.key(&code_hash, "grant")).arg(format!("u:{}", hex(&super::token_hash(token)))).arg("d");
-        let (expires_at, code): (Option<i64>, Option<String>) = self.run("userinfo_get", &cmd).await?;
-        let (Some(expires_at), Some(code)) = (expires_at, code) else { return Ok(None) };
-        let code: CodeRecord = serde_json::from_str(&code).map_err(|_| StoreError::Unavailable)?;
-        Ok((now < expires_at).then(|| UserinfoRecord::of(&code, code_hash, expires_at)))
-    }
-}
-
-/// The owners a grant (a code and the userinfo token it issues) is charged to.
-fn grant_owners(code: &CodeRecord) -> [Owner<'_>; 3] {
-    [
-        Owner::Identity { name: &code.identity.name, uid: &code.identity_uid, id: &code.identity_id },
-        Owner::Client { client_id: &code.client_id },
-        Owner::Provider { name: &code.provider },
-    ]
 }
 
 /// Whether Redis refused a write at its `maxmemory` (`-OOM ...`, also when a script's write
@@ -686,16 +614,6 @@ fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn userinfo_tokens_name_their_grant() {
-        let hash = super::super::token_hash("a code");
-        let token = userinfo_token("random", &hash);
-        let (_, suffix) = token.rsplit_once('.').unwrap();
-        assert_eq!(grant_of(suffix), Some(hash));
-        assert_eq!(grant_of("not base64!"), None);
-        assert_eq!(grant_of("c2hvcnQ"), None, "a suffix of another length names no grant");
-    }
 
     #[test]
     fn urls_never_show_credentials() {

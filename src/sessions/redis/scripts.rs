@@ -49,43 +49,6 @@ if ARGV[1] ~= 'peek' then
 end
 return {3, v[1], v[2], tostring(t), tostring(n)}";
 
-/// `KEYS[1]` = grant; `ARGV` = code JSON, binding, expires_at, expiry (unix ms).
-pub(super) const GRANT_PUT: &str = r"
-redis.call('HSET', KEYS[1], 'd', ARGV[1], 'b', ARGV[2], 'e', ARGV[3], 's', 0)
-redis.call('PEXPIREAT', KEYS[1], ARGV[4])
-return 1";
-
-/// `KEYS[1]` = grant; `ARGV` = binding, now, userinfo field `u:<hash>`, its expiry (unix
-/// seconds), the same in unix ms, a second binding (the verifier's other PKCE answer). A
-/// binding names the client, the `redirect_uri` and the PKCE proof, so a redemption that
-/// fails any of them leaves the code unspent. Returns `{0}` unknown (or expired: spent all the same),
-/// `{1}` another client's code (left unspent), `{2, revoked}` a replay (its userinfo tokens
-/// deleted first, so even a store out of memory revokes them; then marked), or `{3, code}`
-/// the first redemption, which issues the userinfo token in the same step. The same exchange
-/// sent again (a client retry after a lost reply: its own userinfo field is there) gets its
-/// first answer again, not a replay.
-pub(super) const GRANT_REDEEM: &str = r"
-local v = redis.call('HMGET', KEYS[1], 'b', 's', 'e', 'd')
-if not v[1] then return {0} end
-if v[1] ~= ARGV[1] and v[1] ~= ARGV[6] then return {1} end
-if v[2] ~= '0' then
-  if v[2] == '1' and redis.call('HEXISTS', KEYS[1], ARGV[3]) == 1 then return {3, v[4]} end
-  local n = 0
-  for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
-    if string.sub(f, 1, 2) == 'u:' then
-      redis.call('HDEL', KEYS[1], f)
-      n = n + 1
-    end
-  end
-  redis.call('HSET', KEYS[1], 's', 2)
-  return {2, n}
-end
-redis.call('HSET', KEYS[1], 's', 1)
-if tonumber(ARGV[2]) >= tonumber(v[3]) then return {0} end
-redis.call('HSET', KEYS[1], ARGV[3], ARGV[4])
-redis.call('PEXPIREAT', KEYS[1], ARGV[5], 'GT')
-return {3, v[4]}";
-
 /// `KEYS` = the namespace's index, the namespace's byte count, the identity's index, then
 /// any further indexes the record belongs to (its client's, its provider's), all in the
 /// namespace's slot (`{t:<namespace>}`); `ARGV` = unused, member (`<bytes>|<record
@@ -151,15 +114,16 @@ end
 return 0";
 
 /// `KEYS` = the namespace's index, its byte count, then the owners' indexes; `ARGV` =
-/// member. Gives a revoked record's charge back.
+/// members. Gives revoked records' charges back.
 pub(super) const INDEX_REMOVE: &str = r"
-local m = ARGV[1]
-if redis.call('ZREM', KEYS[1], m) == 1 then
-  if redis.call('DECRBY', KEYS[2], tonumber(string.match(m, '^(%d+)|')) or 0) < 0 then
-    redis.call('SET', KEYS[2], 0, 'KEEPTTL')
+for _, m in ipairs(ARGV) do
+  if redis.call('ZREM', KEYS[1], m) == 1 then
+    if redis.call('DECRBY', KEYS[2], tonumber(string.match(m, '^(%d+)|')) or 0) < 0 then
+      redis.call('SET', KEYS[2], 0, 'KEEPTTL')
+    end
   end
+  for i = 3, #KEYS do redis.call('ZREM', KEYS[i], m) end
 end
-for i = 3, #KEYS do redis.call('ZREM', KEYS[i], m) end
 return 0";
 
 /// `KEYS[1]` = token. Deletes it, returning its record (nil when there was none).
@@ -167,15 +131,6 @@ pub(super) const TOK_TAKE: &str = r"
 local d = redis.call('HGET', KEYS[1], 'd')
 redis.call('DEL', KEYS[1])
 return d";
-
-/// `KEYS[1]` = grant; `ARGV[1]` = a userinfo field `u:<hash>`. Takes back a first
-/// redemption's userinfo token whose quota charge was refused: the field goes and the
-/// grant expires with its (spent) code again, so nothing outlives its charge.
-pub(super) const GRANT_UNDO: &str = r"
-redis.call('HDEL', KEYS[1], ARGV[1])
-local e = redis.call('HGET', KEYS[1], 'e')
-if e then redis.call('PEXPIREAT', KEYS[1], string.format('%d', tonumber(e) * 1000)) end
-return 0";
 
 /// A Lua script and its SHA-1, for `EVALSHA` (with `EVAL` when a node has not seen it).
 pub(super) struct Lua {
@@ -209,10 +164,14 @@ pub(super) struct Scripts {
     pub(super) tok_use: Lua,
     pub(super) grant_put: Lua,
     pub(super) grant_redeem: Lua,
+    pub(super) grant_undo: Lua,
+    pub(super) client_grant_put: Lua,
+    pub(super) grant_refresh: Lua,
+    pub(super) access_revoke: Lua,
+    pub(super) grant_revoke: Lua,
     pub(super) quota_add: Lua,
     pub(super) index_drop: Lua,
     pub(super) index_bump: Lua,
     pub(super) index_remove: Lua,
     pub(super) tok_take: Lua,
-    pub(super) grant_undo: Lua,
 }

@@ -22,7 +22,13 @@ pub enum Owner<'a> {
         uid: &'a str,
         id: &'a str,
     },
+    /// Every record issued to a client: its users' grants and its own.
     Client {
+        client_id: &'a str,
+    },
+    /// A client's own grants (client_credentials): what its quota counts, as an identity's
+    /// counts its logins and consents.
+    ClientGrants {
         client_id: &'a str,
     },
     Provider {
@@ -36,6 +42,7 @@ impl Owner<'_> {
         match self {
             Self::Identity { name, uid, id } => format!("i:{}", serde_json::json!([name, uid, id])),
             Self::Client { client_id } => format!("c:{}", serde_json::json!([client_id])),
+            Self::ClientGrants { client_id } => format!("cs:{}", serde_json::json!([client_id])),
             Self::Provider { name } => format!("p:{}", serde_json::json!([name])),
         }
     }
@@ -64,6 +71,17 @@ impl RedisStore {
         owners: &[Owner<'_>],
         expires_at: i64,
     ) -> Result<(), StoreError> {
+        let refused = self.charge_once(record_key, charge, owners, expires_at).await;
+        self.counted(charge.kind, refused)
+    }
+
+    async fn charge_once(
+        &self,
+        record_key: &str,
+        charge: &Charge<'_>,
+        owners: &[Owner<'_>],
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
         if charge.bytes > crate::sessions::quota::MAX_RECORD_BYTES {
             return Err(StoreError::RecordTooLarge {
                 bytes: charge.bytes,
@@ -84,7 +102,10 @@ impl RedisStore {
         match self.run_script_on::<i64>("quota_add", &self.scripts.quota_add, &keys, &args).await? {
             0 => Ok(()),
             1 => Err(StoreError::NamespaceQuota { records: q.namespace_records, bytes: q.namespace_bytes }),
-            _ => Err(StoreError::IdentityQuota { records: q.identity_records }),
+            _ => Err(match charge.owner {
+                crate::sessions::ChargeOwner::Identity(_) => StoreError::IdentityQuota { records: q.identity_records },
+                crate::sessions::ChargeOwner::Client { .. } => StoreError::ClientQuota { records: q.identity_records },
+            }),
         }
     }
 
@@ -109,9 +130,21 @@ impl RedisStore {
         charge: &Charge<'_>,
         owners: &[Owner<'_>],
     ) -> Result<(), StoreError> {
-        let keys = self.charge_keys(charge.namespace, owners);
-        let args = [member(charge.bytes, record_key)];
-        self.run_script_on::<i64>("index_remove", &self.scripts.index_remove, &keys, &args).await.map(drop)
+        self.uncharge_members(charge.namespace, owners, vec![member(charge.bytes, record_key)]).await
+    }
+
+    /// Gives back the charges of `members` (see [`member`]) of one namespace and owners.
+    pub(super) async fn uncharge_members(
+        &self,
+        namespace: &str,
+        owners: &[Owner<'_>],
+        members: Vec<String>,
+    ) -> Result<(), StoreError> {
+        if members.is_empty() {
+            return Ok(());
+        }
+        let keys = self.charge_keys(namespace, owners);
+        self.run_script_on::<i64>("index_remove", &self.scripts.index_remove, &keys, &members).await.map(drop)
     }
 
     /// Deletes every record an owner holds, and its index; how many records. Called when
@@ -143,8 +176,9 @@ impl RedisStore {
 const DROP_PAGE: usize = 1000;
 
 /// An index member: the record's bytes (given back when it leaves) and its key, with a
-/// `|<part>` when one key holds several charged records (a grant's userinfo token).
-fn member(bytes: usize, record_key: &str) -> String {
+/// `|<part>` when one key holds several charged records (a grant's access and refresh
+/// tokens).
+pub(super) fn member(bytes: usize, record_key: &str) -> String {
     format!("{bytes}|{record_key}")
 }
 
@@ -158,6 +192,7 @@ mod tests {
         let b = Owner::Identity { name: "a:b", uid: "c", id: "d" }.suffix();
         assert_ne!(a, b);
         assert_ne!(Owner::Client { client_id: "x" }.suffix(), Owner::Provider { name: "x" }.suffix());
+        assert_ne!(Owner::Client { client_id: "x" }.suffix(), Owner::ClientGrants { client_id: "x" }.suffix());
         assert_eq!(member(12, "p:{ab}:tok"), "12|p:{ab}:tok");
     }
 }

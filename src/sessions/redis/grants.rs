@@ -1,0 +1,450 @@
+//! Grants in Redis: one hash per grant (`P:{<grant id>}:grant`) holding the code or the
+//! client grant and every access and refresh token issued under it, so each step is one
+//! script on one key (one Cluster slot) and a family's revocation is one `DEL`. The quota
+//! charges live in the namespace's slot: each step charges first (or, for a redemption,
+//! right after, undoing the step when refused), so nothing is stored uncharged.
+
+use redis::Value;
+
+use super::tenants::member;
+use super::{Owner, RedisStore, hex, int, json_at, ms, text};
+use crate::sessions::{
+    AccessIssue, AccessTokenView, Charge, ClientGrant, CodeBinding, CodeRecord, CodeRedemption, GrantBinding, GrantId,
+    GrantSubject, Issue, MAX_ROTATED_KEPT, RecordKind, RefreshOutcome, RefreshView, StoreError, grant_of, token_hash,
+};
+
+/// The owners a grant's records are charged to, and indexed under (so each goes with them).
+fn owners(subject: &GrantSubject) -> [Owner<'_>; 3] {
+    match subject {
+        GrantSubject::Code(code) => [
+            Owner::Identity { name: &code.identity.name, uid: &code.identity_uid, id: &code.identity_id },
+            Owner::Client { client_id: &code.client_id },
+            Owner::Provider { name: &code.provider },
+        ],
+        GrantSubject::Client(grant) => [
+            Owner::ClientGrants { client_id: &grant.client_id },
+            Owner::Client { client_id: &grant.client_id },
+            Owner::Provider { name: &grant.provider },
+        ],
+    }
+}
+
+/// A token's field in its grant: `u:<hex>` (access) or `r:<hex>` (refresh).
+fn field(kind: &str, hash: &[u8; 32]) -> String {
+    format!("{kind}:{}", hex(hash))
+}
+
+/// The record key a token's charge names: its grant's key and the field's first 16 hex
+/// digits, so each token of a grant is its own member.
+fn part_key(key: &str, field: &str) -> String {
+    format!("{key}|{}", field.get(..18).unwrap_or(field))
+}
+
+fn access_value(access: &AccessIssue, expires_at: i64) -> String {
+    format!("{expires_at}:{}:{}:{}", access.issued_at, u8::from(access.jwt), access.scopes.join(" "))
+}
+
+/// An access field's value: expiry, issue time, JWT or not, scopes (empty: the grant's). A
+/// value of the expiry alone is an older store's userinfo token.
+fn parse_access(value: &str) -> Option<(i64, i64, bool, Vec<String>)> {
+    let mut parts = value.splitn(4, ':');
+    let expires_at = parts.next()?.parse().ok()?;
+    let issued_at = parts.next().map_or(Some(0), |p| p.parse().ok())?;
+    let jwt = parts.next() == Some("1");
+    let scopes = parts.next().unwrap_or("").split_whitespace().map(str::to_owned).collect();
+    Some((expires_at, issued_at, jwt, scopes))
+}
+
+/// A refresh field's value: idle expiry, issue time, rotation time (`-`: current).
+fn parse_refresh(value: &str) -> Option<(i64, i64, Option<i64>)> {
+    let mut parts = value.splitn(3, ':');
+    let expires_at = parts.next()?.parse().ok()?;
+    let issued_at = parts.next()?.parse().ok()?;
+    let rotated = match parts.next()? {
+        "-" => None,
+        at => Some(at.parse().ok()?),
+    };
+    Some((expires_at, issued_at, rotated))
+}
+
+/// The grant a hash's `d` (code) or `k` (client grant) field holds.
+fn subject_of(code: Option<&str>, client: Option<&str>) -> Result<GrantSubject, StoreError> {
+    match (code.filter(|c| !c.is_empty()), client.filter(|c| !c.is_empty())) {
+        (Some(c), _) => serde_json::from_str::<CodeRecord>(c)
+            .map(|c| GrantSubject::Code(Box::new(c)))
+            .map_err(|_| StoreError::Unavailable),
+        (None, Some(k)) => serde_json::from_str(k).map(GrantSubject::Client).map_err(|_| StoreError::Unavailable),
+        (None, None) => Err(StoreError::Unavailable),
+    }
+}
+
+/// The `(name, value)` pairs of a reply from `start` on.
+fn pairs(reply: &[Value], start: usize) -> Vec<(String, String)> {
+    reply
+        .get(start..)
+        .unwrap_or_default()
+        .chunks(2)
+        .filter_map(|p| match p {
+            [name, value] => Some((text(name)?.to_owned(), text(value)?.to_owned())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// One charge to take: the record key it names, what it costs, until when.
+struct Part<'a> {
+    key: String,
+    charge: Charge<'a>,
+    expires_at: i64,
+}
+
+impl RedisStore {
+    /// Charges every part to the grant's namespace and owners, or none.
+    async fn charge_parts(&self, subject: &GrantSubject, parts: &[Part<'_>]) -> Result<(), StoreError> {
+        for (i, part) in parts.iter().enumerate() {
+            if let Err(e) = self.charge(&part.key, &part.charge, &owners(subject), part.expires_at).await {
+                self.uncharge_parts(subject, &parts[..i]).await;
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives back what `parts` were charged (a charge left behind holds room until its
+    /// expiry: logged, not failed).
+    async fn uncharge_parts(&self, subject: &GrantSubject, parts: &[Part<'_>]) {
+        let members = parts.iter().map(|p| member(p.charge.bytes, &p.key)).collect();
+        if let Err(e) = self.uncharge_members(subject.namespace(), &owners(subject), members).await {
+            tracing::warn!(error = %e, "a grant's quota charges stay until their expiry");
+        }
+    }
+
+    /// Gives back the charges of a grant's deleted fields, and of the grant record itself
+    /// when `with_grant`.
+    async fn uncharge_fields(&self, key: &str, subject: &GrantSubject, fields: &[(String, String)], with_grant: bool) {
+        let mut members = Vec::with_capacity(fields.len() + 1);
+        if with_grant {
+            members.push(member(subject.charge().bytes, key));
+        }
+        for (name, value) in fields {
+            let bytes = if name.starts_with("u:") {
+                let scopes = parse_access(value).map(|a| a.3).unwrap_or_default();
+                subject.access_charge(&scopes).bytes
+            } else if name.starts_with("r:") {
+                subject.refresh_charge().bytes
+            } else {
+                continue;
+            };
+            members.push(member(bytes, &part_key(key, name)));
+        }
+        if let Err(e) = self.uncharge_members(subject.namespace(), &owners(subject), members).await {
+            tracing::warn!(error = %e, "a revoked grant's quota charges stay until their expiry");
+        }
+    }
+
+    /// The charges of what `issue` stores in the grant at `key`, its access token capped at
+    /// `family` (the refresh family's absolute expiry).
+    fn issue_parts<'a>(
+        &self,
+        key: &str,
+        subject: &'a GrantSubject,
+        issue: &Issue,
+        family: Option<i64>,
+    ) -> Vec<Part<'a>> {
+        let cap = |t: i64| family.map_or(t, |f| t.min(f));
+        let mut parts = vec![Part {
+            key: part_key(key, &field("u", &issue.access.hash)),
+            charge: subject.access_charge(&issue.access.scopes),
+            expires_at: cap(issue.access.expires_at),
+        }];
+        if let Some(r) = &issue.refresh {
+            parts.push(Part {
+                key: part_key(key, &field("r", &r.hash)),
+                charge: subject.refresh_charge(),
+                expires_at: cap(r.expires_at),
+            });
+        }
+        parts
+    }
+
+    pub async fn insert_code(&self, hash: [u8; 32], record: CodeRecord) -> Result<(), StoreError> {
+        let binding = crate::sessions::binding_text(
+            &record.namespace,
+            &record.provider,
+            &record.client_id,
+            &record.redirect_uri,
+            &record.pkce_binding(),
+        );
+        let expires_at = record.expires_at;
+        let key = self.key(&hash, "grant");
+        let subject = GrantSubject::Code(Box::new(record));
+        self.charge(&key, &subject.charge(), &owners(&subject), expires_at).await?;
+        let GrantSubject::Code(record) = &subject else { return Err(StoreError::Unavailable) };
+        let json = serde_json::to_string(record).map_err(|_| StoreError::Unavailable)?;
+        let args = [json, binding, expires_at.to_string(), ms(expires_at), subject.binding_text()];
+        let put = self.run_script::<i64>("code_put", &self.scripts.grant_put, &key, &args).await.map(drop);
+        self.counted(RecordKind::Code, put)
+    }
+
+    pub async fn redeem_code(
+        &self,
+        hash: &[u8; 32],
+        binding: &CodeBinding<'_>,
+        now: i64,
+        issue: &Issue,
+    ) -> Result<CodeRedemption, StoreError> {
+        let mut texts = binding.texts().into_iter();
+        let first = texts.next().unwrap_or_default();
+        // The second PKCE answer (a verifier answers S256 or plain, whichever the code has).
+        let second = texts.next().unwrap_or_else(|| first.clone());
+        let family = issue.refresh.as_ref().map(|r| r.family_expires_at);
+        let cap = |t: i64| family.map_or(t, |f| t.min(f));
+        let access_field = field("u", &issue.access.hash);
+        let access_expires = cap(issue.access.expires_at);
+        let (refresh_field, refresh_value, refresh_expires) = match &issue.refresh {
+            Some(r) => {
+                (field("r", &r.hash), format!("{}:{}:-", cap(r.expires_at), issue.access.issued_at), cap(r.expires_at))
+            }
+            None => (String::new(), String::new(), access_expires),
+        };
+        let args = [
+            first,
+            now.to_string(),
+            access_field.clone(),
+            access_value(&issue.access, access_expires),
+            ms(access_expires.max(refresh_expires)),
+            second,
+            refresh_field.clone(),
+            refresh_value,
+            family.map(|f| f.to_string()).unwrap_or_default(),
+        ];
+        let key = self.key(hash, "grant");
+        let reply = self.run_script("code_redeem", &self.scripts.grant_redeem, &key, &args).await;
+        let reply: Vec<Value> = self.counted(RecordKind::AccessToken, reply)?;
+        match reply.first().and_then(int) {
+            Some(0) => Ok(CodeRedemption::Unknown),
+            Some(1) => Ok(CodeRedemption::WrongBinding),
+            Some(2) => {
+                let revoked = reply.get(1).and_then(int).and_then(|n| usize::try_from(n).ok()).unwrap_or(0);
+                if let Ok(subject) = subject_of(reply.get(2).and_then(text), None) {
+                    self.uncharge_fields(&key, &subject, &pairs(&reply, 3), false).await;
+                }
+                Ok(CodeRedemption::Replayed { revoked })
+            }
+            Some(3) => {
+                let record: CodeRecord = json_at(&reply, 1).ok_or(StoreError::Unavailable)?;
+                let subject = GrantSubject::Code(Box::new(record));
+                // The tokens it issued are charged to the same owners until their expiry;
+                // refused at a quota, they are never handed out.
+                if let Err(e) = self.charge_parts(&subject, &self.issue_parts(&key, &subject, issue, family)).await {
+                    // Refused (or not answered): the tokens must not keep the grant alive
+                    // uncharged until their expiry.
+                    let fields = [access_field, refresh_field];
+                    let undone = self.run_script::<i64>("code_undo", &self.scripts.grant_undo, &key, &fields).await;
+                    if undone.is_err() {
+                        tracing::warn!("a refused redemption's grant stays until its expiry");
+                    }
+                    return Err(e);
+                }
+                let GrantSubject::Code(record) = subject else { return Err(StoreError::Unavailable) };
+                Ok(CodeRedemption::Fresh(record))
+            }
+            _ => Err(StoreError::Unavailable),
+        }
+    }
+
+    pub async fn insert_client_grant(
+        &self,
+        id: GrantId,
+        grant: ClientGrant,
+        access: &AccessIssue,
+    ) -> Result<(), StoreError> {
+        let key = self.key(&id, "grant");
+        let json = serde_json::to_string(&grant).map_err(|_| StoreError::Unavailable)?;
+        let subject = GrantSubject::Client(grant);
+        let access_field = field("u", &access.hash);
+        let parts = [
+            Part { key: key.clone(), charge: subject.charge(), expires_at: access.expires_at },
+            Part {
+                key: part_key(&key, &access_field),
+                charge: subject.access_charge(&access.scopes),
+                expires_at: access.expires_at,
+            },
+        ];
+        self.charge_parts(&subject, &parts).await?;
+        let args = [
+            json,
+            subject.binding_text(),
+            access_field,
+            access_value(access, access.expires_at),
+            ms(access.expires_at),
+        ];
+        let put = self.run_script::<i64>("client_grant_put", &self.scripts.client_grant_put, &key, &args).await;
+        if let Err(e) = self.counted(RecordKind::ClientGrant, put) {
+            self.uncharge_parts(&subject, &parts).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// A token's field, its grant and the family's expiry, in one `HMGET`.
+    async fn read(
+        &self,
+        op: &'static str,
+        key: &str,
+        field: &str,
+    ) -> Result<Option<(String, GrantSubject, Option<i64>)>, StoreError> {
+        let mut cmd = redis::cmd("HMGET");
+        cmd.arg(key).arg(field).arg("d").arg("k").arg("f");
+        let (value, code, client, family): (Option<String>, Option<String>, Option<String>, Option<i64>) =
+            self.run(op, &cmd).await?;
+        let Some(value) = value else { return Ok(None) };
+        Ok(Some((value, subject_of(code.as_deref(), client.as_deref())?, family)))
+    }
+
+    pub async fn access_token(&self, token: &str, now: i64) -> Result<Option<AccessTokenView>, StoreError> {
+        let Some(id) = grant_of(token) else { return Ok(None) };
+        let key = self.key(&id, "grant");
+        let Some((value, grant, _)) = self.read("access_get", &key, &field("u", &token_hash(token))).await? else {
+            return Ok(None);
+        };
+        let (expires_at, issued_at, jwt, scopes) = parse_access(&value).ok_or(StoreError::Unavailable)?;
+        if now >= expires_at {
+            return Ok(None);
+        }
+        let scopes = if scopes.is_empty() { grant.scopes().to_vec() } else { scopes };
+        Ok(Some(AccessTokenView { grant, scopes, expires_at, issued_at, jwt }))
+    }
+
+    pub async fn refresh_token(&self, token: &str, now: i64) -> Result<Option<RefreshView>, StoreError> {
+        let Some(id) = grant_of(token) else { return Ok(None) };
+        let key = self.key(&id, "grant");
+        let Some((value, grant, family)) = self.read("refresh_get", &key, &field("r", &token_hash(token))).await?
+        else {
+            return Ok(None);
+        };
+        let (expires_at, issued_at, rotated) = parse_refresh(&value).ok_or(StoreError::Unavailable)?;
+        let Some(family_expires_at) = family else { return Ok(None) };
+        if now >= expires_at || now >= family_expires_at {
+            return Ok(None);
+        }
+        Ok(Some(RefreshView { grant, expires_at, family_expires_at, issued_at, rotated: rotated.is_some() }))
+    }
+
+    /// Reads the grant first (its owners, for the charges, and its binding), charges what
+    /// the refresh would issue, then rotates in one script, which decides under its key's
+    /// atomicity; the charges of what it did not issue are given back.
+    pub async fn refresh(
+        &self,
+        token: &str,
+        binding: &GrantBinding<'_>,
+        now: i64,
+        reuse_interval: i64,
+        issue: &Issue,
+    ) -> Result<RefreshOutcome, StoreError> {
+        let Some(id) = grant_of(token) else { return Ok(RefreshOutcome::Unknown) };
+        let key = self.key(&id, "grant");
+        let presented = field("r", &token_hash(token));
+        let Some((value, subject, family)) = self.read("refresh_read", &key, &presented).await? else {
+            return Ok(RefreshOutcome::Unknown);
+        };
+        if !subject.bound_to(binding) {
+            return Ok(RefreshOutcome::WrongBinding);
+        }
+        let Some(family) = family.filter(|f| now < *f) else { return Ok(RefreshOutcome::Unknown) };
+        let (expires_at, _, rotated) = parse_refresh(&value).ok_or(StoreError::Unavailable)?;
+        let reuse = rotated.is_some_and(|at| now >= at.saturating_add(reuse_interval));
+        if !reuse && now >= expires_at {
+            return Ok(RefreshOutcome::Unknown);
+        }
+        let parts = if reuse { Vec::new() } else { self.issue_parts(&key, &subject, issue, Some(family)) };
+        self.charge_parts(&subject, &parts).await?;
+        let access_expires = issue.access.expires_at.min(family);
+        let (new_field, new_value, refresh_expires) = match &issue.refresh {
+            Some(r) => {
+                let at = r.expires_at.min(family);
+                (field("r", &r.hash), format!("{at}:{}:-", issue.access.issued_at), at)
+            }
+            None => (String::new(), String::new(), access_expires),
+        };
+        let args = [
+            presented,
+            now.to_string(),
+            reuse_interval.to_string(),
+            field("u", &issue.access.hash),
+            access_value(&issue.access, access_expires),
+            new_field,
+            new_value,
+            ms(access_expires.max(refresh_expires)),
+            MAX_ROTATED_KEPT.to_string(),
+        ];
+        let reply = self.run_script("refresh", &self.scripts.grant_refresh, &key, &args).await;
+        let reply: Vec<Value> = match self.counted(RecordKind::AccessToken, reply) {
+            Ok(reply) => reply,
+            Err(e) => {
+                self.uncharge_parts(&subject, &parts).await;
+                return Err(e);
+            }
+        };
+        match reply.first().and_then(int) {
+            Some(1) => Ok(RefreshOutcome::Rotated(subject)),
+            Some(2) => {
+                self.uncharge_parts(&subject, &parts).await;
+                self.uncharge_fields(&key, &subject, &pairs(&reply, 1), true).await;
+                Ok(RefreshOutcome::Reused { revoked: true })
+            }
+            _ => {
+                self.uncharge_parts(&subject, &parts).await;
+                Ok(RefreshOutcome::Unknown)
+            }
+        }
+    }
+
+    pub async fn revoke_access(&self, token: &str) -> Result<bool, StoreError> {
+        let Some(id) = grant_of(token) else { return Ok(false) };
+        let key = self.key(&id, "grant");
+        let access = field("u", &token_hash(token));
+        let reply: Vec<Value> =
+            self.run_script("access_revoke", &self.scripts.access_revoke, &key, std::slice::from_ref(&access)).await?;
+        let Some(value) = reply.first().and_then(text) else { return Ok(false) };
+        if let Ok(subject) = subject_of(reply.get(1).and_then(text), reply.get(2).and_then(text)) {
+            self.uncharge_fields(&key, &subject, &[(access, value.to_owned())], false).await;
+        }
+        Ok(true)
+    }
+
+    pub async fn revoke_grant(&self, token: &str) -> Result<bool, StoreError> {
+        let Some(id) = grant_of(token) else { return Ok(false) };
+        let key = self.key(&id, "grant");
+        let hash = token_hash(token);
+        let args = [field("u", &hash), field("r", &hash)];
+        let reply: Vec<Value> = self.run_script("grant_revoke", &self.scripts.grant_revoke, &key, &args).await?;
+        if reply.is_empty() {
+            return Ok(false);
+        }
+        let fields = pairs(&reply, 0);
+        let get = |name: &str| fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+        if let Ok(subject) = subject_of(get("d"), get("k")) {
+            self.uncharge_fields(&key, &subject, &fields, true).await;
+        }
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_values_read_back() {
+        let access =
+            AccessIssue { hash: [1; 32], expires_at: 9, scopes: vec!["a".into(), "b".into()], jwt: true, issued_at: 3 };
+        assert_eq!(parse_access(&access_value(&access, 7)), Some((7, 3, true, vec!["a".into(), "b".into()])));
+        assert_eq!(parse_access("12"), Some((12, 0, false, vec![])), "an older userinfo token");
+        assert_eq!(parse_access("12:3:0:"), Some((12, 3, false, vec![])));
+        assert_eq!(parse_refresh("12:3:-"), Some((12, 3, None)));
+        assert_eq!(parse_refresh("12:3:5"), Some((12, 3, Some(5))));
+        assert_eq!(parse_refresh("12"), None);
+        assert_eq!(part_key("k", &field("u", &[0xab; 32])), "k|u:abababababababab");
+    }
+}
