@@ -349,3 +349,115 @@ pub async fn refusals(oauth: &OAuth, table: Vec<Refusal>) -> BTreeMap<&'static s
     }
     replies
 }
+
+/// The `oauth2` crate's client of one provider, every endpoint set: what a third-party
+/// relying party or service uses. The introspection (RFC 7662) and revocation (RFC 7009)
+/// endpoints are at the paths issue 22 gives them, whether or not this build serves them.
+pub type Oauth2Client = oauth2::basic::BasicClient<
+    oauth2::EndpointSet,
+    oauth2::EndpointNotSet,
+    oauth2::EndpointSet,
+    oauth2::EndpointSet,
+    oauth2::EndpointSet,
+>;
+
+/// What an `oauth2` token-endpoint call fails with; [`oauth2_error`] reads the RFC code.
+pub type Oauth2Error<T> = oauth2::RequestTokenError<oauth2::HttpClientError<reqwest::Error>, T>;
+
+/// The RFC 6749 `error` code of a failed `oauth2` call, when the server answered one.
+pub fn oauth2_error<T: oauth2::ErrorResponse + serde::Serialize>(e: &Oauth2Error<T>) -> Option<String> {
+    match e {
+        Oauth2Error::ServerResponse(body) => serde_json::to_value(body).ok()?["error"].as_str().map(str::to_owned),
+        _ => None,
+    }
+}
+
+impl OAuth {
+    /// An `oauth2` client for `client_id` (with `secret` when confidential) authenticating
+    /// as `auth` says (`BasicAuth` is `client_secret_basic`, `RequestBody` is
+    /// `client_secret_post`), redirecting to `redirect_uri`.
+    pub fn oauth2_client(
+        &self,
+        client_id: &str,
+        secret: Option<&str>,
+        auth: oauth2::AuthType,
+        redirect_uri: &str,
+    ) -> Oauth2Client {
+        let mut client = oauth2::basic::BasicClient::new(oauth2::ClientId::new(client_id.to_owned()))
+            .set_auth_type(auth)
+            .set_auth_uri(oauth2::AuthUrl::new(self.url("authorize")).unwrap())
+            .set_token_uri(oauth2::TokenUrl::new(self.url("token")).unwrap())
+            .set_introspection_url(oauth2::IntrospectionUrl::new(self.url("introspect")).unwrap())
+            .set_revocation_url(oauth2::RevocationUrl::new(self.url("revoke")).unwrap())
+            .set_redirect_uri(oauth2::RedirectUrl::new(redirect_uri.to_owned()).unwrap());
+        if let Some(secret) = secret {
+            client = client.set_client_secret(oauth2::ClientSecret::new(secret.to_owned()));
+        }
+        client
+    }
+
+    /// The authorization_code exchange (RFC 6749 §4.1.3), with a PKCE verifier when given.
+    pub async fn oauth2_exchange(
+        &self,
+        client: &Oauth2Client,
+        code: &str,
+        verifier: Option<&str>,
+    ) -> Result<oauth2::basic::BasicTokenResponse, Oauth2Error<oauth2::basic::BasicErrorResponse>> {
+        let mut request = client.exchange_code(oauth2::AuthorizationCode::new(code.to_owned()));
+        if let Some(v) = verifier {
+            request = request.set_pkce_verifier(oauth2::PkceCodeVerifier::new(v.to_owned()));
+        }
+        request.request_async(&self.http).await
+    }
+
+    /// client_credentials (RFC 6749 §4.4) for `scopes`, optionally for `resource` (RFC 8707).
+    pub async fn oauth2_client_credentials(
+        &self,
+        client: &Oauth2Client,
+        scopes: &[&str],
+        resource: Option<&str>,
+    ) -> Result<oauth2::basic::BasicTokenResponse, Oauth2Error<oauth2::basic::BasicErrorResponse>> {
+        let mut request = client.exchange_client_credentials();
+        for scope in scopes {
+            request = request.add_scope(oauth2::Scope::new((*scope).to_owned()));
+        }
+        if let Some(resource) = resource {
+            request = request.add_extra_param("resource", resource.to_owned());
+        }
+        request.request_async(&self.http).await
+    }
+
+    /// A refresh (RFC 6749 §6), narrowing to `scopes` when any are given.
+    pub async fn oauth2_refresh(
+        &self,
+        client: &Oauth2Client,
+        refresh_token: &str,
+        scopes: &[&str],
+    ) -> Result<oauth2::basic::BasicTokenResponse, Oauth2Error<oauth2::basic::BasicErrorResponse>> {
+        let token = oauth2::RefreshToken::new(refresh_token.to_owned());
+        let mut request = client.exchange_refresh_token(&token);
+        for scope in scopes {
+            request = request.add_scope(oauth2::Scope::new((*scope).to_owned()));
+        }
+        request.request_async(&self.http).await
+    }
+
+    /// Introspection of an access token (RFC 7662).
+    pub async fn oauth2_introspect(
+        &self,
+        client: &Oauth2Client,
+        access_token: &str,
+    ) -> Result<oauth2::basic::BasicTokenIntrospectionResponse, Oauth2Error<oauth2::basic::BasicErrorResponse>> {
+        let token = oauth2::AccessToken::new(access_token.to_owned());
+        client.introspect(&token).request_async(&self.http).await
+    }
+
+    /// Revocation of an access or refresh token (RFC 7009).
+    pub async fn oauth2_revoke(
+        &self,
+        client: &Oauth2Client,
+        token: oauth2::StandardRevocableToken,
+    ) -> Result<(), Oauth2Error<oauth2::basic::BasicRevocationErrorResponse>> {
+        client.revoke_token(token).unwrap().request_async(&self.http).await
+    }
+}
