@@ -10,8 +10,8 @@ mod common;
 use std::time::Duration;
 
 use base64::Engine;
-use common::cluster::{ControlPlane, eventually, jsonpath, ready_field, wait_ready};
-use common::{Server, flow};
+use common::cluster::{ControlPlane, jsonpath, ready_field, wait_ready};
+use common::{Server, eventually, flow};
 use serde_json::{Value, json};
 
 const KEY: &str = "apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcKey\nmetadata: {name: k}\n";
@@ -204,8 +204,10 @@ async fn the_operator_serves_the_workload_identity_flow_on_a_cluster() {
     // Deleting a key that a client uses is held, and the key keeps serving.
     let out = cp.kubectl(&["delete", "-n", &ns, "oidckey/signing", "--wait=false"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    eventually(30, "the deletion to be held", || ready_field(&cp, &ns, "oidckey/signing", "reason") == "DeletionHeld")
-        .await;
+    eventually(30, "the deletion to be held", async || {
+        ready_field(&cp, &ns, "oidckey/signing", "reason") == "DeletionHeld"
+    })
+    .await;
     let msg = ready_field(&cp, &ns, "oidckey/signing", "message");
     assert!(msg.contains("app"), "{msg}");
     assert_eq!(common::kids(&operator.jwks(&ns, "main").await), kids_before, "still published");
@@ -216,7 +218,7 @@ async fn the_operator_serves_the_workload_identity_flow_on_a_cluster() {
         "apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcClient\nmetadata: {name: orphan}\nspec: {key: missing, assignments: [allow_all]}\n",
     );
     assert!(ok, "{err}");
-    eventually(30, "KeyNotFound on the orphan", || {
+    eventually(30, "KeyNotFound on the orphan", async || {
         ready_field(&cp, &ns, "oidcclient/orphan", "reason") == "KeyNotFound"
     })
     .await;
@@ -227,15 +229,14 @@ async fn the_operator_serves_the_workload_identity_flow_on_a_cluster() {
     // Deleting a client removes its Secret, and releases the key it held.
     let out = cp.kubectl(&["delete", "-n", &ns, "oidcclient/app", "--wait=true"]);
     assert!(out.status.success());
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while cp.kubectl(&["get", "-n", &ns, "secret/app-oidc-client"]).status.success() {
-        assert!(std::time::Instant::now() < deadline, "the client's Secret stayed");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    while cp.kubectl(&["get", "-n", &ns, "oidckey/signing"]).status.success() {
-        assert!(std::time::Instant::now() < deadline, "the released key was not deleted");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(30, "the client's Secret to be deleted", async || {
+        !cp.kubectl(&["get", "-n", &ns, "secret/app-oidc-client"]).status.success()
+    })
+    .await;
+    eventually(30, "the released key to be deleted", async || {
+        !cp.kubectl(&["get", "-n", &ns, "oidckey/signing"]).status.success()
+    })
+    .await;
 }
 
 const SIGNING_SET: &str = "apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcKey\nmetadata: {name: signing}\nspec: {algorithm: ES256, allowedClients: [\"*\"]}\n---\n\
@@ -293,8 +294,10 @@ async fn the_operator_keeps_serving_while_the_api_server_is_down_and_catches_up(
     );
     assert!(ok, "{err}");
     let ready = |what: &str, field: &str| ready_field(&cp, &ns, what, field);
-    eventually(30, "TemplateInvalid on the broken scope", || ready("oidcscope/broken", "reason") == "TemplateInvalid")
-        .await;
+    eventually(30, "TemplateInvalid on the broken scope", async || {
+        ready("oidcscope/broken", "reason") == "TemplateInvalid"
+    })
+    .await;
     assert!(ready("oidcscope/broken", "message").contains("spec.template"), "{}", ready("oidcscope/broken", "message"));
     assert_eq!(ready("oidcprovider/main", "status"), "True");
     assert_eq!(ready("oidcclient/app", "status"), "True");
@@ -308,7 +311,7 @@ async fn the_operator_keeps_serving_while_the_api_server_is_down_and_catches_up(
 apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcClient\nmetadata: {name: squatter}\nspec: {key: signing, assignments: [allow_all], secretName: mine}\n";
     let (ok, err) = cp.apply(&ns, squatters);
     assert!(ok, "{err}");
-    eventually(30, "SecretNameConflict Events for both clients", || {
+    eventually(30, "SecretNameConflict Events for both clients", async || {
         let out = cp.kubectl(&[
             "get",
             "events",
@@ -322,7 +325,7 @@ apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcClient\nmetadata: {name: squat
     })
     .await;
     for client in ["thief", "squatter"] {
-        eventually(30, "Ready=False SecretNameConflict", || {
+        eventually(30, "Ready=False SecretNameConflict", async || {
             ready(&format!("oidcclient/{client}"), "reason") == "SecretNameConflict"
         })
         .await;
@@ -387,7 +390,7 @@ async fn a_rotation_across_an_operator_restart_publishes_the_next_key_before_use
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(rotated, "no rotation after the restart\n{}", operator.output());
-    eventually(30, "the status to show the rotation", || {
+    eventually(30, "the status to show the rotation", async || {
         jsonpath(&cp, &ns, "oidckey/signing", "{.status.currentKid}") == next
     })
     .await;
@@ -414,7 +417,7 @@ async fn two_replicas_elect_one_writer_share_the_ca_and_fail_over() {
     let ca = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(ca_b64).unwrap()).unwrap();
     assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"), "{ca}");
     one.trust(&ca);
-    eventually(20, "op-one to hold the lease", || {
+    eventually(20, "op-one to hold the lease", async || {
         jsonpath(&cp, "default", "lease/oidc-operator", "{.spec.holderIdentity}") == "op-one"
     })
     .await;
@@ -436,7 +439,7 @@ async fn two_replicas_elect_one_writer_share_the_ca_and_fail_over() {
 
     // The leader stops (SIGTERM releases the lease): the other takes over and writes.
     one.stop();
-    eventually(20, "op-two to take the lease", || {
+    eventually(20, "op-two to take the lease", async || {
         jsonpath(&cp, "default", "lease/oidc-operator", "{.spec.holderIdentity}") == "op-two"
     })
     .await;
@@ -449,7 +452,7 @@ async fn two_replicas_elect_one_writer_share_the_ca_and_fail_over() {
     // Events name the replica that wrote them: only the leader of the moment.
     let (ok, err) = cp.apply(&ns, "apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcClient\nmetadata: {name: orphan}\nspec: {key: missing, assignments: [allow_all]}\n");
     assert!(ok, "{err}");
-    eventually(20, "a Warning Event for the orphan client", || {
+    eventually(20, "a Warning Event for the orphan client", async || {
         let out = cp.kubectl(&[
             "get",
             "events",

@@ -11,8 +11,8 @@ mod common;
 use std::time::Duration;
 
 use base64::Engine;
-use common::Server;
-use common::cluster::{ControlPlane, eventually, jsonpath, ready_field, wait_ready};
+use common::cluster::{ControlPlane, jsonpath, ready_field, wait_ready};
+use common::{Server, eventually};
 use serde_json::Value;
 
 const SET: &str = "apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcKey\nmetadata: {name: signing}\nspec: {algorithm: ES256, allowedClients: [\"*\"]}\n---\n\
@@ -85,7 +85,7 @@ async fn a_hostile_namespace_can_neither_take_nor_disable_another_tenants_kid_or
                 .cloned()
         })
     };
-    eventually(30, "a KidConflict Warning Event", || conflict_event().is_some()).await;
+    eventually(30, "a KidConflict Warning Event", async || conflict_event().is_some()).await;
     let note = conflict_event().unwrap()["note"].as_str().unwrap_or_default().to_owned();
     assert!(note.contains(&victim_kid) && !note.contains(&victim), "{note}");
     // ... its provider publishes its own material under that kid, never the victim's ...
@@ -101,7 +101,7 @@ async fn a_hostile_namespace_can_neither_take_nor_disable_another_tenants_kid_or
     let squatter = identity("squatter", &cp, &format!("  identityId: {victim_id}\n  boundSubject: nobody\n"));
     let (ok, err) = cp.apply(&hostile, &squatter);
     assert!(ok, "{err}");
-    eventually(30, "IdentityIdConflict on the squatter", || {
+    eventually(30, "IdentityIdConflict on the squatter", async || {
         ready_field(&cp, &hostile, "identityoidcauth/squatter", "reason") == "IdentityIdConflict"
     })
     .await;

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{ExternalIssuer, Server, identity, write_manifest};
+use common::{ExternalIssuer, Server, holds_within, identity, write_manifest};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -128,20 +128,6 @@ async fn connect_from(from: &str, addr: &str) -> TcpStream {
     socket.connect(addr.parse().unwrap()).await.unwrap()
 }
 
-/// Polls `cond` every 50 ms until it holds or `timeout` passes; returns whether it held.
-async fn wait_until(timeout: Duration, mut cond: impl AsyncFnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond().await {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Reads until the peer closes (EOF or reset); returns when, or `None` if it stays open past
 /// `limit`.
 async fn closed_by_peer(mut read: impl tokio::io::AsyncRead + Unpin, limit: Duration) -> Option<Instant> {
@@ -235,7 +221,7 @@ async fn two_thousand_idle_and_slow_connections_do_not_stop_good_clients_and_are
     // Warm up (the issuer's keys are fetched, the server's outbound connection made), then
     // let the server close whatever that left open before the baseline is taken.
     good_round(&s).await;
-    let settled = wait_until(Duration::from_secs(15), async || {
+    let settled = holds_within(Duration::from_secs(15), async || {
         s.metric("oidc_operator_connections_open{listener=\"api\"}").await == 0.0
     })
     .await;
@@ -288,7 +274,7 @@ async fn two_thousand_idle_and_slow_connections_do_not_stop_good_clients_and_are
             }
         }));
     }
-    let all_open = wait_until(Duration::from_secs(20), async || {
+    let all_open = holds_within(Duration::from_secs(20), async || {
         handshaken.load(Ordering::SeqCst) == HOSTILE_EACH
             && s.metric("oidc_operator_connections_open{listener=\"api\"}").await >= (2 * HOSTILE_EACH) as f64
     })
@@ -338,7 +324,7 @@ async fn two_thousand_idle_and_slow_connections_do_not_stop_good_clients_and_are
     assert!(tls_closed.await >= HOSTILE_EACH as f64);
 
     // Descriptors return to the baseline.
-    let back = wait_until(Duration::from_secs(15), async || fd_count(pid) <= baseline).await;
+    let back = holds_within(Duration::from_secs(15), async || fd_count(pid) <= baseline).await;
     let after = fd_count(pid);
     println!("server descriptors: baseline {baseline}, with the hostile connections {during}, after {after}");
     // (A few descriptors of the baseline may have been transient: manifest polling.)
@@ -441,7 +427,7 @@ async fn at_the_connection_cap_new_connections_are_closed_at_once() {
     for _ in 0..20 {
         held.push(TcpStream::connect(&addr).await.unwrap());
     }
-    let full = wait_until(Duration::from_secs(5), async || {
+    let full = holds_within(Duration::from_secs(5), async || {
         s.metric("oidc_operator_connections_open{listener=\"api\"}").await == 20.0
     })
     .await;
@@ -455,7 +441,7 @@ async fn at_the_connection_cap_new_connections_are_closed_at_once() {
     assert!(s.metric("oidc_operator_connections_rejected_total{listener=\"api\",reason=\"limit\"}").await >= 1.0);
     // Once the held ones are gone, the server serves again.
     drop(held);
-    let served = wait_until(Duration::from_secs(10), async || {
+    let served = holds_within(Duration::from_secs(10), async || {
         let r = s.fresh_client().get(format!("{}/.well-known/keys", s.issuer_url())).send().await;
         r.map(|r| r.status() == 200).unwrap_or(false)
     })

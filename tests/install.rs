@@ -13,9 +13,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use base64::Engine;
-use common::cluster::{ControlPlane, eventually, jsonpath, ready_field, wait_ready};
+use common::cluster::{ControlPlane, jsonpath, ready_field, wait_ready};
 use common::install::{self, documents, helm, helm_output, kubectl_stdin, live};
-use common::{Server, flow};
+use common::{Server, eventually, flow, holds_within};
 use serde_json::{Value, json};
 
 const RELEASE_NS: &str = "oidc-system";
@@ -238,7 +238,7 @@ async fn the_helm_chart_installs_and_the_operator_runs_under_its_rbac_in_both_mo
         "apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcClient\nmetadata: {name: keyless}\nspec: {key: missing, redirectUris: [\"https://app.example/cb\"]}\n",
     );
     assert!(applied, "{err}");
-    eventually(30, "the KeyNotFound Event", || {
+    eventually(30, "the KeyNotFound Event", async || {
         operator_events(&cp, &tenant).iter().any(|e| e["reason"] == "KeyNotFound")
     })
     .await;
@@ -466,7 +466,8 @@ async fn kustomize_installs_the_operator_and_the_samples_become_ready_and_health
     // Failed / Degraded: a client naming a key that does not exist (a spec reason).
     let (applied, err) = cp.apply("default", "apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcClient\nmetadata: {name: broken}\nspec: {key: missing, redirectUris: [\"https://b.example/cb\"]}\n");
     assert!(applied, "{err}");
-    eventually(30, "KeyNotFound", || ready_field(&cp, "default", "oidcclient/broken", "reason") == "KeyNotFound").await;
+    eventually(30, "KeyNotFound", async || ready_field(&cp, "default", "oidcclient/broken", "reason") == "KeyNotFound")
+        .await;
     let broken = live(&cp, "default", "oidcclient/broken");
     let (status, message) = install::kstatus(&broken);
     assert_eq!(status, "Failed", "{broken}");
@@ -484,7 +485,7 @@ async fn kustomize_installs_the_operator_and_the_samples_become_ready_and_health
     // does not answer yet is retried).
     let (applied, err) = cp.apply("default", "apiVersion: oidc-operator.dev/v1alpha1\nkind: IdentityOidcAuth\nmetadata: {name: waiting}\nspec: {oidcDiscoveryUrl: \"https://127.0.0.1:9\", boundIssuer: \"https://127.0.0.1:9\", boundAudiences: x}\n");
     assert!(applied, "{err}");
-    eventually(30, "DiscoveryFailed", || {
+    eventually(30, "DiscoveryFailed", async || {
         ready_field(&cp, "default", "identityoidcauth/waiting", "reason") == "DiscoveryFailed"
     })
     .await;
@@ -506,7 +507,7 @@ async fn kustomize_installs_the_operator_and_the_samples_become_ready_and_health
     assert_eq!(health, "Progressing");
     assert!(message.contains("generation"), "{message}");
     let operator = operator_as(&cp, &kustomized, chart_ns, "oidc-operator", &tmp.path().join("op2")).await;
-    eventually(30, "the new generation observed", || {
+    eventually(30, "the new generation observed", async || {
         let obj = live(&cp, "default", "oidcscope/groups");
         obj["metadata"]["generation"] == obj["status"]["observedGeneration"]
     })
@@ -576,15 +577,14 @@ apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcClient\nmetadata: {name: brief
         )
     };
     // The authenticator fetches discovery and JWKS in the background after start-up.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let review: Value = loop {
-        let (accepted, stdout, stderr) = whoami(&good.id_token);
-        if accepted {
-            break serde_json::from_str(&stdout).unwrap();
-        }
-        assert!(std::time::Instant::now() < deadline, "the ID token was never accepted: {stderr}\n{}", rp.log());
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let mut last = (false, String::new(), String::new());
+    let accepted = holds_within(Duration::from_secs(60), async || {
+        last = whoami(&good.id_token);
+        last.0
+    })
+    .await;
+    assert!(accepted, "the ID token was never accepted: {}\n{}", last.2, rp.log());
+    let review: Value = serde_json::from_str(&last.1).unwrap();
     let user = &review["status"]["userInfo"];
     assert_eq!(user["username"], "oidc:runner", "{review}");
     let groups: Vec<&str> = user["groups"].as_array().unwrap().iter().filter_map(Value::as_str).collect();

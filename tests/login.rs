@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{ExternalIssuer, Server, identity, identity_at, login, write_manifest, yaml_block};
+use common::{ExternalIssuer, Server, eventually, identity, identity_at, login, write_manifest, yaml_block};
 use serde_json::{Value, json};
 
 const RUNNER_ID: &str = "0b6f3c1e-1111-4a6e-9d7a-5d1f6a2b3c4d";
@@ -311,23 +311,20 @@ async fn access_tokens_obey_limits_ips_renewal_revocation_and_spec_changes() {
         "  boundClaims: {team: payments}\n  accessTokenTTL: 1\n  accessTokenMaxTTL: 7200\n",
     ) + &identity("local", LOCAL, &s.issuer, "  accessTokenTrustedIps: [{ipAddress: 127.0.0.0/8}]\n");
     write_manifest(&s.manifests, "identities.yaml", &lowered);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually(10, "the lowered TTL to apply", async || {
         let (status, body) = lookup(&s.server, &runner, "authorization").await;
         if status == 401 {
             assert_eq!(body["error"], "token_expired");
-            break;
         }
-        assert!(std::time::Instant::now() < deadline, "the lowered TTL never applied");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        status == 401
+    })
+    .await;
     assert_eq!(lookup(&s.server, &local, "authorization").await.0, 200);
     write_manifest(&s.manifests, "identities.yaml", &identity("runner", RUNNER_ID, &s.issuer, ""));
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while lookup(&s.server, &local, "authorization").await.0 != 401 {
-        assert!(std::time::Instant::now() < deadline, "deleting the identity did not revoke its tokens");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(10, "deleting the identity to revoke its tokens", async || {
+        lookup(&s.server, &local, "authorization").await.0 == 401
+    })
+    .await;
     let (status, body) = login(&s.server, LOCAL, &jwt).await;
     assert_eq!((status, body["error"].as_str()), (401, Some("bad_signature")), "as any unknown identity");
 }
@@ -505,15 +502,12 @@ async fn refused_logins_log_bounded_fields() {
     let (status, body) = login(&s.server, &huge, &jwt).await;
     assert_eq!((status, body["error"].as_str()), (401, Some("bad_signature")));
     let log_path = s.server.state.with_extension("log");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let log = loop {
-        let log = std::fs::read_to_string(&log_path).unwrap();
-        if log.contains("login refused") {
-            break log;
-        }
-        assert!(std::time::Instant::now() < deadline, "no login refused line in {}", log_path.display());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let mut log = String::new();
+    eventually(10, &format!("a login refused line in {}", log_path.display()), async || {
+        log = std::fs::read_to_string(&log_path).unwrap();
+        log.contains("login refused")
+    })
+    .await;
     let line = log.lines().find(|l| l.contains("login refused")).unwrap();
     assert!(line.contains(&"A".repeat(128)) && line.contains(&format!("({} bytes)", huge.len())), "{line}");
     assert!(line.len() < 600, "a {} byte log line", line.len());

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Server, write_manifest};
+use common::{Server, holds_within, write_manifest};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -103,20 +103,6 @@ async fn connect_from(from: &str, to: SocketAddr) -> std::io::Result<TcpStream> 
     socket.connect(to).await
 }
 
-/// Polls `cond` every 50 ms until it holds or `timeout` passes; returns whether it held.
-async fn wait_until(timeout: Duration, mut cond: impl AsyncFnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond().await {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Reads until the peer closes (EOF or reset); returns whether it did within `limit`.
 async fn closed_by_peer(read: &mut (impl tokio::io::AsyncRead + Unpin), limit: Duration) -> bool {
     let mut buf = [0u8; 512];
@@ -160,7 +146,7 @@ async fn health_probes_answer_while_one_peer_holds_all_it_can() {
             }
         }));
     }
-    let all_tried = wait_until(Duration::from_secs(10), async || connects.load(Ordering::SeqCst) >= 96).await;
+    let all_tried = holds_within(Duration::from_secs(10), async || connects.load(Ordering::SeqCst) >= 96).await;
     assert!(all_tried, "the attacker could not open its connections");
 
     let probe = s.client_from("127.0.0.1", Duration::from_secs(2));
@@ -227,7 +213,7 @@ async fn a_second_peer_is_served_while_the_first_sits_at_its_cap() {
     }
     let open = "oidc_operator_connections_open{listener=\"api\"}";
     let peer_limit = "oidc_operator_connections_rejected_total{listener=\"api\",reason=\"peer_limit\"}";
-    let settled = wait_until(Duration::from_secs(5), async || {
+    let settled = holds_within(Duration::from_secs(5), async || {
         s.metric(open).await == Some(10.0) && s.metric(peer_limit).await == Some(30.0)
     })
     .await;
@@ -255,13 +241,13 @@ async fn a_second_peer_is_served_while_the_first_sits_at_its_cap() {
     for _ in 0..20 {
         proxied.push(connect_from(PROXY, addr).await.unwrap());
     }
-    let proxy_held = wait_until(Duration::from_secs(5), async || s.metric(open).await == Some(30.0)).await;
+    let proxy_held = holds_within(Duration::from_secs(5), async || s.metric(open).await == Some(30.0)).await;
     assert!(proxy_held, "the proxy's connections were not all held: {:?}", s.metric(open).await);
     assert_eq!(s.metric(peer_limit).await, Some(31.0), "none of the proxy's connections was refused");
 
     // Once the first peer lets go, it is served again.
     drop(held);
-    let served = wait_until(Duration::from_secs(10), async || {
+    let served = holds_within(Duration::from_secs(10), async || {
         let r = s.client_from(ATTACKER, Duration::from_secs(2)).get(&jwks).send().await;
         r.is_ok_and(|r| r.status() == 200)
     })
@@ -293,7 +279,7 @@ async fn a_spent_body_budget_answers_503_at_once_in_the_endpoint_shape() {
     let login = format!("{}/api/v1/auth/oidc-auth/login", s.server.api);
     let small = r#"{"identityId":"x","jwt":"y"}"#;
     let mut refused = None;
-    let spent = wait_until(Duration::from_secs(5), async || {
+    let spent = holds_within(Duration::from_secs(5), async || {
         let t = Instant::now();
         let r = client.post(&login).header("content-type", "application/json").body(small).send().await.unwrap();
         let took = t.elapsed();
@@ -326,7 +312,7 @@ async fn a_spent_body_budget_answers_503_at_once_in_the_endpoint_shape() {
     );
 
     drop(holder);
-    let served = wait_until(Duration::from_secs(5), async || {
+    let served = holds_within(Duration::from_secs(5), async || {
         let r = client.post(&login).header("content-type", "application/json").body(small).send().await.unwrap();
         r.status() != 503
     })

@@ -16,8 +16,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use common::oauth::{Auth, OAuth, code_request, confidential};
 use common::redis::{RedisCluster, RedisSentinel, RedisServer, SentinelPasswords};
-use common::{ExternalIssuer, Server, identity, login_token, write_manifest};
+use common::{ExternalIssuer, Server, eventually, holds_within, identity, login, login_token, write_manifest};
 use serde_json::{Value, json};
 
 const RUNNER: &str = "5e551011-0000-4000-8000-000000000001";
@@ -75,9 +76,7 @@ impl Pair {
     }
 
     fn client(&self) -> (String, String) {
-        let v: Value =
-            serde_json::from_slice(&std::fs::read(self.state_a.join("clients/default/app.json")).unwrap()).unwrap();
-        (v["client_id"].as_str().unwrap().to_owned(), v["client_secret"].as_str().unwrap().to_owned())
+        confidential(&self.state_a, "default", "app")
     }
 
     async fn jwt(&self) -> String {
@@ -89,38 +88,29 @@ async fn status_json(resp: reqwest::Response) -> (u16, Value) {
     (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
 }
 
-async fn login(server: &Server, id: &str, jwt: &str) -> (u16, Value) {
-    let url = format!("{}/api/v1/auth/oidc-auth/login", server.api);
-    status_json(server.client().post(url).json(&json!({"identityId": id, "jwt": jwt})).send().await.unwrap()).await
-}
-
 async fn lookup(server: &Server, token: &str) -> (u16, Value) {
     let url = format!("{}/api/v1/auth/token/lookup", server.api);
     status_json(server.client().get(url).bearer_auth(token).send().await.unwrap()).await
 }
 
+/// Provider `default/main` of `server`.
+fn main_provider(server: &Server) -> OAuth {
+    OAuth::with_http(server, "default", "main", server.client().clone())
+}
+
 async fn authorize(server: &Server, token: &str, client_id: &str) -> (u16, Value) {
-    let url = format!("{}/authorize", server.issuer("default", "main"));
-    let query = [
-        ("response_type", "code"),
-        ("client_id", client_id),
-        ("redirect_uri", REDIRECT),
-        ("scope", "openid"),
-        ("state", "s1"),
-    ];
-    status_json(server.client().get(url).bearer_auth(token).query(&query).send().await.unwrap()).await
+    let r = main_provider(server).send(&code_request(client_id, REDIRECT).auth(Auth::bearer(token))).await;
+    (r.status, r.body)
 }
 
 async fn exchange(server: &Server, client: &(String, String), code: &str) -> (u16, Value) {
-    let url = format!("{}/token", server.issuer("default", "main"));
-    let form = [("grant_type", "authorization_code"), ("code", code), ("redirect_uri", REDIRECT)];
-    status_json(server.client().post(url).basic_auth(&client.0, Some(&client.1)).form(&form).send().await.unwrap())
-        .await
+    let r = main_provider(server).exchange((&client.0, &client.1), code, REDIRECT).await;
+    (r.status, r.body)
 }
 
 async fn userinfo(server: &Server, token: &str) -> (u16, Value) {
-    let url = format!("{}/userinfo", server.issuer("default", "main"));
-    status_json(server.client().get(url).bearer_auth(token).send().await.unwrap()).await
+    let r = main_provider(server).userinfo(token).await;
+    (r.status, r.body)
 }
 
 /// The two-replica scenario against one store URL; returns the pair and replica A.
@@ -299,7 +289,7 @@ async fn stopped_store_fails_closed(mut redis: impl Store) {
         }
     }
     for server in [&a, &b] {
-        common::cluster::eventually(10, "/readyz to report the store", || {
+        eventually(10, "/readyz to report the store", async || {
             std::process::Command::new("curl")
                 .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &format!("{}/readyz", server.metrics)])
                 .output()
@@ -311,26 +301,21 @@ async fn stopped_store_fails_closed(mut redis: impl Store) {
 
     // Back, empty (no persistence): service resumes; what was issued before is unknown.
     tokio::task::block_in_place(|| redis.restart());
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    let fresh = loop {
-        let (status, body) = login(&a, RUNNER, &pair.jwt().await).await;
-        if status == 200 {
-            break body["accessToken"].as_str().unwrap().to_owned();
-        }
-        assert!(std::time::Instant::now() < deadline, "login never resumed: {status} {body}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let mut last = (0, Value::Null);
+    let resumed = holds_within(Duration::from_secs(15), async || {
+        last = login(&a, RUNNER, &pair.jwt().await).await;
+        last.0 == 200
+    })
+    .await;
+    assert!(resumed, "login never resumed: {} {}", last.0, last.1);
+    let fresh = last.1["accessToken"].as_str().unwrap().to_owned();
     // Each replica reconnects on its own (a call during its reconnect backoff answers 503).
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
+    eventually(15, "B to resume", async || {
         let (status, body) = lookup(&b, &fresh).await;
-        if status == 200 {
-            break;
-        }
-        assert_eq!(status, 503, "{body}");
-        assert!(std::time::Instant::now() < deadline, "B never resumed: {body}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        assert!(status == 200 || status == 503, "{status} {body}");
+        status == 200
+    })
+    .await;
     assert_eq!(lookup(&b, &token).await.1["error"], "invalid_token", "a lost token must be unknown");
     assert_eq!(exchange(&a, &client, &code).await.1["error"], "invalid_grant", "a lost code must be unknown");
     assert_eq!(userinfo(&b, &access).await.0, 401, "a lost userinfo token must be unknown");
@@ -384,37 +369,22 @@ async fn two_operator_replicas_on_a_cluster_share_one_redis() {
 
     // login at one, authorize at two, token at one, userinfo at two, replay at two.
     let token = login_token(&one, &identity_id, &sa_token).await;
-    let authorize_url = format!("{}/authorize", two.issuer(&ns, "main"));
-    let query = [
-        ("response_type", "code"),
-        ("client_id", client.0.as_str()),
-        ("redirect_uri", "https://app.example/cb"),
-        ("scope", "openid groups"),
-        ("state", "s"),
-    ];
-    let (status, body) =
-        status_json(two.client().get(authorize_url).bearer_auth(&token).query(&query).send().await.unwrap()).await;
-    assert_eq!(status, 200, "authorize at two: {body}");
-    let code = body["code"].as_str().unwrap().to_owned();
-    let form =
-        [("grant_type", "authorization_code"), ("code", code.as_str()), ("redirect_uri", "https://app.example/cb")];
-    let token_at = |s: &Server| format!("{}/token", s.issuer(&ns, "main"));
-    let (status, body) = status_json(
-        one.client().post(token_at(&one)).basic_auth(&client.0, Some(&client.1)).form(&form).send().await.unwrap(),
-    )
-    .await;
-    assert_eq!(status, 200, "token at one: {body}");
-    let access = body["access_token"].as_str().unwrap().to_owned();
-    let userinfo_url = format!("{}/userinfo", two.issuer(&ns, "main"));
-    let (status, body) = status_json(two.client().get(&userinfo_url).bearer_auth(&access).send().await.unwrap()).await;
-    assert_eq!((status, body["groups"].clone()), (200, json!(["platform"])), "userinfo at two: {body}");
-    let (status, body) = status_json(
-        two.client().post(token_at(&two)).basic_auth(&client.0, Some(&client.1)).form(&form).send().await.unwrap(),
-    )
-    .await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "replay at two: {body}");
-    let (status, _) = status_json(two.client().get(&userinfo_url).bearer_auth(&access).send().await.unwrap()).await;
-    assert_eq!(status, 401, "the replay revoked the token at every replica");
+    let at = |s: &Server| OAuth::with_http(s, &ns, "main", s.client().clone());
+    let (rp, client) = ("https://app.example/cb", (client.0.as_str(), client.1.as_str()));
+    let authorize_as = |token: &str| {
+        code_request(client.0, rp).set("scope", "openid groups").set("state", "s").auth(Auth::bearer(token))
+    };
+    let r = at(&two).send(&authorize_as(&token)).await;
+    assert_eq!(r.status, 200, "authorize at two: {}", r.body);
+    let code = r.text("code");
+    let r = at(&one).exchange(client, &code, rp).await;
+    assert_eq!(r.status, 200, "token at one: {}", r.body);
+    let access = r.text("access_token");
+    let r = at(&two).userinfo(&access).await;
+    assert_eq!((r.status, r.body["groups"].clone()), (200, json!(["platform"])), "userinfo at two: {}", r.body);
+    let r = at(&two).exchange(client, &code, rp).await;
+    assert_eq!((r.status, r.error()), (400, Some("invalid_grant")), "replay at two: {}", r.body);
+    assert_eq!(at(&two).userinfo(&access).await.status, 401, "the replay revoked the token at every replica");
 
     // An identity deleted and declared again under the same name and identityId is another
     // incarnation: what the first one issued (an access token, an unspent code, a userinfo
@@ -428,35 +398,18 @@ async fn two_operator_replicas_on_a_cluster_share_one_redis() {
     assert!(applied, "{err}");
     wait_ready(&cp, &ns, &["identityoidcauth/runner"], &one);
     let old_token = login_token(&one, &identity_id, &sa_token).await;
-    let authorize_at = |s: &Server, token: &str| {
-        s.client().get(format!("{}/authorize", s.issuer(&ns, "main"))).bearer_auth(token).query(&query).send()
-    };
-    let (status, body) = status_json(authorize_at(&two, &old_token).await.unwrap()).await;
-    assert_eq!(status, 200, "authorize at two: {body}");
-    let unspent = body["code"].as_str().unwrap().to_owned();
-    let (_, body) = status_json(authorize_at(&one, &old_token).await.unwrap()).await;
-    let spent = body["code"].as_str().unwrap().to_owned();
-    let form_of = |code: &str| {
-        vec![
-            ("grant_type", "authorization_code".to_owned()),
-            ("code", code.to_owned()),
-            ("redirect_uri", "https://app.example/cb".to_owned()),
-        ]
-    };
-    let exchange_at = |s: &Server, code: &str| {
-        s.client().post(token_at(s)).basic_auth(&client.0, Some(&client.1)).form(&form_of(code)).send()
-    };
-    let (status, body) = status_json(exchange_at(&one, &spent).await.unwrap()).await;
-    assert_eq!(status, 200, "token at one: {body}");
-    let old_access = body["access_token"].as_str().unwrap().to_owned();
-    let lookup_at = |s: &Server, token: &str| {
-        s.client().get(format!("{}/api/v1/auth/token/lookup", s.api)).bearer_auth(token).send()
-    };
+    let r = at(&two).send(&authorize_as(&old_token)).await;
+    assert_eq!(r.status, 200, "authorize at two: {}", r.body);
+    let unspent = r.text("code");
+    let spent = at(&one).send(&authorize_as(&old_token)).await.text("code");
+    let r = at(&one).exchange(client, &spent, rp).await;
+    assert_eq!(r.status, 200, "token at one: {}", r.body);
+    let old_access = r.text("access_token");
     for s in [&one, &two] {
-        assert_eq!(lookup_at(s, &old_token).await.unwrap().status(), 200, "the first incarnation's token is valid");
+        assert_eq!(lookup(s, &old_token).await.0, 200, "the first incarnation's token is valid");
     }
-    let (status, _) = status_json(two.client().get(&userinfo_url).bearer_auth(&old_access).send().await.unwrap()).await;
-    assert_eq!(status, 200, "the first incarnation's userinfo token is valid");
+    let r = at(&two).userinfo(&old_access).await;
+    assert_eq!(r.status, 200, "the first incarnation's userinfo token is valid");
 
     let old_uid = jsonpath(&cp, &ns, "identityoidcauth/runner", "{.metadata.uid}");
     let out = cp.kubectl(&["delete", "-n", &ns, "identityoidcauth/runner", "--wait"]);
@@ -467,33 +420,28 @@ async fn two_operator_replicas_on_a_cluster_share_one_redis() {
     wait_ready(&cp, &ns, &["identityoidcauth/runner"], &one);
     assert_eq!(jsonpath(&cp, &ns, "identityoidcauth/runner", "{.status.identityId}"), identity_id);
     // Both replicas serve the second incarnation once a token it issued at one is valid at two.
-    let new_token = {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        loop {
-            let (status, body) = login(&one, &identity_id, &sa_token).await;
-            if status == 200 {
-                let token = body["accessToken"].as_str().unwrap().to_owned();
-                if lookup_at(&two, &token).await.unwrap().status() == 200 {
-                    break token;
-                }
-            }
-            assert!(std::time::Instant::now() < deadline, "the second incarnation never served at both: {body}");
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut new_token = String::new();
+    eventually(30, "the second incarnation to serve at both replicas", async || {
+        let (status, body) = login(&one, &identity_id, &sa_token).await;
+        if status != 200 {
+            return false;
         }
-    };
+        new_token = body["accessToken"].as_str().unwrap().to_owned();
+        lookup(&two, &new_token).await.0 == 200
+    })
+    .await;
     for s in [&one, &two] {
-        let (status, body) = status_json(lookup_at(s, &old_token).await.unwrap()).await;
+        let (status, body) = lookup(s, &old_token).await;
         assert_eq!((status, body["error"].as_str()), (401, Some("invalid_token")), "old token: {body}");
-        let (status, body) = status_json(authorize_at(s, &old_token).await.unwrap()).await;
-        assert_eq!(status, 401, "old token at authorize: {body}");
+        let r = at(s).send(&authorize_as(&old_token)).await;
+        assert_eq!(r.status, 401, "old token at authorize: {}", r.body);
     }
-    let (status, body) = status_json(exchange_at(&one, &unspent).await.unwrap()).await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "old code: {body}");
-    let (status, body) =
-        status_json(two.client().get(&userinfo_url).bearer_auth(&old_access).send().await.unwrap()).await;
-    assert_eq!(status, 401, "old userinfo token: {body}");
-    let (status, body) = status_json(authorize_at(&two, &new_token).await.unwrap()).await;
-    assert_eq!(status, 200, "the second incarnation's token authorizes: {body}");
+    let r = at(&one).exchange(client, &unspent, rp).await;
+    assert_eq!((r.status, r.error()), (400, Some("invalid_grant")), "old code: {}", r.body);
+    let r = at(&two).userinfo(&old_access).await;
+    assert_eq!(r.status, 401, "old userinfo token: {}", r.body);
+    let r = at(&two).send(&authorize_as(&new_token)).await;
+    assert_eq!(r.status, 200, "the second incarnation's token authorizes: {}", r.body);
 }
 
 /// TLS with the store's own CA (`--session-store-ca`) and an ACL user whose password comes
@@ -571,24 +519,22 @@ async fn the_store_is_reached_over_tls_as_an_acl_user() {
         .build()
         .unwrap();
     let jwt = issuer.mint("ES256", json!({}), None).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    let body: Value = loop {
+    let mut last = (0, Value::Null);
+    let refused = holds_within(Duration::from_secs(15), async || {
         let resp = http
             .post(format!("{api}/api/v1/auth/oidc-auth/login"))
             .json(&json!({"identityId": RUNNER, "jwt": jwt}))
             .send()
             .await
             .unwrap();
-        let status = resp.status().as_u16();
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        last = (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null));
+        assert_ne!(last.0, 200, "a login succeeded with a wrong store password");
         // Until its issuer is fetched the identity is not served; then the store refuses.
-        if status == 503 && body["error"] == "temporarily_unavailable" {
-            break body;
-        }
-        assert_ne!(status, 200, "a login succeeded with a wrong store password");
-        assert!(std::time::Instant::now() < deadline, "never 503: {status} {body}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+        last.0 == 503 && last.1["error"] == "temporarily_unavailable"
+    })
+    .await;
+    assert!(refused, "never 503: {} {}", last.0, last.1);
+    let body = last.1;
     assert_eq!(body["statusCode"], 503);
     let _ = child.kill();
     let _ = child.wait();
@@ -701,15 +647,16 @@ async fn follow_a_sentinel_failover(redis: RedisSentinel, scheme: &str, options:
 async fn logins_resume(pair: &Pair, servers: [&Server; 2], within: Duration, after: &str) {
     let deadline = std::time::Instant::now() + within;
     for server in servers {
-        loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let resumed = holds_within(left, async || {
             let (status, body) = login(server, RUNNER, &pair.jwt().await).await;
-            if status == 200 {
-                break;
+            if status != 200 {
+                assert_eq!((status, body["error"].as_str()), (503, Some("temporarily_unavailable")), "{body}");
             }
-            assert_eq!((status, body["error"].as_str()), (503, Some("temporarily_unavailable")), "{body}");
-            assert!(std::time::Instant::now() < deadline, "logins never resumed after {after}");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+            status == 200
+        })
+        .await;
+        assert!(resumed, "logins never resumed after {after}");
     }
 }
 

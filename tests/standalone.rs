@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Server, kids, verify_with_jwcrypto, write_manifest};
+use common::{Server, eventually, holds_within, kids, verify_with_jwcrypto, write_manifest};
 use oidc_operator::directory::ObjectKey;
 use oidc_operator::keys::SigningAlgorithm;
 use oidc_operator::standalone::state::StateDir;
@@ -198,15 +198,13 @@ spec: {allowedClients: ["*"]}
     assert!(max_age < 60, "max-age {max_age} must stay below the 1m rotation period");
 
     // Wait (bounded) for the rotation the timer applies after one minute.
-    let deadline = std::time::Instant::now() + Duration::from_secs(100);
-    let ring1 = loop {
-        let ring = StateDir::open(&state).unwrap().load().unwrap().key_rings[&key].clone();
-        if ring.current.kid != ring0.current.kid {
-            break ring;
-        }
-        assert!(std::time::Instant::now() < deadline, "no rotation within 100 s; output:\n{}", server.output());
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let mut ring1 = ring0.clone();
+    let rotated = holds_within(Duration::from_secs(100), async || {
+        ring1 = StateDir::open(&state).unwrap().load().unwrap().key_rings[&key].clone();
+        ring1.current.kid != ring0.current.kid
+    })
+    .await;
+    assert!(rotated, "no rotation within 100 s; output:\n{}", server.output());
     assert!(ring1.rotated_at - ring0.rotated_at >= 60, "rotated after the period, not before");
     assert_eq!(ring1.current.kid, ring0.next.kid, "the published next key became current");
     let after = kids(&server.jwks("default", "p").await);
@@ -406,11 +404,10 @@ async fn a_user_provided_certificate_is_served_and_followed_when_renewed() {
     assert!(client_trusting(&ca, &port).get(&url).send().await.is_ok(), "a broken pair replaced a good one");
     // The whole renewal is served from the next reload on, to new connections.
     std::fs::write(&key, &new_key).unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while client_trusting(&new_ca, &port).get(&url).send().await.is_err() {
-        assert!(std::time::Instant::now() < deadline, "the renewed certificate was never served");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(15, "the renewed certificate to be served", async || {
+        client_trusting(&new_ca, &port).get(&url).send().await.is_ok()
+    })
+    .await;
     assert!(client_trusting(&ca, &port).get(&url).send().await.is_err(), "the old certificate is still served");
 }
 
@@ -528,11 +525,7 @@ async fn a_removed_clients_credentials_go_with_it() {
         let file = file.clone();
         async move {
             // Removal waits out a 10 s grace (an editor's half-written file costs nothing).
-            let deadline = std::time::Instant::now() + Duration::from_secs(25);
-            while file.exists() != present {
-                assert!(std::time::Instant::now() < deadline, "{} present: {}", file.display(), !present);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            eventually(25, &format!("{} present: {present}", file.display()), async || file.exists() == present).await;
         }
     };
     wait_for(true).await;
@@ -577,11 +570,8 @@ async fn standalone_says_what_changed_and_what_was_fixed() {
     let before = rows(&server);
     assert!(before >= 1, "{}", server.output());
     write_manifest(&m, "app.yaml", &client("https://app.example/other"));
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while rows(&server) == before {
-        assert!(std::time::Instant::now() < deadline, "an edit printed nothing:\n{}", server.output());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let printed = holds_within(Duration::from_secs(10), async || rows(&server) != before).await;
+    assert!(printed, "an edit printed nothing:\n{}", server.output());
 
     write_manifest(&m, "broken.yaml", "kind: [unclosed\n");
     let line = server

@@ -7,8 +7,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::Server;
 use common::redis::{RedisServer, cli};
+use common::{Server, holds_within};
 
 async fn readyz(server: &Server) -> (u16, String) {
     let resp = reqwest::get(format!("{}/readyz", server.metrics)).await.unwrap();
@@ -16,15 +16,14 @@ async fn readyz(server: &Server) -> (u16, String) {
 }
 
 async fn wait_readyz(server: &Server, needle: &str) -> String {
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let (status, body) = readyz(server).await;
-        if status == 503 && body.contains(needle) {
-            return body;
-        }
-        assert!(std::time::Instant::now() < deadline, "/readyz never said {needle:?}; last: {status} {body}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let mut last = (0, String::new());
+    let said = holds_within(Duration::from_secs(15), async || {
+        last = readyz(server).await;
+        last.0 == 503 && last.1.contains(needle)
+    })
+    .await;
+    assert!(said, "/readyz never said {needle:?}; last: {} {}", last.0, last.1);
+    last.1
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -9,10 +9,10 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
-use common::{ExternalIssuer, Server, identity_in, login_token, write_manifest};
+use common::oauth::{Auth, OAuth, code_request, confidential};
+use common::{ExternalIssuer, Server, eventually, holds_within, identity_in, login_token, write_manifest};
 use serde_json::{Value, json};
 
 const VICTIM_ID: &str = "0a11ce00-0000-4000-8000-00000000000a";
@@ -91,47 +91,19 @@ async fn row(server: &Server, ns: &str, kind: &str, name: &str, what: &str) -> O
         .await
 }
 
-fn http(state: &Path) -> reqwest::Client {
-    let ca = std::fs::read(state.join("tls/ca.crt")).unwrap();
-    reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
+/// Provider `victim/p` of `server`.
+fn victim_provider(server: &Server) -> OAuth {
+    OAuth::new(server, "victim", "p")
 }
 
-fn credentials(state: &Path, ns: &str, client: &str) -> (String, String) {
-    let v: Value =
-        serde_json::from_slice(&std::fs::read(state.join(format!("clients/{ns}/{client}.json"))).unwrap()).unwrap();
-    (v["client_id"].as_str().unwrap().to_owned(), v["client_secret"].as_str().unwrap().to_owned())
+async fn authorize(server: &Server, token: &str, client_id: &str) -> (u16, Value) {
+    let r = victim_provider(server).send(&code_request(client_id, REDIRECT).auth(Auth::bearer(token))).await;
+    (r.status, r.body)
 }
 
-async fn authorize(server: &Server, state: &Path, token: &str, client_id: &str) -> (u16, Value) {
-    let resp = http(state)
-        .get(format!("{}/authorize", server.issuer("victim", "p")))
-        .bearer_auth(token)
-        .query(&[
-            ("response_type", "code"),
-            ("client_id", client_id),
-            ("redirect_uri", REDIRECT),
-            ("scope", "openid"),
-            ("state", "s1"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
-}
-
-async fn exchange(server: &Server, state: &Path, client: (&str, &str), code: &str) -> (u16, Value) {
-    let resp = http(state)
-        .post(format!("{}/token", server.issuer("victim", "p")))
-        .basic_auth(client.0, Some(client.1))
-        .form(&[("grant_type", "authorization_code"), ("code", code), ("redirect_uri", REDIRECT)])
-        .send()
-        .await
-        .unwrap();
-    (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
+async fn exchange(server: &Server, client: (&str, &str), code: &str) -> (u16, Value) {
+    let r = victim_provider(server).exchange(client, code, REDIRECT).await;
+    (r.status, r.body)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -142,12 +114,12 @@ async fn entities_are_admitted_only_to_clients_of_their_own_namespace() {
     let victim = login_token(&server, VICTIM_ID, &jwt).await;
     let attacker = login_token(&server, ATTACKER_ID, &jwt).await;
     for client in ["grouped", "open"] {
-        let (client_id, _) = credentials(&t.state, "victim", client);
-        let (status, body) = authorize(&server, &t.state, &victim, &client_id).await;
+        let (client_id, _) = confidential(&t.state, "victim", client);
+        let (status, body) = authorize(&server, &victim, &client_id).await;
         assert_eq!(status, 200, "the victim's own entity is admitted to {client}: {body}");
         assert!(body["code"].is_string());
         // Same entity name, same group, `allow_all`: still another namespace's entity.
-        let (status, body) = authorize(&server, &t.state, &attacker, &client_id).await;
+        let (status, body) = authorize(&server, &attacker, &client_id).await;
         assert_eq!((status, body["error"].as_str()), (403, Some("access_denied")), "{client}: {body}");
         assert!(body.get("code").is_none());
     }
@@ -159,19 +131,19 @@ async fn a_code_is_checked_against_its_client_before_it_is_spent() {
     let server = t.start().await;
     let jwt = t.issuer.mint("ES256", json!({}), None).await;
     let victim = login_token(&server, VICTIM_ID, &jwt).await;
-    let grouped = credentials(&t.state, "victim", "grouped");
-    let open = credentials(&t.state, "victim", "open");
-    let (_, body) = authorize(&server, &t.state, &victim, &grouped.0).await;
+    let grouped = confidential(&t.state, "victim", "grouped");
+    let open = confidential(&t.state, "victim", "open");
+    let (_, body) = authorize(&server, &victim, &grouped.0).await;
     let code = body["code"].as_str().unwrap().to_owned();
     // Another client presenting the code is refused, and the code is not spent by it.
     for _ in 0..2 {
-        let (status, body) = exchange(&server, &t.state, (&open.0, &open.1), &code).await;
+        let (status, body) = exchange(&server, (&open.0, &open.1), &code).await;
         assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "{body}");
     }
-    let (status, body) = exchange(&server, &t.state, (&grouped.0, &grouped.1), &code).await;
+    let (status, body) = exchange(&server, (&grouped.0, &grouped.1), &code).await;
     assert_eq!(status, 200, "the code's own client still redeems it: {body}");
     assert!(body["id_token"].is_string());
-    let (status, body) = exchange(&server, &t.state, (&grouped.0, &grouped.1), &code).await;
+    let (status, body) = exchange(&server, (&grouped.0, &grouped.1), &code).await;
     assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "single use: {body}");
 }
 
@@ -202,9 +174,9 @@ async fn contested_ids_stay_with_their_first_holder_across_a_restart() {
 async fn victim_keeps_its_ids(t: &Tenants, server: &Server) {
     let jwt = t.issuer.mint("ES256", json!({}), None).await;
     let token = login_token(server, VICTIM_ID, &jwt).await;
-    let (status, body) = authorize(server, &t.state, &token, "fixed-client-id").await;
+    let (status, body) = authorize(server, &token, "fixed-client-id").await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(credentials(&t.state, "victim", "fixed").0, "fixed-client-id");
+    assert_eq!(confidential(&t.state, "victim", "fixed").0, "fixed-client-id");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -293,16 +265,12 @@ async fn the_session_store_has_a_ceiling_and_is_purged_in_the_background() {
         "{metrics}"
     );
     // The tokens live one second; the purge runs every second: logins resume.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually(10, "the purge to free the store", async || {
         let (status, body) = login().await;
-        if status == 200 {
-            break;
-        }
-        assert_eq!(status, 503, "{body}");
-        assert!(std::time::Instant::now() < deadline, "the purge never freed the store");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        assert!(status == 200 || status == 503, "{status} {body}");
+        status == 200
+    })
+    .await;
 }
 
 /// The ring of a deleted key that nothing uses is marked, kept for its verification window,
@@ -325,16 +293,11 @@ async fn the_ring_of_a_deleted_key_is_deleted_after_its_verification_window() {
     let ring = |name: &str| std::fs::read_to_string(state.join(format!("keys/victim/{name}.json"))).ok();
     assert!(ring("gone").is_some_and(|r| !r.contains("orphanedAt")));
     write_manifest(&m, "keys.yaml", &key("kept"));
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !ring("gone").is_some_and(|r| r.contains("orphanedAt")) {
-        assert!(std::time::Instant::now() < deadline, "the unused ring was never marked: {}", server.output());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let was_marked =
+        holds_within(Duration::from_secs(10), async || ring("gone").is_some_and(|r| r.contains("orphanedAt"))).await;
+    assert!(was_marked, "the unused ring was never marked: {}", server.output());
     let marked = std::time::Instant::now();
-    while ring("gone").is_some() {
-        assert!(std::time::Instant::now() < deadline + Duration::from_secs(5), "the unused ring was never deleted");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(15, "the unused ring to be deleted", async || ring("gone").is_none()).await;
     assert!(
         marked.elapsed() >= Duration::from_millis(1500),
         "kept for its verification window ({:?})",
@@ -414,13 +377,11 @@ async fn a_tenant_at_its_session_quota_is_refused_alone_and_its_deleted_identity
 
     // Removing the greedy identity frees its ten records at the next purge.
     std::fs::remove_file(m.join("greedy.yaml")).unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let metrics = server.client().get(&metrics_url).send().await.unwrap().text().await.unwrap();
-        if metrics.lines().any(|l| l == "oidc_operator_session_store_records 1") {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "the deleted identity's records stayed:\n{metrics}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let mut metrics = String::new();
+    let freed = holds_within(Duration::from_secs(10), async || {
+        metrics = server.client().get(&metrics_url).send().await.unwrap().text().await.unwrap();
+        metrics.lines().any(|l| l == "oidc_operator_session_store_records 1")
+    })
+    .await;
+    assert!(freed, "the deleted identity's records stayed:\n{metrics}");
 }

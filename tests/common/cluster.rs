@@ -343,12 +343,3 @@ pub fn wait_ready(cp: &ControlPlane, ns: &str, objects: &[&str], operator: &supe
         );
     }
 }
-
-/// Polls `check` every 200 ms until it holds, for at most `secs` seconds.
-pub async fn eventually(secs: u64, what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-    while !check() {
-        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 pub mod cluster;
 pub mod flow;
 pub mod install;
+pub mod oauth;
+pub mod providers;
 pub mod redis;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_oidc-operator");
@@ -126,16 +128,13 @@ impl Server {
 
     /// Waits for a stdout line matching `pred`.
     pub async fn wait_for_line(&self, pred: impl Fn(&str) -> bool, timeout: Duration) -> Option<String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(l) = self.lines.lock().unwrap().iter().find(|l| pred(l)) {
-                return Some(l.clone());
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let mut found = None;
+        holds_within(timeout, async || {
+            found = self.lines.lock().unwrap().iter().find(|l| pred(l)).cloned();
+            found.is_some()
+        })
+        .await;
+        found
     }
 
     /// A client that trusts the server's CA.
@@ -170,14 +169,10 @@ impl Server {
 
     /// Polls `url` until the JSON status is `want`.
     pub async fn wait_status(&self, url: &str, want: u16, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.client.get(url).send().await.map(|r| r.status().as_u16()).ok() == Some(want) {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        false
+        holds_within(timeout, async || {
+            self.client.get(url).send().await.map(|r| r.status().as_u16()).ok() == Some(want)
+        })
+        .await
     }
 
     pub fn pid(&self) -> u32 {
@@ -366,20 +361,35 @@ pub fn identity_at(name: &str, id: &str, url: &str, issuer: &ExternalIssuer, ext
 
 /// Logs in with an external JWT; returns the identity access token.
 pub async fn login_token(server: &Server, identity_id: &str, jwt: &str) -> String {
-    let (_, resp) = login(server, identity_id, jwt).await;
-    resp["accessToken"].as_str().unwrap_or_else(|| panic!("login failed: {resp}")).to_owned()
+    oauth::OAuth::with_http(server, "default", "", server.client().clone()).login_token(identity_id, jwt).await
 }
 
 /// A machine login's status and JSON answer (`null` when the body is not JSON).
 pub async fn login(server: &Server, identity_id: &str, jwt: &str) -> (u16, serde_json::Value) {
-    let resp = server
-        .client()
-        .post(format!("{}/api/v1/auth/oidc-auth/login", server.api))
-        .json(&serde_json::json!({"identityId": identity_id, "jwt": jwt}))
-        .send()
-        .await
-        .unwrap();
-    (resp.status().as_u16(), resp.json().await.unwrap_or(serde_json::Value::Null))
+    let r = oauth::OAuth::with_http(server, "default", "", server.client().clone()).login(identity_id, jwt).await;
+    (r.status, r.body)
+}
+
+/// Polls `check` every 100 ms until it holds or `within` passes; whether it came to hold.
+/// The one polling loop of the tests: [`eventually`] when a timeout is a failure as such,
+/// this when the caller's message needs what it saw.
+pub async fn holds_within(within: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until `check` holds, for at most `secs` seconds, or fails the test saying what
+/// never happened.
+pub async fn eventually(secs: u64, what: &str, check: impl AsyncFnMut() -> bool) {
+    assert!(holds_within(Duration::from_secs(secs), check).await, "timed out after {secs} s waiting for {what}");
 }
 
 /// An IdentityOidcAuth in namespace `ns` bound to the test issuer, for any audience listed in
