@@ -3,7 +3,7 @@
 
 Input (stdin): {"jwks": {...}, "tokens": ["<compact JWS>", ...]}
 Output (stdout): {"keys": [{kid, kty, alg, rsa_bits | curve + on_curve | okp}],
-                  "tokens": [{valid, alg, kid, payload} | {valid: false, error}]}
+                  "tokens": [{valid, alg, kid, typ, payload} | {valid: false, error}]}
 """
 import json
 import sys
@@ -48,7 +48,13 @@ def main():
                 raise ValueError("no key with kid %r" % header.get("kid"))
             obj.verify(key, alg=header["alg"])
             report["tokens"].append(
-                {"valid": True, "alg": header["alg"], "kid": header["kid"], "payload": json.loads(obj.payload)}
+                {
+                    "valid": True,
+                    "alg": header["alg"],
+                    "kid": header["kid"],
+                    "typ": header.get("typ"),
+                    "payload": json.loads(obj.payload),
+                }
             )
         except Exception as e:  # noqa: BLE001 - every failure is a result here
             report["tokens"].append({"valid": False, "error": "%s: %s" % (type(e).__name__, e)})

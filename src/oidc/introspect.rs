@@ -16,7 +16,8 @@ use crate::sessions::GrantSubject;
 
 /// The methods a caller may authenticate with here: introspection tells what a token
 /// carries, so it is for confidential clients (resource servers) only.
-pub const AUTH_METHODS: [ClientAuthMethod; 2] = [ClientAuthMethod::ClientSecretBasic, ClientAuthMethod::ClientSecretPost];
+pub const AUTH_METHODS: [ClientAuthMethod; 2] =
+    [ClientAuthMethod::ClientSecretBasic, ClientAuthMethod::ClientSecretPost];
 
 /// The introspection response for `token`.
 pub async fn introspect(
@@ -91,7 +92,6 @@ fn describe(
     };
     let mut out = json!({
         "active": true,
-        "scope": scopes.join(" "),
         "client_id": client_id,
         "sub": sub,
         "aud": aud,
@@ -99,6 +99,9 @@ fn describe(
         "exp": exp,
         "iat": iat,
     });
+    if !scopes.is_empty() {
+        out["scope"] = Value::String(scopes.join(" "));
+    }
     if let Some(t) = token_type {
         out["token_type"] = Value::String(t.to_owned());
     }

@@ -64,7 +64,7 @@ pub fn access_token(
                 [one] => Value::String(one.clone()),
                 many => json!(many),
             };
-            let body = json!({
+            let mut body = json!({
                 "iss": provider.issuer,
                 "sub": c.subject,
                 "aud": aud,
@@ -72,8 +72,11 @@ pub fn access_token(
                 "iat": c.issued_at,
                 "exp": c.expires_at,
                 "jti": handle,
-                "scope": c.scopes.join(" "),
             });
+            // RFC 9068 §2.2.3: `scope` when scopes were granted.
+            if !c.scopes.is_empty() {
+                body["scope"] = Value::String(c.scopes.join(" "));
+            }
             client
                 .key
                 .current
