@@ -20,13 +20,14 @@ const BIN: &str = env!("CARGO_BIN_EXE_oidc-operator");
 
 /// The walkthrough blocks, in the order the README gives them; the test fails when one is
 /// missing, renamed or moved, so a walkthrough cannot drop out of the test silently.
-const EXPECTED: [(&str, bool); 6] = [
+const EXPECTED: [(&str, bool); 7] = [
     ("standalone", true),
     ("served", false),
     ("dev-issuer", true),
     ("standalone-insecure", true),
     ("login", false),
     ("flow", false),
+    ("services", false),
 ];
 
 /// The README's ports: the server's API and metrics listeners and the development issuer.
@@ -340,7 +341,7 @@ fn readme_walkthroughs_run_as_written() {
     // "The whole flow": code, ID token with the scopes' claims, userinfo.
     let flow = walk.run(block("flow"));
     let jsons: Vec<serde_json::Value> = flow.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-    assert_eq!(jsons.len(), 4, "authorize, token, ID token claims, userinfo: {flow}");
+    assert_eq!(jsons.len(), 7, "authorize, token, ID token claims, userinfo, refresh, reuse, userinfo: {flow}");
     assert!(jsons[0]["code"].as_str().is_some_and(|c| !c.is_empty()), "authorize: {flow}");
     assert_eq!(jsons[0]["state"], "af0ifjsldkj", "{flow}");
     assert!(jsons[1]["id_token"].as_str().is_some_and(|t| t.starts_with("eyJ")), "token: {flow}");
@@ -358,6 +359,35 @@ fn readme_walkthroughs_run_as_written() {
     let userinfo = &jsons[3];
     assert_eq!(userinfo["sub"], IDENTITY_ID, "{flow}");
     assert_eq!(userinfo["team"], "payments", "{flow}");
+    // Refresh: rotated, narrowed; the old token again revokes the grant.
+    let (first, refreshed) = (&jsons[1], &jsons[4]);
+    assert!(first["refresh_token"].is_string(), "billing-api gets a refresh token: {flow}");
+    assert!(refreshed["refresh_token"].is_string() && refreshed["refresh_token"] != first["refresh_token"], "{flow}");
+    assert_eq!(refreshed["scope"], "openid groups", "{flow}");
+    assert!(refreshed["id_token"].as_str().is_some_and(|t| t.starts_with("eyJ")), "{flow}");
+    assert_eq!(jsons[5]["error"], "invalid_grant", "reuse of the rotated refresh token: {flow}");
+    assert_eq!(jsons[6]["error"], "invalid_token", "the refreshed access token went with its grant: {flow}");
+
+    // "Services": client_credentials with a JWT access token, introspection, revocation.
+    let services = walk.run(block("services"));
+    let jsons: Vec<serde_json::Value> = services.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    assert_eq!(jsons.len(), 6, "grant, claims, introspection, 200, introspection, refusal: {services}");
+    let job = std::fs::read_to_string(walk.path().join(".oidc-operator/clients/default/reports-job.json"));
+    let job: serde_json::Value = serde_json::from_str(&job.unwrap()).unwrap();
+    assert!(jsons[0]["access_token"].as_str().is_some_and(|t| t.starts_with("eyJ")), "a JWT: {services}");
+    assert!(jsons[0].get("id_token").is_none() && jsons[0].get("refresh_token").is_none(), "{services}");
+    let claims = &jsons[1];
+    assert_eq!(
+        (claims["sub"].clone(), claims["client_id"].clone()),
+        (job["client_id"].clone(), job["client_id"].clone())
+    );
+    assert_eq!(claims["aud"], "https://billing.example.com/api", "{services}");
+    assert_eq!(claims["iss"], issuer_url.as_str(), "{services}");
+    assert_eq!(jsons[2]["active"], true, "{services}");
+    assert_eq!(jsons[2]["client_id"], job["client_id"], "{services}");
+    assert_eq!(jsons[3], 200, "revocation: {services}");
+    assert_eq!(jsons[4], serde_json::json!({"active": false}), "{services}");
+    assert_eq!(jsons[5]["error"], "invalid_target", "{services}");
 }
 
 #[test]
