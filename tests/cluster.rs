@@ -77,6 +77,60 @@ fn the_api_server_accepts_good_manifests_and_refuses_bad_ones_by_the_crd_rules()
         "must be integer seconds or a duration",
     );
     refused("unknown client type", format!("{CLIENT}spec: {{clientType: secretive}}\n"), "Unsupported value");
+    // Grants (issue 22): the CRD refuses what the token endpoint could never honour.
+    refused(
+        "public client with client_credentials",
+        format!("{CLIENT}spec: {{clientType: public, grantTypes: [client_credentials]}}\n"),
+        "a public client cannot use client_credentials",
+    );
+    refused(
+        "unknown grant type",
+        format!("{CLIENT}spec: {{grantTypes: [password]}}\n"),
+        "Unsupported value: \"password\"",
+    );
+    refused(
+        "a grant type listed twice",
+        format!("{CLIENT}spec: {{grantTypes: [refresh_token, refresh_token]}}\n"),
+        "list each grant type once",
+    );
+    refused("no grant type", format!("{CLIENT}spec: {{grantTypes: []}}\n"), "spec.grantTypes");
+    refused(
+        "confidential client authenticating with none",
+        format!("{CLIENT}spec: {{tokenEndpointAuthMethod: none}}\n"),
+        "tokenEndpointAuthMethod must be none for a public client",
+    );
+    refused(
+        "public client with a secret method",
+        format!("{CLIENT}spec: {{clientType: public, tokenEndpointAuthMethod: client_secret_basic}}\n"),
+        "tokenEndpointAuthMethod must be none for a public client",
+    );
+    refused(
+        "unknown auth method",
+        format!("{CLIENT}spec: {{tokenEndpointAuthMethod: client_secret_jwt}}\n"),
+        "Unsupported value: \"client_secret_jwt\"",
+    );
+    refused(
+        "unknown access token format",
+        format!("{CLIENT}spec: {{accessTokenFormat: paseto}}\n"),
+        "Unsupported value",
+    );
+    refused(
+        "refreshTokenTTL above refreshTokenMaxTTL",
+        format!("{CLIENT}spec: {{refreshTokenTTL: 48h, refreshTokenMaxTTL: 24h}}\n"),
+        "refreshTokenTTL must not exceed refreshTokenMaxTTL",
+    );
+    let grants = cp.kubectl(&["get", "-n", &ns, "oidcclient", "billing-api", "-o", "jsonpath={.spec.grantTypes}"]);
+    assert_eq!(String::from_utf8_lossy(&grants.stdout), r#"["authorization_code","refresh_token"]"#);
+    let defaults = cp.kubectl(&[
+        "get",
+        "-n",
+        &ns,
+        "oidcclient",
+        "cli",
+        "-o",
+        "jsonpath={.spec.grantTypes} {.spec.accessTokenFormat} {.spec.refreshTokenTTL}",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&defaults.stdout), r#"["authorization_code"] opaque 168h"#);
     refused(
         "scope named openid",
         "apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcScope\nmetadata: {name: openid}\nspec: {}\n".into(),

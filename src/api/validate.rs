@@ -272,6 +272,32 @@ mod tests {
         assert_eq!(metadata("a.b", "k").unwrap_err().field, "metadata.namespace");
     }
 
+    #[test]
+    fn client_grants_follow_the_crd_rules() {
+        let spec = |json: serde_json::Value| -> OidcClientSpec { serde_json::from_value(json).unwrap() };
+        assert!(client(&spec(serde_json::json!({}))).is_ok(), "defaults are valid");
+        let cases = [
+            (serde_json::json!({"clientType": "public", "grantTypes": ["client_credentials"]}), "spec.grantTypes"),
+            (serde_json::json!({"grantTypes": []}), "spec.grantTypes"),
+            (serde_json::json!({"grantTypes": ["refresh_token", "refresh_token"]}), "spec.grantTypes[1]"),
+            (serde_json::json!({"tokenEndpointAuthMethod": "none"}), "spec.tokenEndpointAuthMethod"),
+            (
+                serde_json::json!({"clientType": "public", "tokenEndpointAuthMethod": "client_secret_post"}),
+                "spec.tokenEndpointAuthMethod",
+            ),
+            (serde_json::json!({"refreshTokenTTL": "48h", "refreshTokenMaxTTL": "24h"}), "spec.refreshTokenTTL"),
+            (serde_json::json!({"refreshTokenTTL": 0}), "spec.refreshTokenTTL"),
+        ];
+        for (json, field) in cases {
+            let err = client(&spec(json.clone())).expect_err(&json.to_string());
+            assert_eq!(err.field, field, "{json}: {err:?}");
+        }
+        let ok = spec(
+            serde_json::json!({"grantTypes": ["client_credentials"], "tokenEndpointAuthMethod": "client_secret_post"}),
+        );
+        assert!(client(&ok).is_ok());
+    }
+
     fn key_spec(rot: u64, ver: u64) -> OidcKeySpec {
         OidcKeySpec {
             rotation_period: Duration::from_secs(rot),
