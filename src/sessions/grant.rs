@@ -116,11 +116,6 @@ impl GrantSubject {
             kind: RecordKind::RefreshToken,
         }
     }
-
-    /// The text a shared store keeps to check a refresh's binding.
-    pub fn binding_text(&self) -> String {
-        serde_json::json!([self.namespace(), self.provider(), self.client_id()]).to_string()
-    }
 }
 
 /// Bytes of a list of short texts (with a fixed cost each, as [`CodeRecord::charge`]).

@@ -4,17 +4,16 @@
 //!
 //! - code grants: `d` the code JSON, `b` its binding, `e` its expiry, `s` 0 unspent / 1
 //!   spent / 2 replayed; client grants: `k` the client grant JSON;
-//! - `g` the grant's binding (`["namespace","provider","client_id"]`), `f` the refresh
-//!   family's absolute expiry (unix seconds) once it has one;
+//! - `f` the refresh family's absolute expiry (unix seconds) once it has one (a refresh's
+//!   binding is checked against the grant's record, which never changes);
 //! - `u:<hex hash>` one access token: `<expires_at>:<issued_at>:<jwt 0|1>:<scopes>` (scopes
 //!   space-separated, empty for the grant's; a value of `<expires_at>` alone is the older
 //!   userinfo token and reads the same way);
 //! - `r:<hex hash>` one refresh token: `<expires_at>:<issued_at>:<rotated_at or ->`.
 
-/// `KEYS[1]` = grant; `ARGV` = code JSON, binding, expires_at, expiry (unix ms), grant
-/// binding.
+/// `KEYS[1]` = grant; `ARGV` = code JSON, binding, expires_at, expiry (unix ms).
 pub(super) const GRANT_PUT: &str = r"
-redis.call('HSET', KEYS[1], 'd', ARGV[1], 'b', ARGV[2], 'e', ARGV[3], 's', 0, 'g', ARGV[5])
+redis.call('HSET', KEYS[1], 'd', ARGV[1], 'b', ARGV[2], 'e', ARGV[3], 's', 0)
 redis.call('PEXPIREAT', KEYS[1], ARGV[4])
 return 1";
 
@@ -67,11 +66,11 @@ local e = redis.call('HGET', KEYS[1], 'e')
 if e then redis.call('PEXPIREAT', KEYS[1], string.format('%d', tonumber(e) * 1000)) end
 return 0";
 
-/// `KEYS[1]` = grant; `ARGV` = client grant JSON, grant binding, access field, access
-/// value, expiry (unix ms).
+/// `KEYS[1]` = grant; `ARGV` = client grant JSON, access field, access value, expiry (unix
+/// ms).
 pub(super) const CLIENT_GRANT_PUT: &str = r"
-redis.call('HSET', KEYS[1], 'k', ARGV[1], 'g', ARGV[2], ARGV[3], ARGV[4])
-redis.call('PEXPIREAT', KEYS[1], ARGV[5])
+redis.call('HSET', KEYS[1], 'k', ARGV[1], ARGV[2], ARGV[3])
+redis.call('PEXPIREAT', KEYS[1], ARGV[4])
 return 1";
 
 /// `KEYS[1]` = grant; `ARGV` = the presented refresh field, now, reuse interval (seconds),

@@ -181,7 +181,7 @@ impl RedisStore {
         self.charge(&key, &subject.charge(), &owners(&subject), expires_at).await?;
         let GrantSubject::Code(record) = &subject else { return Err(StoreError::Unavailable) };
         let json = serde_json::to_string(record).map_err(|_| StoreError::Unavailable)?;
-        let args = [json, binding, expires_at.to_string(), ms(expires_at), subject.binding_text()];
+        let args = [json, binding, expires_at.to_string(), ms(expires_at)];
         let put = self.run_script::<i64>("code_put", &self.scripts.grant_put, &key, &args).await.map(drop);
         self.counted(RecordKind::Code, put)
     }
@@ -272,13 +272,7 @@ impl RedisStore {
             },
         ];
         self.charge_parts(&subject, &parts).await?;
-        let args = [
-            json,
-            subject.binding_text(),
-            access_field,
-            access_value(access, access.expires_at),
-            ms(access.expires_at),
-        ];
+        let args = [json, access_field, access_value(access, access.expires_at), ms(access.expires_at)];
         let put = self.run_script::<i64>("client_grant_put", &self.scripts.client_grant_put, &key, &args).await;
         if let Err(e) = self.counted(RecordKind::ClientGrant, put) {
             self.uncharge_parts(&subject, &parts).await;
