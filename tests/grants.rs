@@ -562,3 +562,97 @@ async fn every_bad_grant_request_gets_its_rfc_error() {
     let r = main.send(&refresh(&rt).auth(f.basic("rp-short"))).await;
     assert_eq!((r.status, r.error()), (400, Some("invalid_grant")), "idle past refreshTokenTTL: {}", r.body);
 }
+
+/// Runs the authlib client (tests/authlib_client.py) with `args`; its answer.
+fn authlib(args: Value) -> Value {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/authlib_client.py");
+    let mut child = Command::new("python3")
+        .arg(&script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 is required for the authlib client");
+    child.stdin.take().unwrap().write_all(args.to_string().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the authlib client failed (install it with `python3 -m pip install -r tests/requirements.txt`):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn third_party_clients_use_every_grant() {
+    use common::oauth::oauth2_error;
+    use oauth2::{AuthType, StandardRevocableToken, TokenIntrospectionResponse, TokenResponse};
+
+    let f = Fixture::start(false).await;
+    let main = f.oauth("main", false);
+    let ca = f.state.join("tls/ca.crt");
+    let (svc_id, svc_secret) = f.secret("svc-opaque");
+    let (rp_id, rp_secret) = f.secret("rp");
+    let (rs_id, rs_secret) = f.secret("svc-rs256");
+
+    // The oauth2 crate: client_credentials for a resource, introspection by another client,
+    // revocation, introspection again.
+    let svc = main.oauth2_client(&svc_id, Some(&svc_secret), AuthType::BasicAuth, REDIRECT);
+    let resource_server = main.oauth2_client(&rs_id, Some(&rs_secret), AuthType::RequestBody, REDIRECT);
+    let token = main.oauth2_client_credentials(&svc, &[], Some(API)).await.unwrap();
+    assert!(token.refresh_token().is_none());
+    let at = token.access_token().secret().clone();
+    let seen = main.oauth2_introspect(&resource_server, &at).await.unwrap();
+    assert!(seen.active());
+    assert_eq!(seen.client_id().map(|c| c.as_str()), Some(svc_id.as_str()));
+    assert_eq!(seen.aud().cloned(), Some(vec![API.to_owned()]));
+    main.oauth2_revoke(&svc, StandardRevocableToken::AccessToken(token.access_token().clone())).await.unwrap();
+    assert!(!main.oauth2_introspect(&resource_server, &at).await.unwrap().active());
+    let refused = main.oauth2_client_credentials(&svc, &[], Some("https://elsewhere.example")).await.unwrap_err();
+    assert_eq!(oauth2_error(&refused).as_deref(), Some("invalid_target"));
+
+    // The oauth2 crate: refresh (rotated), narrowed; the revoked refresh token is refused.
+    let rp = main.oauth2_client(&rp_id, Some(&rp_secret), AuthType::BasicAuth, REDIRECT);
+    let first = f.code_tokens("main", "rp", "openid groups").await;
+    let refreshed = main.oauth2_refresh(&rp, first["refresh_token"].as_str().unwrap(), &["openid"]).await.unwrap();
+    let rt = refreshed.refresh_token().unwrap().clone();
+    assert_ne!(rt.secret(), first["refresh_token"].as_str().unwrap());
+    assert_eq!(
+        refreshed.scopes().map(|s| s.iter().map(|s| s.to_string()).collect::<Vec<_>>()),
+        Some(vec!["openid".to_owned()])
+    );
+    main.oauth2_revoke(&rp, StandardRevocableToken::RefreshToken(rt.clone())).await.unwrap();
+    let refused = main.oauth2_refresh(&rp, rt.secret(), &[]).await.unwrap_err();
+    assert_eq!(oauth2_error(&refused).as_deref(), Some("invalid_grant"));
+    let userinfo = main.userinfo(refreshed.access_token().secret()).await;
+    assert_eq!(userinfo.status, 401, "revoking the refresh token revoked its access tokens: {}", userinfo.body);
+
+    // authlib: client_credentials (basic and post), then a refresh.
+    let base = json!({"token_endpoint": main.url("token"), "ca": ca, "client_id": svc_id, "client_secret": svc_secret});
+    let mut args = base.clone();
+    args["grant"] = json!("client_credentials");
+    args["resource"] = json!(API);
+    let got = authlib(args);
+    assert_eq!(got["token_type"], "Bearer", "{got}");
+    let i = introspect(&main, f.basic("svc-rs256"), got["access_token"].as_str().unwrap()).await;
+    assert_eq!((i["active"].as_bool(), i["client_id"].as_str()), (Some(true), Some(svc_id.as_str())), "{i}");
+    let (post_id, post_secret) = f.secret("svc-post");
+    let got = authlib(json!({"token_endpoint": main.url("token"), "ca": ca, "client_id": post_id,
+        "client_secret": post_secret, "auth_method": "client_secret_post", "grant": "client_credentials"}));
+    assert!(got["access_token"].is_string(), "authlib with client_secret_post: {got}");
+    let first = f.code_tokens("main", "rp", "openid groups").await;
+    let got = authlib(json!({"token_endpoint": main.url("token"), "ca": ca, "client_id": rp_id,
+        "client_secret": rp_secret, "grant": "refresh_token", "refresh_token": first["refresh_token"]}));
+    assert!(
+        got["refresh_token"].is_string() && got["refresh_token"] != first["refresh_token"],
+        "authlib refresh: {got}"
+    );
+    assert_eq!(main.userinfo(got["access_token"].as_str().unwrap()).await.body["groups"], json!(["platform"]));
+    // The rotated token again, through authlib: the RFC error, and the grant is gone.
+    let again = authlib(json!({"token_endpoint": main.url("token"), "ca": ca, "client_id": rp_id,
+        "client_secret": rp_secret, "grant": "refresh_token", "refresh_token": first["refresh_token"]}));
+    assert_eq!(again["error"], "invalid_grant", "{again}");
+    assert_eq!(main.userinfo(got["access_token"].as_str().unwrap()).await.status, 401);
+}

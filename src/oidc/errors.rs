@@ -112,15 +112,6 @@ impl OAuthError {
         Self::TemporarilyUnavailable(STORE_UNAVAILABLE.into())
     }
 
-    /// The record kind and reason when this is the store refusing a record (a ceiling or a
-    /// tenant's quota, not the store being away): what the refusal metric counts.
-    pub fn store_refusal(&self) -> Option<(crate::sessions::RecordKind, &'static str)> {
-        match self {
-            Self::StoreRefused { kind, reason, .. } => Some((*kind, reason)),
-            _ => None,
-        }
-    }
-
     /// The JSON error response, with `WWW-Authenticate` where the RFCs ask for it.
     pub fn http(&self) -> Response {
         self.response(None, false)
