@@ -455,6 +455,10 @@ async fn kustomize_installs_the_operator_and_the_samples_become_ready_and_health
     ];
     wait_ready(&cp, "default", &samples, &operator);
     assert_never_forbidden(&state);
+    // A Ready client's status names what it may use at the token endpoint (issue 22).
+    let status =
+        jsonpath(&cp, "default", "oidcclient/billing-api", "{.status.grantTypes} {.status.tokenEndpointAuthMethods}");
+    assert_eq!(status, r#"["authorization_code"] ["client_secret_basic","client_secret_post"]"#);
 
     // Current / Healthy for every Ready sample.
     for what in samples {

@@ -103,17 +103,22 @@ pub fn error(status: StatusCode, code: &str, description: &str) -> Response {
     json_response(status, serde_json::json!({"error": code, "error_description": description}).to_string())
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn dispatch(
-    state: AppState,
+/// A request as warp hands it over, before its body is read.
+struct Incoming {
     method: Method,
     path: warp::path::FullPath,
     query: String,
     headers: warp::http::HeaderMap,
     peer: Option<PeerAddr>,
     body_limits: Option<body::BodyLimits>,
+}
+
+async fn dispatch(
+    state: AppState,
+    incoming: Incoming,
     body: impl futures::Stream<Item = Result<impl Buf, warp::Error>>,
 ) -> Result<Response, Infallible> {
+    let Incoming { method, path, query, headers, peer, body_limits } = incoming;
     let started = std::time::Instant::now();
     let peer_ip = peer.map(|p| p.0.ip()).unwrap_or(IpAddr::from([0, 0, 0, 0]));
     let ip = client_ip(peer_ip, &headers, &state.trusted_proxies);
@@ -200,14 +205,23 @@ async fn dispatch(
 
 /// The protocol routes.
 pub fn api_routes(state: AppState) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
-    warp::any()
-        .map(move || state.clone())
-        .and(warp::method())
+    let incoming = warp::method()
         .and(warp::path::full())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::header::headers_cloned())
         .and(warp::ext::optional::<PeerAddr>())
         .and(warp::ext::optional::<body::BodyLimits>())
+        .map(|method, path, query, headers, peer, body_limits: Option<body::BodyLimits>| Incoming {
+            method,
+            path,
+            query,
+            headers,
+            peer,
+            body_limits,
+        });
+    warp::any()
+        .map(move || state.clone())
+        .and(incoming)
         .and(warp::body::stream())
         .then(dispatch)
         .map(|r: Result<Response, Infallible>| match r {
