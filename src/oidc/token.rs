@@ -113,6 +113,11 @@ async fn exchange_code(
         }
         false => None,
     };
+    // The store keeps no access token past its grant's absolute expiry; neither does its `exp`.
+    let mut access = access;
+    if let Some((_, r)) = &refresh {
+        access.expires_at = access.expires_at.min(r.family_expires_at);
+    }
     let step = Issue { access, refresh: refresh.as_ref().map(|(_, r)| r.clone()) };
     let redemption = ctx
         .store
@@ -140,7 +145,7 @@ async fn exchange_code(
     Ok(TokenResponse {
         access_token,
         token_type: "Bearer",
-        expires_in: client.access_token_ttl,
+        expires_in: u64::try_from(step.access.expires_at - ctx.now).unwrap_or(0),
         id_token: Some(id_token),
         refresh_token: refresh.map(|(token, _)| token),
         scope: Some(record.scopes.join(" ")),
