@@ -52,15 +52,8 @@ pub enum ProviderEndpoint {
 }
 
 impl ProviderEndpoint {
-    pub const ALL: [ProviderEndpoint; 7] = [
-        Self::Discovery,
-        Self::Jwks,
-        Self::Authorize,
-        Self::Token,
-        Self::Userinfo,
-        Self::Introspect,
-        Self::Revoke,
-    ];
+    pub const ALL: [ProviderEndpoint; 7] =
+        [Self::Discovery, Self::Jwks, Self::Authorize, Self::Token, Self::Userinfo, Self::Introspect, Self::Revoke];
 
     /// The path below the issuer.
     pub fn suffix(self) -> &'static str {

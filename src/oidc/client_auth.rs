@@ -60,7 +60,8 @@ pub fn authenticate<'a>(
     presented: &Presented,
 ) -> Result<&'a ResolvedClient, OAuthError> {
     let failed = || OAuthError::InvalidClient("client authentication failed".into());
-    let client = dir.namespace(&provider.namespace).and_then(|v| v.clients.get(&presented.client_id)).ok_or_else(failed)?;
+    let client =
+        dir.namespace(&provider.namespace).and_then(|v| v.clients.get(&presented.client_id)).ok_or_else(failed)?;
     let secret_ok = match (client.client_type, &client.client_secret, &presented.secret) {
         (ClientType::Public, _, None) => true,
         (ClientType::Confidential, Some(expected), Some(given)) => {

@@ -16,7 +16,8 @@ use crate::sessions::GrantSubject;
 
 /// The methods a caller may authenticate with here: introspection tells what a token
 /// carries, so it is for confidential clients (resource servers) only.
-pub const AUTH_METHODS: [ClientAuthMethod; 2] = [ClientAuthMethod::ClientSecretBasic, ClientAuthMethod::ClientSecretPost];
+pub const AUTH_METHODS: [ClientAuthMethod; 2] =
+    [ClientAuthMethod::ClientSecretBasic, ClientAuthMethod::ClientSecretPost];
 
 /// The introspection response for `token`.
 pub async fn introspect(

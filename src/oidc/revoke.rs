@@ -20,11 +20,8 @@ pub async fn revoke(
     let client = client_auth::authenticate(ctx.dir, ctx.provider, &presented)?;
     let token = required(params, "token")?;
     let unavailable = |e| OAuthError::unavailable(&e);
-    let binding = GrantBinding {
-        namespace: &ctx.provider.namespace,
-        provider: &ctx.provider.name,
-        client_id: &client.client_id,
-    };
+    let binding =
+        GrantBinding { namespace: &ctx.provider.namespace, provider: &ctx.provider.name, client_id: &client.client_id };
     let owned = |grant: &GrantSubject| grant.bound_to(&binding);
     if let Some(view) = ctx.store.refresh_token(token, ctx.now).await.map_err(unavailable)? {
         if owned(&view.grant) {

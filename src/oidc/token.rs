@@ -58,7 +58,12 @@ fn store_error(kind: RecordKind, e: StoreError) -> OAuthError {
 }
 
 /// The access token a grant step stores: its handle, and what the store keeps of it.
-fn access_issue(client: &ResolvedClient, grant: &GrantId, scopes: Vec<String>, now: i64) -> Result<(String, AccessIssue), OAuthError> {
+fn access_issue(
+    client: &ResolvedClient,
+    grant: &GrantId,
+    scopes: Vec<String>,
+    now: i64,
+) -> Result<(String, AccessIssue), OAuthError> {
     let handle = issue::handle(grant)?;
     let access = AccessIssue {
         hash: token_hash(&handle),
@@ -150,7 +155,11 @@ async fn refresh(
     r: &refresh_token::RefreshRequest,
 ) -> Result<TokenResponse, OAuthError> {
     let invalid = || OAuthError::InvalidGrant("the refresh token is invalid, expired or revoked".into());
-    let view = ctx.store.refresh_token(&r.refresh_token, ctx.now).await.map_err(|e| store_error(RecordKind::RefreshToken, e))?;
+    let view = ctx
+        .store
+        .refresh_token(&r.refresh_token, ctx.now)
+        .await
+        .map_err(|e| store_error(RecordKind::RefreshToken, e))?;
     let view = view.ok_or_else(invalid)?;
     let GrantSubject::Code(code) = &view.grant else { return Err(invalid()) };
     let decided = refresh_token::decide(ctx.dir, ctx.provider, client, code, r, ctx.now)?;
@@ -176,7 +185,9 @@ async fn refresh(
             ));
         }
         RefreshOutcome::WrongBinding => {
-            return Err(OAuthError::InvalidGrant("the refresh token was not issued to this client by this provider".into()));
+            return Err(OAuthError::InvalidGrant(
+                "the refresh token was not issued to this client by this provider".into(),
+            ));
         }
         RefreshOutcome::Unknown => return Err(invalid()),
     }
@@ -230,10 +241,7 @@ async fn client_credentials(
         audiences: decided.audiences.clone(),
         issued_at: ctx.now,
     };
-    ctx.store
-        .insert_client_grant(id, grant, &access)
-        .await
-        .map_err(|e| store_error(RecordKind::AccessToken, e))?;
+    ctx.store.insert_client_grant(id, grant, &access).await.map_err(|e| store_error(RecordKind::AccessToken, e))?;
     let access_claims = AccessClaims {
         subject: &client.client_id,
         audiences: &decided.audiences,

@@ -6,9 +6,9 @@ use serde_json::{Value, json};
 use warp::http::{HeaderMap, HeaderValue, StatusCode, header};
 use warp::reply::Response;
 
-use crate::oidc::request::Request;
 use super::{AppState, json_response};
 use crate::login::{self, AccessError, Use};
+use crate::oidc::request::Request;
 
 /// Largest request body accepted by these endpoints.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;

@@ -90,7 +90,8 @@ mod tests {
 
     #[test]
     fn parameters() {
-        let r = ClientCredentialsRequest::parse(&params(&[("scope", "a  b a"), ("resource", "https://api/x")])).unwrap();
+        let r =
+            ClientCredentialsRequest::parse(&params(&[("scope", "a  b a"), ("resource", "https://api/x")])).unwrap();
         assert_eq!(r.scopes, ["a", "b"]);
         assert_eq!(r.targets, ["https://api/x"]);
         let r = ClientCredentialsRequest::parse(&params(&[("audience", "billing")])).unwrap();

@@ -57,7 +57,9 @@ pub fn decide(
     now: i64,
 ) -> Result<Refreshed, OAuthError> {
     if code.namespace != provider.namespace || code.provider != provider.name || code.client_id != client.client_id {
-        return Err(OAuthError::InvalidGrant("the refresh token was not issued to this client by this provider".into()));
+        return Err(OAuthError::InvalidGrant(
+            "the refresh token was not issued to this client by this provider".into(),
+        ));
     }
     let scopes = match &r.scopes {
         None => code.scopes.clone(),
@@ -73,7 +75,8 @@ pub fn decide(
     };
     let issuer = IssuedBy { id: &code.identity_id, key: &code.identity, uid: &code.identity_uid };
     let gone = OAuthError::InvalidGrant("the entity no longer exists".into());
-    let (identity, claims) = claims::granted_claims(dir, &provider.namespace, (&issuer, &code.alias, &scopes), now, gone)?;
+    let (identity, claims) =
+        claims::granted_claims(dir, &provider.namespace, (&issuer, &code.alias, &scopes), now, gone)?;
     if !authorize::admitted(dir, client, identity) {
         return Err(OAuthError::InvalidGrant("the entity is no longer admitted by the client's assignments".into()));
     }
