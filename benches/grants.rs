@@ -62,7 +62,7 @@ const RAW: f64 = 0.5;
 const SMOKE: (usize, f64, f64) = (1, support::SMOKE_SECONDS, 0.05);
 const ALGS: [SigningAlgorithm; 3] = [SigningAlgorithm::RS256, SigningAlgorithm::ES256, SigningAlgorithm::EdDSA];
 
-/// The clients: name, key, OidcClient spec.
+/// The clients: name and OidcClient spec.
 fn clients() -> Vec<(String, serde_json::Value)> {
     let mut out = vec![
         // client_credentials with opaque tokens (the default format).
