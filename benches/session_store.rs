@@ -34,7 +34,7 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -67,21 +67,6 @@ const SMOKE: (usize, usize, f64) = (5_000, 1, support::SMOKE_SECONDS);
 fn in_ns<T: kube::Resource<DynamicType = ()>>(mut o: T) -> Arc<T> {
     o.meta_mut().namespace = Some("default".into());
     Arc::new(o)
-}
-
-fn redis_server() -> (std::process::Child, u16, tempfile::TempDir) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let dir = tempfile::tempdir().unwrap();
-    let bin = std::env::var("HOME").map(|h| format!("{h}/.cache/oidc-operator/bin/redis-server")).unwrap();
-    let bin = if std::path::Path::new(&bin).exists() { bin } else { "redis-server".into() };
-    let child = Command::new(&bin)
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-        .arg("--dir")
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-server (scripts/tools installs Debian's)");
-    (child, port, dir)
 }
 
 async fn serve(state: AppState) -> SocketAddr {
@@ -129,9 +114,10 @@ struct Phase {
 
 /// Redis's counters of reads from clients and commands run (`INFO stats`).
 fn redis_reads(port: u16) -> (f64, f64) {
-    let bin = std::env::var("HOME").map(|h| format!("{h}/.cache/oidc-operator/bin/redis-cli")).unwrap();
-    let bin = if std::path::Path::new(&bin).exists() { bin } else { "redis-cli".into() };
-    let out = Command::new(&bin).args(["-p", &port.to_string(), "INFO", "stats"]).output().expect("redis-cli");
+    let out = Command::new(support::redis::tool("redis-cli"))
+        .args(["-p", &port.to_string(), "INFO", "stats"])
+        .output()
+        .expect("redis-cli");
     let text = String::from_utf8_lossy(&out.stdout);
     let field = |name: &str| {
         text.lines()
@@ -195,12 +181,7 @@ impl Layout {
             Self::Dedicated => ("0", "1"),
         };
         for (cores, pid) in [(ours, std::process::id()), (theirs, redis)] {
-            let status = Command::new("taskset")
-                .args(["-a", "-p", "-c", cores, &pid.to_string()])
-                .stdout(Stdio::null())
-                .status()
-                .expect("taskset (util-linux) pins the layouts");
-            assert!(status.success(), "taskset -a -p -c {cores} {pid}: {status}");
+            support::redis::pin(pid, cores).unwrap_or_else(|e| panic!("{e}: pinning the layouts"));
         }
     }
 }
@@ -208,7 +189,8 @@ impl Layout {
 #[tokio::main]
 async fn main() {
     let _ = tokio_rustls::rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let (mut redis, port, _redis_dir) = redis_server();
+    let redis = support::redis::RedisServer::start();
+    let port = redis.port;
     let (codes_per_phase, rounds_per_layout, phase) = if support::smoke() { SMOKE } else { (CODES, ROUNDS, PHASE) };
 
     // The external issuer of the logins (ES256), on loopback.
@@ -251,7 +233,7 @@ async fn main() {
     let metrics = Arc::new(Metrics::default());
     // One namespace and identity make every request here: no tenant share applies.
     let unshared = oidc_operator::sessions::Quotas::new(10_000_000, usize::MAX / 2, 100, usize::MAX);
-    let options = RedisOptions { quotas: unshared, ..RedisOptions::new(format!("redis://127.0.0.1:{port}")) };
+    let options = RedisOptions { quotas: unshared, ..RedisOptions::new(redis.url()) };
     let redis_store = RedisStore::connect(&options, Arc::clone(&metrics)).unwrap();
     let stores = [("memory", SessionStore::memory(10_000_000)), ("redis", SessionStore::Redis(redis_store))];
 
@@ -321,14 +303,14 @@ async fn main() {
     }
     let mut batch = 0;
     for layout in layouts {
-        layout.apply(redis.id(), cores);
+        layout.apply(redis.pid(), cores);
         let mut rounds = Vec::new();
         for _ in 0..rounds_per_layout {
             let mut round = Vec::new();
             for server in &servers {
                 let body = login_body.clone();
                 let logins = Phase::measure(
-                    redis.id(),
+                    redis.pid(),
                     port,
                     support::load_for(server.addr, phase, move || {
                         support::request(
@@ -345,7 +327,7 @@ async fn main() {
                 let next = Arc::new(AtomicUsize::new(0));
                 let (basic, path) = (basic.clone(), server.token_path.clone());
                 let exchanges = Phase::measure(
-                    redis.id(),
+                    redis.pid(),
                     port,
                     support::load_for(server.addr, phase, move || {
                         let i = next.fetch_add(1, Ordering::Relaxed);
@@ -396,6 +378,5 @@ async fn main() {
                 .join(" ")
         );
     }
-    let _ = redis.kill();
-    let _ = redis.wait();
+    drop(redis);
 }

@@ -16,8 +16,8 @@ use oidc_operator::metrics::Metrics;
 use oidc_operator::sessions::redis::{Owner, RedisOptions, RedisStore};
 use oidc_operator::sessions::{
     AccessIssue, Alias, ClientGrant, CodeBinding, CodeRecord, CodeRedemption, GrantBinding, GrantId, GrantSubject,
-    IdentityTokenRecord, Issue, Liveness, MemoryStore, Quotas, RefreshIssue, RefreshOutcome, SessionStore, StoreError,
-    TokenLimits, TokenStore, handle, new_grant_id, new_handle, token_hash,
+    IdentityTokenRecord, Issue, Liveness, MAX_ROTATED_KEPT, MemoryStore, Quotas, ROTATED_PRUNED_TO, RefreshIssue,
+    RefreshOutcome, SessionStore, StoreError, TokenLimits, TokenStore, handle, new_grant_id, new_handle, token_hash,
 };
 
 const NO_PKCE: &[String] = &[String::new()];
@@ -460,6 +460,44 @@ async fn run_row(backend: &Backend, row: &str, now: i64) {
                 .await
                 .expect("the refused grant left no charge behind");
         }
+        "rotated_marks_bounded" => {
+            // A long chain: its rotated tokens are remembered (reuse revokes the family) up to
+            // MAX_ROTATED_KEPT; past it the oldest are forgotten down to ROTATED_PRUNED_TO, the
+            // same ones on every store (so a shared store scans the grant only then).
+            let store = backend.store(quotas(1000)).store();
+            let (grant, t) = redeemed(&store, ns, "alice", now, 600, 3000).await;
+            let mut chain = vec![t.refresh.unwrap()];
+            let (mut marks, rotations) = (0, 100);
+            for i in 1..=rotations {
+                let next = mint(&grant, now + i, 3600, Some((now + i + 600, now + 3000)), &[]);
+                let outcome =
+                    store.refresh(chain.last().unwrap(), &binding(ns), now + i, 0, &next.issue).await.unwrap();
+                assert!(matches!(outcome, RefreshOutcome::Rotated(_)), "{which} at {i}: {outcome:?}");
+                chain.push(next.refresh.unwrap());
+                marks += 1;
+                if marks > MAX_ROTATED_KEPT {
+                    marks = ROTATED_PRUNED_TO;
+                }
+            }
+            let at = now + rotations + 1;
+            let mut remembered = Vec::new();
+            for (i, token) in chain.iter().enumerate().take(rotations as usize) {
+                if let Some(view) = store.refresh_token(token, at).await.unwrap() {
+                    assert!(view.rotated, "{which}: token {i}");
+                    remembered.push(i);
+                }
+            }
+            let expected: Vec<usize> = (rotations as usize - marks..rotations as usize).collect();
+            assert_eq!(remembered, expected, "{which}: the newest rotated tokens, no more than the cap");
+            assert!((ROTATED_PRUNED_TO..=MAX_ROTATED_KEPT).contains(&remembered.len()), "{which}");
+            // A forgotten token is only unknown; a remembered one revokes the family.
+            let late = mint(&grant, at, 3600, Some((at + 600, now + 3000)), &[]);
+            let outcome = store.refresh(&chain[0], &binding(ns), at, 0, &late.issue).await.unwrap();
+            assert_eq!(outcome, RefreshOutcome::Unknown, "{which}: forgotten");
+            let outcome = store.refresh(&chain[expected[0]], &binding(ns), at, 0, &late.issue).await.unwrap();
+            assert_eq!(outcome, RefreshOutcome::Reused { revoked: true }, "{which}: remembered");
+            assert_eq!(store.refresh_token(chain.last().unwrap(), at).await.unwrap(), None, "{which}: family gone");
+        }
         "purge" => {
             let under = backend.store(quotas(100));
             let store = under.store();
@@ -495,7 +533,7 @@ async fn run_row(backend: &Backend, row: &str, now: i64) {
     }
 }
 
-const ROWS: [&str; 11] = [
+const ROWS: [&str; 12] = [
     "issue_and_lookup",
     "rotate",
     "reuse_within_interval",
@@ -506,6 +544,7 @@ const ROWS: [&str; 11] = [
     "replayed_code",
     "expiry",
     "quota_refusal_leaves_nothing",
+    "rotated_marks_bounded",
     "purge",
 ];
 

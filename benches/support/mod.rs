@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,6 +36,12 @@ pub fn load_seconds() -> f64 {
 }
 /// Keep-alive connections of the load generator.
 pub const CONCURRENCY: usize = 16;
+
+/// `o` in the `default` namespace, as the benches' inputs hold their objects.
+pub fn in_ns<T: kube::Resource<DynamicType = ()>>(mut o: T) -> Arc<T> {
+    o.meta_mut().namespace = Some("default".into());
+    Arc::new(o)
+}
 
 /// A code as authorize stores it, for the default namespace's provider `p` and `identity`
 /// (the incarnation the snapshot serves, so the code names an entity that exists), living an
@@ -141,8 +149,27 @@ pub fn request(path: &str, headers: &[(&'static str, &str)], body: Bytes) -> hyp
     req.body(Full::new(body)).unwrap()
 }
 
+/// A GET request.
+pub fn get(path: &str) -> hyper::Request<Full<Bytes>> {
+    hyper::Request::get(path).header("host", "bench").body(Full::new(Bytes::new())).unwrap()
+}
+
+/// The `Authorization: Basic` value of a client's credentials (`client_secret_basic`).
+pub fn basic(client_id: &str, secret: &str) -> String {
+    use base64::Engine;
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{client_id}:{secret}")))
+}
+
+/// A form POST (`application/x-www-form-urlencoded`) authenticated with `authorization`.
+pub fn form(path: &str, authorization: &str, body: String) -> hyper::Request<Full<Bytes>> {
+    let headers = [("content-type", "application/x-www-form-urlencoded"), ("authorization", authorization)];
+    request(path, &headers, Bytes::from(body))
+}
+
 /// Sends one request and returns its status and body.
 pub async fn send(sender: &mut SendRequest<Full<Bytes>>, req: hyper::Request<Full<Bytes>>) -> (u16, Bytes) {
+    // After an answer the connection may need a moment before it takes the next request.
+    sender.ready().await.unwrap();
     let resp = sender.send_request(req).await.unwrap();
     let status = resp.status().as_u16();
     (status, resp.into_body().collect().await.unwrap().to_bytes())
@@ -184,6 +211,47 @@ where
     let done = done.load(Ordering::Relaxed);
     assert!(done > 0, "no request was answered in {seconds} s");
     done as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Runs one keep-alive connection per chain for `seconds`: each sends `next(&state)`, every
+/// answer must be 200, and `advance(state, answer)` is the chain's next state (say, the
+/// refresh token each answer rotates to), so a chain's requests depend on its answers.
+/// Returns requests per second.
+pub async fn load_chains<S, F, G>(addr: SocketAddr, seconds: f64, chains: Vec<S>, next: F, advance: G) -> f64
+where
+    S: Send + 'static,
+    F: Fn(&S) -> hyper::Request<Full<Bytes>> + Send + Sync + 'static,
+    G: Fn(S, &Bytes) -> S + Send + Sync + 'static,
+{
+    let (next, advance) = (Arc::new(next), Arc::new(advance));
+    let done = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(seconds);
+    let mut tasks = Vec::new();
+    for mut state in chains {
+        let (next, advance, done) = (Arc::clone(&next), Arc::clone(&advance), Arc::clone(&done));
+        tasks.push(tokio::spawn(async move {
+            let mut sender = connection(addr).await;
+            while Instant::now() < deadline {
+                let (status, answer) = send(&mut sender, next(&state)).await;
+                assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+                state = advance(state, &answer);
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let done = done.load(Ordering::Relaxed);
+    assert!(done > 0, "no request was answered in {seconds} s");
+    done as f64 / start.elapsed().as_secs_f64()
+}
+
+/// The median of `values` (sorted here).
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// Prints the table header.

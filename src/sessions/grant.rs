@@ -133,6 +133,12 @@ pub const TOKEN_OVERHEAD: usize = 160;
 /// bounded so a client refreshing every minute for a month does not grow its grant forever.
 pub const MAX_ROTATED_KEPT: usize = 64;
 
+/// Past [`MAX_ROTATED_KEPT`], a family's oldest rotated tokens are forgotten down to this
+/// many, so the pruning runs once every `MAX_ROTATED_KEPT - ROTATED_PRUNED_TO` refreshes
+/// instead of at each: on Redis it is a scan of the whole grant (every access token the
+/// family still holds), which at every refresh made a refresh's cost grow with its family.
+pub const ROTATED_PRUNED_TO: usize = 48;
+
 /// Who presents a token: a refresh or a revocation is only for the grant's own client of
 /// the grant's own provider.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

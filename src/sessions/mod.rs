@@ -16,8 +16,8 @@ pub mod redis;
 mod store;
 
 pub use grant::{
-    AccessIssue, AccessTokenView, ClientGrant, GrantBinding, GrantSubject, Issue, MAX_ROTATED_KEPT, RefreshIssue,
-    RefreshOutcome, RefreshView, TOKEN_OVERHEAD,
+    AccessIssue, AccessTokenView, ClientGrant, GrantBinding, GrantSubject, Issue, MAX_ROTATED_KEPT, ROTATED_PRUNED_TO,
+    RefreshIssue, RefreshOutcome, RefreshView, TOKEN_OVERHEAD,
 };
 pub use handle::{GrantId, grant_of, new_grant_id, new_handle};
 pub use memory::MemoryStore;

@@ -7,8 +7,8 @@ use super::grant::AccessEntry;
 use super::quota::{Charge, Ledger, Quotas, Usage};
 use super::{
     AccessIssue, AccessTokenView, ClientGrant, CodeBinding, CodeRecord, CodeRedemption, GrantBinding, GrantId,
-    GrantSubject, IdentityTokenRecord, Issue, MAX_ROTATED_KEPT, RefreshOutcome, RefreshView, StoreError, TokenError,
-    TokenLimits, TokenStore, grant_of, token_hash,
+    GrantSubject, IdentityTokenRecord, Issue, MAX_ROTATED_KEPT, ROTATED_PRUNED_TO, RefreshOutcome, RefreshView,
+    StoreError, TokenError, TokenLimits, TokenStore, grant_of, token_hash,
 };
 use crate::api::ObjectKey;
 use crate::metrics::Metrics;
@@ -187,22 +187,30 @@ impl MemoryStore {
         Ok(())
     }
 
-    /// Forgets the oldest rotated refresh tokens past [`MAX_ROTATED_KEPT`].
+    /// Past [`MAX_ROTATED_KEPT`] rotated refresh tokens, forgets the oldest down to
+    /// [`ROTATED_PRUNED_TO`] (as the Redis store does).
     fn forget_rotated(&self, grant: &mut Grant) {
-        while grant.refresh.iter().filter(|r| r.rotated_at.is_some()).count() > MAX_ROTATED_KEPT {
-            let oldest = grant
-                .refresh
-                .iter()
-                .enumerate()
-                .filter_map(|(i, r)| r.rotated_at.map(|at| (at, i)))
-                .min()
-                .map(|(_, i)| i);
-            let Some(i) = oldest else { break };
-            let gone = grant.refresh.remove(i);
-            if gone.charged {
-                self.release_all(&[grant.subject.refresh_charge()]);
-            }
+        if grant.refresh.iter().filter(|r| r.rotated_at.is_some()).count() <= MAX_ROTATED_KEPT {
+            return;
         }
+        let mut marks: Vec<(i64, usize)> =
+            grant.refresh.iter().enumerate().filter_map(|(i, r)| r.rotated_at.map(|at| (at, i))).collect();
+        marks.sort_unstable();
+        let mut forget = vec![false; grant.refresh.len()];
+        for &(_, i) in &marks[..marks.len() - ROTATED_PRUNED_TO] {
+            forget[i] = true;
+        }
+        let mut released = Vec::new();
+        let mut i = 0;
+        grant.refresh.retain(|r| {
+            let gone = forget[i];
+            i += 1;
+            if gone && r.charged {
+                released.push(grant.subject.refresh_charge());
+            }
+            !gone
+        });
+        self.release_all(&released);
     }
 
     /// Drops what expired inside a grant, giving its charges back; how many records.

@@ -9,7 +9,8 @@
 //! - `u:<hex hash>` one access token: `<expires_at>:<issued_at>:<jwt 0|1>:<scopes>` (scopes
 //!   space-separated, empty for the grant's; a value of `<expires_at>` alone is the older
 //!   userinfo token and reads the same way);
-//! - `r:<hex hash>` one refresh token: `<expires_at>:<issued_at>:<rotated_at or ->`.
+//! - `r:<hex hash>` one refresh token: `<expires_at>:<issued_at>:<rotated_at or ->`;
+//! - `n` how many rotated refresh tokens the family remembers (absent: not counted yet).
 
 /// `KEYS[1]` = grant; `ARGV` = code JSON, binding, expires_at, expiry (unix ms).
 pub(super) const GRANT_PUT: &str = r"
@@ -75,12 +76,16 @@ return 1";
 
 /// `KEYS[1]` = grant; `ARGV` = the presented refresh field, now, reuse interval (seconds),
 /// new access field, its value, new refresh field (or empty), its value, the key's new
-/// expiry (unix ms, never past the family's), how many rotated tokens to remember. Returns
-/// `{0}` unknown or expired (idle or family), `{2, field, value, ...}` a rotated token
-/// presented after its reuse interval: the whole grant is deleted (its fields come back so
-/// their charges can be), or `{1}`: the presented token is rotated (a rotated one within its
-/// reuse interval keeps its first rotation time), the new tokens stored, expired access
-/// tokens and the oldest rotated marks past the cap forgotten.
+/// expiry (unix ms, never past the family's), how many rotated tokens to remember at most,
+/// and how many to keep when forgetting. Returns `{0}` unknown or expired (idle or family),
+/// `{2, field, value, ...}` a rotated token presented after its reuse interval: the whole
+/// grant is deleted (its fields come back so their charges can be), or `{1}`: the presented
+/// token is rotated (a rotated one within its reuse interval keeps its first rotation time)
+/// and the new tokens stored. Only when the family's count of rotated tokens (`n`) passes
+/// the most to remember, or is not known, is the grant scanned: the oldest rotated marks are
+/// forgotten down to the number to keep, and expired access tokens dropped. Scanning at
+/// every refresh made each cost as much as the family's live tokens (one access token per
+/// refresh, living for the client's `accessTokenTTL`).
 pub(super) const GRANT_REFRESH: &str = r"
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if not v then return {0} end
@@ -95,28 +100,38 @@ if rot ~= '-' and now >= tonumber(rot) + tonumber(ARGV[3]) then
   return out
 end
 if now >= tonumber(exp) then return {0} end
-if rot == '-' then redis.call('HSET', KEYS[1], ARGV[1], exp .. ':' .. iat .. ':' .. ARGV[2]) end
-local rotated = {}
-local all = redis.call('HGETALL', KEYS[1])
-for i = 1, #all, 2 do
-  local name, val = all[i], all[i + 1]
-  local p = string.sub(name, 1, 2)
-  if p == 'u:' then
-    if now >= tonumber(string.match(val, '^%-?%d+')) then redis.call('HDEL', KEYS[1], name) end
-  elseif p == 'r:' then
-    local e, _, r = string.match(val, '^(%-?%d+):(%-?%d+):(.*)$')
-    if r ~= '-' then
-      rotated[#rotated + 1] = {tonumber(r), name}
-    elseif now >= tonumber(e) then
-      redis.call('HDEL', KEYS[1], name)
-    end
-  end
+local marks = tonumber(redis.call('HGET', KEYS[1], 'n') or '-1')
+if rot == '-' then
+  redis.call('HSET', KEYS[1], ARGV[1], exp .. ':' .. iat .. ':' .. ARGV[2])
+  if marks >= 0 then marks = marks + 1 end
 end
 local keep = tonumber(ARGV[9])
-if #rotated > keep then
-  table.sort(rotated, function(a, b) return a[1] < b[1] end)
-  for i = 1, #rotated - keep do redis.call('HDEL', KEYS[1], rotated[i][2]) end
+if marks < 0 or marks > keep then
+  local rotated = {}
+  local all = redis.call('HGETALL', KEYS[1])
+  for i = 1, #all, 2 do
+    local name, val = all[i], all[i + 1]
+    local p = string.sub(name, 1, 2)
+    if p == 'u:' then
+      if now >= tonumber(string.match(val, '^%-?%d+')) then redis.call('HDEL', KEYS[1], name) end
+    elseif p == 'r:' then
+      local e, _, r = string.match(val, '^(%-?%d+):(%-?%d+):(.*)$')
+      if r ~= '-' then
+        rotated[#rotated + 1] = {tonumber(r), name}
+      elseif now >= tonumber(e) then
+        redis.call('HDEL', KEYS[1], name)
+      end
+    end
+  end
+  marks = #rotated
+  if #rotated > keep then
+    local kept = tonumber(ARGV[10])
+    table.sort(rotated, function(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end)
+    for i = 1, #rotated - kept do redis.call('HDEL', KEYS[1], rotated[i][2]) end
+    marks = kept
+  end
 end
+redis.call('HSET', KEYS[1], 'n', marks)
 redis.call('HSET', KEYS[1], ARGV[4], ARGV[5])
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], ARGV[6], ARGV[7]) end
 redis.call('PEXPIREAT', KEYS[1], ARGV[8], 'GT')

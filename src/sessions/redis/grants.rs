@@ -10,7 +10,8 @@ use super::tenants::member;
 use super::{Owner, RedisStore, hex, int, json_at, ms, text};
 use crate::sessions::{
     AccessIssue, AccessTokenView, Charge, ClientGrant, CodeBinding, CodeRecord, CodeRedemption, GrantBinding, GrantId,
-    GrantSubject, Issue, MAX_ROTATED_KEPT, RecordKind, RefreshOutcome, RefreshView, StoreError, grant_of, token_hash,
+    GrantSubject, Issue, MAX_ROTATED_KEPT, ROTATED_PRUNED_TO, RecordKind, RefreshOutcome, RefreshView, StoreError,
+    grant_of, token_hash,
 };
 
 /// The owners a grant's records are charged to, and indexed under (so each goes with them).
@@ -371,6 +372,7 @@ impl RedisStore {
             new_value,
             ms(access_expires.max(refresh_expires)),
             MAX_ROTATED_KEPT.to_string(),
+            ROTATED_PRUNED_TO.to_string(),
         ];
         let reply = self.run_script("refresh", &self.scripts.grant_refresh, &key, &args).await;
         let reply: Vec<Value> = match self.counted(RecordKind::AccessToken, reply) {
