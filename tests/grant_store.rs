@@ -225,7 +225,10 @@ async fn run_row(backend: &Backend, row: &str, now: i64) {
             assert!(matches!(&access.grant, GrantSubject::Code(c) if c.identity.name == "alice"), "{which}");
             let refresh = t.refresh.as_deref().unwrap();
             let view = store.refresh_token(refresh, now).await.unwrap().expect("the refresh token reads");
-            assert_eq!((view.expires_at, view.family_expires_at, view.rotated), (now + 600, now + 3000, false));
+            assert_eq!(
+                (view.expires_at, view.family_expires_at, view.rotated_at.is_some()),
+                (now + 600, now + 3000, false)
+            );
             // Tokens are not interchangeable, and a forged handle naming the grant is unknown.
             assert_eq!(store.access_token(refresh, now).await.unwrap(), None, "{which}");
             assert_eq!(store.refresh_token(&t.access, now).await.unwrap(), None, "{which}");
@@ -249,9 +252,16 @@ async fn run_row(backend: &Backend, row: &str, now: i64) {
             let r1 = t.refresh.as_deref().unwrap();
             let outcome = store.refresh(r1, &binding(ns), now + 10, 0, &next.issue).await.unwrap();
             assert!(matches!(outcome, RefreshOutcome::Rotated(GrantSubject::Code(_))), "{which}: {outcome:?}");
-            assert!(store.refresh_token(r1, now + 10).await.unwrap().unwrap().rotated, "{which}: marked rotated");
+            assert!(
+                store.refresh_token(r1, now + 10).await.unwrap().unwrap().rotated_at.is_some(),
+                "{which}: marked rotated"
+            );
             let r2 = store.refresh_token(next.refresh.as_deref().unwrap(), now + 10).await.unwrap().unwrap();
-            assert_eq!((r2.rotated, r2.family_expires_at), (false, now + 3000), "{which}: the family's expiry kept");
+            assert_eq!(
+                (r2.rotated_at.is_some(), r2.family_expires_at),
+                (false, now + 3000),
+                "{which}: the family's expiry kept"
+            );
             let narrowed = store.access_token(&next.access, now + 10).await.unwrap().unwrap();
             assert_eq!(narrowed.scopes, ["openid"], "{which}: a narrowed access token");
             assert!(store.access_token(&t.access, now + 10).await.unwrap().is_some(), "{which}: older access kept");
@@ -296,6 +306,28 @@ async fn run_row(backend: &Backend, row: &str, now: i64) {
                 assert_eq!(store.access_token(access, now + 7).await.unwrap(), None, "{which}");
             }
         }
+        "reuse_after_idle_expiry" => {
+            // The thief rotated the token; its owner comes back after the token's idle
+            // lifetime: still a reuse, still revoking the family (RFC 9700 §4.14.2).
+            let store = backend.store(quotas(100)).store();
+            let (grant, t) = redeemed(&store, ns, "alice", now, 600, 3000).await;
+            let r1 = t.refresh.as_deref().unwrap();
+            let next = mint(&grant, now + 5, 3600, Some((now + 1800, now + 3000)), &[]);
+            assert!(matches!(
+                store.refresh(r1, &binding(ns), now + 5, 0, &next.issue).await.unwrap(),
+                RefreshOutcome::Rotated(_)
+            ));
+            let late = now + 700;
+            let view = store.refresh_token(r1, late).await.unwrap();
+            assert!(
+                view.is_some_and(|v| v.rotated_at == Some(now + 5)),
+                "{which}: a rotated token is read while its family lives"
+            );
+            let again = mint(&grant, late, 3600, Some((late + 600, now + 3000)), &[]);
+            let outcome = store.refresh(r1, &binding(ns), late, 0, &again.issue).await.unwrap();
+            assert_eq!(outcome, RefreshOutcome::Reused { revoked: true }, "{which}");
+            assert_eq!(store.refresh_token(next.refresh.as_deref().unwrap(), late).await.unwrap(), None, "{which}");
+        }
         "concurrent_refresh" => {
             let store = backend.store(quotas(100)).store();
             let (grant, t) = redeemed(&store, ns, "alice", now, 600, 3000).await;
@@ -332,7 +364,10 @@ async fn run_row(backend: &Backend, row: &str, now: i64) {
                 let outcome = store.refresh(r1, &other, now + 1, 0, &next.issue).await.unwrap();
                 assert_eq!(outcome, RefreshOutcome::WrongBinding, "{which}: {other:?}");
             }
-            assert!(!store.refresh_token(r1, now + 1).await.unwrap().unwrap().rotated, "{which}: left as it was");
+            assert!(
+                store.refresh_token(r1, now + 1).await.unwrap().unwrap().rotated_at.is_none(),
+                "{which}: left as it was"
+            );
             assert_eq!(store.access_token(&next.access, now + 1).await.unwrap(), None, "{which}: nothing issued");
             let outcome = store.refresh(r1, &binding(ns), now + 1, 0, &next.issue).await.unwrap();
             assert!(matches!(outcome, RefreshOutcome::Rotated(_)), "{which}: its own client still refreshes");
@@ -418,7 +453,10 @@ async fn run_row(backend: &Backend, row: &str, now: i64) {
             let refused = store.refresh(r1, &binding(ns), now + 1, 0, &next.issue).await;
             assert_eq!(refused, Err(StoreError::IdentityQuota { records: 3 }), "{which}");
             assert_eq!(refusals(&metrics, "access_token", "identity_quota"), 1, "{which}: counted once");
-            assert!(!store.refresh_token(r1, now + 1).await.unwrap().unwrap().rotated, "{which}: not rotated");
+            assert!(
+                store.refresh_token(r1, now + 1).await.unwrap().unwrap().rotated_at.is_none(),
+                "{which}: not rotated"
+            );
             assert_eq!(store.access_token(&next.access, now + 1).await.unwrap(), None, "{which}");
             assert_eq!(store.refresh_token(next.refresh.as_deref().unwrap(), now + 1).await.unwrap(), None);
             // Nothing of the refused refresh stays charged: one access token revoked makes
@@ -483,7 +521,7 @@ async fn run_row(backend: &Backend, row: &str, now: i64) {
             let mut remembered = Vec::new();
             for (i, token) in chain.iter().enumerate().take(rotations as usize) {
                 if let Some(view) = store.refresh_token(token, at).await.unwrap() {
-                    assert!(view.rotated, "{which}: token {i}");
+                    assert!(view.rotated_at.is_some(), "{which}: token {i}");
                     remembered.push(i);
                 }
             }
@@ -533,11 +571,12 @@ async fn run_row(backend: &Backend, row: &str, now: i64) {
     }
 }
 
-const ROWS: [&str; 12] = [
+const ROWS: [&str; 13] = [
     "issue_and_lookup",
     "rotate",
     "reuse_within_interval",
     "reuse_after_interval",
+    "reuse_after_idle_expiry",
     "concurrent_refresh",
     "wrong_binding",
     "revoke_access_vs_grant",

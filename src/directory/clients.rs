@@ -172,8 +172,15 @@ fn resolved(
         auth_methods: obj.spec.auth_methods(),
         access_token_format: obj.spec.access_token_format,
         audiences: obj.spec.audiences.clone(),
-        refresh_token_ttl: obj.spec.refresh_token_ttl.as_secs(),
-        refresh_token_max_ttl: obj.spec.refresh_token_max_ttl.as_secs(),
-        refresh_token_reuse_interval: obj.spec.refresh_token_reuse_interval.as_secs(),
+        // `--max-token-ttl` bounds every token, refresh tokens included; a reuse interval
+        // longer than a token lives unused would only let a family fork.
+        refresh_token_ttl: obj.spec.refresh_token_ttl.as_secs().min(cap),
+        refresh_token_max_ttl: obj.spec.refresh_token_max_ttl.as_secs().min(cap),
+        refresh_token_reuse_interval: obj
+            .spec
+            .refresh_token_reuse_interval
+            .as_secs()
+            .min(obj.spec.refresh_token_ttl.as_secs())
+            .min(cap),
     }
 }

@@ -70,10 +70,7 @@ pub fn authenticate<'a>(
         _ => false,
     };
     if !secret_ok {
-        return Err(match (client.client_type, &presented.secret) {
-            (ClientType::Public, Some(_)) => OAuthError::InvalidClient("public clients have no secret".into()),
-            _ => failed(),
-        });
+        return Err(failed());
     }
     if !client.auth_methods.contains(&presented.method) {
         return Err(OAuthError::InvalidClient(format!(
@@ -86,6 +83,17 @@ pub fn authenticate<'a>(
         return Err(OAuthError::UnauthorizedClient("the client is not allowed by this provider".into()));
     }
     Ok(client.as_ref())
+}
+
+/// An authentication failure at introspection or revocation, where the caller is a resource
+/// server or a client acting on its own tokens: a client this provider does not serve is no
+/// client of it, so 401 `invalid_client` (RFC 7662 §2.3) rather than the token endpoint's
+/// `unauthorized_client`.
+pub fn as_resource_caller(e: OAuthError) -> OAuthError {
+    match e {
+        OAuthError::UnauthorizedClient(_) => OAuthError::InvalidClient("client authentication failed".into()),
+        other => other,
+    }
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ pub async fn introspect(
     if !AUTH_METHODS.contains(&presented.method) {
         return Err(OAuthError::InvalidClient("introspection requires client authentication (RFC 7662 §2.1)".into()));
     }
-    client_auth::authenticate(ctx.dir, ctx.provider, &presented)?;
+    client_auth::authenticate(ctx.dir, ctx.provider, &presented).map_err(client_auth::as_resource_caller)?;
     let token = required(params, "token")?;
     let unavailable = |e| OAuthError::unavailable(&e);
     // The hint only orders the lookups (RFC 7662 §2.1); both kinds are tried.
@@ -37,10 +37,12 @@ pub async fn introspect(
     for kind in if refresh_first { [true, false] } else { [false, true] } {
         let found = if kind {
             // A rotated token is no longer one to use, even within its reuse interval.
-            ctx.store.refresh_token(token, ctx.now).await.map_err(unavailable)?.filter(|v| !v.rotated).map(|v| {
-                let scopes = v.grant.scopes().to_vec();
-                (v.grant, scopes, v.expires_at, v.issued_at, None)
-            })
+            ctx.store.refresh_token(token, ctx.now).await.map_err(unavailable)?.filter(|v| v.rotated_at.is_none()).map(
+                |v| {
+                    let scopes = v.grant.scopes().to_vec();
+                    (v.grant, scopes, v.expires_at, v.issued_at, None)
+                },
+            )
         } else {
             access::resolve(ctx.dir, ctx.store, token, ctx.now)
                 .await

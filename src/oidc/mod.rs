@@ -26,19 +26,34 @@ pub use errors::OAuthError;
 /// Default code lifetime (OpenBao's figure): five minutes.
 pub const CODE_TTL: i64 = 300;
 
+/// The parameters a request may repeat (`resource`, `audience`).
+pub const REPEATABLE: [&str; 2] = ["resource", "audience"];
+
 /// Parses `application/x-www-form-urlencoded` parameters (a query string or a form body),
 /// refusing repeated parameters (RFC 6749 §3.1) and empty names.
 ///
 /// "Parameters sent without a value MUST be treated as if they were omitted from the
 /// request" (RFC 6749 §3.1): `max_age=` or `client_secret=` is no parameter at all.
 pub fn parse_params(input: &[u8]) -> Result<HashMap<String, String>, OAuthError> {
-    let mut out = HashMap::new();
+    let mut out: HashMap<String, String> = HashMap::new();
     for (k, v) in url::form_urlencoded::parse(input) {
         if k.is_empty() || v.is_empty() {
             continue;
         }
-        if out.insert(k.clone().into_owned(), v.into_owned()).is_some() {
-            return Err(OAuthError::InvalidRequest(format!("the parameter {k} is repeated")));
+        match out.get_mut(k.as_ref()) {
+            // RFC 8707 §2 and RFC 8693 §2.1: these may be given several times; their
+            // values (URIs, logical names) hold no space, so they are kept space-separated.
+            Some(values) if REPEATABLE.contains(&k.as_ref()) && !v.contains(' ') => {
+                values.push(' ');
+                values.push_str(&v);
+            }
+            Some(_) => return Err(OAuthError::InvalidRequest(format!("the parameter {k} is repeated"))),
+            None if REPEATABLE.contains(&k.as_ref()) && v.contains(' ') => {
+                return Err(OAuthError::InvalidRequest(format!("the parameter {k} must not contain a space")));
+            }
+            None => {
+                out.insert(k.into_owned(), v.into_owned());
+            }
         }
     }
     Ok(out)
@@ -58,7 +73,11 @@ pub fn max_param_bytes(name: &str) -> usize {
         | "max_age"
         | "prompt" => 256,
         "client_id" | "nonce" | "login_hint" => 1024,
-        "state" | "client_secret" | "access_token" => 2048,
+        "state" | "client_secret" => 2048,
+        // Tokens this server issues: a JWT access token carries the granted scope (up to the
+        // scope limit below) and a signature of up to 4096-bit RSA; external JWTs (a
+        // subject_token, a client_assertion) are bounded as a login's JWT is.
+        "token" | "access_token" | "refresh_token" | "subject_token" | "client_assertion" => 32768,
         // As long as the CRD lets a registered URI be (2048 characters of up to 4 bytes),
         // and a scope list of a provider's 64 scopes of 253 characters.
         "redirect_uri" => 8192,

@@ -167,15 +167,26 @@ async fn refresh(
         .map_err(|e| store_error(RecordKind::RefreshToken, e))?;
     let view = view.ok_or_else(invalid)?;
     let GrantSubject::Code(code) = &view.grant else { return Err(invalid()) };
-    let decided = refresh_token::decide(ctx.dir, ctx.provider, client, code, r, ctx.now)?;
+    let reuse = issue::secs(client.refresh_token_reuse_interval);
+    // A replaced token presented after its reuse interval goes straight to the store, which
+    // revokes its grant (RFC 9700 §4.14.2), whatever else is wrong with the request: a thief
+    // or its victim reusing it must not be able to dodge the revocation by asking for a
+    // wider scope or after the entity changed.
+    let reused = view.rotated_at.is_some_and(|at| ctx.now >= at.saturating_add(reuse));
+    let decided = match reused {
+        true => None,
+        false => Some(refresh_token::decide(ctx.dir, ctx.provider, client, code, r, ctx.now)?),
+    };
     let grant = grant_of(&r.refresh_token).ok_or_else(invalid)?;
-    let narrowed = if decided.scopes == code.scopes { Vec::new() } else { decided.scopes.clone() };
+    let narrowed = match &decided {
+        Some(d) if d.scopes != code.scopes => d.scopes.clone(),
+        _ => Vec::new(),
+    };
     let (handle, access) = access_issue(client, &grant, narrowed, ctx.now)?;
     let (refresh_token, next) = refresh_issue(client, &grant, view.family_expires_at, ctx.now)?;
     let step = Issue { access, refresh: Some(next) };
     let binding =
         GrantBinding { namespace: &ctx.provider.namespace, provider: &ctx.provider.name, client_id: &client.client_id };
-    let reuse = issue::secs(client.refresh_token_reuse_interval);
     let outcome = ctx
         .store
         .refresh(&r.refresh_token, &binding, ctx.now, reuse, &step)
@@ -196,6 +207,8 @@ async fn refresh(
         }
         RefreshOutcome::Unknown => return Err(invalid()),
     }
+    // Rotated although it read as reused: a store that disagrees issues nothing here.
+    let Some(decided) = decided else { return Err(invalid()) };
     let expires_at = step.access.expires_at.min(view.family_expires_at);
     let audiences = [client.client_id.clone()];
     let access_claims = AccessClaims {

@@ -200,8 +200,10 @@ pub struct RefreshView {
     pub expires_at: i64,
     pub family_expires_at: i64,
     pub issued_at: i64,
-    /// Rotated already: usable again only within the reuse interval.
-    pub rotated: bool,
+    /// When it was rotated, if it was: usable again only within the reuse interval after
+    /// that, and read (past its idle expiry too, until its family's) so a late reuse is
+    /// still seen and revokes the family (RFC 9700 §4.14.2).
+    pub rotated_at: Option<i64>,
 }
 
 /// What a refresh did.

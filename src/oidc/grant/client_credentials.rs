@@ -25,11 +25,18 @@ impl ClientCredentialsRequest {
                 scopes.push(s.to_owned());
             }
         }
-        let mut targets = Vec::new();
-        if let Some(resource) = params.get("resource") {
+        let mut targets: Vec<String> = Vec::new();
+        // Each may be given several times (`parse_params` keeps them space-separated).
+        for resource in
+            params.get("resource").map(String::as_str).unwrap_or_default().split(' ').filter(|r| !r.is_empty())
+        {
             // RFC 8707 §2: an absolute URI without a fragment.
             match url::Url::parse(resource) {
-                Ok(u) if u.fragment().is_none() => targets.push(resource.clone()),
+                Ok(u) if u.fragment().is_none() => {
+                    if !targets.iter().any(|t| t == resource) {
+                        targets.push(resource.to_owned());
+                    }
+                }
                 _ => {
                     return Err(OAuthError::InvalidTarget(
                         "resource must be an absolute URI without a fragment (RFC 8707 §2)".into(),
@@ -37,10 +44,12 @@ impl ClientCredentialsRequest {
                 }
             }
         }
-        if let Some(audience) = params.get("audience")
-            && !targets.contains(audience)
+        for audience in
+            params.get("audience").map(String::as_str).unwrap_or_default().split(' ').filter(|a| !a.is_empty())
         {
-            targets.push(audience.clone());
+            if !targets.iter().any(|t| t == audience) {
+                targets.push(audience.to_owned());
+            }
         }
         Ok(Self { scopes, targets })
     }
@@ -96,6 +105,11 @@ mod tests {
         assert_eq!(r.targets, ["https://api/x"]);
         let r = ClientCredentialsRequest::parse(&params(&[("audience", "billing")])).unwrap();
         assert_eq!(r.targets, ["billing"]);
+        let p =
+            crate::oidc::parse_params(b"resource=https%3A%2F%2Fa%2F1&resource=https%3A%2F%2Fb%2F2&audience=c").unwrap();
+        let r = ClientCredentialsRequest::parse(&p).unwrap();
+        assert_eq!(r.targets, ["https://a/1", "https://b/2", "c"], "RFC 8707 §2: several resources");
+        assert!(crate::oidc::parse_params(b"scope=a&scope=b").is_err(), "other parameters stay single");
         for bad in ["not a uri", "https://api/x#frag"] {
             let e = ClientCredentialsRequest::parse(&params(&[("resource", bad)])).unwrap_err();
             assert_eq!(e.to_string(), "invalid_target", "{bad}");

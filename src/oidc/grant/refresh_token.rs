@@ -63,6 +63,9 @@ pub fn decide(
     }
     let scopes = match &r.scopes {
         None => code.scopes.clone(),
+        Some(asked) if asked.is_empty() => {
+            return Err(OAuthError::InvalidScope("scope is empty; omit it to keep the granted scope".into()));
+        }
         Some(asked) => {
             if let Some(wider) = asked.iter().find(|s| !code.scopes.contains(s)) {
                 return Err(OAuthError::InvalidScope(format!(

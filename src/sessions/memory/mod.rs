@@ -453,12 +453,15 @@ impl TokenStore for MemoryStore {
             let grant = m.get(&id)?;
             let family_expires_at = grant.family_expires_at?;
             let entry = grant.refresh.iter().find(|r| r.hash == hash)?;
-            (now < entry.expires_at && now < family_expires_at).then(|| RefreshView {
+            // A rotated token is read until its family expires, however idle: a late reuse
+            // must still be recognised as one.
+            let live = entry.rotated_at.is_some() || now < entry.expires_at;
+            (live && now < family_expires_at).then(|| RefreshView {
                 grant: grant.subject.clone(),
                 expires_at: entry.expires_at,
                 family_expires_at,
                 issued_at: entry.issued_at,
-                rotated: entry.rotated_at.is_some(),
+                rotated_at: entry.rotated_at,
             })
         })
     }

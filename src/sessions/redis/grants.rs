@@ -320,10 +320,12 @@ impl RedisStore {
         };
         let (expires_at, issued_at, rotated) = parse_refresh(&value).ok_or(StoreError::Unavailable)?;
         let Some(family_expires_at) = family else { return Ok(None) };
-        if now >= expires_at || now >= family_expires_at {
+        // A rotated token is read until its family expires, however idle: a late reuse must
+        // still be recognised as one.
+        if (rotated.is_none() && now >= expires_at) || now >= family_expires_at {
             return Ok(None);
         }
-        Ok(Some(RefreshView { grant, expires_at, family_expires_at, issued_at, rotated: rotated.is_some() }))
+        Ok(Some(RefreshView { grant, expires_at, family_expires_at, issued_at, rotated_at: rotated }))
     }
 
     /// Reads the grant first (its owners, for the charges, and its binding), charges what
