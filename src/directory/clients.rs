@@ -19,6 +19,8 @@ use crate::credentials::ClientCredentials;
 /// a missing key from one not Ready), and the client ids already taken, by namespace.
 struct References<'a> {
     keys: &'a BTreeMap<ObjectKey, Arc<ResolvedKey>>,
+    /// Served identities by identity id: a client's id must not be one of its namespace's.
+    identities: &'a HashMap<String, Arc<super::ResolvedIdentity>>,
     declared_keys: BTreeSet<ObjectKey>,
     assignments: &'a BTreeMap<ObjectKey, &'a OidcAssignment>,
     client_ids: HashMap<(String, String), String>,
@@ -30,11 +32,13 @@ pub(super) fn resolve(
     inputs: &Inputs,
     materials: &Materials,
     keys: &BTreeMap<ObjectKey, Arc<ResolvedKey>>,
+    identities: &HashMap<String, Arc<super::ResolvedIdentity>>,
     assignments: &BTreeMap<ObjectKey, &OidcAssignment>,
     previous: Option<&Directory>,
 ) -> Resolution<Arc<ResolvedClient>> {
     let mut refs = References {
         keys,
+        identities,
         declared_keys: inputs.keys.iter().map(|k| ObjectKey::of(&k.metadata)).collect(),
         assignments,
         client_ids: HashMap::new(),
@@ -134,6 +138,20 @@ fn resolve_client(
                 format!("spec.assignments[{i}]: OidcAssignment {a:?} does not exist or is not Ready"),
             ));
         }
+    }
+    // A client_credentials token's `sub` is the client's id, an entity's tokens' `sub` its
+    // identity id: the two must not meet in one namespace (RFC 9700 §4.15), or a client
+    // could get tokens that read as an entity's.
+    if let Some((c, identity)) =
+        creds.and_then(|c| refs.identities.get(&c.client_id).filter(|i| i.key.namespace == k.namespace).map(|i| (c, i)))
+    {
+        return Err(not_ready(
+            "ClientIdConflict",
+            format!(
+                "spec.clientId: client_id {:?} is the identityId of IdentityOidcAuth {:?}; a token's sub would name both",
+                c.client_id, identity.name
+            ),
+        ));
     }
     let owner = creds.and_then(|c| refs.client_ids.get(&(k.namespace.clone(), c.client_id.clone())).map(|o| (c, o)));
     if let Some((c, owner)) = owner {

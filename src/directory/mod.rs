@@ -450,7 +450,8 @@ pub fn build(
     let identities = identities::resolve(inputs, materials, external, previous);
     let assignments = assignments::resolve(inputs, &identities.resolved.served);
     let scopes = scopes::resolve(inputs);
-    let clients = clients::resolve(inputs, materials, &keys.resolved.served, &assignments.served, previous);
+    let clients =
+        clients::resolve(inputs, materials, &keys.resolved.served, &identities.by_id, &assignments.served, previous);
     let providers = providers::resolve(inputs, external, &scopes.served, &clients.served);
 
     let mut statuses = keys.resolved.statuses;

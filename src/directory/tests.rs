@@ -192,6 +192,26 @@ fn client_id_conflicts_are_decided_by_name() {
 }
 
 #[test]
+fn a_client_id_may_not_be_an_identity_id_of_its_namespace() {
+    // A client_credentials token's sub is the client id: it must never read as an entity's.
+    let mut squatter = client("squatter", DEFAULT_KEY, &["allow_all"]);
+    squatter.spec.client_id = Some("entity-7".into());
+    let mut elsewhere = meta(client("elsewhere", DEFAULT_KEY, &["allow_all"]), "other");
+    elsewhere.spec.client_id = Some("entity-7".into());
+    let inputs = Inputs {
+        clients: arcs![squatter, elsewhere],
+        identities: arcs![identity_obj("ns", "runner", "entity-7", Some(NOW))],
+        ..Inputs::default()
+    };
+    let dir = build_all(&inputs);
+    let r = &status(&dir, Kind::OidcClient, "squatter").readiness;
+    assert_eq!(r.reason, "ClientIdConflict");
+    assert!(r.message.starts_with("spec.clientId") && r.message.contains("runner"), "{}", r.message);
+    let other = status(&dir, Kind::OidcClient, "elsewhere");
+    assert!(other.readiness.ready, "another namespace's issuer: no collision ({:?})", other.readiness);
+}
+
+#[test]
 fn assignments_admit_by_entity_or_group() {
     let spec: api::IdentityOidcAuthSpec = serde_json::from_value(serde_json::json!({
         "oidcDiscoveryUrl": "https://issuer", "boundIssuer": "https://issuer", "groups": ["ops"]
