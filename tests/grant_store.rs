@@ -608,6 +608,33 @@ async fn grants_on_redis() {
     assert!(!keys.is_empty() && redis.keys("*").iter().all(|k| k.ends_with(":grant") || k.contains("{t:")));
 }
 
+/// In Redis the code record stays in its grant as long as the grant's tokens do, so its
+/// quota charge must last as long (the memory store charges a grant for its whole life): a
+/// tenant cannot hold large code records in long refresh families uncounted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redeemed_codes_charge_lasts_as_long_as_its_tokens() {
+    let redis = tokio::task::spawn_blocking(RedisServer::start).await.unwrap();
+    let store = Backend::Redis(redis.url()).store(quotas(100)).store();
+    let now = oidc_operator::clock::unix_now();
+    let (grant, _) = redeemed(&store, "charges", "alice", now, 1800, 3000).await;
+    let port: u16 = redis.url().rsplit(':').next().unwrap().trim_matches('/').parse().unwrap();
+    let index = redis.keys("*{t:charges}:n").pop().expect("the namespace's index");
+    let listed = common::redis::cli(port, &["ZRANGE", &index, "0", "-1", "WITHSCORES"]);
+    let lines: Vec<&str> = listed.lines().collect();
+    let grant_key = redis.keys("*:grant").into_iter().find(|k| k.contains(&hex(&grant))).unwrap();
+    let at = lines.iter().position(|m| m.ends_with(&format!("|{grant_key}"))).expect("the grant record is charged");
+    let until: i64 = lines[at + 1].parse().unwrap();
+    assert!(
+        until >= (now + 1800) * 1000,
+        "charged until {until}, its refresh token lives until {}",
+        (now + 1800) * 1000
+    );
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn grants_on_a_redis_cluster() {
     let cluster = tokio::task::spawn_blocking(RedisCluster::start).await.unwrap();

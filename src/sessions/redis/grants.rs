@@ -111,6 +111,14 @@ impl RedisStore {
         Ok(())
     }
 
+    /// Moves the grant record's charge forward to `until` (its tokens' latest expiry). A
+    /// failure leaves it charged until its earlier expiry only: logged, the tokens stand.
+    async fn extend_grant_charge(&self, key: &str, subject: &GrantSubject, until: i64) {
+        if let Err(e) = self.extend_charge(key, &subject.charge(), &owners(subject), until).await {
+            tracing::warn!(error = %e, "a grant's quota charge ends before its tokens do");
+        }
+    }
+
     /// Gives back what `parts` were charged (a charge left behind holds room until its
     /// expiry: logged, not failed).
     async fn uncharge_parts(&self, subject: &GrantSubject, parts: &[Part<'_>]) {
@@ -247,6 +255,10 @@ impl RedisStore {
                     }
                     return Err(e);
                 }
+                // The code record stays in the grant as long as its tokens do: its charge,
+                // made until the code's expiry, follows them, as the memory store charges a
+                // grant for its whole life.
+                self.extend_grant_charge(&key, &subject, access_expires.max(refresh_expires)).await;
                 let GrantSubject::Code(record) = subject else { return Err(StoreError::Unavailable) };
                 Ok(CodeRedemption::Fresh(record))
             }
@@ -385,7 +397,10 @@ impl RedisStore {
             }
         };
         match reply.first().and_then(int) {
-            Some(1) => Ok(RefreshOutcome::Rotated(subject)),
+            Some(1) => {
+                self.extend_grant_charge(&key, &subject, access_expires.max(refresh_expires)).await;
+                Ok(RefreshOutcome::Rotated(subject))
+            }
             Some(2) => {
                 self.uncharge_parts(&subject, &parts).await;
                 self.uncharge_fields(&key, &subject, &pairs(&reply, 1), true).await;
