@@ -181,6 +181,12 @@ fn the_api_server_accepts_good_manifests_and_refuses_bad_ones_by_the_crd_rules()
     // Good values in both duration forms are accepted.
     let (ok, err) = cp.apply(&ns, &format!("{KEY}spec: {{rotationPeriod: 3600, verificationTTL: 1h30m}}\n"));
     assert!(ok, "{err}");
+    // RFC 8693 leaves client authentication optional: a public client (an agent holding
+    // only a service-account token) may list the token exchange grant.
+    let agent = "apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcClient\nmetadata: {name: agent}\n\
+                 spec: {clientType: public, grantTypes: [\"urn:ietf:params:oauth:grant-type:token-exchange\"]}\n";
+    let (ok, err) = cp.apply(&ns, agent);
+    assert!(ok, "a public client with the token exchange grant: {err}");
 
     // Immutable fields: clientType and key.
     let (ok, err) = cp.apply(&ns, &format!("{CLIENT}spec: {{clientType: confidential, key: k}}\n"));

@@ -186,6 +186,19 @@ pub fn check_header(jwt: &str) -> Result<JwtHeader, LoginError> {
     Ok(JwtHeader { alg, kid })
 }
 
+/// The `iss` claim of a JWT, read WITHOUT verifying anything: only to choose which
+/// identities' full checks ([`super::verify`]) a token exchange runs. `None` when the JWT is
+/// not shaped so or has no string `iss`.
+pub fn unverified_issuer(jwt: &str) -> Option<String> {
+    if jwt.len() > MAX_JWT_BYTES {
+        return None;
+    }
+    let payload = jwt.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
+    let claims: Value = serde_json::from_slice(&bytes).ok()?;
+    claims.get("iss").and_then(Value::as_str).map(str::to_owned)
+}
+
 /// The signature against the issuer's keys.
 pub fn check_signature(keys: &IssuerKeys, header: &JwtHeader, jwt: &str) -> Result<Value, LoginError> {
     verify_signature(keys, header.alg, header.kid.as_deref(), jwt).map_err(|e| match e {
