@@ -11,6 +11,7 @@ use super::grant::token_exchange::{self, ExchangeRequest, Requested, SubjectToke
 use super::issue::{self, AccessClaims, IdTokenBinding, TokenResponse};
 use super::token::{Context, access_issue, store_error};
 use crate::directory::{ResolvedClient, ResolvedIdentity};
+use crate::login::external::IssuerSource;
 use crate::login::{self, AccessError, LoginError, Use, checks};
 use crate::sessions::{Alias, CodeBinding, CodeRecord, Issue, RecordKind, StoreError, TokenError, token_hash};
 
@@ -91,10 +92,22 @@ async fn external(ctx: Context<'_>, jwt: &str, identity_id: Option<&str>, peer: 
     let login = ctx.login();
     let mut proved = Vec::new();
     let mut refused = Vec::new();
+    // Identities fetching the same issuer judge the token's signature alike: once it fails
+    // for one, the others are not tried, so a forged token costs one verification per
+    // issuer, not one per identity bound to it.
+    let mut forged: Vec<&IssuerSource> = Vec::new();
     for identity in &candidates {
+        if forged.contains(&&identity.source) {
+            continue;
+        }
         match login::verify(&login, identity, jwt, peer, ctx.now).await {
             Ok((_, alias)) => proved.push((Arc::clone(identity), alias)),
-            Err(e) => refused.push(e),
+            Err(e) => {
+                if signature_refusal(&e) {
+                    forged.push(&identity.source);
+                }
+                refused.push(e);
+            }
         }
     }
     match proved.len() {
@@ -132,6 +145,19 @@ async fn external(ctx: Context<'_>, jwt: &str, identity_id: Option<&str>, peer: 
             )))
         }
     }
+}
+
+/// Whether a refusal is about the token's signature or its issuer's keys, the same for every
+/// identity fetching that issuer.
+fn signature_refusal(e: &LoginError) -> bool {
+    matches!(
+        e,
+        LoginError::UnknownKid
+            | LoginError::AlgorithmMismatch
+            | LoginError::BadSignature
+            | LoginError::Malformed
+            | LoginError::IssuerUnavailable
+    )
 }
 
 /// An identity access token of the login API; one use is counted, as authorize counts it.
