@@ -11,6 +11,7 @@
 mod common;
 
 use common::oauth::{Auth, OAuth, Request, confidential, credentials, refusals};
+use common::redis::RedisServer;
 use common::{ExternalIssuer, Server, identity, identity_in, verify_with_jwcrypto, write_manifest};
 use serde_json::{Value, json};
 
@@ -89,22 +90,43 @@ struct Fixture {
     state: std::path::PathBuf,
     server: Server,
     main: OAuth,
+    /// A second replica sharing one Redis with the first, when started so.
+    other: Option<(Server, RedisServer)>,
 }
 
 impl Fixture {
-    async fn start() -> Fixture {
+    /// One server on the memory store, or (`shared`) two replicas on one Redis.
+    async fn start(shared: bool) -> Fixture {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("m");
         std::fs::create_dir(&dir).unwrap();
         let issuer = ExternalIssuer::start(tmp.path()).await;
         write_manifest(&dir, "all.yaml", &manifests(&issuer));
         let state = tmp.path().join("state");
-        let server = Server::start(&dir, &state, &["--allow-insecure-issuers", "--issuer-refetch-interval", "1"]).await;
+        let redis = shared.then(RedisServer::start);
+        let url = redis.as_ref().map(RedisServer::url);
+        let mut args = vec!["--allow-insecure-issuers", "--issuer-refetch-interval", "1"];
+        if let Some(url) = &url {
+            args.extend(["--session-store", url]);
+        }
+        let server = Server::start(&dir, &state, &args).await;
         for name in ["runner", "deployer", "outsider", "once"] {
             server.wait_identity_ready(name).await;
         }
+        let other = match redis {
+            None => None,
+            Some(redis) => {
+                // The same keys and client credentials: a copy of the first replica's state.
+                let copy = tmp.path().join("state-b");
+                let ok = std::process::Command::new("cp").arg("-a").arg(&state).arg(&copy).status().unwrap();
+                assert!(ok.success());
+                let b = Server::start(&dir, &copy, &args).await;
+                b.wait_identity_ready("runner").await;
+                Some((b, redis))
+            }
+        };
         let main = OAuth::new(&server, "default", "main");
-        Fixture { _tmp: tmp, issuer, state, server, main }
+        Fixture { _tmp: tmp, issuer, state, server, main, other }
     }
 
     fn client_id(&self, client: &str) -> String {
@@ -157,7 +179,7 @@ async fn verified(main: &OAuth, tokens: &[String]) -> Vec<Value> {
 
 #[tokio::test]
 async fn token_exchange() {
-    let f = Fixture::start().await;
+    let f = Fixture::start(false).await;
     let main = &f.main;
     let discovery = main.discovery().await.body;
     assert!(
@@ -385,4 +407,41 @@ async fn refused(f: &Fixture) {
     described("audience not admitting the entity", &["assignments"]);
     // Nothing about the refused requests spent the valid token: it still exchanges.
     assert_eq!(main.send(&agent(&sa)).await.status, 200);
+}
+
+/// Two replicas on one Redis: what one exchanges, the other knows (the access token's grant is
+/// stored in the shared store, as every grant is), and a use of an identity access token
+/// counted at one replica is counted at both.
+#[tokio::test]
+async fn token_exchange_on_a_shared_store() {
+    let f = Fixture::start(true).await;
+    let a = &f.main;
+    let b = OAuth::new(&f.other.as_ref().unwrap().0, "default", "main");
+    let sa = f.sa_token("RS256", "runner", json!({})).await;
+    for (rp, jwt) in [("rp-jwt", true), ("rp-es256", false)] {
+        let r = b
+            .send(
+                &exchange(&sa, JWT)
+                    .set("requested_token_type", ACCESS_TOKEN)
+                    .set("audience", &f.client_id(rp))
+                    .set("scope", "openid groups")
+                    .auth(f.basic("exchanger")),
+            )
+            .await;
+        assert_eq!((r.status, r.body["issued_token_type"].as_str()), (200, Some(ACCESS_TOKEN)), "{rp}: {}", r.body);
+        let at = r.text("access_token");
+        assert_eq!(at.starts_with("eyJ"), jwt, "{rp}: {at}");
+        let u = a.userinfo(&at).await;
+        assert_eq!((u.status, u.body["sub"].as_str()), (200, Some(RUNNER)), "{rp} at the other replica: {}", u.body);
+        let i = a.send(&Request::post("introspect").set("token", &at).auth(f.basic("exchanger"))).await;
+        assert_eq!(i.body["active"], true, "{}", i.body);
+        assert_eq!(b.send(&Request::post("revoke").set("token", &at).auth(f.basic(rp))).await.status, 200);
+        assert_eq!(a.userinfo(&at).await.status, 401, "{rp}: revoked at one replica, gone at both");
+    }
+    let once = f.sa_token("ES256", "once", json!({"sub": "system:serviceaccount:once:job"})).await;
+    let once = a.login_token(ONCE, &once).await;
+    let r = b.send(&f.agent(&once).set("subject_token_type", ACCESS_TOKEN)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = a.send(&f.agent(&once).set("subject_token_type", ACCESS_TOKEN)).await;
+    assert_eq!((r.status, r.error()), (400, Some("invalid_request")), "its one use was spent at the other: {}", r.body);
 }
