@@ -283,6 +283,17 @@ mod tests {
         serde_json::from_value(base).unwrap()
     }
 
+    #[test]
+    fn unverified_issuer_reads_iss_only() {
+        let e = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        let token = |payload: Value| format!("{}.{}.c2ln", e(json!({"alg": "ES256"})), e(payload));
+        assert_eq!(unverified_issuer(&token(json!({"iss": "https://i"}))).as_deref(), Some("https://i"));
+        assert_eq!(unverified_issuer(&token(json!({"iss": 7}))), None);
+        assert_eq!(unverified_issuer(&token(json!({}))), None);
+        assert_eq!(unverified_issuer("opaque"), None);
+        assert_eq!(unverified_issuer(&format!("a.{}.c", "A".repeat(MAX_JWT_BYTES))), None, "oversized");
+    }
+
     fn jwt(header: Value) -> String {
         let e = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
         format!("{}.{}.c2ln", e(&header), e(&json!({})))
