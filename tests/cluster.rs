@@ -181,6 +181,13 @@ fn the_api_server_accepts_good_manifests_and_refuses_bad_ones_by_the_crd_rules()
     // Good values in both duration forms are accepted.
     let (ok, err) = cp.apply(&ns, &format!("{KEY}spec: {{rotationPeriod: 3600, verificationTTL: 1h30m}}\n"));
     assert!(ok, "{err}");
+    // RFC 8693 leaves client authentication optional: a public client (an agent holding
+    // only a service-account token) may list the token exchange grant (`agent` of examples/
+    // does too).
+    let agent = "apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcClient\nmetadata: {name: exchange-agent}\n\
+                 spec: {clientType: public, grantTypes: [\"urn:ietf:params:oauth:grant-type:token-exchange\"]}\n";
+    let (ok, err) = cp.apply(&ns, agent);
+    assert!(ok, "a public client with the token exchange grant: {err}");
 
     // Immutable fields: clientType and key.
     let (ok, err) = cp.apply(&ns, &format!("{CLIENT}spec: {{clientType: confidential, key: k}}\n"));
@@ -235,6 +242,40 @@ async fn the_operator_serves_the_workload_identity_flow_on_a_cluster() {
     let flow = flow::run(&cp, &ns, &operator, "main", "app", &["groups"], None).await;
     assert_eq!(flow.claims["groups"], json!(["platform"]));
     assert_eq!(flow.claims["sa"], format!("system:serviceaccount:{ns}:runner"));
+
+    // Token exchange (RFC 8693): the same kind of token, from the TokenRequest API, becomes an
+    // ID token for `app` in one call by a public client holding nothing else; openidconnect
+    // verifies it.
+    let agent = "apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcClient\nmetadata: {name: agent}\n\
+                 spec: {clientType: public, key: signing, assignments: [platform], \
+                 grantTypes: [\"urn:ietf:params:oauth:grant-type:token-exchange\"]}\n";
+    let (ok, err) = cp.apply(&ns, agent);
+    assert!(ok, "{err}");
+    wait_ready(&cp, &ns, &["oidcclient/agent"], &operator);
+    let (agent_id, agent_secret) = flow::client_credentials(&cp, &ns, "agent");
+    assert!(agent_secret.is_none(), "a public client has no secret");
+    let sa_token = flow::service_account_token(&cp, &ns, "runner", "oidc-operator");
+    let form = [
+        ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
+        ("client_id", agent_id.as_str()),
+        ("subject_token", sa_token.as_str()),
+        ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
+        ("audience", flow.client_id.as_str()),
+        ("scope", "openid groups"),
+    ];
+    let resp = reqwest::Client::new().post(format!("{}/token", flow.issuer)).form(&form).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let exchanged: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(exchanged["issued_token_type"], "urn:ietf:params:oauth:token-type:id_token", "{exchanged}");
+    let claims =
+        flow::verify_id_token(&flow.issuer, &flow.client_id, exchanged["access_token"].as_str().unwrap()).await;
+    assert_eq!(
+        (claims["sub"].as_str(), claims["groups"].clone()),
+        (Some(flow.identity_id.as_str()), json!(["platform"]))
+    );
+    // It holds key `signing` too: gone, so the key's deletion below waits for `app` alone.
+    let out = cp.kubectl(&["delete", "-n", &ns, "oidcclient/agent", "--wait=true"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     // A restart of the operator keeps every key and client credential byte-identical.
     let key_data = jsonpath(&cp, &ns, "secret/oidc-key-signing", "{.data}");

@@ -186,7 +186,12 @@ async fn client_credentials_tokens(f: &Fixture) {
     let discovery = main.discovery().await.body;
     assert_eq!(
         discovery["grant_types_supported"],
-        json!(["authorization_code", "refresh_token", "client_credentials"])
+        json!([
+            "authorization_code",
+            "refresh_token",
+            "client_credentials",
+            "urn:ietf:params:oauth:grant-type:token-exchange"
+        ])
     );
     assert_eq!(discovery["introspection_endpoint"], main.url("introspect"));
     assert_eq!(discovery["revocation_endpoint"], main.url("revoke"));

@@ -20,7 +20,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_oidc-operator");
 
 /// The walkthrough blocks, in the order the README gives them; the test fails when one is
 /// missing, renamed or moved, so a walkthrough cannot drop out of the test silently.
-const EXPECTED: [(&str, bool); 7] = [
+const EXPECTED: [(&str, bool); 8] = [
     ("standalone", true),
     ("served", false),
     ("dev-issuer", true),
@@ -28,6 +28,7 @@ const EXPECTED: [(&str, bool); 7] = [
     ("login", false),
     ("flow", false),
     ("services", false),
+    ("exchange", false),
 ];
 
 /// The README's ports: the server's API and metrics listeners and the development issuer.
@@ -388,6 +389,26 @@ fn readme_walkthroughs_run_as_written() {
     assert_eq!(jsons[3], 200, "revocation: {services}");
     assert_eq!(jsons[4], serde_json::json!({"active": false}), "{services}");
     assert_eq!(jsons[5]["error"], "invalid_target", "{services}");
+
+    // "Token exchange": the development issuer's JWT becomes an ID token in one call.
+    let exchange = walk.run(block("exchange"));
+    let jsons: Vec<serde_json::Value> = exchange.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    assert_eq!(jsons.len(), 2, "the exchange, the ID token's claims: {exchange}");
+    assert_eq!(
+        (jsons[0]["token_type"].as_str(), jsons[0]["issued_token_type"].as_str(), jsons[0]["scope"].as_str()),
+        (Some("N_A"), Some("urn:ietf:params:oauth:token-type:id_token"), Some("openid groups")),
+        "{exchange}"
+    );
+    let agent = std::fs::read_to_string(walk.path().join(".oidc-operator/clients/default/agent.json"));
+    let agent: serde_json::Value = serde_json::from_str(&agent.unwrap()).unwrap();
+    assert!(agent.get("client_secret").is_none(), "the agent is public: {agent}");
+    let claims = &jsons[1];
+    assert_eq!(
+        (claims["iss"].as_str(), claims["sub"].as_str(), claims["aud"].clone()),
+        (Some(issuer_url.as_str()), Some(IDENTITY_ID), agent["client_id"].clone()),
+        "{exchange}"
+    );
+    assert_eq!(claims["groups"], serde_json::json!(["platform"]), "{exchange}");
 }
 
 #[test]

@@ -31,11 +31,17 @@ pub enum GrantType {
     /// A confidential client gets an access token for itself (RFC 6749 §4.4).
     #[serde(rename = "client_credentials")]
     ClientCredentials,
+    /// A token the caller already holds (an external JWT meeting an IdentityOidcAuth's
+    /// bounds, or an identity access token) exchanged for an ID token or an access token
+    /// (RFC 8693). Public clients may use it: the subject token is the credential.
+    #[serde(rename = "urn:ietf:params:oauth:grant-type:token-exchange")]
+    TokenExchange,
 }
 
 impl GrantType {
     /// Every grant, in the order discovery lists them.
-    pub const ALL: [GrantType; 3] = [Self::AuthorizationCode, Self::RefreshToken, Self::ClientCredentials];
+    pub const ALL: [GrantType; 4] =
+        [Self::AuthorizationCode, Self::RefreshToken, Self::ClientCredentials, Self::TokenExchange];
 
     /// The `grant_type` value on the wire and in discovery.
     pub fn as_str(self) -> &'static str {
@@ -43,6 +49,7 @@ impl GrantType {
             Self::AuthorizationCode => "authorization_code",
             Self::RefreshToken => "refresh_token",
             Self::ClientCredentials => "client_credentials",
+            Self::TokenExchange => "urn:ietf:params:oauth:grant-type:token-exchange",
         }
     }
 

@@ -296,6 +296,12 @@ mod tests {
             serde_json::json!({"grantTypes": ["client_credentials"], "tokenEndpointAuthMethod": "client_secret_post"}),
         );
         assert!(client(&ok).is_ok());
+        // RFC 8693 leaves client authentication optional: a public client may exchange tokens.
+        let public_exchange = spec(serde_json::json!({
+            "clientType": "public",
+            "grantTypes": ["urn:ietf:params:oauth:grant-type:token-exchange"]
+        }));
+        assert!(client(&public_exchange).is_ok());
     }
 
     fn key_spec(rot: u64, ver: u64) -> OidcKeySpec {

@@ -186,6 +186,19 @@ pub fn check_header(jwt: &str) -> Result<JwtHeader, LoginError> {
     Ok(JwtHeader { alg, kid })
 }
 
+/// The `iss` claim of a JWT, read WITHOUT verifying anything: only to choose which
+/// identities' full checks ([`super::verify`]) a token exchange runs. `None` when the JWT is
+/// not shaped so or has no string `iss`.
+pub fn unverified_issuer(jwt: &str) -> Option<String> {
+    if jwt.len() > MAX_JWT_BYTES {
+        return None;
+    }
+    let payload = jwt.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
+    let claims: Value = serde_json::from_slice(&bytes).ok()?;
+    claims.get("iss").and_then(Value::as_str).map(str::to_owned)
+}
+
 /// The signature against the issuer's keys.
 pub fn check_signature(keys: &IssuerKeys, header: &JwtHeader, jwt: &str) -> Result<Value, LoginError> {
     verify_signature(keys, header.alg, header.kid.as_deref(), jwt).map_err(|e| match e {
@@ -268,6 +281,17 @@ mod tests {
         let mut base = json!({"oidcDiscoveryUrl": "https://i", "boundIssuer": "https://i"});
         base.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
         serde_json::from_value(base).unwrap()
+    }
+
+    #[test]
+    fn unverified_issuer_reads_iss_only() {
+        let e = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        let token = |payload: Value| format!("{}.{}.c2ln", e(json!({"alg": "ES256"})), e(payload));
+        assert_eq!(unverified_issuer(&token(json!({"iss": "https://i"}))).as_deref(), Some("https://i"));
+        assert_eq!(unverified_issuer(&token(json!({"iss": 7}))), None);
+        assert_eq!(unverified_issuer(&token(json!({}))), None);
+        assert_eq!(unverified_issuer("opaque"), None);
+        assert_eq!(unverified_issuer(&format!("a.{}.c", "A".repeat(MAX_JWT_BYTES))), None, "oversized");
     }
 
     fn jwt(header: Value) -> String {

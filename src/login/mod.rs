@@ -87,12 +87,9 @@ pub struct LoginContext<'a> {
 
 /// Verifies an external JWT for an identity and issues an access token.
 ///
-/// Checks, in order: the JWT is well formed and not oversized and its algorithm asymmetric
-/// (whatever the identity, so these answers say nothing about it); the identity exists; its
-/// issuer's keys are younger than `--issuer-keys-max-age` (else refetched, else the login
-/// fails closed); the signature (refetching the issuer's keys once, rate-limited, when the
-/// kid is unknown); iss; aud; sub; bound claims; exp/nbf/iat; the caller's address. Claim
-/// matching beyond [`INLINE_MATCH_WORK`] runs on the blocking pool.
+/// The JWT's header is checked first, whatever the identity, so these answers say nothing
+/// about which identities exist; then the identity is looked up and [`verify`] runs every
+/// other check.
 pub async fn login(
     ctx: &LoginContext<'_>,
     identity_id: &str,
@@ -100,9 +97,52 @@ pub async fn login(
     peer: IpAddr,
     now: i64,
 ) -> Result<LoginResponse, LoginError> {
-    let LoginContext { dir, issuers, tokens, refetch_interval } = *ctx;
+    checks::check_header(jwt)?;
+    let identity = ctx.dir.identity_by_id(identity_id).ok_or(LoginError::IdentityNotFound)?;
+    let (_, alias) = verify(ctx, identity, jwt, peer, now).await?;
+    let tokens = ctx.tokens;
+    let token = new_token().map_err(|_| LoginError::Internal)?;
+    let limits = identity.limits;
+    let record = IdentityTokenRecord {
+        identity: identity.key.clone(),
+        identity_id: identity.id.clone(),
+        identity_uid: identity.uid.clone(),
+        issued_at: now,
+        renewed_at: now,
+        uses: 0,
+        alias,
+    };
+    let expires_in = record.expires_at(&limits) - now;
+    let expires_at = record.expires_at(&limits);
+    tokens.insert(token_hash(&token), record, expires_at).await.map_err(|e| {
+        tracing::warn!(record = RecordKind::IdentityToken.label(), error = %e, "session store refused a record");
+        match e {
+            crate::sessions::StoreError::Unavailable => LoginError::StoreUnavailable,
+            crate::sessions::StoreError::RecordTooLarge { .. } => LoginError::ClaimsTooLarge,
+            other => LoginError::TemporarilyUnavailable(other.reason()),
+        }
+    })?;
+    Ok(LoginResponse { access_token: token, expires_in, access_token_max_ttl: limits.max_ttl, token_type: "Bearer" })
+}
+
+/// Whether an external JWT proves `identity`, from `peer`, at `now`: the checks of a login,
+/// for login and for token exchange (RFC 8693) alike, so both accept exactly the same tokens.
+/// Gives the JWT's claims and the entity alias they make.
+///
+/// Checks, in order: the JWT is well formed and not oversized and its algorithm asymmetric;
+/// the identity's issuer's keys are younger than `--issuer-keys-max-age` (else refetched,
+/// else it fails closed); the signature (refetching the issuer's keys once, rate-limited,
+/// when the kid is unknown); iss; aud; sub; bound claims; exp/nbf/iat; the caller's address.
+/// Claim matching beyond [`INLINE_MATCH_WORK`] runs on the blocking pool.
+pub async fn verify(
+    ctx: &LoginContext<'_>,
+    identity: &Arc<ResolvedIdentity>,
+    jwt: &str,
+    peer: IpAddr,
+    now: i64,
+) -> Result<(Value, Alias), LoginError> {
+    let LoginContext { issuers, refetch_interval, .. } = *ctx;
     let header = checks::check_header(jwt)?;
-    let identity = dir.identity_by_id(identity_id).ok_or(LoginError::IdentityNotFound)?;
     let issuer = issuers.get(&identity.source);
     let limits = issuers.limits();
     let young = |k: &Arc<external::IssuerKeys>| now.saturating_sub(k.fetched_at) <= limits.issuer_keys_max_age;
@@ -130,29 +170,8 @@ pub async fn login(
     }
     let claims = check_claims_off_worker(claims, identity, jwt.len(), now, issuers).await?;
     checks::check_ip(&identity.trusted_ips, peer)?;
-
-    let token = new_token().map_err(|_| LoginError::Internal)?;
-    let limits = identity.limits;
-    let record = IdentityTokenRecord {
-        identity: identity.key.clone(),
-        identity_id: identity.id.clone(),
-        identity_uid: identity.uid.clone(),
-        issued_at: now,
-        renewed_at: now,
-        uses: 0,
-        alias: alias(identity, &claims),
-    };
-    let expires_in = record.expires_at(&limits) - now;
-    let expires_at = record.expires_at(&limits);
-    tokens.insert(token_hash(&token), record, expires_at).await.map_err(|e| {
-        tracing::warn!(record = RecordKind::IdentityToken.label(), error = %e, "session store refused a record");
-        match e {
-            crate::sessions::StoreError::Unavailable => LoginError::StoreUnavailable,
-            crate::sessions::StoreError::RecordTooLarge { .. } => LoginError::ClaimsTooLarge,
-            other => LoginError::TemporarilyUnavailable(other.reason()),
-        }
-    })?;
-    Ok(LoginResponse { access_token: token, expires_in, access_token_max_ttl: limits.max_ttl, token_type: "Bearer" })
+    let alias = alias(identity, &claims);
+    Ok((claims, alias))
 }
 
 /// [`checks::check_claims`], inline when cheap, on the blocking pool when the identity's

@@ -24,6 +24,9 @@ pub struct TokenResponse {
     /// (RFC 6749 §5.1); always sent, which is allowed and simpler for clients.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
+    /// RFC 8693 §2.2.1: what a token exchange issued (`access_token` holds it, whatever it is).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issued_token_type: Option<&'static str>,
 }
 
 /// A new token handle of grant `grant_id`: 256 random bits, then the grant it belongs to, so

@@ -9,6 +9,7 @@ pub mod authorize;
 pub mod claims;
 pub mod client_auth;
 pub mod errors;
+pub mod exchange;
 pub mod grant;
 pub mod introspect;
 pub mod issue;
@@ -82,6 +83,8 @@ pub fn max_param_bytes(name: &str) -> usize {
         // and a scope list of a provider's 64 scopes of 253 characters.
         "redirect_uri" => 8192,
         "scope" => 16384,
+        // An external JWT exchanged (RFC 8693): as large as a login takes.
+        "subject_token" => crate::login::checks::MAX_JWT_BYTES,
         _ => 4096,
     }
 }

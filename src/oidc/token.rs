@@ -11,18 +11,36 @@ use super::request::Request;
 use super::{OAuthError, client_auth};
 use crate::api::{AccessTokenFormat, GrantType};
 use crate::directory::{Directory, ResolvedClient, ResolvedProvider};
+use crate::login::LoginContext;
+use crate::login::external::IssuerRegistry;
 use crate::sessions::{
     AccessIssue, ClientGrant, CodeBinding, GrantBinding, GrantId, GrantSubject, Issue, RecordKind, RefreshIssue,
     RefreshOutcome, SessionStore, StoreError, grant_of, new_grant_id, token_hash,
 };
 
-/// What every grant works with: one directory snapshot, the provider asked, the store, now.
+/// What every grant works with: one directory snapshot, the provider asked, the store, the
+/// external issuers (token exchange verifies their JWTs as a login does), now.
 #[derive(Clone, Copy)]
 pub struct Context<'a> {
     pub dir: &'a Directory,
     pub provider: &'a ResolvedProvider,
     pub store: &'a SessionStore,
+    pub issuers: &'a IssuerRegistry,
+    /// Least seconds between two refetches of one external issuer's keys.
+    pub refetch_interval: i64,
     pub now: i64,
+}
+
+impl<'a> Context<'a> {
+    /// What a login's checks read ([`crate::login::verify`]).
+    pub fn login(&self) -> LoginContext<'a> {
+        LoginContext {
+            dir: self.dir,
+            issuers: self.issuers,
+            tokens: self.store,
+            refetch_interval: self.refetch_interval,
+        }
+    }
 }
 
 /// Answers a token request.
@@ -45,12 +63,13 @@ pub async fn respond(
         TokenRequest::AuthorizationCode(r) => exchange_code(ctx, client, &r).await,
         TokenRequest::RefreshToken(r) => refresh(ctx, client, &r).await,
         TokenRequest::ClientCredentials(r) => client_credentials(ctx, client, &r).await,
+        TokenRequest::TokenExchange(r) => super::exchange::exchange(ctx, client, &r, request.peer).await,
     }
 }
 
 /// A store error as the protocol answers it: 503 either way, counted by kind when it was a
 /// refusal (a ceiling or a quota).
-fn store_error(kind: RecordKind, e: StoreError) -> OAuthError {
+pub(super) fn store_error(kind: RecordKind, e: StoreError) -> OAuthError {
     match e {
         StoreError::Unavailable => OAuthError::unavailable(&e),
         e => OAuthError::store(kind, e),
@@ -58,7 +77,7 @@ fn store_error(kind: RecordKind, e: StoreError) -> OAuthError {
 }
 
 /// The access token a grant step stores: its handle, and what the store keeps of it.
-fn access_issue(
+pub(super) fn access_issue(
     client: &ResolvedClient,
     grant: &GrantId,
     scopes: Vec<String>,
@@ -149,6 +168,7 @@ async fn exchange_code(
         id_token: Some(id_token),
         refresh_token: refresh.map(|(token, _)| token),
         scope: Some(record.scopes.join(" ")),
+        issued_token_type: None,
     })
 }
 
@@ -238,6 +258,7 @@ async fn refresh(
         id_token,
         refresh_token: Some(refresh_token),
         scope: Some(decided.scopes.join(" ")),
+        issued_token_type: None,
     })
 }
 
@@ -275,5 +296,6 @@ async fn client_credentials(
         id_token: None,
         refresh_token: None,
         scope: (!decided.scopes.is_empty()).then(|| decided.scopes.join(" ")),
+        issued_token_type: None,
     })
 }

@@ -6,6 +6,7 @@
 pub mod authorization_code;
 pub mod client_credentials;
 pub mod refresh_token;
+pub mod token_exchange;
 
 use std::collections::HashMap;
 
@@ -18,6 +19,7 @@ pub enum TokenRequest {
     AuthorizationCode(authorization_code::CodeRequest),
     RefreshToken(refresh_token::RefreshRequest),
     ClientCredentials(client_credentials::ClientCredentialsRequest),
+    TokenExchange(token_exchange::ExchangeRequest),
 }
 
 impl TokenRequest {
@@ -39,6 +41,7 @@ impl TokenRequest {
             GrantType::ClientCredentials => {
                 client_credentials::ClientCredentialsRequest::parse(params).map(TokenRequest::ClientCredentials)
             }
+            GrantType::TokenExchange => token_exchange::ExchangeRequest::parse(params).map(TokenRequest::TokenExchange),
         }
     }
 
@@ -48,12 +51,13 @@ impl TokenRequest {
             Self::AuthorizationCode(_) => GrantType::AuthorizationCode,
             Self::RefreshToken(_) => GrantType::RefreshToken,
             Self::ClientCredentials(_) => GrantType::ClientCredentials,
+            Self::TokenExchange(_) => GrantType::TokenExchange,
         }
     }
 }
 
 /// The grants this server implements, as discovery lists them.
-pub const SUPPORTED: [GrantType; 3] = GrantType::ALL;
+pub const SUPPORTED: [GrantType; 4] = GrantType::ALL;
 
 fn supported() -> String {
     SUPPORTED.iter().map(|g| g.as_str()).collect::<Vec<_>>().join(", ")
