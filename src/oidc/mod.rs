@@ -76,15 +76,14 @@ pub fn max_param_bytes(name: &str) -> usize {
         "client_id" | "nonce" | "login_hint" => 1024,
         "state" | "client_secret" => 2048,
         // Tokens this server issues: a JWT access token carries the granted scope (up to the
-        // scope limit below) and a signature of up to 4096-bit RSA; external JWTs (a
-        // subject_token, a client_assertion) are bounded as a login's JWT is.
-        "token" | "access_token" | "refresh_token" | "subject_token" | "client_assertion" => 32768,
+        // scope limit below) and a signature of up to 4096-bit RSA.
+        "token" | "access_token" | "refresh_token" => 32768,
         // As long as the CRD lets a registered URI be (2048 characters of up to 4 bytes),
         // and a scope list of a provider's 64 scopes of 253 characters.
         "redirect_uri" => 8192,
         "scope" => 16384,
-        // An external JWT exchanged (RFC 8693): as large as a login takes.
-        "subject_token" => crate::login::checks::MAX_JWT_BYTES,
+        // An external JWT exchanged (RFC 8693) or asserted: as large as a login takes.
+        "subject_token" | "client_assertion" => crate::login::checks::MAX_JWT_BYTES,
         _ => 4096,
     }
 }
