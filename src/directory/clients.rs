@@ -14,6 +14,7 @@ use super::{
 };
 use crate::api::{self, ALLOW_ALL, ClientType, DEFAULT_KEY, Kind, OidcAssignment, OidcClient, Readiness};
 use crate::credentials::ClientCredentials;
+use crate::login::jwks::{ExternalKey, IssuerKeys};
 
 /// What a client may reference: the served keys and assignments, the declared keys (to tell
 /// a missing key from one not Ready), and the client ids already taken, by namespace.
@@ -22,6 +23,8 @@ struct References<'a> {
     declared_keys: BTreeSet<ObjectKey>,
     assignments: &'a BTreeMap<ObjectKey, &'a OidcAssignment>,
     client_ids: HashMap<(String, String), String>,
+    /// The declared IdentityOidcAuth objects a client may federate with.
+    identities: BTreeSet<ObjectKey>,
 }
 
 /// Resolves every client, in claim order. A client is served once its references resolve
@@ -38,6 +41,7 @@ pub(super) fn resolve(
         declared_keys: inputs.keys.iter().map(|k| ObjectKey::of(&k.metadata)).collect(),
         assignments,
         client_ids: HashMap::new(),
+        identities: inputs.identities.iter().map(|i| ObjectKey::of(&i.metadata)).collect(),
     };
     let mut served: BTreeMap<ObjectKey, Arc<ResolvedClient>> = BTreeMap::new();
     let mut statuses = Vec::new();
@@ -54,12 +58,19 @@ pub(super) fn resolve(
             )),
             false => resolve_client(obj, &k, creds, &refs),
         };
-        let mut effective = (Vec::new(), Vec::new());
+        let mut effective = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let readiness = match (readiness, creds) {
-            (Ok(key), Some(creds)) => {
-                effective = (obj.spec.grant_types.clone(), obj.spec.auth_methods());
+            (Ok((key, assertion_keys)), Some(creds)) => {
+                let kids = assertion_keys.iter().flat_map(|k| k.keys.iter().map(|k| k.jwk.kid.clone())).collect();
+                effective = (
+                    obj.spec.grant_types.clone(),
+                    obj.spec.auth_methods(),
+                    kids,
+                    obj.spec.federated_identities.clone(),
+                );
                 refs.client_ids.insert((k.namespace.clone(), creds.client_id.clone()), k.name.clone());
-                served.insert(k.clone(), Arc::new(resolved(obj, &k, creds, key, &inputs.policy)));
+                let client = resolved(obj, &k, creds, key, &inputs.policy, assertion_keys);
+                served.insert(k.clone(), Arc::new(client));
                 Readiness::ready(format!("client_id {}", creds.client_id))
             }
             (Ok(_), None) => not_ready("CredentialsPending", "credentials are being generated".into()),
@@ -70,6 +81,8 @@ pub(super) fn resolve(
             secret_name: obj.credentials_name(),
             grant_types: effective.0,
             auth_methods: effective.1,
+            key_ids: effective.2,
+            federated_identities: effective.3,
         };
         statuses.push(ObjectStatus::of(Kind::OidcClient, &obj.metadata, readiness, facts));
     }
@@ -91,13 +104,18 @@ fn claim_order<'a>(inputs: &'a Inputs, materials: &Materials, previous: Option<&
     in_claim_order(ranked.collect())
 }
 
-/// The key a client signs with, or the first of its references that does not resolve.
+/// What a resolved client holds beyond its spec: the key it signs with, and its parsed
+/// `private_key_jwt` keys.
+type ClientKeys = (Arc<ResolvedKey>, Option<Arc<IssuerKeys>>);
+
+/// The key a client signs with and its registered keys, or the first of its references that
+/// does not resolve.
 fn resolve_client(
     obj: &OidcClient,
     k: &ObjectKey,
     creds: Option<&ClientCredentials>,
     refs: &References<'_>,
-) -> Result<Arc<ResolvedKey>, Readiness> {
+) -> Result<ClientKeys, Readiness> {
     api::validate::client(&obj.spec).map_err(|e| invalid(&e))?;
     let key_ref = in_namespace(k, &obj.spec.key);
     let key = match refs.keys.get(&key_ref) {
@@ -135,6 +153,21 @@ fn resolve_client(
             ));
         }
     }
+    for (i, name) in obj.spec.federated_identities.iter().enumerate() {
+        if !refs.identities.contains(&in_namespace(k, name)) {
+            return Err(not_ready(
+                "FederatedIdentityNotFound",
+                format!(
+                    "spec.federatedIdentities[{i}]: IdentityOidcAuth {name:?} does not exist in namespace {}",
+                    k.namespace
+                ),
+            ));
+        }
+    }
+    let assertion_keys = match &obj.spec.jwks {
+        Some(set) => Some(Arc::new(assertion_keys(set, creds)?)),
+        None => None,
+    };
     let owner = creds.and_then(|c| refs.client_ids.get(&(k.namespace.clone(), c.client_id.clone())).map(|o| (c, o)));
     if let Some((c, owner)) = owner {
         return Err(not_ready(
@@ -142,7 +175,26 @@ fn resolve_client(
             format!("spec.clientId: client_id {:?} is already used by OidcClient {owner:?}", c.client_id),
         ));
     }
-    Ok(Arc::clone(key))
+    Ok((Arc::clone(key), assertion_keys))
+}
+
+/// A client's inline JWK Set as verification keys, or the first key that is not a usable
+/// public signature key (or repeats a `kid`, which would make the choice by `kid` ambiguous).
+fn assertion_keys(set: &api::ClientJwks, creds: Option<&ClientCredentials>) -> Result<IssuerKeys, Readiness> {
+    let invalid_key = |i: usize, why: &str| not_ready("ClientKeyInvalid", format!("spec.jwks.keys[{i}]: {why}"));
+    let mut keys = Vec::with_capacity(set.keys.len());
+    for (i, jwk) in set.keys.iter().enumerate() {
+        let raw = serde_json::to_value(jwk).map_err(|_| invalid_key(i, "cannot be read"))?;
+        let key = ExternalKey::new(&raw).filter(ExternalKey::parses).ok_or_else(|| {
+            invalid_key(i, "is not a usable public signature key (RSA, EC P-256/384/521 or OKP Ed25519, use sig)")
+        })?;
+        if set.keys[..i].iter().any(|other| other.kid.is_some() && other.kid == jwk.kid) {
+            return Err(invalid_key(i, "repeats the kid of an earlier key"));
+        }
+        keys.push(key);
+    }
+    let issuer = creds.map(|c| c.client_id.clone()).unwrap_or_default();
+    Ok(IssuerKeys { issuer, keys, fetched_at: 0 })
 }
 
 /// A client as the server uses it; a public client has no secret.
@@ -152,6 +204,7 @@ fn resolved(
     creds: &ClientCredentials,
     key: Arc<ResolvedKey>,
     policy: &super::Policy,
+    assertion_keys: Option<Arc<IssuerKeys>>,
 ) -> ResolvedClient {
     let cap = u64::try_from(policy.max_token_ttl).unwrap_or(0);
     ResolvedClient {
@@ -175,5 +228,7 @@ fn resolved(
         refresh_token_ttl: obj.spec.refresh_token_ttl.as_secs(),
         refresh_token_max_ttl: obj.spec.refresh_token_max_ttl.as_secs(),
         refresh_token_reuse_interval: obj.spec.refresh_token_reuse_interval.as_secs(),
+        assertion_keys,
+        federated_identities: obj.spec.federated_identities.clone(),
     }
 }

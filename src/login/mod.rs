@@ -88,11 +88,8 @@ pub struct LoginContext<'a> {
 /// Verifies an external JWT for an identity and issues an access token.
 ///
 /// Checks, in order: the JWT is well formed and not oversized and its algorithm asymmetric
-/// (whatever the identity, so these answers say nothing about it); the identity exists; its
-/// issuer's keys are younger than `--issuer-keys-max-age` (else refetched, else the login
-/// fails closed); the signature (refetching the issuer's keys once, rate-limited, when the
-/// kid is unknown); iss; aud; sub; bound claims; exp/nbf/iat; the caller's address. Claim
-/// matching beyond [`INLINE_MATCH_WORK`] runs on the blocking pool.
+/// (whatever the identity, so these answers say nothing about it); the identity exists; then
+/// [`verify`]'s checks.
 pub async fn login(
     ctx: &LoginContext<'_>,
     identity_id: &str,
@@ -100,37 +97,10 @@ pub async fn login(
     peer: IpAddr,
     now: i64,
 ) -> Result<LoginResponse, LoginError> {
-    let LoginContext { dir, issuers, tokens, refetch_interval } = *ctx;
     let header = checks::check_header(jwt)?;
-    let identity = dir.identity_by_id(identity_id).ok_or(LoginError::IdentityNotFound)?;
-    let issuer = issuers.get(&identity.source);
-    let limits = issuers.limits();
-    let young = |k: &Arc<external::IssuerKeys>| now.saturating_sub(k.fetched_at) <= limits.issuer_keys_max_age;
-    // Why the issuer failed is its owner's business (the identity's status says it); the
-    // caller, who may be anyone, learns only that it is unavailable. Keys that could not be
-    // refetched for longer than the max age are not trusted any more: the issuer may have
-    // revoked them.
-    let mut keys = match issuer.keys().filter(young) {
-        Some(k) => k,
-        None => issuer.refresh(now, refetch_interval).await.filter(young).ok_or(LoginError::IssuerUnavailable)?,
-    };
-    let claims = match checks::check_signature(&keys, &header, jwt) {
-        Err(LoginError::UnknownKid) => {
-            // The issuer may have rotated: look again, at most once per refetch interval.
-            if let Some(fresh) = issuer.refresh(now, refetch_interval).await {
-                keys = fresh;
-            }
-            checks::check_signature(&keys, &header, jwt)?
-        }
-        other => other?,
-    };
-    if keys.issuer != identity.spec.bound_issuer {
-        // Reported as IssuerMismatch in the identity's status.
-        return Err(LoginError::IssuerUnavailable);
-    }
-    let claims = check_claims_off_worker(claims, identity, jwt.len(), now, issuers).await?;
-    checks::check_ip(&identity.trusted_ips, peer)?;
-
+    let identity = ctx.dir.identity_by_id(identity_id).ok_or(LoginError::IdentityNotFound)?;
+    let claims = verify(ctx, identity, &header, jwt, peer, now).await?;
+    let tokens = ctx.tokens;
     let token = new_token().map_err(|_| LoginError::Internal)?;
     let limits = identity.limits;
     let record = IdentityTokenRecord {
@@ -153,6 +123,53 @@ pub async fn login(
         }
     })?;
     Ok(LoginResponse { access_token: token, expires_in, access_token_max_ttl: limits.max_ttl, token_type: "Bearer" })
+}
+
+/// Whether an external JWT, whose header [`checks::check_header`] read, meets `identity`'s
+/// bounds, from `peer`: exactly a login's checks, without issuing anything (the login API,
+/// and a federated `client_assertion` at the token endpoint, share it). Gives the claims.
+///
+/// Checks, in order: its issuer's keys are younger than `--issuer-keys-max-age` (else
+/// refetched, else it fails closed); the signature (refetching the issuer's keys once,
+/// rate-limited, when the kid is unknown); iss; aud; sub; bound claims; exp/nbf/iat; the
+/// caller's address. Claim matching beyond [`INLINE_MATCH_WORK`] runs on the blocking pool.
+pub async fn verify(
+    ctx: &LoginContext<'_>,
+    identity: &Arc<ResolvedIdentity>,
+    header: &checks::JwtHeader,
+    jwt: &str,
+    peer: IpAddr,
+    now: i64,
+) -> Result<Value, LoginError> {
+    let LoginContext { issuers, refetch_interval, .. } = *ctx;
+    let issuer = issuers.get(&identity.source);
+    let limits = issuers.limits();
+    let young = |k: &Arc<external::IssuerKeys>| now.saturating_sub(k.fetched_at) <= limits.issuer_keys_max_age;
+    // Why the issuer failed is its owner's business (the identity's status says it); the
+    // caller, who may be anyone, learns only that it is unavailable. Keys that could not be
+    // refetched for longer than the max age are not trusted any more: the issuer may have
+    // revoked them.
+    let mut keys = match issuer.keys().filter(young) {
+        Some(k) => k,
+        None => issuer.refresh(now, refetch_interval).await.filter(young).ok_or(LoginError::IssuerUnavailable)?,
+    };
+    let claims = match checks::check_signature(&keys, header, jwt) {
+        Err(LoginError::UnknownKid) => {
+            // The issuer may have rotated: look again, at most once per refetch interval.
+            if let Some(fresh) = issuer.refresh(now, refetch_interval).await {
+                keys = fresh;
+            }
+            checks::check_signature(&keys, header, jwt)?
+        }
+        other => other?,
+    };
+    if keys.issuer != identity.spec.bound_issuer {
+        // Reported as IssuerMismatch in the identity's status.
+        return Err(LoginError::IssuerUnavailable);
+    }
+    let claims = check_claims_off_worker(claims, identity, jwt.len(), now, issuers).await?;
+    checks::check_ip(&identity.trusted_ips, peer)?;
+    Ok(claims)
 }
 
 /// [`checks::check_claims`], inline when cheap, on the blocking pool when the identity's

@@ -17,7 +17,8 @@ pub async fn revoke(
     params: &HashMap<String, String>,
 ) -> Result<(), OAuthError> {
     let presented = client_auth::presented(request, params)?;
-    let client = client_auth::authenticate(ctx.dir, ctx.provider, &presented)?;
+    let client =
+        client_auth::authenticate(ctx, crate::paths::ProviderEndpoint::Revoke, &presented, request.peer).await?;
     let token = required(params, "token")?;
     let unavailable = |e| OAuthError::unavailable(&e);
     let binding =

@@ -11,18 +11,26 @@ use super::request::Request;
 use super::{OAuthError, client_auth};
 use crate::api::{AccessTokenFormat, GrantType};
 use crate::directory::{Directory, ResolvedClient, ResolvedProvider};
+use crate::paths::ProviderEndpoint;
 use crate::sessions::{
     AccessIssue, ClientGrant, CodeBinding, GrantBinding, GrantId, GrantSubject, Issue, RecordKind, RefreshIssue,
     RefreshOutcome, SessionStore, StoreError, grant_of, new_grant_id, token_hash,
 };
 
-/// What every grant works with: one directory snapshot, the provider asked, the store, now.
+/// What every grant works with: one directory snapshot, the provider asked, the store, now;
+/// and what client authentication needs besides: the external issuers (federated
+/// assertions, checked as logins are), and the cap on an assertion's lifetime.
 #[derive(Clone, Copy)]
 pub struct Context<'a> {
     pub dir: &'a Directory,
     pub provider: &'a ResolvedProvider,
     pub store: &'a SessionStore,
     pub now: i64,
+    pub issuers: &'a crate::login::external::IssuerRegistry,
+    /// Least seconds between two refetches of one external issuer's keys.
+    pub refetch_interval: i64,
+    /// Longest lifetime of a `private_key_jwt` assertion (`--max-client-assertion-lifetime`).
+    pub max_assertion_lifetime: i64,
 }
 
 /// Answers a token request.
@@ -32,7 +40,7 @@ pub async fn respond(
     params: &HashMap<String, String>,
 ) -> Result<TokenResponse, OAuthError> {
     let presented = client_auth::presented(request, params)?;
-    let client = client_auth::authenticate(ctx.dir, ctx.provider, &presented)?;
+    let client = client_auth::authenticate(ctx, ProviderEndpoint::Token, &presented, request.peer).await?;
     let token_request = TokenRequest::parse(params)?;
     let grant = token_request.grant();
     if !client.allows(grant) {

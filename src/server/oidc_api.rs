@@ -127,6 +127,19 @@ async fn issue_code(
     Ok(code)
 }
 
+/// What the token, introspection and revocation endpoints work with.
+fn context<'a>(state: &'a AppState, dir: &'a Directory, provider: &'a ResolvedProvider) -> oidc::token::Context<'a> {
+    oidc::token::Context {
+        dir,
+        provider,
+        store: &state.tokens,
+        now: unix_now(),
+        issuers: &state.issuers,
+        refetch_interval: state.refetch_interval,
+        max_assertion_lifetime: state.max_assertion_lifetime,
+    }
+}
+
 async fn token(
     state: &AppState,
     dir: &Directory,
@@ -134,7 +147,7 @@ async fn token(
     request: &Request<'_>,
 ) -> Result<Response, OAuthError> {
     let params = request.form()?;
-    let ctx = oidc::token::Context { dir, provider, store: &state.tokens, now: unix_now() };
+    let ctx = context(state, dir, provider);
     // A store refusal is counted by the store itself.
     let response = oidc::token::respond(ctx, request, &params).await?;
     Ok(json_response(StatusCode::OK, serde_json::to_string(&response).unwrap_or_default()))
@@ -148,7 +161,7 @@ async fn introspect(
     request: &Request<'_>,
 ) -> Result<Response, OAuthError> {
     let params = request.form()?;
-    let ctx = oidc::token::Context { dir, provider, store: &state.tokens, now: unix_now() };
+    let ctx = context(state, dir, provider);
     let answer = oidc::introspect::introspect(ctx, request, &params).await?;
     Ok(json_response(StatusCode::OK, answer.to_string()))
 }
@@ -161,7 +174,7 @@ async fn revoke(
     request: &Request<'_>,
 ) -> Result<Response, OAuthError> {
     let params = request.form()?;
-    let ctx = oidc::token::Context { dir, provider, store: &state.tokens, now: unix_now() };
+    let ctx = context(state, dir, provider);
     oidc::revoke::revoke(ctx, request, &params).await?;
     Ok(json_response(StatusCode::OK, String::new()))
 }
