@@ -134,3 +134,99 @@ pub fn check(
     };
     Ok(Checked { jti, spent_until: exp.saturating_add(LEEWAY) })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::{KeyVersion, SigningAlgorithm, SigningKey};
+    use crate::login::checks::check_header;
+    use serde_json::json;
+
+    const NOW: i64 = 1_700_000_000;
+    const AUD: &str = "https://op/v1/ns/identity/oidc/provider/p/token";
+
+    fn key(alg: SigningAlgorithm) -> SigningKey {
+        KeyVersion::generate(alg, 0).unwrap().parse().unwrap()
+    }
+
+    fn keys_of(keys: &[&SigningKey]) -> IssuerKeys {
+        let set = json!({"keys": keys.iter().map(|k| serde_json::to_value(k.jwk()).unwrap()).collect::<Vec<_>>()});
+        IssuerKeys::from_jwks("c".into(), &set, 0).unwrap()
+    }
+
+    fn claims(changes: Value) -> Value {
+        let mut c = json!({"iss": "c", "sub": "c", "aud": AUD, "iat": NOW, "exp": NOW + 300, "jti": "j1"});
+        for (k, v) in changes.as_object().unwrap() {
+            match v {
+                Value::Null => drop(c.as_object_mut().unwrap().remove(k)),
+                v => c[k] = v.clone(),
+            }
+        }
+        c
+    }
+
+    fn checked(keys: &IssuerKeys, jwt: &str) -> Result<Checked, OAuthError> {
+        let header = check_header(jwt).map_err(|e| OAuthError::InvalidClient(e.to_string()))?;
+        check(keys, &header, jwt, "c", &["https://op/v1/ns/identity/oidc/provider/p", AUD], NOW, DEFAULT_MAX_LIFETIME)
+    }
+
+    #[test]
+    fn a_good_assertion_gives_its_jti_spent_until_exp_and_skew() {
+        for alg in [SigningAlgorithm::RS256, SigningAlgorithm::ES256, SigningAlgorithm::EdDSA] {
+            let k = key(alg);
+            let got = checked(&keys_of(&[&k]), &k.sign_jwt(&claims(json!({}))).unwrap());
+            assert_eq!(got, Ok(Checked { jti: "j1".into(), spent_until: NOW + 300 + LEEWAY }), "{alg}");
+        }
+        // authlib's default: exactly one hour from iat.
+        let k = key(SigningAlgorithm::ES256);
+        assert!(checked(&keys_of(&[&k]), &k.sign_jwt(&claims(json!({"exp": NOW + 3600}))).unwrap()).is_ok());
+    }
+
+    #[test]
+    fn each_claim_rule_refuses_with_invalid_client() {
+        let k = key(SigningAlgorithm::ES256);
+        let keys = keys_of(&[&k]);
+        for (name, changes) in [
+            ("iss", json!({"iss": "other"})),
+            ("sub", json!({"sub": "other"})),
+            ("aud", json!({"aud": "https://elsewhere"})),
+            ("aud list", json!({"aud": ["a", "b"]})),
+            ("no exp", json!({"exp": null})),
+            ("expired", json!({"exp": NOW - LEEWAY})),
+            ("nbf", json!({"nbf": NOW + LEEWAY + 1})),
+            ("iat", json!({"iat": NOW + LEEWAY + 1, "exp": NOW + 600})),
+            ("lifetime", json!({"exp": NOW + 3601})),
+            ("lifetime without iat", json!({"iat": null, "exp": NOW + 3600 + LEEWAY + 1})),
+            ("no jti", json!({"jti": null})),
+            ("jti not a string", json!({"jti": 7})),
+            ("long jti", json!({"jti": "j".repeat(MAX_JTI_BYTES + 1)})),
+            ("exp not a number", json!({"exp": "soon"})),
+        ] {
+            let r = checked(&keys, &k.sign_jwt(&claims(changes)).unwrap());
+            assert!(matches!(r, Err(OAuthError::InvalidClient(_))), "{name}: {r:?}");
+        }
+        // Within the skew, the same instants are accepted.
+        let edge = json!({"iat": NOW + LEEWAY, "nbf": NOW + LEEWAY, "exp": NOW + LEEWAY + 60});
+        assert!(checked(&keys, &k.sign_jwt(&claims(edge)).unwrap()).is_ok());
+    }
+
+    #[test]
+    fn the_key_is_chosen_by_kid_or_is_the_only_one_of_its_algorithm() {
+        let (a, b, r) = (key(SigningAlgorithm::ES256), key(SigningAlgorithm::ES256), key(SigningAlgorithm::RS256));
+        let other = key(SigningAlgorithm::ES256);
+        let jwt = a.sign_jwt(&claims(json!({}))).unwrap();
+        assert!(checked(&keys_of(&[&a, &b, &r]), &jwt).is_ok(), "by kid among three");
+        assert!(checked(&keys_of(&[&b, &r]), &jwt).is_err(), "an unregistered kid");
+        // Without kid: the one ES256 key, never a guess among two.
+        let no_kid = |k: &SigningKey| {
+            let h = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"alg":"ES256"}"#);
+            let p = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims(json!({})).to_string());
+            let sig = k.sign_raw(format!("{h}.{p}").as_bytes()).unwrap();
+            format!("{h}.{p}.{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sig))
+        };
+        assert!(checked(&keys_of(&[&a, &r]), &no_kid(&a)).is_ok());
+        assert!(checked(&keys_of(&[&a, &b]), &no_kid(&a)).is_err(), "two ES256 keys");
+        assert!(checked(&keys_of(&[&r]), &no_kid(&a)).is_err(), "no ES256 key");
+        assert!(checked(&keys_of(&[&other]), &no_kid(&a)).is_err(), "another key's signature");
+    }
+}

@@ -113,19 +113,22 @@ pub async fn authenticate<'a>(
         .namespace(&ctx.provider.namespace)
         .and_then(|v| v.clients.get(&presented.client_id))
         .ok_or_else(failed)?;
-    if !client.auth_methods.contains(&presented.method) {
-        // Checked first for an assertion (it has no secret to compare); for a secret after,
-        // as before, so a wrong secret reads the same whatever the client's methods.
-        if presented.method == ClientAuthMethod::PrivateKeyJwt {
-            return Err(wrong_method(client, presented.method));
-        }
-    }
     let provider_serves = || ctx.provider.clients.contains(&client.name);
     if let Some(assertion) = &presented.assertion {
+        // An assertion to a client without the method reads as any other failure: the
+        // caller, not yet authenticated, learns nothing of the client.
+        if !client.auth_methods.contains(&ClientAuthMethod::PrivateKeyJwt) {
+            return Err(failed());
+        }
+        let spend = private_key_jwt(ctx, endpoint, client, assertion, peer).await?;
         if !provider_serves() {
             return Err(OAuthError::UnauthorizedClient("the client is not allowed by this provider".into()));
         }
-        private_key_jwt(ctx, endpoint, client, assertion, peer).await?;
+        // Spent last: an assertion refused for any other reason can be corrected and sent
+        // again with the same jti.
+        if let Some(checked) = spend {
+            spend_jti(ctx, client, &checked).await?;
+        }
         return Ok(client.as_ref());
     }
     let secret_ok = match (client.client_type, &client.client_secret, &presented.secret) {
@@ -159,8 +162,8 @@ fn wrong_method(client: &ResolvedClient, method: ClientAuthMethod) -> OAuthError
 }
 
 /// A `client_assertion`: one the client signed with a registered key (its `iss` is the
-/// client id), its `jti` then spent in the store, at any replica; or an external JWT meeting
-/// one of the client's `federatedIdentities` exactly as a login would.
+/// client id), whose `jti` the caller then spends ([`spend_jti`]); or an external JWT meeting
+/// one of the client's `federatedIdentities` exactly as a login would (nothing to spend).
 ///
 /// A federated assertion is NOT single-use: it is a token its issuer hands a workload for
 /// many calls (a projected service-account token is reused until kubelet rotates it), so
@@ -171,12 +174,12 @@ async fn private_key_jwt(
     client: &ResolvedClient,
     assertion: &str,
     peer: IpAddr,
-) -> Result<(), OAuthError> {
+) -> Result<Option<client_assertion::Checked>, OAuthError> {
     let header = checks::check_header(assertion)
         .map_err(|e| OAuthError::InvalidClient(format!("client_assertion refused: {e}")))?;
     let claims = client_assertion::unverified_claims(assertion)?;
     if claims.get("iss").and_then(Value::as_str) != Some(client.client_id.as_str()) {
-        return federated(ctx, client, &header, assertion, peer).await;
+        return federated(ctx, client, &header, assertion, peer).await.map(|()| None);
     }
     let keys = client.assertion_keys.as_ref().ok_or_else(|| {
         OAuthError::InvalidClient("client_assertion refused: the client has no registered keys (spec.jwks)".into())
@@ -193,6 +196,16 @@ async fn private_key_jwt(
         ctx.now,
         ctx.max_assertion_lifetime,
     )?;
+    Ok(Some(checked))
+}
+
+/// Spends a verified assertion's `jti` in the session store: once, at any replica, until
+/// its expiry.
+async fn spend_jti(
+    ctx: Context<'_>,
+    client: &ResolvedClient,
+    checked: &client_assertion::Checked,
+) -> Result<(), OAuthError> {
     let spend = AssertionUse {
         namespace: &client.namespace,
         client: &client.name,
