@@ -94,7 +94,46 @@ impl Keys {
     }
 }
 
-fn manifests(issuer: &ExternalIssuer, keys: &Keys) -> String {
+/// A plain-HTTP file server on loopback (`--allow-insecure-issuers` lets the operator fetch
+/// from it) publishing a client's `jwks.json`; killed when dropped.
+struct JwksServer {
+    child: std::process::Child,
+    dir: PathBuf,
+    url: String,
+}
+
+impl JwksServer {
+    fn start(dir: PathBuf) -> JwksServer {
+        use std::io::BufRead;
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("jwks.json"), r#"{"keys": []}"#).unwrap();
+        let mut child = Command::new("python3")
+            .args(["-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory"])
+            .arg(&dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+        let port = first.split(" port ").nth(1).and_then(|r| r.split_whitespace().next()).unwrap().to_owned();
+        JwksServer { child, dir, url: format!("http://127.0.0.1:{port}/jwks.json") }
+    }
+
+    /// Publishes `keys` (public JWKs).
+    fn publish(&self, keys: &[&Value]) {
+        std::fs::write(self.dir.join("jwks.json"), json!({ "keys": keys }).to_string()).unwrap();
+    }
+}
+
+impl Drop for JwksServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn manifests(issuer: &ExternalIssuer, keys: &Keys, jwks_url: &str) -> String {
     let mut out = identity("ci", CI, issuer, "");
     out.push_str(&identity_in("default", "ci-deploy", DEPLOY, issuer, "deployer", ""));
     out.push_str(&identity_in("team-b", "ci", TEAM_B, issuer, "team-b", ""));
@@ -111,10 +150,13 @@ fn manifests(issuer: &ExternalIssuer, keys: &Keys) -> String {
     out.push_str(&client("pk", key_jwt(json!({"jwks": keys.public_set()}))));
     out.push_str(&client("pk-fed", key_jwt(json!({"federatedIdentities": ["ci"]}))));
     out.push_str(&client("pk-deploy", key_jwt(json!({"federatedIdentities": ["ci-deploy"]}))));
+    out.push_str(&client("pk-uri", key_jwt(json!({"jwksUri": jwks_url}))));
+    // A link-local (cloud metadata) address: refused before any connection, as for issuers.
+    out.push_str(&client("pk-metadata", key_jwt(json!({"jwksUri": "http://169.254.169.254/jwks.json"}))));
     out.push_str(&client("secret", json!({"grantTypes": ["client_credentials"]}).to_string()));
     out.push_str(concat!(
         "apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcProvider\nmetadata: {name: main}\n",
-        "spec: {allowedClients: [pk, pk-fed, pk-deploy, secret]}\n",
+        "spec: {allowedClients: [pk, pk-fed, pk-deploy, pk-uri, secret]}\n",
     ));
     out
 }
@@ -125,6 +167,7 @@ struct Fixture {
     issuer: ExternalIssuer,
     keys: Keys,
     state: PathBuf,
+    jwks: JwksServer,
     a: Server,
     b: Option<Server>,
     _redis: Option<RedisServer>,
@@ -137,7 +180,9 @@ impl Fixture {
         std::fs::create_dir(&dir).unwrap();
         let issuer = ExternalIssuer::start(tmp.path()).await;
         let keys = Keys(py(json!({"op": "keys"})));
-        write_manifest(&dir, "all.yaml", &manifests(&issuer, &keys));
+        let jwks = JwksServer::start(tmp.path().join("published"));
+        jwks.publish(&[&keys.0["ES256"]["public"]]);
+        write_manifest(&dir, "all.yaml", &manifests(&issuer, &keys, &jwks.url));
         let redis = shared.then(RedisServer::start);
         let url = redis.as_ref().map(RedisServer::url);
         let mut args = vec!["--allow-insecure-issuers", "--issuer-refetch-interval", "1"];
@@ -159,7 +204,7 @@ impl Fixture {
                 Some(b)
             }
         };
-        Fixture { _tmp: tmp, issuer, keys, state, a, b, _redis: redis }
+        Fixture { _tmp: tmp, issuer, keys, state, jwks, a, b, _redis: redis }
     }
 
     fn oauth(&self, other: bool) -> OAuth {
@@ -171,10 +216,15 @@ impl Fixture {
         credentials(&self.state, "default", client).0
     }
 
-    /// `client`'s assertion for `aud` signed with its `alg` key (by kid).
+    /// `pk`'s assertion for `aud` signed with its `alg` key (by kid).
     fn assertion(&self, alg: &str, aud: &str) -> String {
+        self.assertion_of("pk", alg, aud)
+    }
+
+    /// `client`'s assertion for `aud` signed with its `alg` key (by kid).
+    fn assertion_of(&self, client: &str, alg: &str, aud: &str) -> String {
         let key = self.keys.private(alg);
-        sign(key, alg, &claims(&self.client_id("pk"), aud), json!({"kid": key["kid"]}))
+        sign(key, alg, &claims(&self.client_id(client), aud), json!({"kid": key["kid"]}))
     }
 
     /// An external JWT of the test issuer (default claims: aud `oidc-operator`, a ci
@@ -507,4 +557,41 @@ async fn a_jti_spent_at_one_replica_is_refused_at_the_other() {
     // A fresh one works at either.
     let r = b.send(&asserted(client_credentials(), Some(&pk), &f.assertion("EdDSA", &b.issuer()))).await;
     assert_eq!(r.status, 200, "{}", r.body);
+}
+
+/// A client publishing its keys at `jwksUri`: fetched under the issuers' fetch rules (a
+/// metadata address is refused before connecting, and the client says so in its status),
+/// and fetched again when an assertion names a kid they lack (the client rotated).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_publishing_its_keys_at_a_jwks_uri() {
+    let f = Fixture::start(false).await;
+    let main = f.oauth(false);
+    let id = f.client_id("pk-uri");
+    let refused =
+        f.a.wait_for_line(
+            |l| l.contains("OidcClient") && l.contains("pk-metadata") && l.contains("JwksUriFailed"),
+            std::time::Duration::from_secs(15),
+        )
+        .await;
+    let line = refused.unwrap_or_else(|| panic!("pk-metadata never refused:\n{}", f.a.output()));
+    assert!(line.contains("spec.jwksUri") && line.contains("169.254.169.254"), "{line}");
+
+    let r = main
+        .send(&asserted(client_credentials(), Some(&id), &f.assertion_of("pk-uri", "ES256", &main.url("token"))))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // A key not published: refused.
+    let rs = f.assertion_of("pk-uri", "RS256", &main.url("token"));
+    let r = main.send(&asserted(client_credentials(), Some(&id), &rs)).await;
+    assert_eq!((r.status, r.error()), (401, Some("invalid_client")), "{}", r.body);
+    // Published: the unknown kid makes the operator fetch again (at most once per
+    // --issuer-refetch-interval), and the client's new key works.
+    f.jwks.publish(&[&f.keys.0["ES256"]["public"], &f.keys.0["RS256"]["public"]]);
+    let m = main.clone();
+    let (f2, id2) = (&f, id.clone());
+    common::eventually(10, "the rotated key to be fetched", async || {
+        let a = f2.assertion_of("pk-uri", "RS256", &m.url("token"));
+        m.send(&asserted(client_credentials(), Some(&id2), &a)).await.status == 200
+    })
+    .await;
 }

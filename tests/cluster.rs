@@ -114,7 +114,7 @@ fn the_api_server_accepts_good_manifests_and_refuses_bad_ones_by_the_crd_rules()
     refused(
         "private_key_jwt without keys or identities",
         format!("{CLIENT}spec: {{tokenEndpointAuthMethod: private_key_jwt}}\n"),
-        "private_key_jwt needs jwks or federatedIdentities",
+        "private_key_jwt needs jwks, jwksUri or federatedIdentities",
     );
     refused(
         "a public client with private_key_jwt",
@@ -126,7 +126,7 @@ fn the_api_server_accepts_good_manifests_and_refuses_bad_ones_by_the_crd_rules()
     refused(
         "federatedIdentities without private_key_jwt",
         format!("{CLIENT}spec: {{federatedIdentities: [ci]}}\n"),
-        "jwks and federatedIdentities are for tokenEndpointAuthMethod private_key_jwt",
+        "jwks, jwksUri and federatedIdentities are for tokenEndpointAuthMethod private_key_jwt",
     );
     refused(
         "a private JWK member",
@@ -134,6 +134,13 @@ fn the_api_server_accepts_good_manifests_and_refuses_bad_ones_by_the_crd_rules()
             "{CLIENT}spec: {{tokenEndpointAuthMethod: private_key_jwt, jwks: {{keys: [{{kty: OKP, crv: Ed25519, x: abc, d: secret}}]}}}}\n"
         ),
         "spec.jwks.keys[0].d",
+    );
+    refused(
+        "jwks and jwksUri both",
+        format!(
+            "{CLIENT}spec: {{tokenEndpointAuthMethod: private_key_jwt, jwksUri: \"https://keys.example/jwks\", jwks: {{keys: [{{kty: OKP, crv: Ed25519, x: abc}}]}}}}\n"
+        ),
+        "use jwks or jwksUri, not both",
     );
     let (ok, err) = cp.apply(
         &ns,

@@ -123,9 +123,10 @@ pub enum AccessTokenFormat {
 )]
 #[x_kube(validation = Rule::new("!(self.clientType == 'public' && self.grantTypes.exists(g, g == 'client_credentials'))").message("a public client cannot use client_credentials: it has no secret to authenticate with").field_path(".grantTypes"))]
 #[x_kube(validation = Rule::new("!has(self.tokenEndpointAuthMethod) || (self.clientType == 'public') == (self.tokenEndpointAuthMethod == 'none')").message("tokenEndpointAuthMethod must be none for a public client and a client_secret method or private_key_jwt for a confidential one").field_path(".tokenEndpointAuthMethod"))]
-#[x_kube(validation = Rule::new("!has(self.tokenEndpointAuthMethod) || self.tokenEndpointAuthMethod != 'private_key_jwt' || has(self.jwks) || (has(self.federatedIdentities) && size(self.federatedIdentities) > 0)").message("private_key_jwt needs jwks or federatedIdentities").field_path(".tokenEndpointAuthMethod"))]
-#[x_kube(validation = Rule::new("(!has(self.jwks) && (!has(self.federatedIdentities) || size(self.federatedIdentities) == 0)) || (has(self.tokenEndpointAuthMethod) && self.tokenEndpointAuthMethod == 'private_key_jwt')").message("jwks and federatedIdentities are for tokenEndpointAuthMethod private_key_jwt").field_path(".tokenEndpointAuthMethod"))]
+#[x_kube(validation = Rule::new("!has(self.tokenEndpointAuthMethod) || self.tokenEndpointAuthMethod != 'private_key_jwt' || has(self.jwks) || has(self.jwksUri) || (has(self.federatedIdentities) && size(self.federatedIdentities) > 0)").message("private_key_jwt needs jwks, jwksUri or federatedIdentities").field_path(".tokenEndpointAuthMethod"))]
+#[x_kube(validation = Rule::new("(!has(self.jwks) && !has(self.jwksUri) && (!has(self.federatedIdentities) || size(self.federatedIdentities) == 0)) || (has(self.tokenEndpointAuthMethod) && self.tokenEndpointAuthMethod == 'private_key_jwt')").message("jwks, jwksUri and federatedIdentities are for tokenEndpointAuthMethod private_key_jwt").field_path(".tokenEndpointAuthMethod"))]
 #[x_kube(validation = Rule::new(refresh_ttl_within_max()).message("refreshTokenTTL must not exceed refreshTokenMaxTTL").field_path(".refreshTokenTTL"))]
+#[x_kube(validation = Rule::new("!(has(self.jwks) && has(self.jwksUri))").message("use jwks or jwksUri, not both (RFC 7591 §2)").field_path(".jwksUri"))]
 #[serde(rename_all = "camelCase")]
 pub struct OidcClientSpec {
     /// `confidential` (default; has a secret) or `public` (no secret, PKCE required).
@@ -214,6 +215,12 @@ pub struct OidcClientSpec {
     /// `client_assertion` must be signed by one of them, chosen by `kid`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks: Option<ClientJwks>,
+
+    /// Where a `private_key_jwt` client publishes its JWK Set instead (an https URL),
+    /// fetched under the same rules, backoff and address policy as external issuers.
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "jwksUri")]
+    #[schemars(length(min = 1, max = super::limits::MAX_URL_LEN))]
+    pub jwks_uri: Option<String>,
 
     /// Names of IdentityOidcAuth objects (in this namespace) whose external JWTs authenticate
     /// this `private_key_jwt` client as its `client_assertion` (a pod's service-account

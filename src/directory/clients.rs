@@ -25,6 +25,8 @@ struct References<'a> {
     client_ids: HashMap<(String, String), String>,
     /// The declared IdentityOidcAuth objects a client may federate with.
     identities: BTreeSet<ObjectKey>,
+    /// What the last fetches of clients' `jwksUri`s (and issuers) gave.
+    health: &'a BTreeMap<crate::login::external::IssuerSource, Result<String, String>>,
 }
 
 /// Resolves every client, in claim order. A client is served once its references resolve
@@ -42,6 +44,7 @@ pub(super) fn resolve(
         assignments,
         client_ids: HashMap::new(),
         identities: inputs.identities.iter().map(|i| ObjectKey::of(&i.metadata)).collect(),
+        health: &materials.issuer_health,
     };
     let mut served: BTreeMap<ObjectKey, Arc<ResolvedClient>> = BTreeMap::new();
     let mut statuses = Vec::new();
@@ -164,6 +167,11 @@ fn resolve_client(
             ));
         }
     }
+    if let Some(source) = super::identities::client_keys_source(&obj.spec)
+        && let Some(Err(e)) = refs.health.get(&source)
+    {
+        return Err(not_ready("JwksUriFailed", format!("spec.jwksUri: {e}")));
+    }
     let assertion_keys = match &obj.spec.jwks {
         Some(set) => Some(Arc::new(assertion_keys(set, creds)?)),
         None => None,
@@ -230,5 +238,6 @@ fn resolved(
         refresh_token_reuse_interval: obj.spec.refresh_token_reuse_interval.as_secs(),
         assertion_keys,
         federated_identities: obj.spec.federated_identities.clone(),
+        keys_source: super::identities::client_keys_source(&obj.spec),
     }
 }

@@ -29,7 +29,7 @@ use crate::login::external::IssuerSource;
 use crate::sessions::TokenLimits;
 
 pub use crate::api::ObjectKey;
-pub use identities::issuer_source;
+pub use identities::{client_keys_source, issuer_source};
 
 mod assignments;
 mod clients;
@@ -177,6 +177,8 @@ pub struct ResolvedClient {
     pub assertion_keys: Option<Arc<crate::login::jwks::IssuerKeys>>,
     /// Names of the IdentityOidcAuth objects (its namespace) whose JWTs authenticate it.
     pub federated_identities: Vec<String>,
+    /// Where its keys are fetched (`spec.jwksUri`), through the external issuers' registry.
+    pub keys_source: Option<IssuerSource>,
 }
 
 impl ResolvedClient {

@@ -433,6 +433,11 @@ fn private_key_jwt_clients_show_their_keys_or_name_the_field_that_fails() {
             key_jwt_client("same-kid", serde_json::json!({"keys": [ec("a"), ec("a")]}), &[]),
             key_jwt_client("no-identity", serde_json::Value::Null, &["ci", "ghost"]),
             key_jwt_client("no-keys", serde_json::Value::Null, &[]),
+            {
+                let mut both = key_jwt_client("both", serde_json::json!({"keys": [ec("a")]}), &[]);
+                both.spec.jwks_uri = Some("https://keys.example/jwks".into());
+                both
+            },
         ],
         identities: arcs![identity_obj("ns", "ci", "9a170000-0000-4000-8000-0000000000c1", None)],
         providers: arcs![provider("p", &["*"], &[])],
@@ -452,6 +457,7 @@ fn private_key_jwt_clients_show_their_keys_or_name_the_field_that_fails() {
         ("same-kid", "ClientKeyInvalid", "spec.jwks.keys[1]"),
         ("no-identity", "FederatedIdentityNotFound", "spec.federatedIdentities[1]"),
         ("no-keys", "Invalid", "spec.tokenEndpointAuthMethod"),
+        ("both", "Invalid", "spec.jwksUri"),
     ] {
         let r = &status(&dir, Kind::OidcClient, name).readiness;
         assert!(!r.ready, "{name}");

@@ -14,6 +14,7 @@ use super::request::Request;
 use super::token::Context;
 use crate::api::{ClientAuthMethod, ClientType};
 use crate::directory::{ResolvedClient, ResolvedIdentity};
+use crate::login::jwks::IssuerKeys;
 use crate::login::{self, LoginContext, checks};
 use crate::paths::ProviderEndpoint;
 use crate::sessions::{AssertionSpend, AssertionUse};
@@ -181,14 +182,20 @@ async fn private_key_jwt(
     if claims.get("iss").and_then(Value::as_str) != Some(client.client_id.as_str()) {
         return federated(ctx, client, &header, assertion, peer).await.map(|()| None);
     }
-    let keys = client.assertion_keys.as_ref().ok_or_else(|| {
-        OAuthError::InvalidClient("client_assertion refused: the client has no registered keys (spec.jwks)".into())
-    })?;
+    let keys = match (&client.assertion_keys, &client.keys_source) {
+        (Some(keys), _) => Arc::clone(keys),
+        (None, Some(source)) => published_keys(ctx, source, header.kid.as_deref()).await?,
+        (None, None) => {
+            return Err(OAuthError::InvalidClient(
+                "client_assertion refused: the client has no registered keys (spec.jwks or spec.jwksUri)".into(),
+            ));
+        }
+    };
     let issuer = ctx.provider.issuer.as_str();
     let (token_url, called) = (ProviderEndpoint::Token.url(issuer), endpoint.url(issuer));
     let audiences = [issuer, token_url.as_str(), called.as_str()];
     let checked = client_assertion::check(
-        keys,
+        &keys,
         &header,
         assertion,
         &client.client_id,
@@ -197,6 +204,33 @@ async fn private_key_jwt(
         ctx.max_assertion_lifetime,
     )?;
     Ok(Some(checked))
+}
+
+/// The keys a client publishes at its `jwksUri`, as the registry last fetched them: fetched
+/// now when never fetched or older than `--issuer-keys-max-age` (else the client cannot
+/// authenticate: 503, as a login whose issuer is unreadable), and fetched again, at most
+/// once per refetch interval, when the assertion names a `kid` they lack (the client rotated).
+async fn published_keys(
+    ctx: Context<'_>,
+    source: &crate::login::external::IssuerSource,
+    kid: Option<&str>,
+) -> Result<Arc<IssuerKeys>, OAuthError> {
+    let published = ctx.issuers.get(source);
+    let max_age = ctx.issuers.limits().issuer_keys_max_age;
+    let young = |k: &Arc<IssuerKeys>| ctx.now.saturating_sub(k.fetched_at) <= max_age;
+    let mut keys = match published.keys().filter(young) {
+        Some(k) => k,
+        None => published.refresh(ctx.now, ctx.refetch_interval).await.filter(young).ok_or_else(|| {
+            OAuthError::TemporarilyUnavailable("the client's jwksUri cannot be read now; retry later".into())
+        })?,
+    };
+    if let Some(kid) = kid
+        && keys.by_kid(kid).is_none()
+        && let Some(fresh) = published.refresh(ctx.now, ctx.refetch_interval).await
+    {
+        keys = fresh;
+    }
+    Ok(keys)
 }
 
 /// Spends a verified assertion's `jti` in the session store: once, at any replica, until
