@@ -311,9 +311,11 @@ async fn private_key_jwt_and_federated_assertions_authenticate_and_every_refusal
     let signed = |c: Value| sign(rs, "RS256", &c, json!({"kid": "rs"}));
     let base = || claims(&pk, &token_url);
     let stranger = py(json!({"op": "keys"}))["RS256"]["private"].clone();
-    let (_, pk_secret) = confidential(&f.state, "default", "pk");
-    let hs_key = json!({"kty": "oct", "k": base64_url(pk_secret.as_bytes())});
+    // A private_key_jwt client has no secret at all.
+    assert_eq!(credentials(&f.state, "default", "pk").1, None, "pk was given a secret");
     let (secret_id, secret_secret) = confidential(&f.state, "default", "secret");
+    let hs_key = json!({"kty": "oct", "k": base64_url(secret_secret.as_bytes())});
+    let pk_secret = "a-guess";
     let cc = |a: &str| asserted(client_credentials(), Some(&pk), a);
     let expired_fed = f.external(json!({"exp": t - 120, "iat": t - 600})).await;
     let deploy_fed = f.external(json!({"aud": "deployer"})).await;
@@ -370,7 +372,17 @@ async fn private_key_jwt_and_federated_assertions_authenticate_and_every_refusal
             "invalid_client",
         ),
         ("alg none", cc(&sign(&Value::Null, "none", &base(), json!({}))), 401, "invalid_client"),
-        ("HS256 with the client secret", cc(&sign(&hs_key, "HS256", &base(), json!({}))), 401, "invalid_client"),
+        ("HS256 for a private_key_jwt client", cc(&sign(&hs_key, "HS256", &base(), json!({}))), 401, "invalid_client"),
+        (
+            "HS256 with the client's secret as key (client_secret_jwt)",
+            asserted(
+                client_credentials(),
+                Some(&secret_id),
+                &sign(&hs_key, "HS256", &claims(&secret_id, &token_url), json!({})),
+            ),
+            401,
+            "invalid_client",
+        ),
         (
             "ES256 named, the kid an RSA key",
             cc(&sign(f.keys.private("ES256"), "ES256", &base(), json!({"kid": "rs"}))),
@@ -408,19 +420,19 @@ async fn private_key_jwt_and_federated_assertions_authenticate_and_every_refusal
         ("no client_assertion", cc("x").unset("client_assertion"), 400, "invalid_request"),
         (
             "an assertion and Basic",
-            cc(&f.assertion("RS256", &token_url)).auth(Auth::basic(&pk, &pk_secret)),
+            cc(&f.assertion("RS256", &token_url)).auth(Auth::basic(&pk, pk_secret)),
             400,
             "invalid_request",
         ),
         (
             "an assertion and client_secret",
-            cc(&f.assertion("RS256", &token_url)).set("client_secret", &pk_secret),
+            cc(&f.assertion("RS256", &token_url)).set("client_secret", pk_secret),
             400,
             "invalid_request",
         ),
         (
             "the secret of a private_key_jwt client",
-            client_credentials().auth(Auth::basic(&pk, &pk_secret)),
+            client_credentials().auth(Auth::basic(&pk, pk_secret)),
             401,
             "invalid_client",
         ),

@@ -300,6 +300,13 @@ fn refresh_ttl_within_max() -> String {
 }
 
 impl OidcClientSpec {
+    /// Whether the client authenticates with a secret, and so gets one generated: a
+    /// confidential client that does not use `private_key_jwt` (which has no secret at all).
+    pub fn uses_secret(&self) -> bool {
+        self.client_type == ClientType::Confidential
+            && self.token_endpoint_auth_method != Some(ClientAuthMethod::PrivateKeyJwt)
+    }
+
     /// The methods this client may authenticate with.
     pub fn auth_methods(&self) -> Vec<ClientAuthMethod> {
         match (self.token_endpoint_auth_method, self.client_type) {

@@ -12,7 +12,7 @@ use super::{
     ClaimRank, Directory, Inputs, Materials, ObjectKey, ObjectStatus, Resolution, ResolvedClient, ResolvedKey,
     StatusFacts, in_claim_order, in_namespace, invalid, not_ready,
 };
-use crate::api::{self, ALLOW_ALL, ClientType, DEFAULT_KEY, Kind, OidcAssignment, OidcClient, Readiness};
+use crate::api::{self, ALLOW_ALL, DEFAULT_KEY, Kind, OidcAssignment, OidcClient, Readiness};
 use crate::credentials::ClientCredentials;
 use crate::login::jwks::{ExternalKey, IssuerKeys};
 
@@ -219,9 +219,9 @@ fn resolved(
         name: k.name.clone(),
         namespace: k.namespace.clone(),
         client_id: creds.client_id.clone(),
-        client_secret: match obj.spec.client_type {
-            ClientType::Confidential => creds.client_secret.clone(),
-            ClientType::Public => None,
+        client_secret: match obj.spec.uses_secret() {
+            true => creds.client_secret.clone(),
+            false => None,
         },
         client_type: obj.spec.client_type,
         key,

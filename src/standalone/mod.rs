@@ -367,9 +367,9 @@ fn ensure_materials(
         changed |= retire_orphaned_rings(state, inputs, m, now)?;
         for client in &inputs.clients {
             let key = ObjectKey::of(&client.metadata);
-            let confidential = client.spec.client_type == crate::api::ClientType::Confidential;
+            let secret = client.spec.uses_secret();
             if let Some(creds) =
-                credentials::reconcile(m.credentials.get(&key), client.spec.client_id.as_deref(), confidential)?
+                credentials::reconcile(m.credentials.get(&key), client.spec.client_id.as_deref(), secret)?
             {
                 state.save_client(&key, &creds)?;
                 m.credentials.insert(key, creds);
