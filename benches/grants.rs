@@ -138,6 +138,7 @@ impl Served {
             trusted_proxies: Arc::new(Vec::new()),
             refetch_interval: 10,
             code_ttl: 300,
+            max_assertion_lifetime: 3600,
         };
         let shared = Arc::clone(&state.directory);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -126,6 +126,7 @@ async fn main() {
         trusted_proxies: Arc::new(Vec::new()),
         refetch_interval: 10,
         code_ttl: 300,
+        max_assertion_lifetime: 3600,
     };
     let claims = serde_json::json!({
         "iss": issuer, "aud": "bench", "sub": "system:serviceaccount:bench:runner",

@@ -265,6 +265,7 @@ async fn main() {
             trusted_proxies: Arc::new(Vec::new()),
             refetch_interval: 10,
             code_ttl: 300,
+            max_assertion_lifetime: 3600,
         };
         let shared = Arc::clone(&state.directory);
         let addr = serve(state).await;

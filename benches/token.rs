@@ -84,6 +84,7 @@ async fn main() {
         trusted_proxies: Arc::new(Vec::new()),
         refetch_interval: 10,
         code_ttl: 300,
+        max_assertion_lifetime: 3600,
     };
     tokio::spawn(server::serve(listener, None, server::api_routes(state)));
 

@@ -65,18 +65,18 @@ pub fn generate_secret() -> Result<String, RandomError> {
 pub fn reconcile(
     existing: Option<&ClientCredentials>,
     fixed_client_id: Option<&str>,
-    confidential: bool,
+    with_secret: bool,
 ) -> Result<Option<ClientCredentials>, RandomError> {
     let client_id = match (fixed_client_id, existing) {
         (Some(fixed), _) => fixed.to_owned(),
         (None, Some(e)) => e.client_id.clone(),
         (None, None) => random_base62(CLIENT_ID_LEN)?,
     };
-    // A secret, once made, is kept even while a client is public, so it cannot be re-issued
-    // by accident; it is simply not used or shown.
+    // A secret, once made, is kept even while a client is public or uses private_key_jwt, so
+    // it cannot be re-issued by accident; it is simply not used or shown.
     let client_secret = match existing.and_then(|e| e.client_secret.clone()) {
         Some(s) => Some(s),
-        None if confidential => Some(generate_secret()?),
+        None if with_secret => Some(generate_secret()?),
         None => None,
     };
     let next = ClientCredentials { client_id, client_secret };

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 const KEY: &str = "apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcKey\nmetadata: {name: k}\n";
 const CLIENT: &str = "apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcClient\nmetadata: {name: app}\n";
 const IDENTITY: &str = "apiVersion: oidc-operator.dev/v1alpha1\nkind: IdentityOidcAuth\nmetadata: {name: runner}\n";
+const CLIENT_PK: &str = "apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcClient\nmetadata: {name: pk}\n";
 const ISSUER: &str = "oidcDiscoveryUrl: https://issuer.example, boundIssuer: https://issuer.example";
 
 #[test]
@@ -109,6 +110,43 @@ fn the_api_server_accepts_good_manifests_and_refuses_bad_ones_by_the_crd_rules()
         format!("{CLIENT}spec: {{tokenEndpointAuthMethod: client_secret_jwt}}\n"),
         "Unsupported value: \"client_secret_jwt\"",
     );
+    // private_key_jwt (issue 23): keys or federated identities, for confidential clients only.
+    refused(
+        "private_key_jwt without keys or identities",
+        format!("{CLIENT}spec: {{tokenEndpointAuthMethod: private_key_jwt}}\n"),
+        "private_key_jwt needs jwks, jwksUri or federatedIdentities",
+    );
+    refused(
+        "a public client with private_key_jwt",
+        format!(
+            "{CLIENT}spec: {{clientType: public, tokenEndpointAuthMethod: private_key_jwt, federatedIdentities: [ci]}}\n"
+        ),
+        "tokenEndpointAuthMethod must be none for a public client",
+    );
+    refused(
+        "federatedIdentities without private_key_jwt",
+        format!("{CLIENT}spec: {{federatedIdentities: [ci]}}\n"),
+        "jwks, jwksUri and federatedIdentities are for tokenEndpointAuthMethod private_key_jwt",
+    );
+    refused(
+        "a private JWK member",
+        format!(
+            "{CLIENT}spec: {{tokenEndpointAuthMethod: private_key_jwt, jwks: {{keys: [{{kty: OKP, crv: Ed25519, x: abc, d: secret}}]}}}}\n"
+        ),
+        "spec.jwks.keys[0].d",
+    );
+    refused(
+        "jwks and jwksUri both",
+        format!(
+            "{CLIENT}spec: {{tokenEndpointAuthMethod: private_key_jwt, jwksUri: \"https://keys.example/jwks\", jwks: {{keys: [{{kty: OKP, crv: Ed25519, x: abc}}]}}}}\n"
+        ),
+        "use jwks or jwksUri, not both",
+    );
+    let (ok, err) = cp.apply(
+        &ns,
+        &format!("{CLIENT_PK}spec: {{tokenEndpointAuthMethod: private_key_jwt, federatedIdentities: [ci], jwks: {{keys: [{{kty: OKP, crv: Ed25519, kid: a, x: 11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo}}]}}}}\n"),
+    );
+    assert!(ok, "a private_key_jwt client: {err}");
     refused(
         "unknown access token format",
         format!("{CLIENT}spec: {{accessTokenFormat: paseto}}\n"),

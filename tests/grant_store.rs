@@ -567,11 +567,59 @@ async fn run_row(backend: &Backend, row: &str, now: i64) {
                 assert_eq!((m.grants(), m.records()), (0, 0), "{which}");
             }
         }
+        "assertion_spent_once" => {
+            use oidc_operator::sessions::{AssertionSpend, AssertionUse};
+            let under = backend.store(quotas(2));
+            let store = under.store();
+            let spend = |client_id: &'static str, jti: &'static str, expires_at: i64| AssertionUse {
+                namespace: ns,
+                client: client_id,
+                client_id,
+                provider: PROVIDER,
+                jti,
+                expires_at,
+            };
+            assert_eq!(
+                store.spend_assertion(&spend(CLIENT, "a", now + 60), now).await,
+                Ok(AssertionSpend::Fresh),
+                "{which}"
+            );
+            assert_eq!(
+                store.spend_assertion(&spend(CLIENT, "a", now + 60), now).await,
+                Ok(AssertionSpend::Replayed),
+                "{which}"
+            );
+            // A jti is the client's own: another client's same jti is another record.
+            assert_eq!(
+                store.spend_assertion(&spend("other", "a", now + 60), now).await,
+                Ok(AssertionSpend::Fresh),
+                "{which}"
+            );
+            // Under the client's quota (2): the replay above gave its charge back.
+            let second = store.spend_assertion(&spend(CLIENT, "b", now + 60), now).await;
+            assert_eq!(second, Ok(AssertionSpend::Fresh), "{which}");
+            let refused = store.spend_assertion(&spend(CLIENT, "c", now + 60), now).await;
+            assert!(matches!(refused, Err(StoreError::ClientQuota { records: 2 })), "{which}: {refused:?}");
+            let again = store.spend_assertion(&spend(CLIENT, "c", now + 60), now).await;
+            assert!(matches!(again, Err(StoreError::ClientQuota { .. })), "{which}: a refused jti was not kept");
+            if let Under::Memory(m) = &under {
+                // Purged at its expiry, with its charge: the jti is free again (the assertion
+                // itself is refused as expired by then).
+                m.purge(now + 61, &AllBut(String::new()));
+                assert_eq!(m.records(), 0, "{which}");
+                assert_eq!(
+                    m.spend_assertion(&spend(CLIENT, "a", now + 120), now + 61),
+                    Ok(AssertionSpend::Fresh),
+                    "{which}"
+                );
+            }
+        }
         other => panic!("no row {other}"),
     }
 }
 
-const ROWS: [&str; 13] = [
+const ROWS: [&str; 14] = [
+    "assertion_spent_once",
     "issue_and_lookup",
     "rotate",
     "reuse_within_interval",
@@ -605,7 +653,11 @@ async fn grants_on_redis() {
     the_table(Backend::Redis(redis.url())).await;
     // Every grant is one key: a family's tokens never make keys of their own.
     let keys = redis.keys("*:grant");
-    assert!(!keys.is_empty() && redis.keys("*").iter().all(|k| k.ends_with(":grant") || k.contains("{t:")));
+    // Spent assertions are one key each.
+    assert!(
+        !keys.is_empty()
+            && redis.keys("*").iter().all(|k| k.ends_with(":grant") || k.ends_with(":jti") || k.contains("{t:"))
+    );
 }
 
 /// In Redis the code record stays in its grant as long as the grant's tokens do, so its

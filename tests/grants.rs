@@ -197,7 +197,7 @@ async fn client_credentials_tokens(f: &Fixture) {
     assert_eq!(discovery["revocation_endpoint"], main.url("revoke"));
     assert_eq!(
         discovery["introspection_endpoint_auth_methods_supported"],
-        json!(["client_secret_basic", "client_secret_post"])
+        json!(["client_secret_basic", "client_secret_post", "private_key_jwt"])
     );
 
     // JWT access tokens with each algorithm, verified independently, typ included.

@@ -22,6 +22,14 @@ pub const MAX_REDIRECT_URIS: u64 = 32;
 /// Audiences a client's client_credentials tokens may name (`spec.audiences`).
 pub const MAX_AUDIENCES: u64 = 32;
 pub const MAX_URL_LEN: u64 = 2048;
+/// Public keys a `private_key_jwt` client registers inline (`spec.jwks.keys`): enough for a
+/// rotation of a few algorithms.
+pub const MAX_CLIENT_KEYS: u64 = 16;
+/// A key id, and a key parameter (an 8192-bit RSA modulus is 1366 base64url characters).
+pub const MAX_KID_LEN: u64 = 256;
+pub const MAX_KEY_PARAM_LEN: u64 = 1400;
+/// Federated identities one client names (`spec.federatedIdentities`).
+pub const MAX_FEDERATED_IDENTITIES: u64 = 32;
 /// Scopes a provider supports, and groups of one identity.
 pub const MAX_SCOPES: u64 = 64;
 pub const MAX_GROUPS: u64 = 64;

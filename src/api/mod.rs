@@ -22,8 +22,8 @@ pub mod validate;
 
 pub use assignment::{ALLOW_ALL, OidcAssignment, OidcAssignmentSpec, OidcAssignmentStatus};
 pub use client::{
-    AccessTokenFormat, ClientAuthMethod, ClientType, DEFAULT_KEY, GrantType, OidcClient, OidcClientSpec,
-    OidcClientStatus,
+    AccessTokenFormat, ClientAuthMethod, ClientJwk, ClientJwks, ClientType, DEFAULT_KEY, GrantType, OidcClient,
+    OidcClientSpec, OidcClientStatus,
 };
 pub use common::{Duration, GROUP, Readiness, VERSION};
 pub use identity::{IdentityOidcAuth, IdentityOidcAuthSpec, IdentityOidcAuthStatus, TrustedIp};

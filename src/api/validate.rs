@@ -113,8 +113,28 @@ fn client_grants(spec: &OidcClientSpec) -> Result<(), FieldError> {
     {
         return Err(field_error(
             "spec.tokenEndpointAuthMethod",
-            "must be none for a public client and a client_secret method for a confidential one",
+            "must be none for a public client and a client_secret method or private_key_jwt for a confidential one",
         ));
+    }
+    let key_jwt = spec.token_endpoint_auth_method == Some(ClientAuthMethod::PrivateKeyJwt);
+    let has_keys = spec.jwks.is_some() || spec.jwks_uri.is_some() || !spec.federated_identities.is_empty();
+    if key_jwt && !has_keys {
+        return Err(field_error(
+            "spec.tokenEndpointAuthMethod",
+            "private_key_jwt needs jwks, jwksUri or federatedIdentities",
+        ));
+    }
+    if has_keys && !key_jwt {
+        return Err(field_error(
+            "spec.tokenEndpointAuthMethod",
+            "jwks, jwksUri and federatedIdentities are for tokenEndpointAuthMethod private_key_jwt",
+        ));
+    }
+    if spec.jwks.is_some() && spec.jwks_uri.is_some() {
+        return Err(field_error("spec.jwksUri", "use jwks or jwksUri, not both (RFC 7591 §2)"));
+    }
+    if let Some(uri) = &spec.jwks_uri {
+        url::Url::parse(uri).map_err(|e| field_error("spec.jwksUri", format!("not an absolute URL: {e}")))?;
     }
     if spec.refresh_token_ttl.as_secs() == 0 {
         return Err(field_error("spec.refreshTokenTTL", "must be greater than 0"));

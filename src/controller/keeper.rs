@@ -17,7 +17,7 @@ use kube::runtime::events::EventType;
 
 use super::Context;
 use super::reconciler::apply_secret;
-use crate::api::{ClientType, IdentityOidcAuth, Kind, OidcAssignment, OidcClient, OidcKey, OidcProvider, OidcScope};
+use crate::api::{IdentityOidcAuth, Kind, OidcAssignment, OidcClient, OidcKey, OidcProvider, OidcScope};
 use crate::clock::{unix_now, unix_now_ms};
 use crate::credentials;
 use crate::directory::{self, Directory, Inputs, Materials, ObjectKey};
@@ -350,7 +350,7 @@ async fn write_ring(ctx: &Context, namespace: &str, secret: Secret, stored: Opti
 fn new_credentials(ctx: &Context, inputs: &Inputs, materials: &mut Materials) {
     for c in &inputs.clients {
         let key = ObjectKey::of(&c.metadata);
-        let confidential = c.spec.client_type == ClientType::Confidential;
+        let secret = c.spec.uses_secret();
         if !materials.credentials.contains_key(&key)
             && ctx
                 .stores
@@ -360,7 +360,7 @@ fn new_credentials(ctx: &Context, inputs: &Inputs, materials: &mut Materials) {
             // Unreadable credentials are never replaced by new ones.
             continue;
         }
-        match credentials::reconcile(materials.credentials.get(&key), c.spec.client_id.as_deref(), confidential) {
+        match credentials::reconcile(materials.credentials.get(&key), c.spec.client_id.as_deref(), secret) {
             Ok(Some(creds)) => {
                 ctx.written().materials.credentials.insert(key.clone(), creds.clone());
                 materials.credentials.insert(key, creds);

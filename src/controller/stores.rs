@@ -240,9 +240,13 @@ impl Stores {
         crate::directory::key_users(clients.iter().map(|c| &**c), key)
     }
 
-    /// The external issuers the identities name (their health is part of the snapshot).
+    /// The external issuers the identities name, and the `jwksUri`s of `private_key_jwt`
+    /// clients (their health is part of the snapshot).
     pub fn identity_sources(&self) -> Vec<crate::login::external::IssuerSource> {
         let identities = self.scopes.iter().flat_map(|s| s.identities.state());
-        identities.map(|i| crate::directory::issuer_source(&i.spec)).collect()
+        let mut sources: Vec<_> = identities.map(|i| crate::directory::issuer_source(&i.spec)).collect();
+        let clients = self.scopes.iter().flat_map(|s| s.clients.state());
+        sources.extend(clients.filter_map(|c| crate::directory::client_keys_source(&c.spec)));
+        sources
     }
 }

@@ -12,18 +12,23 @@ use super::{
     ClaimRank, Directory, Inputs, Materials, ObjectKey, ObjectStatus, Resolution, ResolvedClient, ResolvedKey,
     StatusFacts, in_claim_order, in_namespace, invalid, not_ready,
 };
-use crate::api::{self, ALLOW_ALL, ClientType, DEFAULT_KEY, Kind, OidcAssignment, OidcClient, Readiness};
+use crate::api::{self, ALLOW_ALL, DEFAULT_KEY, Kind, OidcAssignment, OidcClient, Readiness};
 use crate::credentials::ClientCredentials;
+use crate::login::jwks::{ExternalKey, IssuerKeys};
 
 /// What a client may reference: the served keys and assignments, the declared keys (to tell
 /// a missing key from one not Ready), and the client ids already taken, by namespace.
 struct References<'a> {
     keys: &'a BTreeMap<ObjectKey, Arc<ResolvedKey>>,
     /// Served identities by identity id: a client's id must not be one of its namespace's.
-    identities: &'a HashMap<String, Arc<super::ResolvedIdentity>>,
+    identity_ids: &'a HashMap<String, Arc<super::ResolvedIdentity>>,
     declared_keys: BTreeSet<ObjectKey>,
     assignments: &'a BTreeMap<ObjectKey, &'a OidcAssignment>,
     client_ids: HashMap<(String, String), String>,
+    /// The declared IdentityOidcAuth objects a client may federate with.
+    identities: BTreeSet<ObjectKey>,
+    /// What the last fetches of clients' `jwksUri`s (and issuers) gave.
+    health: &'a BTreeMap<crate::login::external::IssuerSource, Result<String, String>>,
 }
 
 /// Resolves every client, in claim order. A client is served once its references resolve
@@ -38,10 +43,12 @@ pub(super) fn resolve(
 ) -> Resolution<Arc<ResolvedClient>> {
     let mut refs = References {
         keys,
-        identities,
+        identity_ids: identities,
         declared_keys: inputs.keys.iter().map(|k| ObjectKey::of(&k.metadata)).collect(),
         assignments,
         client_ids: HashMap::new(),
+        identities: inputs.identities.iter().map(|i| ObjectKey::of(&i.metadata)).collect(),
+        health: &materials.issuer_health,
     };
     let mut served: BTreeMap<ObjectKey, Arc<ResolvedClient>> = BTreeMap::new();
     let mut statuses = Vec::new();
@@ -58,12 +65,19 @@ pub(super) fn resolve(
             )),
             false => resolve_client(obj, &k, creds, &refs),
         };
-        let mut effective = (Vec::new(), Vec::new());
+        let mut effective = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let readiness = match (readiness, creds) {
-            (Ok(key), Some(creds)) => {
-                effective = (obj.spec.grant_types.clone(), obj.spec.auth_methods());
+            (Ok((key, assertion_keys)), Some(creds)) => {
+                let kids = assertion_keys.iter().flat_map(|k| k.keys.iter().map(|k| k.jwk.kid.clone())).collect();
+                effective = (
+                    obj.spec.grant_types.clone(),
+                    obj.spec.auth_methods(),
+                    kids,
+                    obj.spec.federated_identities.clone(),
+                );
                 refs.client_ids.insert((k.namespace.clone(), creds.client_id.clone()), k.name.clone());
-                served.insert(k.clone(), Arc::new(resolved(obj, &k, creds, key, &inputs.policy)));
+                let client = resolved(obj, &k, creds, key, &inputs.policy, assertion_keys);
+                served.insert(k.clone(), Arc::new(client));
                 Readiness::ready(format!("client_id {}", creds.client_id))
             }
             (Ok(_), None) => not_ready("CredentialsPending", "credentials are being generated".into()),
@@ -74,6 +88,8 @@ pub(super) fn resolve(
             secret_name: obj.credentials_name(),
             grant_types: effective.0,
             auth_methods: effective.1,
+            key_ids: effective.2,
+            federated_identities: effective.3,
         };
         statuses.push(ObjectStatus::of(Kind::OidcClient, &obj.metadata, readiness, facts));
     }
@@ -95,13 +111,18 @@ fn claim_order<'a>(inputs: &'a Inputs, materials: &Materials, previous: Option<&
     in_claim_order(ranked.collect())
 }
 
-/// The key a client signs with, or the first of its references that does not resolve.
+/// What a resolved client holds beyond its spec: the key it signs with, and its parsed
+/// `private_key_jwt` keys.
+type ClientKeys = (Arc<ResolvedKey>, Option<Arc<IssuerKeys>>);
+
+/// The key a client signs with and its registered keys, or the first of its references that
+/// does not resolve.
 fn resolve_client(
     obj: &OidcClient,
     k: &ObjectKey,
     creds: Option<&ClientCredentials>,
     refs: &References<'_>,
-) -> Result<Arc<ResolvedKey>, Readiness> {
+) -> Result<ClientKeys, Readiness> {
     api::validate::client(&obj.spec).map_err(|e| invalid(&e))?;
     let key_ref = in_namespace(k, &obj.spec.key);
     let key = match refs.keys.get(&key_ref) {
@@ -142,8 +163,8 @@ fn resolve_client(
     // A client_credentials token's `sub` is the client's id, an entity's tokens' `sub` its
     // identity id: the two must not meet in one namespace (RFC 9700 §4.15), or a client
     // could get tokens that read as an entity's.
-    if let Some((c, identity)) =
-        creds.and_then(|c| refs.identities.get(&c.client_id).filter(|i| i.key.namespace == k.namespace).map(|i| (c, i)))
+    if let Some((c, identity)) = creds
+        .and_then(|c| refs.identity_ids.get(&c.client_id).filter(|i| i.key.namespace == k.namespace).map(|i| (c, i)))
     {
         return Err(not_ready(
             "ClientIdConflict",
@@ -153,6 +174,26 @@ fn resolve_client(
             ),
         ));
     }
+    for (i, name) in obj.spec.federated_identities.iter().enumerate() {
+        if !refs.identities.contains(&in_namespace(k, name)) {
+            return Err(not_ready(
+                "FederatedIdentityNotFound",
+                format!(
+                    "spec.federatedIdentities[{i}]: IdentityOidcAuth {name:?} does not exist in namespace {}",
+                    k.namespace
+                ),
+            ));
+        }
+    }
+    if let Some(source) = super::identities::client_keys_source(&obj.spec)
+        && let Some(Err(e)) = refs.health.get(&source)
+    {
+        return Err(not_ready("JwksUriFailed", format!("spec.jwksUri: {e}")));
+    }
+    let assertion_keys = match &obj.spec.jwks {
+        Some(set) => Some(Arc::new(assertion_keys(set, creds)?)),
+        None => None,
+    };
     let owner = creds.and_then(|c| refs.client_ids.get(&(k.namespace.clone(), c.client_id.clone())).map(|o| (c, o)));
     if let Some((c, owner)) = owner {
         return Err(not_ready(
@@ -160,7 +201,26 @@ fn resolve_client(
             format!("spec.clientId: client_id {:?} is already used by OidcClient {owner:?}", c.client_id),
         ));
     }
-    Ok(Arc::clone(key))
+    Ok((Arc::clone(key), assertion_keys))
+}
+
+/// A client's inline JWK Set as verification keys, or the first key that is not a usable
+/// public signature key (or repeats a `kid`, which would make the choice by `kid` ambiguous).
+fn assertion_keys(set: &api::ClientJwks, creds: Option<&ClientCredentials>) -> Result<IssuerKeys, Readiness> {
+    let invalid_key = |i: usize, why: &str| not_ready("ClientKeyInvalid", format!("spec.jwks.keys[{i}]: {why}"));
+    let mut keys = Vec::with_capacity(set.keys.len());
+    for (i, jwk) in set.keys.iter().enumerate() {
+        let raw = serde_json::to_value(jwk).map_err(|_| invalid_key(i, "cannot be read"))?;
+        let key = ExternalKey::new(&raw).filter(ExternalKey::parses).ok_or_else(|| {
+            invalid_key(i, "is not a usable public signature key (RSA, EC P-256/384/521 or OKP Ed25519, use sig)")
+        })?;
+        if set.keys[..i].iter().any(|other| other.kid.is_some() && other.kid == jwk.kid) {
+            return Err(invalid_key(i, "repeats the kid of an earlier key"));
+        }
+        keys.push(key);
+    }
+    let issuer = creds.map(|c| c.client_id.clone()).unwrap_or_default();
+    Ok(IssuerKeys { issuer, keys, fetched_at: 0 })
 }
 
 /// A client as the server uses it; a public client has no secret.
@@ -170,15 +230,16 @@ fn resolved(
     creds: &ClientCredentials,
     key: Arc<ResolvedKey>,
     policy: &super::Policy,
+    assertion_keys: Option<Arc<IssuerKeys>>,
 ) -> ResolvedClient {
     let cap = u64::try_from(policy.max_token_ttl).unwrap_or(0);
     ResolvedClient {
         name: k.name.clone(),
         namespace: k.namespace.clone(),
         client_id: creds.client_id.clone(),
-        client_secret: match obj.spec.client_type {
-            ClientType::Confidential => creds.client_secret.clone(),
-            ClientType::Public => None,
+        client_secret: match obj.spec.uses_secret() {
+            true => creds.client_secret.clone(),
+            false => None,
         },
         client_type: obj.spec.client_type,
         key,
@@ -200,5 +261,8 @@ fn resolved(
             .as_secs()
             .min(obj.spec.refresh_token_ttl.as_secs())
             .min(cap),
+        assertion_keys,
+        federated_identities: obj.spec.federated_identities.clone(),
+        keys_source: super::identities::client_keys_source(&obj.spec),
     }
 }

@@ -29,7 +29,15 @@ pub fn issuer_source(spec: &api::IdentityOidcAuthSpec) -> IssuerSource {
     IssuerSource {
         discovery_url: crate::login::external::discovery_document_url(&spec.oidc_discovery_url),
         ca_cert: spec.ca_cert.clone().filter(|c| !c.trim().is_empty()),
+        keys_only: false,
     }
+}
+
+/// Where a `private_key_jwt` client's keys are fetched from (`spec.jwksUri`), under the
+/// external issuers' fetch rules (the system roots; `--allow-insecure-issuers` for tests).
+pub fn client_keys_source(spec: &api::OidcClientSpec) -> Option<IssuerSource> {
+    let uri = spec.jwks_uri.as_ref()?;
+    Some(IssuerSource { discovery_url: uri.clone(), ca_cert: None, keys_only: true })
 }
 
 /// Resolves every identity, in claim order. An identity whose spec is valid and whose id

@@ -29,7 +29,7 @@ use crate::login::external::IssuerSource;
 use crate::sessions::TokenLimits;
 
 pub use crate::api::ObjectKey;
-pub use identities::issuer_source;
+pub use identities::{client_keys_source, issuer_source};
 
 mod assignments;
 mod clients;
@@ -172,6 +172,13 @@ pub struct ResolvedClient {
     pub refresh_token_ttl: u64,
     pub refresh_token_max_ttl: u64,
     pub refresh_token_reuse_interval: u64,
+    /// Its registered `private_key_jwt` keys (`spec.jwks`), parsed once per snapshot; the
+    /// issuer they stand for is the client's `client_id`.
+    pub assertion_keys: Option<Arc<crate::login::jwks::IssuerKeys>>,
+    /// Names of the IdentityOidcAuth objects (its namespace) whose JWTs authenticate it.
+    pub federated_identities: Vec<String>,
+    /// Where its keys are fetched (`spec.jwksUri`), through the external issuers' registry.
+    pub keys_source: Option<IssuerSource>,
 }
 
 impl ResolvedClient {
@@ -261,6 +268,9 @@ pub enum StatusFacts {
         /// Effective grants and authentication methods, once Ready (empty before).
         grant_types: Vec<crate::api::GrantType>,
         auth_methods: Vec<crate::api::ClientAuthMethod>,
+        /// Registered key ids and federated identities, once Ready.
+        key_ids: Vec<String>,
+        federated_identities: Vec<String>,
     },
     Scope {
         claims: Vec<String>,

@@ -159,6 +159,11 @@ fn render_provider(
         "subject_types_supported": ["public"],
         "grant_types_supported": crate::oidc::grant::SUPPORTED.map(|g| g.as_str()),
         "token_endpoint_auth_methods_supported": crate::api::ClientAuthMethod::ALL.map(|m| m.as_str()),
+        // private_key_jwt: the asymmetric algorithms a client assertion may be signed with
+        // (RFC 8414 §2); `none` and HMAC never are.
+        "token_endpoint_auth_signing_alg_values_supported": SigningAlgorithm::ALL.map(|a| a.as_str()),
+        "introspection_endpoint_auth_signing_alg_values_supported": SigningAlgorithm::ALL.map(|a| a.as_str()),
+        "revocation_endpoint_auth_signing_alg_values_supported": SigningAlgorithm::ALL.map(|a| a.as_str()),
         "code_challenge_methods_supported": obj.spec.pkce_methods.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
         "claims_supported": claims_supported(scope_claims),
     });

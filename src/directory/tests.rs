@@ -426,3 +426,75 @@ fn token_lifetimes_are_cut_to_the_policy() {
     assert_eq!(app.access_token_ttl, 3600);
     assert_eq!(Policy::default().max_token_ttl, 31 * 24 * 3600);
 }
+
+/// A `private_key_jwt` client with the given keys and federated identities.
+fn key_jwt_client(name: &str, jwks: serde_json::Value, federated: &[&str]) -> OidcClient {
+    let mut c = client(name, DEFAULT_KEY, &["allow_all"]);
+    c.spec.token_endpoint_auth_method = Some(crate::api::ClientAuthMethod::PrivateKeyJwt);
+    c.spec.jwks = (!jwks.is_null()).then(|| serde_json::from_value(jwks).unwrap());
+    c.spec.federated_identities = federated.iter().map(|s| s.to_string()).collect();
+    c
+}
+
+#[test]
+fn private_key_jwt_clients_show_their_keys_or_name_the_field_that_fails() {
+    let ec = |kid: &str| {
+        let key = KeyVersion::generate(crate::keys::SigningAlgorithm::ES256, NOW).unwrap().parse().unwrap();
+        let mut jwk = serde_json::to_value(key.jwk()).unwrap();
+        jwk["kid"] = kid.into();
+        jwk
+    };
+    let mut bad = ec("bad");
+    bad["x"] = "AAAA".into();
+    let inputs = Inputs {
+        clients: arcs![
+            key_jwt_client("keys", serde_json::json!({"keys": [ec("a"), ec("b")]}), &["ci"]),
+            key_jwt_client("bad-key", serde_json::json!({"keys": [ec("a"), bad]}), &[]),
+            key_jwt_client("same-kid", serde_json::json!({"keys": [ec("a"), ec("a")]}), &[]),
+            key_jwt_client("no-identity", serde_json::Value::Null, &["ci", "ghost"]),
+            key_jwt_client("no-keys", serde_json::Value::Null, &[]),
+            {
+                let mut both = key_jwt_client("both", serde_json::json!({"keys": [ec("a")]}), &[]);
+                both.spec.jwks_uri = Some("https://keys.example/jwks".into());
+                both
+            },
+        ],
+        identities: arcs![identity_obj("ns", "ci", "9a170000-0000-4000-8000-0000000000c1", None)],
+        providers: arcs![provider("p", &["*"], &[])],
+        ..Inputs::default()
+    };
+    let dir = build_all(&inputs);
+    let s = status(&dir, Kind::OidcClient, "keys");
+    assert!(s.readiness.ready, "{:?}", s.readiness);
+    let StatusFacts::Client { key_ids, federated_identities, auth_methods, .. } = &s.facts else { panic!() };
+    assert_eq!(
+        (key_ids.as_slice(), federated_identities.as_slice()),
+        (&["a".to_owned(), "b".to_owned()][..], &["ci".to_owned()][..])
+    );
+    assert_eq!(auth_methods, &[crate::api::ClientAuthMethod::PrivateKeyJwt]);
+    for (name, reason, field) in [
+        ("bad-key", "ClientKeyInvalid", "spec.jwks.keys[1]"),
+        ("same-kid", "ClientKeyInvalid", "spec.jwks.keys[1]"),
+        ("no-identity", "FederatedIdentityNotFound", "spec.federatedIdentities[1]"),
+        ("no-keys", "Invalid", "spec.tokenEndpointAuthMethod"),
+        ("both", "Invalid", "spec.jwksUri"),
+    ] {
+        let r = &status(&dir, Kind::OidcClient, name).readiness;
+        assert!(!r.ready, "{name}");
+        assert!(r.message.starts_with(field), "{name}: {} {}", r.reason, r.message);
+        if reason != "Invalid" {
+            assert_eq!(r.reason, reason, "{name}");
+        }
+    }
+    let p = dir.provider("ns", "p").unwrap();
+    assert_eq!(p.clients.iter().collect::<Vec<_>>(), ["keys"]);
+    let discovery: serde_json::Value = serde_json::from_str(&p.discovery_json).unwrap();
+    assert_eq!(
+        discovery["token_endpoint_auth_methods_supported"],
+        serde_json::json!(["client_secret_basic", "client_secret_post", "private_key_jwt", "none"])
+    );
+    assert_eq!(
+        discovery["token_endpoint_auth_signing_alg_values_supported"],
+        serde_json::json!(["RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "EdDSA"])
+    );
+}

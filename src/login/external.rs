@@ -50,6 +50,9 @@ pub enum FetchError {
 pub struct IssuerSource {
     pub discovery_url: String,
     pub ca_cert: Option<String>,
+    /// `discovery_url` is a JWK Set itself, not a discovery document: a `private_key_jwt`
+    /// client's `jwksUri`, fetched under the same rules; its keys' issuer is the URL.
+    pub keys_only: bool,
 }
 
 /// One issuer's cache entry.
@@ -130,6 +133,11 @@ impl Issuer {
     async fn fetch(&self, now: i64) -> Result<IssuerKeys, FetchError> {
         let client = self.client.as_ref().map_err(Clone::clone)?;
         let url = &self.source.discovery_url;
+        if self.source.keys_only {
+            let jwks = get_json(client, self.policy, url).await?;
+            let invalid = FetchError::Invalid { url: url.clone(), reason: "no keys array".into() };
+            return IssuerKeys::from_jwks(url.clone(), &jwks, now).ok_or(invalid);
+        }
         let discovery = get_json(client, self.policy, url).await?;
         let invalid = |url: &str, reason: String| FetchError::Invalid { url: url.to_owned(), reason };
         let issuer =
@@ -314,7 +322,7 @@ mod tests {
     }
 
     fn source(url: &str) -> IssuerSource {
-        IssuerSource { discovery_url: discovery_document_url(url), ca_cert: None }
+        IssuerSource { discovery_url: discovery_document_url(url), ca_cert: None, keys_only: false }
     }
 
     async fn error_of(registry: &IssuerRegistry, url: &str) -> String {

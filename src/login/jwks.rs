@@ -79,6 +79,28 @@ impl ExternalKey {
         (!verifiers.is_empty()).then_some(Self { jwk: base, verifiers, rsa })
     }
 
+    /// Whether the public key itself parses (an EC point on its curve, an Ed25519 point, an
+    /// RSA key of 2048 to 8192 bits): what a registered client key must pass before it is
+    /// served, since the verifiers decode EC and OKP keys only when they verify.
+    pub fn parses(&self) -> bool {
+        let decode = |v: &Option<String>| v.as_deref().and_then(|t| b64(t).ok());
+        match (self.jwk.kty.as_str(), self.jwk.crv.as_deref()) {
+            ("RSA", _) => !self.rsa.is_empty(),
+            ("EC", Some(crv)) => {
+                let alg: &'static dyn lc::VerificationAlgorithm = match crv {
+                    "P-256" => &lc::ECDSA_P256_SHA256_FIXED,
+                    "P-384" => &lc::ECDSA_P384_SHA384_FIXED,
+                    _ => &lc::ECDSA_P521_SHA512_FIXED,
+                };
+                let (Some(x), Some(y)) = (decode(&self.jwk.x), decode(&self.jwk.y)) else { return false };
+                let point: Vec<u8> = [&[4u8][..], &x, &y].concat();
+                ParsedPublicKey::new(alg, point).is_ok()
+            }
+            ("OKP", _) => decode(&self.jwk.x).is_some_and(|x| ParsedPublicKey::new(&lc::ED25519, x).is_ok()),
+            _ => false,
+        }
+    }
+
     /// The verifier of this key for `alg`, if the key can verify it.
     pub fn verifier(&self, alg: SigningAlgorithm) -> Option<&VerifyingKey> {
         self.verifiers.iter().find(|v| v.algorithm() == alg)
@@ -86,7 +108,7 @@ impl ExternalKey {
 
     /// Verifies `token`, whose header [`check_header`](super::checks::check_header) read as
     /// `alg`, and returns its claims.
-    fn verify(&self, alg: SigningAlgorithm, token: &str) -> Result<Value, SignatureError> {
+    pub fn verify(&self, alg: SigningAlgorithm, token: &str) -> Result<Value, SignatureError> {
         match self.rsa.iter().find(|(a, _)| *a == alg) {
             Some((_, parsed)) => verify_parsed(parsed, token),
             None => {

@@ -16,8 +16,8 @@ use crate::sessions::GrantSubject;
 
 /// The methods a caller may authenticate with here: introspection tells what a token
 /// carries, so it is for confidential clients (resource servers) only.
-pub const AUTH_METHODS: [ClientAuthMethod; 2] =
-    [ClientAuthMethod::ClientSecretBasic, ClientAuthMethod::ClientSecretPost];
+pub const AUTH_METHODS: [ClientAuthMethod; 3] =
+    [ClientAuthMethod::ClientSecretBasic, ClientAuthMethod::ClientSecretPost, ClientAuthMethod::PrivateKeyJwt];
 
 /// The introspection response for `token`.
 pub async fn introspect(
@@ -29,7 +29,9 @@ pub async fn introspect(
     if !AUTH_METHODS.contains(&presented.method) {
         return Err(OAuthError::InvalidClient("introspection requires client authentication (RFC 7662 §2.1)".into()));
     }
-    client_auth::authenticate(ctx.dir, ctx.provider, &presented).map_err(client_auth::as_resource_caller)?;
+    client_auth::authenticate(ctx, crate::paths::ProviderEndpoint::Introspect, &presented, request.peer)
+        .await
+        .map_err(client_auth::as_resource_caller)?;
     let token = required(params, "token")?;
     let unavailable = |e| OAuthError::unavailable(&e);
     // The hint only orders the lookups (RFC 7662 §2.1); both kinds are tried.

@@ -7,6 +7,7 @@
 pub mod access;
 pub mod authorize;
 pub mod claims;
+pub mod client_assertion;
 pub mod client_auth;
 pub mod errors;
 pub mod exchange;

@@ -17,8 +17,9 @@ pub async fn revoke(
     params: &HashMap<String, String>,
 ) -> Result<(), OAuthError> {
     let presented = client_auth::presented(request, params)?;
-    let client =
-        client_auth::authenticate(ctx.dir, ctx.provider, &presented).map_err(client_auth::as_resource_caller)?;
+    let client = client_auth::authenticate(ctx, crate::paths::ProviderEndpoint::Revoke, &presented, request.peer)
+        .await
+        .map_err(client_auth::as_resource_caller)?;
     let token = required(params, "token")?;
     let unavailable = |e| OAuthError::unavailable(&e);
     let binding =

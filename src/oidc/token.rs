@@ -13,13 +13,15 @@ use crate::api::{AccessTokenFormat, GrantType};
 use crate::directory::{Directory, ResolvedClient, ResolvedProvider};
 use crate::login::LoginContext;
 use crate::login::external::IssuerRegistry;
+use crate::paths::ProviderEndpoint;
 use crate::sessions::{
     AccessIssue, ClientGrant, CodeBinding, GrantBinding, GrantId, GrantSubject, Issue, RecordKind, RefreshIssue,
     RefreshOutcome, SessionStore, StoreError, grant_of, new_grant_id, token_hash,
 };
 
-/// What every grant works with: one directory snapshot, the provider asked, the store, the
-/// external issuers (token exchange verifies their JWTs as a login does), now.
+/// What every grant works with: one directory snapshot, the provider asked, the store, now;
+/// the external issuers (token exchange and federated client assertions verify their JWTs
+/// as a login does), and the cap on a `private_key_jwt` assertion's lifetime.
 #[derive(Clone, Copy)]
 pub struct Context<'a> {
     pub dir: &'a Directory,
@@ -29,6 +31,8 @@ pub struct Context<'a> {
     /// Least seconds between two refetches of one external issuer's keys.
     pub refetch_interval: i64,
     pub now: i64,
+    /// Longest lifetime of a `private_key_jwt` assertion (`--max-client-assertion-lifetime`).
+    pub max_assertion_lifetime: i64,
 }
 
 impl<'a> Context<'a> {
@@ -50,7 +54,7 @@ pub async fn respond(
     params: &HashMap<String, String>,
 ) -> Result<TokenResponse, OAuthError> {
     let presented = client_auth::presented(request, params)?;
-    let client = client_auth::authenticate(ctx.dir, ctx.provider, &presented)?;
+    let client = client_auth::authenticate(ctx, ProviderEndpoint::Token, &presented, request.peer).await?;
     let token_request = TokenRequest::parse(params)?;
     let grant = token_request.grant();
     if !client.allows(grant) {

@@ -53,12 +53,18 @@ pub fn desired(st: &ObjectStatus, previous: &Previous, now: i64) -> Value {
             status["nextRotation"] = json!(next_rotation.and_then(rfc3339));
             status["publishedKids"] = json!(published_kids);
         }
-        StatusFacts::Client { client_id, secret_name, grant_types, auth_methods } => {
+        StatusFacts::Client { client_id, secret_name, grant_types, auth_methods, key_ids, federated_identities } => {
             status["clientId"] = json!(client_id);
             status["secretName"] = json!(secret_name);
             if !grant_types.is_empty() {
                 status["grantTypes"] = json!(grant_types);
                 status["tokenEndpointAuthMethods"] = json!(auth_methods);
+            }
+            if !key_ids.is_empty() {
+                status["keyIds"] = json!(key_ids);
+            }
+            if !federated_identities.is_empty() {
+                status["federatedIdentities"] = json!(federated_identities);
             }
         }
         StatusFacts::Scope { claims } => status["claims"] = json!(claims),
@@ -137,6 +143,8 @@ mod tests {
                 secret_name: "app-oidc-client".into(),
                 grant_types: Vec::new(),
                 auth_methods: Vec::new(),
+                key_ids: Vec::new(),
+                federated_identities: Vec::new(),
             },
         }
     }

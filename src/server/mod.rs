@@ -52,6 +52,8 @@ pub struct AppState {
     pub refetch_interval: i64,
     /// Lifetime of authorization codes in seconds.
     pub code_ttl: i64,
+    /// Longest lifetime of a `private_key_jwt` client assertion, in seconds.
+    pub max_assertion_lifetime: i64,
 }
 
 /// The caller's address: the socket peer, or, when the peer is a trusted proxy, the address

@@ -127,19 +127,16 @@ async fn issue_code(
     Ok(code)
 }
 
-/// What the token, introspection and revocation endpoints work with, now.
-fn token_context<'a>(
-    state: &'a AppState,
-    dir: &'a Directory,
-    provider: &'a ResolvedProvider,
-) -> oidc::token::Context<'a> {
+/// What the token, introspection and revocation endpoints work with.
+fn context<'a>(state: &'a AppState, dir: &'a Directory, provider: &'a ResolvedProvider) -> oidc::token::Context<'a> {
     oidc::token::Context {
         dir,
         provider,
         store: &state.tokens,
+        now: unix_now(),
         issuers: &state.issuers,
         refetch_interval: state.refetch_interval,
-        now: unix_now(),
+        max_assertion_lifetime: state.max_assertion_lifetime,
     }
 }
 
@@ -150,7 +147,7 @@ async fn token(
     request: &Request<'_>,
 ) -> Result<Response, OAuthError> {
     let params = request.form()?;
-    let ctx = token_context(state, dir, provider);
+    let ctx = context(state, dir, provider);
     // A store refusal is counted by the store itself.
     let response = oidc::token::respond(ctx, request, &params).await?;
     Ok(json_response(StatusCode::OK, serde_json::to_string(&response).unwrap_or_default()))
@@ -164,7 +161,7 @@ async fn introspect(
     request: &Request<'_>,
 ) -> Result<Response, OAuthError> {
     let params = request.form()?;
-    let ctx = token_context(state, dir, provider);
+    let ctx = context(state, dir, provider);
     let answer = oidc::introspect::introspect(ctx, request, &params).await?;
     Ok(json_response(StatusCode::OK, answer.to_string()))
 }
@@ -177,7 +174,7 @@ async fn revoke(
     request: &Request<'_>,
 ) -> Result<Response, OAuthError> {
     let params = request.form()?;
-    let ctx = token_context(state, dir, provider);
+    let ctx = context(state, dir, provider);
     oidc::revoke::revoke(ctx, request, &params).await?;
     Ok(json_response(StatusCode::OK, String::new()))
 }

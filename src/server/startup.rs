@@ -73,6 +73,10 @@ pub struct ServeArgs {
     /// Lifetime of authorization codes in seconds (OpenBao: 300).
     #[arg(long, default_value_t = crate::oidc::CODE_TTL, value_parser = clap::value_parser!(i64).range(1..=600))]
     pub code_ttl: i64,
+    /// Longest lifetime of a private_key_jwt client assertion in seconds (exp - iat, or exp -
+    /// now without iat); its jti is remembered that long. Client libraries sign one hour.
+    #[arg(long, default_value_t = crate::oidc::client_assertion::DEFAULT_MAX_LIFETIME, value_parser = clap::value_parser!(i64).range(60..=86_400))]
+    pub max_client_assertion_lifetime: i64,
     /// Proxies (CIDR list) whose X-Forwarded-For header names the caller.
     #[arg(long, value_delimiter = ',')]
     pub trusted_proxies: Vec<String>,
@@ -357,6 +361,7 @@ pub async fn start(args: &ServeArgs, ca: CaSource<'_>, mode: &str) -> Result<Sta
         trusted_proxies: Arc::new(trusted_proxies),
         refetch_interval: args.issuer_refetch_interval.max(0),
         code_ttl: args.code_ttl,
+        max_assertion_lifetime: args.max_client_assertion_lifetime,
     };
     let api = conn::Listener {
         name: "api",

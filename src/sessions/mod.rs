@@ -8,6 +8,7 @@
 //! limits are read from its identity's *current* spec at every use, so lowering an identity's
 //! TTLs or use limit applies to tokens already issued.
 
+mod assertion;
 mod grant;
 pub mod handle;
 mod memory;
@@ -15,6 +16,7 @@ pub mod quota;
 pub mod redis;
 mod store;
 
+pub use assertion::{AssertionSpend, AssertionUse};
 pub use grant::{
     AccessIssue, AccessTokenView, ClientGrant, GrantBinding, GrantSubject, Issue, MAX_ROTATED_KEPT, ROTATED_PRUNED_TO,
     RefreshIssue, RefreshOutcome, RefreshView, TOKEN_OVERHEAD,
@@ -311,11 +313,19 @@ pub enum RecordKind {
     RefreshToken,
     /// A client_credentials grant.
     ClientGrant,
+    /// A spent `private_key_jwt` assertion's `jti`, kept until its `exp`.
+    ClientAssertion,
 }
 
 impl RecordKind {
-    pub const ALL: [RecordKind; 5] =
-        [Self::IdentityToken, Self::Code, Self::AccessToken, Self::RefreshToken, Self::ClientGrant];
+    pub const ALL: [RecordKind; 6] = [
+        Self::IdentityToken,
+        Self::Code,
+        Self::AccessToken,
+        Self::RefreshToken,
+        Self::ClientGrant,
+        Self::ClientAssertion,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
@@ -324,6 +334,7 @@ impl RecordKind {
             Self::AccessToken => "access_token",
             Self::RefreshToken => "refresh_token",
             Self::ClientGrant => "client_grant",
+            Self::ClientAssertion => "client_assertion",
         }
     }
 }

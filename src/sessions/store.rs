@@ -14,6 +14,7 @@ use super::{
     TokenStore,
 };
 use crate::api::ObjectKey;
+use crate::sessions::{AssertionSpend, AssertionUse};
 
 /// Where codes and tokens live.
 #[derive(Clone)]
@@ -242,6 +243,16 @@ impl SessionStore {
         match self {
             Self::Memory(m) => Ok(m.revoke_grant(token)),
             Self::Redis(r) => r.revoke_grant(token).await,
+        }
+    }
+
+    /// Spends a client assertion's `jti` for `private_key_jwt`: `Fresh` once, `Replayed`
+    /// after, at any replica, until the record's expiry; charged to the client under the
+    /// quotas (refused at them: the assertion is not accepted).
+    pub async fn spend_assertion(&self, spend: &AssertionUse<'_>, now: i64) -> Result<AssertionSpend, StoreError> {
+        match self {
+            Self::Memory(m) => m.spend_assertion(spend, now),
+            Self::Redis(r) => r.spend_assertion(spend).await,
         }
     }
 }

@@ -228,7 +228,9 @@ impl Shell {
     /// than [`KEYS_MAX_AGE`]) and records what the finished ones gave. Returns whether any
     /// issuer's health changed. Never waits for a fetch.
     fn refresh_issuers(&mut self, now: i64) -> bool {
-        let sources = self.inputs.identities.iter().map(|i| directory::issuer_source(&i.spec)).collect();
+        let identities = self.inputs.identities.iter().map(|i| directory::issuer_source(&i.spec));
+        let clients = self.inputs.clients.iter().filter_map(|c| directory::client_keys_source(&c.spec));
+        let sources = identities.chain(clients).collect();
         let refetch = self.options.serve.issuer_refetch_interval.max(1);
         let health = crate::login::external::refresh_health(&self.issuers, sources, refetch, now);
         let changed = health != self.materials.issuer_health;
@@ -365,9 +367,9 @@ fn ensure_materials(
         changed |= retire_orphaned_rings(state, inputs, m, now)?;
         for client in &inputs.clients {
             let key = ObjectKey::of(&client.metadata);
-            let confidential = client.spec.client_type == crate::api::ClientType::Confidential;
+            let secret = client.spec.uses_secret();
             if let Some(creds) =
-                credentials::reconcile(m.credentials.get(&key), client.spec.client_id.as_deref(), confidential)?
+                credentials::reconcile(m.credentials.get(&key), client.spec.client_id.as_deref(), secret)?
             {
                 state.save_client(&key, &creds)?;
                 m.credentials.insert(key, creds);

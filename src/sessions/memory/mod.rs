@@ -75,6 +75,8 @@ impl Grant {
 pub struct MemoryStore {
     tokens: Mutex<HashMap<[u8; 32], IdentityTokenRecord>>,
     grants: Mutex<HashMap<GrantId, Grant>>,
+    /// Spent client assertions (`jti` records), by [`super::AssertionUse::hash`].
+    assertions: Mutex<HashMap<[u8; 32], assertions::Spent>>,
     /// Live records and bytes, in all and per tenant, against `quotas`.
     ledger: Mutex<Ledger>,
     quotas: Quotas,
@@ -120,7 +122,14 @@ impl MemoryStore {
 
     /// A store under `quotas`.
     pub fn with_quotas(quotas: Quotas) -> Self {
-        Self { tokens: Mutex::default(), grants: Mutex::default(), ledger: Mutex::default(), quotas, metrics: None }
+        Self {
+            tokens: Mutex::default(),
+            grants: Mutex::default(),
+            assertions: Mutex::default(),
+            ledger: Mutex::default(),
+            quotas,
+            metrics: None,
+        }
     }
 
     /// A store under `quotas` that counts its refusals in `metrics`.
@@ -356,7 +365,7 @@ impl TokenStore for MemoryStore {
             shrink(m);
             before - m.len()
         });
-        grants + tokens
+        grants + tokens + self.purge_assertions(now)
     }
 
     fn insert_code(&self, hash: [u8; 32], record: CodeRecord) -> Result<(), StoreError> {
@@ -544,5 +553,6 @@ impl TokenStore for MemoryStore {
     }
 }
 
+mod assertions;
 #[cfg(test)]
 mod tests;

@@ -18,6 +18,7 @@
 //! - every call has a deadline; any failure is [`StoreError::Unavailable`], which the
 //!   endpoints answer with 503 `temporarily_unavailable`.
 
+mod assertions;
 mod diagnose;
 mod grant_scripts;
 mod grants;
