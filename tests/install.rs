@@ -594,6 +594,59 @@ apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcClient\nmetadata: {name: brief
     let groups: Vec<&str> = user["groups"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
     assert!(groups.contains(&"oidc:platform") && groups.contains(&"system:authenticated"), "{groups:?}");
 
+    // Workloads without secrets (issue 23), with a real service-account token from the
+    // TokenRequest API: exchanged in one call by a public agent holding nothing else, it
+    // becomes an ID token for `app` that this relying party accepts; and used as a federated
+    // client_assertion it authenticates a client that has no secret at all.
+    let more = "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: stranger}\n---\n\
+apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcClient\nmetadata: {name: agent}\n\
+spec: {clientType: public, key: signing, assignments: [platform], grantTypes: [\"urn:ietf:params:oauth:grant-type:token-exchange\"]}\n---\n\
+apiVersion: oidc-operator.dev/v1alpha1\nkind: OidcClient\nmetadata: {name: deployer}\n\
+spec: {key: signing, tokenEndpointAuthMethod: private_key_jwt, federatedIdentities: [runner], grantTypes: [client_credentials]}\n";
+    let (applied, err) = cp.apply(&ns, more);
+    assert!(applied, "{err}");
+    wait_ready(&cp, &ns, &["oidcclient/agent", "oidcclient/deployer"], &operator);
+    let (agent_id, _) = flow::client_credentials(&cp, &ns, "agent");
+    let sa_token = flow::service_account_token(&cp, &ns, "runner", "oidc-operator");
+    let form = [
+        ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange"),
+        ("client_id", agent_id.as_str()),
+        ("subject_token", sa_token.as_str()),
+        ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
+        ("audience", app_id.as_str()),
+        ("scope", "openid kube"),
+    ];
+    let resp = operator.client().post(format!("{issuer}/token")).form(&form).send().await.unwrap();
+    let exchanged: Value = resp.json().await.unwrap();
+    let id_token = exchanged["access_token"].as_str().unwrap_or_else(|| panic!("exchange: {exchanged}"));
+    let (accepted, out, stderr) = whoami(id_token);
+    assert!(accepted, "the exchanged ID token: {stderr}");
+    let review: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(review["status"]["userInfo"]["username"], "oidc:runner", "{review}");
+    let (deployer_id, deployer_secret) = flow::client_credentials(&cp, &ns, "deployer");
+    assert!(deployer_secret.is_none(), "a private_key_jwt client is given no secret");
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("client_id", deployer_id.as_str()),
+        ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
+        ("client_assertion", sa_token.as_str()),
+    ];
+    let resp = operator.client().post(format!("{issuer}/token")).form(&form).send().await.unwrap();
+    let status = resp.status();
+    let granted: Value = resp.json().await.unwrap();
+    assert_eq!(status, 200, "the federated client_assertion: {granted}");
+    assert!(granted["access_token"].is_string(), "{granted}");
+    // Another ServiceAccount's token meets the identity's bounds of no client: refused.
+    let stranger = flow::service_account_token(&cp, &ns, "stranger", "oidc-operator");
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("client_id", deployer_id.as_str()),
+        ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
+        ("client_assertion", stranger.as_str()),
+    ];
+    let resp = operator.client().post(format!("{issuer}/token")).form(&form).send().await.unwrap();
+    assert_eq!(resp.status(), 401, "another ServiceAccount's token as the deployer's credential");
+
     // A token of another provider of the same operator (same key, other issuer): refused.
     let other = flow::run(&cp, &ns, &operator, "other", "app", &["kube"], Some(&ca)).await;
     assert_ne!(other.issuer, good.issuer);

@@ -20,7 +20,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_oidc-operator");
 
 /// The walkthrough blocks, in the order the README gives them; the test fails when one is
 /// missing, renamed or moved, so a walkthrough cannot drop out of the test silently.
-const EXPECTED: [(&str, bool); 8] = [
+const EXPECTED: [(&str, bool); 9] = [
     ("standalone", true),
     ("served", false),
     ("dev-issuer", true),
@@ -29,6 +29,7 @@ const EXPECTED: [(&str, bool); 8] = [
     ("flow", false),
     ("services", false),
     ("exchange", false),
+    ("no-secret", false),
 ];
 
 /// The README's ports: the server's API and metrics listeners and the development issuer.
@@ -409,6 +410,15 @@ fn readme_walkthroughs_run_as_written() {
         "{exchange}"
     );
     assert_eq!(claims["groups"], serde_json::json!(["platform"]), "{exchange}");
+
+    // "A client with no secret": a federated assertion authenticates it; a bad one does not.
+    let no_secret = walk.run(block("no-secret"));
+    let jsons: Vec<serde_json::Value> = no_secret.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    assert_eq!(jsons.len(), 3, "the credential's members, the grant, the refusal: {no_secret}");
+    assert_eq!(jsons[0], serde_json::json!(["client_id"]), "no secret was written: {no_secret}");
+    assert_eq!(jsons[1]["token_type"], "Bearer", "{no_secret}");
+    assert!(jsons[1]["access_token"].as_str().is_some_and(|t| t.starts_with("eyJ")), "{no_secret}");
+    assert_eq!(jsons[2]["error"], "invalid_client", "{no_secret}");
 }
 
 #[test]
