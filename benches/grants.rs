@@ -24,30 +24,45 @@
 //! ratio the median of the rounds' ratios: a drift then hits both sides of a ratio alike).
 //! Targets are printed, not asserted: a figure under its target reads "below target".
 //!
+//! The grants of issue 23 on the same server: token exchange (RFC 8693: an external RS256
+//! service-account-shaped JWT, from an issuer served here on loopback, in; an ES256 ID token
+//! out) and client_credentials of a `private_key_jwt` client (RFC 7523: an ES256 client
+//! assertion in, a fresh `jti` each request, signed before the phase so the load generator
+//! does not sign on the server's cores; an ES256 JWT access token out). Each stands beside
+//! the single-core rate of the same work done raw with the same keys: verify (with the
+//! verifier the server uses, `login::jwks::ExternalKey`), then sign; target >= 0.6x.
+//!
 //! `OIDC_BENCH_SMOKE=1` (or `-- --smoke`) runs one short round of each phase, Redis sharing
 //! the cores, and checks the answers: each JWT access token verifies against the provider's
 //! JWKS with `typ: at+jwt` and names its client; introspection of the opaque token says
-//! active; every refresh returns a new refresh token (checked on every refresh, in either
-//! mode).
+//! active; a `private_key_jwt` assertion authenticates once (an ES256 `at+jwt` access token
+//! that verifies) and its replay is refused (401); the exchange answers an ID token (`typ:
+//! JWT`, ES256, the entity's, for the exchanging client) with `issued_token_type` id_token;
+//! every refresh returns a new refresh token (checked on every
+//! refresh, in either mode).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
+#[path = "grants/parties.rs"]
+mod parties;
 mod support;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
-use oidc_operator::api::{IdentityOidcAuth, OidcClient, OidcKey, OidcKeySpec, OidcProvider};
 use oidc_operator::directory::{self, Directory, ExternalUrl, Inputs, Materials, ObjectKey, SharedDirectory};
-use oidc_operator::keys::{JwkSet, JwtType, SigningAlgorithm, SigningKey, VerifyingKey};
+use oidc_operator::keys::{JwkSet, JwtType, SigningAlgorithm, SigningKey};
 use oidc_operator::login::external::IssuerRegistry;
+use oidc_operator::login::jwks::ExternalKey;
 use oidc_operator::metrics::Metrics;
 use oidc_operator::server::{self, AppState};
 use oidc_operator::sessions::redis::{RedisOptions, RedisStore};
 use oidc_operator::sessions::{Quotas, SessionStore, token_hash};
+use parties::{Client, Outside, Parties, clients, exchange_body, inputs, pk_jwt_body, verified};
 use support::now;
 
 const REDIRECT: &str = "https://app.example/callback";
@@ -61,61 +76,12 @@ const RAW: f64 = 0.5;
 /// What a smoke run does instead: rounds, phase and raw seconds.
 const SMOKE: (usize, f64, f64) = (1, support::SMOKE_SECONDS, 0.05);
 const ALGS: [SigningAlgorithm; 3] = [SigningAlgorithm::RS256, SigningAlgorithm::ES256, SigningAlgorithm::EdDSA];
-
-/// The clients: name and OidcClient spec.
-fn clients() -> Vec<(String, serde_json::Value)> {
-    let mut out = vec![
-        // client_credentials with opaque tokens (the default format).
-        ("cc-opaque".to_owned(), serde_json::json!({"key": "key-es256", "grantTypes": ["client_credentials"]})),
-        // A resource server: it introspects the tokens it is shown.
-        ("api".to_owned(), serde_json::json!({"key": "key-es256", "grantTypes": ["client_credentials"]})),
-        // A relying party whose code exchanges start refresh families.
-        (
-            "rp".to_owned(),
-            serde_json::json!({
-                "key": "key-es256", "redirectUris": [REDIRECT], "assignments": ["allow_all"],
-                "grantTypes": ["authorization_code", "refresh_token"],
-            }),
-        ),
-    ];
-    for alg in ALGS {
-        let n = alg.as_str().to_lowercase();
-        out.push((
-            format!("cc-{n}"),
-            serde_json::json!({
-                "key": format!("key-{n}"), "grantTypes": ["client_credentials"], "accessTokenFormat": "jwt",
-            }),
-        ));
-    }
-    out
-}
-
-fn inputs() -> Inputs {
-    let mut inputs = Inputs::default();
-    for alg in ALGS {
-        let n = alg.as_str().to_lowercase();
-        let key = OidcKeySpec { algorithm: alg, allowed_clients: vec!["*".into()], ..OidcKeySpec::builtin_default() };
-        inputs.keys.push(support::in_ns(OidcKey::new(&format!("key-{n}"), key)));
-    }
-    for (name, spec) in clients() {
-        inputs.clients.push(support::in_ns(OidcClient::new(&name, serde_json::from_value(spec).unwrap())));
-    }
-    let provider = serde_json::from_value(serde_json::json!({"allowedClients": ["*"]})).unwrap();
-    inputs.providers.push(support::in_ns(OidcProvider::new("p", provider)));
-    let identity = serde_json::from_value(serde_json::json!({
-        "identityId": ENTITY, "oidcDiscoveryUrl": "https://issuer.invalid", "boundIssuer": "https://issuer.invalid",
-        "boundAudiences": "bench",
-    }))
-    .unwrap();
-    inputs.identities.push(support::in_ns(IdentityOidcAuth::new("bench", identity)));
-    inputs
-}
-
-/// A client's credentials, as its Basic header.
-struct Client {
-    id: String,
-    basic: String,
-}
+/// Client assertions signed ahead of each `private_key_jwt` phase (more are signed during
+/// the phase, and counted, if the server outruns them).
+const ASSERTIONS: (usize, usize) = (64_000, 400);
+/// The raw rows beside issue 23's grants: verify with the first key, then sign with the second.
+const EXCHANGE_RAW: &str = "RS256+ES256";
+const PK_JWT_RAW: &str = "ES256+ES256";
 
 /// One server: where it listens, its provider's paths, its store and snapshot.
 struct Served {
@@ -133,7 +99,8 @@ impl Served {
         let state = AppState {
             directory: Arc::new(SharedDirectory::default()),
             metrics: Arc::new(Metrics::default()),
-            issuers: Arc::new(IssuerRegistry::new(false)),
+            // The external issuer is served on loopback here.
+            issuers: Arc::new(IssuerRegistry::new(true)),
             tokens: store.clone(),
             trusted_proxies: Arc::new(Vec::new()),
             refetch_interval: 10,
@@ -177,7 +144,8 @@ impl Served {
     }
 
     /// Requests per second of `phase` for `seconds`.
-    async fn load(&self, phase: Phase, clients: &HashMap<String, Client>, seconds: f64, tag: &str) -> f64 {
+    async fn load(&self, phase: Phase, parties: &Parties, seconds: f64, tag: &str) -> f64 {
+        let clients = &parties.clients;
         match phase {
             Phase::Discovery => {
                 let path = self.path(oidc_operator::paths::DISCOVERY);
@@ -210,6 +178,39 @@ impl Served {
                 };
                 support::load_chains(self.addr, seconds, chains, next, advance).await
             }
+            Phase::Exchange => {
+                let (path, basic) = (self.path("token"), clients["exchanger"].basic.clone());
+                let body = exchange_body(&parties.outside.subject_token());
+                support::load_for(self.addr, seconds, move || support::form(&path, &basic, body.clone())).await
+            }
+            Phase::PrivateKeyJwt => {
+                let id = clients["cc-pkjwt"].id.clone();
+                // Signed before the phase (see `Parties::presign`); more only if the server
+                // outran them, on the load generator's time, and counted.
+                let pool = Arc::new(std::mem::take(&mut *parties.pool.lock().unwrap()));
+                let (taken, path) = (Arc::new(AtomicUsize::new(0)), self.path("token"));
+                let (outside, issuer, tag) = (Arc::clone(&parties.outside), self.issuer.clone(), tag.to_owned());
+                let late = Arc::new(AtomicUsize::new(0));
+                let late_count = Arc::clone(&late);
+                let rate = support::load_for(self.addr, seconds, move || {
+                    let i = taken.fetch_add(1, Ordering::Relaxed);
+                    let assertion = pool.get(i).cloned().unwrap_or_else(|| {
+                        late_count.fetch_add(1, Ordering::Relaxed);
+                        outside.assertions(&id, &issuer, 1, &format!("{tag}-late-{i}")).remove(0)
+                    });
+                    support::request(
+                        &path,
+                        &[("content-type", "application/x-www-form-urlencoded")],
+                        Bytes::from(pk_jwt_body(&id, &assertion)),
+                    )
+                })
+                .await;
+                let late = late.load(Ordering::Relaxed);
+                if late > 0 {
+                    println!("# ({late} client assertions were signed during a private_key_jwt phase)");
+                }
+                rate
+            }
         }
     }
 
@@ -226,29 +227,51 @@ impl Served {
 
     /// The answers the phases rely on, checked: each JWT access token verifies against the
     /// JWKS with `typ: at+jwt` and names its client; the opaque token introspects active.
-    async fn check(&self, clients: &HashMap<String, Client>) {
+    async fn check(&self, parties: &Parties) {
+        let clients = &parties.clients;
         let mut connection = support::connection(self.addr).await;
         let (status, jwks) = support::send(&mut connection, support::get(&self.path(oidc_operator::paths::JWKS))).await;
         assert_eq!(status, 200);
         let jwks: JwkSet = serde_json::from_slice(&jwks).unwrap();
-        for alg in ALGS {
-            let client = &clients[&format!("cc-{}", alg.as_str().to_lowercase())];
-            let token = self.client_credentials(client).await;
-            let header: serde_json::Value = {
-                use base64::Engine;
-                let h = token.split('.').next().unwrap();
-                serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(h).unwrap()).unwrap()
-            };
-            let jwk =
-                jwks.keys.iter().find(|k| header["kid"] == k.kid.as_str()).expect("the token's kid is in the JWKS");
-            let (header, claims) = VerifyingKey::from_jwk(jwk).unwrap().verify(&token).unwrap();
+        let access_token = |token: &str, alg: SigningAlgorithm, client: &Client| {
+            let (header, claims) = verified(&jwks, token);
             assert_eq!(header["typ"], "at+jwt", "{header}");
             assert_eq!(header["alg"], alg.as_str(), "{header}");
             assert_eq!(claims["iss"], self.issuer, "{claims}");
             assert_eq!(claims["sub"], client.id, "{claims}");
             assert_eq!(claims["client_id"], client.id, "{claims}");
             assert!(claims["exp"].as_i64().unwrap() > now(), "{claims}");
+        };
+        for alg in ALGS {
+            let client = &clients[&format!("cc-{}", alg.as_str().to_lowercase())];
+            access_token(&self.client_credentials(client).await, alg, client);
         }
+        // private_key_jwt: an assertion authenticates; the same assertion again does not.
+        let pk = &clients["cc-pkjwt"];
+        let assertion = parties.outside.assertions(&pk.id, &self.issuer, 1, &format!("{}-check", self.name)).remove(0);
+        let form = [("content-type", "application/x-www-form-urlencoded")];
+        for (attempt, status) in [(0, 200), (1, 401)] {
+            let request = support::request(&self.path("token"), &form, Bytes::from(pk_jwt_body(&pk.id, &assertion)));
+            let (got, answer) = support::send(&mut connection, request).await;
+            assert_eq!(got, status, "attempt {attempt}: {}", String::from_utf8_lossy(&answer));
+            if status == 200 {
+                let answer: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+                access_token(answer["access_token"].as_str().unwrap(), SigningAlgorithm::ES256, pk);
+            }
+        }
+        // Token exchange: an ES256 ID token of the entity for the exchanging client.
+        let body = exchange_body(&parties.outside.subject_token());
+        let request = support::form(&self.path("token"), &clients["exchanger"].basic, body);
+        let (status, answer) = support::send(&mut connection, request).await;
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+        let answer: serde_json::Value = serde_json::from_slice(&answer).unwrap();
+        assert_eq!(answer["issued_token_type"], "urn:ietf:params:oauth:token-type:id_token", "{answer}");
+        let (header, claims) = verified(&jwks, answer["access_token"].as_str().unwrap());
+        assert_eq!(header["typ"], "JWT", "{header}");
+        assert_eq!(header["alg"], "ES256", "{header}");
+        assert_eq!(claims["iss"], self.issuer, "{claims}");
+        assert_eq!(claims["aud"], clients["exchanger"].id, "{claims}");
+        assert_eq!(claims["sub"], ENTITY, "{claims}");
         let token = self.client_credentials(&clients["cc-opaque"]).await;
         let request = support::form(&self.path("introspect"), &clients["api"].basic, format!("token={token}"));
         let (status, answer) = support::send(&mut connection, request).await;
@@ -272,17 +295,25 @@ enum Phase {
     ClientCredentials(&'static str),
     Introspection,
     Refresh,
+    /// Token exchange: external RS256 JWT in, ES256 ID token out.
+    Exchange,
+    /// client_credentials authenticated by an ES256 `private_key_jwt` assertion.
+    PrivateKeyJwt,
 }
 
-/// The main table's rows: label, phase, the key whose raw rate stands beside it.
-const ROWS: [(&str, Phase, Option<SigningAlgorithm>); 7] = [
+/// The main table's rows: label, phase, the raw single-core work that stands beside it (a
+/// signing algorithm's name: signing an access token with that key; `X+Y`: verifying with
+/// the X key, then signing with the Y key).
+const ROWS: [(&str, Phase, Option<&str>); 9] = [
     ("discovery", Phase::Discovery, None),
     ("client_credentials opaque", Phase::ClientCredentials("cc-opaque"), None),
-    ("client_credentials jwt", Phase::ClientCredentials("cc-rs256"), Some(SigningAlgorithm::RS256)),
-    ("client_credentials jwt", Phase::ClientCredentials("cc-es256"), Some(SigningAlgorithm::ES256)),
-    ("client_credentials jwt", Phase::ClientCredentials("cc-eddsa"), Some(SigningAlgorithm::EdDSA)),
+    ("client_credentials jwt", Phase::ClientCredentials("cc-rs256"), Some("RS256")),
+    ("client_credentials jwt", Phase::ClientCredentials("cc-es256"), Some("ES256")),
+    ("client_credentials jwt", Phase::ClientCredentials("cc-eddsa"), Some("EdDSA")),
     ("introspection (opaque cc)", Phase::Introspection, None),
-    ("refresh (rotating, +ID token)", Phase::Refresh, Some(SigningAlgorithm::ES256)),
+    ("refresh (rotating, +ID token)", Phase::Refresh, Some("ES256")),
+    ("token exchange (jwt->ID token)", Phase::Exchange, Some(EXCHANGE_RAW)),
+    ("client_credentials pk_jwt", Phase::PrivateKeyJwt, Some(PK_JWT_RAW)),
 ];
 
 /// What a row is compared with, and its target.
@@ -291,6 +322,7 @@ fn target(row: usize) -> Option<(&'static str, f64)> {
         1 | 5 => Some(("discovery", 0.5)),
         2 => Some(("raw", 1.6)),
         3 | 4 => Some(("discovery", 0.4)),
+        7 | 8 => Some(("raw", 0.6)),
         _ => None,
     }
 }
@@ -303,14 +335,30 @@ fn raw_rate(key: &SigningKey, issuer: &str, seconds: f64) -> (f64, f64) {
         "iss": issuer, "sub": "c".repeat(32), "aud": "c".repeat(32), "client_id": "c".repeat(32),
         "iat": t, "exp": t + 86_400, "jti": format!("{}.{}", "x".repeat(43), "y".repeat(43)), "scope": "",
     });
+    timed(seconds, || {
+        key.sign_typed(JwtType::AccessToken, &claims).unwrap();
+    })
+}
+
+/// Single-core rate of verifying `token` with `verifier` (the server's verifier of external
+/// and client keys), then signing `claims` as `typ` with `signer`; and the CPU one took.
+fn raw_verify_sign(
+    (verifier, alg, token): (&ExternalKey, SigningAlgorithm, &str),
+    (signer, typ, claims): (&SigningKey, JwtType, &serde_json::Value),
+    seconds: f64,
+) -> (f64, f64) {
+    timed(seconds, || {
+        verifier.verify(alg, token).unwrap();
+        signer.sign_typed(typ, claims).unwrap();
+    })
+}
+
+/// [`support::single_core_rate`] of `op`, and the CPU microseconds one `op` took.
+fn timed(seconds: f64, op: impl FnMut()) -> (f64, f64) {
     let (cpu, started) = (support::cpu_ns(std::process::id()), Instant::now());
-    let rate = tokio::task::block_in_place(|| {
-        support::single_core_rate(seconds, || {
-            key.sign_typed(JwtType::AccessToken, &claims).unwrap();
-        })
-    });
-    let signatures = rate * started.elapsed().as_secs_f64();
-    (rate, (support::cpu_ns(std::process::id()) - cpu) as f64 / 1000.0 / signatures)
+    let rate = tokio::task::block_in_place(|| support::single_core_rate(seconds, op));
+    let ops = rate * started.elapsed().as_secs_f64();
+    (rate, (support::cpu_ns(std::process::id()) - cpu) as f64 / 1000.0 / ops)
 }
 
 /// One load phase: requests per second, and the CPU a request took in microseconds in this
@@ -343,13 +391,15 @@ async fn main() {
     let store_rounds = if smoke { 1 } else { STORE_ROUNDS };
     let redis = support::redis::RedisServer::start();
 
-    let inputs = inputs();
+    let outside = Arc::new(Outside::start().await);
+    let inputs = inputs(&outside);
     let mut materials = support::key_rings(&inputs, now());
     for c in &inputs.clients {
         let creds = oidc_operator::credentials::reconcile(None, None, true).unwrap().unwrap();
         materials.credentials.insert(ObjectKey::of(&c.metadata), creds);
     }
-    let clients: HashMap<String, Client> = clients()
+    let client_jwk = serde_json::to_value(outside.client_key.jwk()).unwrap();
+    let clients: HashMap<String, Client> = clients(&client_jwk)
         .into_iter()
         .map(|(name, _)| {
             let creds = &materials.credentials[&ObjectKey::new("default", name.clone())];
@@ -357,29 +407,59 @@ async fn main() {
             (name, Client { id: creds.client_id.clone(), basic })
         })
         .collect();
+    let parties = Parties { clients, outside: Arc::clone(&outside), pool: std::sync::Mutex::default() };
+    let clients = &parties.clients;
 
     let memory = Served::start("memory", &inputs, &materials, SessionStore::memory(100_000_000)).await;
-    memory.check(&clients).await;
-    let signers: HashMap<SigningAlgorithm, Arc<SigningKey>> = ALGS
-        .iter()
-        .map(|&alg| {
-            let client = &memory.dir.namespace("default").unwrap().clients
-                [&clients[&format!("cc-{}", alg.as_str().to_lowercase())].id];
-            (alg, Arc::clone(&client.key.current))
-        })
-        .collect();
+    memory.check(&parties).await;
+    let key_of =
+        |client: &str| Arc::clone(&memory.dir.namespace("default").unwrap().clients[&clients[client].id].key.current);
+    let signers: HashMap<SigningAlgorithm, Arc<SigningKey>> =
+        ALGS.iter().map(|&alg| (alg, key_of(&format!("cc-{}", alg.as_str().to_lowercase())))).collect();
+    // The raw work of issue 23's rows, with the keys the server holds: the external JWT's
+    // and the client assertion's verifiers, the exchanger's and the pk_jwt client's signers.
+    let external = ExternalKey::new(&serde_json::to_value(outside.issuer_key.jwk()).unwrap()).unwrap();
+    let assertion_key = ExternalKey::new(&client_jwk).unwrap();
+    let subject_token = outside.subject_token();
+    let assertion = outside.assertions(&clients["cc-pkjwt"].id, &memory.issuer, 1, "raw").remove(0);
+    let (exchanger_key, pk_key) = (key_of("exchanger"), key_of("cc-pkjwt"));
+    let t = now();
+    let id_token_claims = serde_json::json!({
+        "iss": memory.issuer, "sub": ENTITY, "aud": clients["exchanger"].id, "iat": t, "exp": t + 3600,
+        "auth_time": t, "at_hash": "x".repeat(22),
+    });
+    let access_token_claims = serde_json::json!({
+        "iss": memory.issuer, "sub": clients["cc-pkjwt"].id, "aud": clients["cc-pkjwt"].id,
+        "client_id": clients["cc-pkjwt"].id, "iat": t, "exp": t + 86_400,
+        "jti": format!("{}.{}", "x".repeat(43), "y".repeat(43)), "scope": "",
+    });
 
-    // The served phases and the raw signing rates, in alternation.
+    // The served phases and the raw rates, in alternation.
     let mut served: Vec<Vec<Metered>> = vec![Vec::new(); ROWS.len()];
-    let mut raw: HashMap<SigningAlgorithm, Vec<(f64, f64)>> = HashMap::new();
+    let mut raw: HashMap<&str, Vec<(f64, f64)>> = HashMap::new();
     let started = Instant::now();
     for round in 0..rounds {
         for alg in ALGS {
-            raw.entry(alg).or_default().push(raw_rate(&signers[&alg], &memory.issuer, raw_seconds));
+            raw.entry(alg.as_str()).or_default().push(raw_rate(&signers[&alg], &memory.issuer, raw_seconds));
         }
+        raw.entry(EXCHANGE_RAW).or_default().push(raw_verify_sign(
+            (&external, SigningAlgorithm::RS256, &subject_token),
+            (&exchanger_key, JwtType::IdToken, &id_token_claims),
+            raw_seconds,
+        ));
+        raw.entry(PK_JWT_RAW).or_default().push(raw_verify_sign(
+            (&assertion_key, SigningAlgorithm::ES256, &assertion),
+            (&pk_key, JwtType::AccessToken, &access_token_claims),
+            raw_seconds,
+        ));
         for (i, (_, phase_kind, _)) in ROWS.iter().enumerate() {
             let tag = format!("main-{round}");
-            let load = memory.load(*phase_kind, &clients, phase, &tag);
+            if *phase_kind == Phase::PrivateKeyJwt {
+                // Outside the measurement: a client signs its assertions on its own machine.
+                let n = support::scaled(ASSERTIONS.0, ASSERTIONS.1);
+                parties.presign(&clients["cc-pkjwt"].id, &memory.issuer, n, &tag);
+            }
+            let load = memory.load(*phase_kind, &parties, phase, &tag);
             served[i].push(metered(None, load).await);
         }
     }
@@ -387,13 +467,16 @@ async fn main() {
 
     println!(
         "# cargo bench --bench grants   ({} cores; medians of {rounds} alternating rounds of {phase} s phases; \
-         raw signing on one core, served over loopback on the whole machine, memory store)",
+         raw work on one core, served over loopback on the whole machine, memory store)",
         support::cores()
     );
-    println!("# CPU: microseconds per signature (raw) and per request (this process: server and load generator)");
+    println!("# CPU: microseconds per raw operation and per request (this process: server and load generator)");
     println!(
-        "{:<30} {:>6} {:>14} {:>7} {:>10} {:>7}   {:<36} target",
-        "phase", "key", "raw signing/s", "CPU us", "served/s", "CPU us", "ratio"
+        "# raw: signing an access token with the key; X+Y: verifying a JWT with the X key, then signing with the Y key"
+    );
+    println!(
+        "{:<30} {:>11} {:>14} {:>7} {:>10} {:>7}   {:<42} target",
+        "phase", "raw", "raw ops/s", "CPU us", "served/s", "CPU us", "ratio"
     );
     for (i, (label, _, key)) in ROWS.iter().enumerate() {
         let rate = per_round(&|r| served[i][r].rate);
@@ -405,33 +488,43 @@ async fn main() {
             None => ("-".to_owned(), "-".to_owned()),
         };
         let vs_discovery = per_round(&|r| served[i][r].rate / served[0][r].rate);
-        let vs_raw = key.map(|alg| per_round(&|r| served[i][r].rate / raw[&alg][r].0));
+        let vs_raw = key.map(|alg| per_round(&|r| served[i][r].rate / raw[alg][r].0));
         let mut ratio = String::new();
         if i > 0 {
             ratio = format!("{vs_discovery:.2}x discovery");
         }
         if let (Some(alg), Some(v)) = (key, vs_raw) {
-            ratio = format!("{ratio}, {v:.2}x raw {}", alg.as_str());
+            ratio = format!("{ratio}, {v:.2}x raw {alg}");
         }
         let target_text = match target(i) {
             Some(("raw", t)) => format!(">= {t:.2}x raw: {}", verdict(vs_raw.unwrap_or(0.0), t)),
             Some((_, t)) => format!(">= {t:.2}x discovery: {}", verdict(vs_discovery, t)),
             None => "-".to_owned(),
         };
-        let key_text = key.map_or("-", |alg| alg.as_str());
+        let key_text = key.unwrap_or("-");
         println!(
-            "{label:<30} {key_text:>6} {raw_text:>14} {raw_cpu:>7} {rate:>10.0} {cpu:>7.1}   {ratio:<36} {target_text}"
+            "{label:<30} {key_text:>11} {raw_text:>14} {raw_cpu:>7} {rate:>10.0} {cpu:>7.1}   {ratio:<42} {target_text}"
         );
     }
     // What the wall clock cannot show on a shared VM: the RS256 request's CPU against a raw
     // signature's, so what two idle cores would serve.
-    let (req_us, sign_us) = (per_round(&|r| served[2][r].ours_us), per_round(&|r| raw[&SigningAlgorithm::RS256][r].1));
+    let (req_us, sign_us) = (per_round(&|r| served[2][r].ours_us), per_round(&|r| raw["RS256"][r].1));
     println!(
         "# RS256 client_credentials by CPU time: {req_us:.0} us per request (server and load) against {sign_us:.0} us \
          per raw signature: {} idle cores would serve {:.2}x raw single-core RS256",
         support::cores(),
         support::cores() as f64 * sign_us / req_us
     );
+    for (i, name) in [(7, EXCHANGE_RAW), (8, PK_JWT_RAW)] {
+        let (req_us, raw_us) = (per_round(&|r| served[i][r].ours_us), per_round(&|r| raw[name][r].1));
+        println!(
+            "# {} by CPU time: {req_us:.0} us per request against {raw_us:.0} us raw {name}: {} idle cores would \
+             serve {:.2}x raw",
+            ROWS[i].0,
+            support::cores(),
+            support::cores() as f64 * raw_us / req_us
+        );
+    }
     println!("# ({:.0} s)", started.elapsed().as_secs_f64());
 
     // The Redis store against the memory store, Redis on a core of its own.
@@ -440,7 +533,7 @@ async fn main() {
     let options = RedisOptions { quotas: unshared, ..RedisOptions::new(redis.url()) };
     let redis_store = RedisStore::connect(&options, metrics).unwrap();
     let on_redis = Served::start("redis", &inputs, &materials, SessionStore::Redis(redis_store)).await;
-    on_redis.check(&clients).await;
+    on_redis.check(&parties).await;
     let cores = support::cores();
     let layout = if smoke {
         "shared (smoke run)".to_owned()
@@ -463,7 +556,7 @@ async fn main() {
         for (s, server) in [&memory, &on_redis].into_iter().enumerate() {
             for (p, phase_kind) in phases.into_iter().enumerate() {
                 let tag = format!("{}-{round}", server.name);
-                let load = server.load(phase_kind, &clients, phase, &tag);
+                let load = server.load(phase_kind, &parties, phase, &tag);
                 r[s][p] = metered(Some(redis.pid()), load).await;
             }
         }

@@ -27,7 +27,6 @@ use oidc_operator::login::external::IssuerRegistry;
 use oidc_operator::metrics::Metrics;
 use oidc_operator::server::{self, AppState};
 use oidc_operator::sessions::{MemoryStore, SessionStore};
-use warp::Filter;
 
 mod support;
 
@@ -100,14 +99,7 @@ async fn main() {
     // The external issuer: two keys, served on loopback.
     let rsa = KeyVersion::generate(SigningAlgorithm::RS256, now()).unwrap().parse().unwrap();
     let ec = KeyVersion::generate(SigningAlgorithm::ES256, now()).unwrap().parse().unwrap();
-    let issuer_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let issuer = format!("http://{}", issuer_listener.local_addr().unwrap());
-    let discovery = serde_json::json!({"issuer": issuer, "jwks_uri": format!("{issuer}/jwks")});
-    let jwks = serde_json::json!({"keys": [rsa.jwk(), ec.jwk()]});
-    let routes = warp::path!(".well-known" / "openid-configuration")
-        .map(move || warp::reply::json(&discovery))
-        .or(warp::path!("jwks").map(move || warp::reply::json(&jwks)));
-    tokio::spawn(warp::serve(routes).incoming(issuer_listener).run());
+    let issuer = support::external_issuer(serde_json::json!({"keys": [rsa.jwk(), ec.jwk()]})).await;
 
     // The product's server with one identity bound to that issuer.
     let identity_id = "bench-identity";

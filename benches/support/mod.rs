@@ -130,6 +130,20 @@ pub fn single_core_rate(seconds: f64, mut op: impl FnMut()) -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
+/// Serves an external issuer's discovery document and `jwks` (a JWK Set) on loopback, as
+/// logins and token exchanges fetch them; returns the issuer URL.
+pub async fn external_issuer(jwks: serde_json::Value) -> String {
+    use warp::Filter;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = format!("http://{}", listener.local_addr().unwrap());
+    let discovery = serde_json::json!({"issuer": issuer, "jwks_uri": format!("{issuer}/jwks")});
+    let routes = warp::path!(".well-known" / "openid-configuration")
+        .map(move || warp::reply::json(&discovery))
+        .or(warp::path!("jwks").map(move || warp::reply::json(&jwks)));
+    tokio::spawn(warp::serve(routes).incoming(listener).run());
+    issuer
+}
+
 /// One keep-alive HTTP/1.1 connection (a lean hyper client, so the load generator takes as
 /// little of the shared CPU as possible).
 pub async fn connection(addr: SocketAddr) -> SendRequest<Full<Bytes>> {
