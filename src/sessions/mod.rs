@@ -383,8 +383,10 @@ pub trait TokenStore: Send + Sync {
 
     /// Spends a code issued under `binding` and stores what its first redemption issues: the
     /// first call gets it, later ones learn it was replayed (and revoke every token of its
-    /// grant); a code of another binding is left unspent. The same redemption sent again
-    /// (its access token is already stored: a retry after a lost reply) gets `Fresh` again.
+    /// grant); a code of another binding is left unspent. The same store call made again
+    /// with the same `issue` (its access token is already stored: the store client retrying
+    /// after a lost reply) gets `Fresh` again; an HTTP client's retry mints new handles, so
+    /// it is a replay (RFC 6749 §4.1.2).
     /// Refused at a ceiling, the code is spent and nothing is issued.
     fn redeem_code(
         &self,

@@ -26,9 +26,9 @@ return 1";
 /// code (left unspent), `{2, n, code, field, value, ...}` a replay (every access and refresh token
 /// of the grant deleted first, so even a store out of memory revokes them, then marked;
 /// the deleted fields come back so their charges can be), or `{3, code}` the first
-/// redemption, which issues its tokens in the same step. The same exchange sent again (a
-/// client retry after a lost reply: its own access field is there) gets its first answer
-/// again, not a replay.
+/// redemption, which issues its tokens in the same step. The same script call made again
+/// (the store client retrying after a lost reply: its own access field is there) gets its
+/// first answer again, not a replay; an HTTP client's retry mints new handles and is one.
 pub(super) const GRANT_REDEEM: &str = r"
 local v = redis.call('HMGET', KEYS[1], 'b', 's', 'e', 'd')
 if not v[1] then return {0} end
