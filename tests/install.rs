@@ -347,7 +347,13 @@ async fn the_helm_chart_installs_and_the_operator_runs_under_its_rbac_in_both_mo
     // Cluster mode narrowed to some namespaces binds its ClusterRole only there.
     let narrowed =
         documents(&helm(&cp, &["template", "x", &chart, "-n", RELEASE_NS, "--set", "watchNamespaces={a,b}"]));
-    assert!(!narrowed.iter().any(|d| d["kind"] == "ClusterRoleBinding"), "a ClusterRoleBinding with watchNamespaces");
+    // (TokenReview is cluster-scoped: its binding is the one ClusterRoleBinding, and reads nothing.)
+    let cluster_bindings: Vec<&str> = narrowed
+        .iter()
+        .filter(|d| d["kind"] == "ClusterRoleBinding")
+        .filter_map(|d| d["metadata"]["name"].as_str())
+        .collect();
+    assert_eq!(cluster_bindings, ["x-oidc-operator-tokenreview"], "a ClusterRoleBinding with watchNamespaces");
     let bound: Vec<&str> = narrowed
         .iter()
         .filter(|d| d["kind"] == "RoleBinding" && d["roleRef"]["kind"] == "ClusterRole")
@@ -646,6 +652,36 @@ spec: {key: signing, tokenEndpointAuthMethod: private_key_jwt, federatedIdentiti
     ];
     let resp = operator.client().post(format!("{issuer}/token")).form(&form).send().await.unwrap();
     assert_eq!(resp.status(), 401, "another ServiceAccount's token as the deployer's credential");
+
+    // spec.tokenReview: a ServiceAccount's token is refused once the ServiceAccount is
+    // deleted (the API server's TokenReview says so), though its signature and exp still hold.
+    let reviewed = format!(
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: ephemeral}}\n---\n\
+apiVersion: oidc-operator.dev/v1alpha1\nkind: IdentityOidcAuth\nmetadata: {{name: ephemeral}}\nspec:\n  tokenReview: true\n  oidcDiscoveryUrl: {url}\n  boundIssuer: {url}\n  boundAudiences: oidc-operator\n  boundSubject: \"system:serviceaccount:{ns}:ephemeral\"\n  groups: [platform]\n  caCert: |\n{ca}",
+        url = cp.url,
+        ca = common::yaml_block(&cp.ca_pem(), 4),
+    );
+    let (applied, err) = cp.apply(&ns, &reviewed);
+    assert!(applied, "{err}");
+    wait_ready(&cp, &ns, &["identityoidcauth/ephemeral"], &operator);
+    let ephemeral = flow::service_account_token(&cp, &ns, "ephemeral", "oidc-operator");
+    let exchange = |token: String| {
+        let form = [
+            ("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange".to_owned()),
+            ("client_id", agent_id.clone()),
+            ("subject_token", token),
+            ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt".to_owned()),
+        ];
+        operator.client().post(format!("{issuer}/token")).form(&form).send()
+    };
+    let resp = exchange(ephemeral.clone()).await.unwrap();
+    assert_eq!(resp.status(), 200, "a live ServiceAccount's token: {}", resp.text().await.unwrap());
+    let out = cp.kubectl(&["delete", "-n", &ns, "serviceaccount/ephemeral", "--wait=true"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let refused =
+        holds_within(Duration::from_secs(20), async || exchange(ephemeral.clone()).await.unwrap().status() == 400)
+            .await;
+    assert!(refused, "the token of a deleted ServiceAccount was still exchanged");
 
     // A token of another provider of the same operator (same key, other issuer): refused.
     let other = flow::run(&cp, &ns, &operator, "other", "app", &["kube"], Some(&ca)).await;

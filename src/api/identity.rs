@@ -113,6 +113,14 @@ pub struct IdentityOidcAuthSpec {
     #[serde(default)]
     #[schemars(transform = super::limits::claim_mappings)]
     pub claim_mappings: BTreeMap<String, String>,
+
+    /// Also ask the API server (a TokenReview) about every token presented for this identity,
+    /// for an issuer that is the cluster's own service-account issuer: a token whose
+    /// ServiceAccount or Pod was deleted is then refused at once, though its signature and
+    /// `exp` still hold. Needs the operator to run on that cluster (`run`, with RBAC to create
+    /// tokenreviews); standalone answers such logins as the issuer being unavailable.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub token_review: bool,
 }
 
 fn default_ttl() -> i64 {

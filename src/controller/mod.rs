@@ -11,6 +11,7 @@ pub mod leader;
 mod reconciler;
 mod secret_cache;
 mod stores;
+mod token_review;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -340,6 +341,8 @@ async fn run(options: Options) -> Result<(), RunError> {
     let (_always, always_rx) = watch::channel(true);
     let leading = if options.leader_election { leader::spawn(client.clone(), election.clone()) } else { always_rx };
     let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: Some(identity) };
+    // Identities with spec.tokenReview ask this API server about every token they take.
+    started.app.issuers.set_reviewer(Arc::new(token_review::KubeTokenReview { client: client.clone() }));
     let ctx = Arc::new(Context {
         client: client.clone(),
         stores: Stores { scopes },

@@ -33,6 +33,9 @@ pub enum LoginError {
     IssuerUnavailable,
     #[error("the JWT header has crit: no critical JOSE extension is understood here (RFC 7515 §4.1.11)")]
     CriticalHeader,
+    /// The API server's TokenReview no longer authenticates the token (`spec.tokenReview`).
+    #[error("the API server's TokenReview does not authenticate the token (its ServiceAccount or Pod may be gone)")]
+    TokenReviewRefused,
     /// RFC 9068 §4: an access token is for resource servers, never an identity assertion.
     #[error("the JWT is an access token (typ at+jwt); a login takes an identity token such as an ID token")]
     AccessTokenJwt,
@@ -104,6 +107,7 @@ impl LoginError {
             Self::TemporarilyUnavailable(_) | Self::StoreUnavailable => "temporarily_unavailable",
             Self::CriticalHeader => "unsupported_crit",
             Self::AccessTokenJwt => "access_token_jwt",
+            Self::TokenReviewRefused => "token_review_refused",
             Self::Internal => "internal_error",
             Self::UnknownKid => "unknown_kid",
             Self::AlgorithmMismatch => "algorithm_mismatch",

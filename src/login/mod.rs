@@ -170,8 +170,27 @@ pub async fn verify(
     }
     let claims = check_claims_off_worker(claims, identity, jwt.len(), now, issuers).await?;
     checks::check_ip(&identity.trusted_ips, peer)?;
+    if identity.spec.token_review {
+        review(issuers, jwt, &claims).await?;
+    }
     let alias = alias(identity, &claims);
     Ok((claims, alias))
+}
+
+/// Asks the API server whether it still authenticates `jwt` (an identity with
+/// `spec.tokenReview`), for the audiences the token names. Without a TokenReview (standalone)
+/// or without an answer the login fails closed, as when an issuer cannot be read.
+async fn review(issuers: &IssuerRegistry, jwt: &str, claims: &Value) -> Result<(), LoginError> {
+    let reviewer = issuers.reviewer().ok_or(LoginError::IssuerUnavailable)?;
+    let audiences = claims.get("aud").map(matching::claim_strings).unwrap_or_default();
+    match reviewer.review(jwt, audiences).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(LoginError::TokenReviewRefused),
+        Err(e) => {
+            tracing::warn!(error = %crate::login::clip(&e), "TokenReview failed");
+            Err(LoginError::IssuerUnavailable)
+        }
+    }
 }
 
 /// [`checks::check_claims`], inline when cheap, on the blocking pool when the identity's

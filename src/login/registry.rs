@@ -22,6 +22,22 @@ pub struct IssuerRegistry {
     /// holds its root store and connection pool, and thousands of identities naming the same
     /// issuer or no caCert need not load the system roots thousands of times.
     clients: Mutex<HashMap<Option<String>, Result<reqwest::Client, FetchError>>>,
+    /// The API server's TokenReview, when the operator runs on a cluster (identities with
+    /// `spec.tokenReview`); set once, after start.
+    reviewer: std::sync::OnceLock<Arc<dyn TokenReviewer>>,
+}
+
+/// Asks whether a token is still valid where it was issued (Kubernetes' TokenReview): a
+/// service-account token of a deleted ServiceAccount or Pod verifies by signature but is no
+/// longer authenticated by its API server.
+pub trait TokenReviewer: Send + Sync {
+    /// Whether the API server authenticates `token` for one of `audiences`; an error when it
+    /// could not be asked.
+    fn review<'a>(
+        &'a self,
+        token: &'a str,
+        audiences: Vec<String>,
+    ) -> futures::future::BoxFuture<'a, Result<bool, String>>;
 }
 
 impl IssuerRegistry {
@@ -40,7 +56,19 @@ impl IssuerRegistry {
             heavy: tokio::sync::Semaphore::new(LoginLimits::default().heavy_checks),
             issuers: Mutex::new(HashMap::new()),
             clients: Mutex::new(HashMap::new()),
+            reviewer: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Sets the TokenReview the identities with `spec.tokenReview` ask (once; later calls
+    /// keep the first).
+    pub fn set_reviewer(&self, reviewer: Arc<dyn TokenReviewer>) {
+        let _ = self.reviewer.set(reviewer);
+    }
+
+    /// The TokenReview, when the operator runs on a cluster.
+    pub fn reviewer(&self) -> Option<&Arc<dyn TokenReviewer>> {
+        self.reviewer.get()
     }
 
     /// This registry with the login limits of the flags.
