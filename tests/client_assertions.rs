@@ -11,8 +11,7 @@
 
 mod common;
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -28,18 +27,7 @@ const TEAM_B: &str = "9a170000-0000-4000-8000-0000000000c3";
 
 /// tests/client_assertion.py with `input`.
 fn py(input: Value) -> Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/client_assertion.py");
-    let mut child = Command::new("python3")
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("python3 is required (pip install -r tests/requirements.txt)");
-    child.stdin.take().unwrap().write_all(input.to_string().as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "tests/client_assertion.py failed on {input}");
-    serde_json::from_slice(&out.stdout).unwrap()
+    common::python_json("client_assertion.py", &input)
 }
 
 /// A compact JWS of `claims` by `key` (a private JWK, or an oct JWK for HS256) with `alg`
@@ -185,25 +173,7 @@ impl Fixture {
         write_manifest(&dir, "all.yaml", &manifests(&issuer, &keys, &jwks.url));
         let redis = shared.then(RedisServer::start);
         let url = redis.as_ref().map(RedisServer::url);
-        let mut args = vec!["--allow-insecure-issuers", "--issuer-refetch-interval", "1"];
-        if let Some(url) = &url {
-            args.extend(["--session-store", url]);
-        }
-        let state = tmp.path().join("a");
-        let a = Server::start(&dir, &state, &args).await;
-        a.wait_identity_ready("ci").await;
-        let b = match shared {
-            false => None,
-            true => {
-                // The same client ids at both replicas, as one cluster's Secrets give them.
-                let copy = tmp.path().join("b");
-                let ok = Command::new("cp").arg("-a").arg(&state).arg(&copy).status().unwrap();
-                assert!(ok.success());
-                let b = Server::start(&dir, &copy, &args).await;
-                b.wait_identity_ready("ci").await;
-                Some(b)
-            }
-        };
+        let (state, a, b) = common::replicas(&dir, tmp.path(), url.as_deref(), &["ci"]).await;
         Fixture { _tmp: tmp, issuer, keys, state, jwks, a, b, _redis: redis }
     }
 

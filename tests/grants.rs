@@ -92,24 +92,7 @@ impl Fixture {
         write_manifest(&manifests, "all.yaml", &manifests_text(&issuer, true));
         let redis = shared.then(RedisServer::start);
         let url = redis.as_ref().map(RedisServer::url);
-        let mut args = vec!["--allow-insecure-issuers", "--issuer-refetch-interval", "1"];
-        if let Some(url) = &url {
-            args.extend(["--session-store", url]);
-        }
-        let state = tmp.path().join("a");
-        let a = Server::start(&manifests, &state, &args).await;
-        a.wait_identity_ready("runner").await;
-        let b = match shared {
-            false => None,
-            true => {
-                let copy = tmp.path().join("b");
-                let ok = std::process::Command::new("cp").arg("-a").arg(&state).arg(&copy).status().unwrap();
-                assert!(ok.success());
-                let b = Server::start(&manifests, &copy, &args).await;
-                b.wait_identity_ready("runner").await;
-                Some(b)
-            }
-        };
+        let (state, a, b) = common::replicas(&manifests, tmp.path(), url.as_deref(), &["runner"]).await;
         Fixture { _tmp: tmp, issuer, manifests, state, a, b, _redis: redis }
     }
 
@@ -577,24 +560,7 @@ async fn every_bad_grant_request_gets_its_rfc_error() {
 
 /// Runs the authlib client (tests/authlib_client.py) with `args`; its answer.
 fn authlib(args: Value) -> Value {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/authlib_client.py");
-    let mut child = Command::new("python3")
-        .arg(&script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 is required for the authlib client");
-    child.stdin.take().unwrap().write_all(args.to_string().as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "the authlib client failed (install it with `python3 -m pip install -r tests/requirements.txt`):\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    common::python_json("authlib_client.py", &args)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -102,29 +102,11 @@ impl Fixture {
         std::fs::create_dir(&dir).unwrap();
         let issuer = ExternalIssuer::start(tmp.path()).await;
         write_manifest(&dir, "all.yaml", &manifests(&issuer));
-        let state = tmp.path().join("state");
         let redis = shared.then(RedisServer::start);
         let url = redis.as_ref().map(RedisServer::url);
-        let mut args = vec!["--allow-insecure-issuers", "--issuer-refetch-interval", "1"];
-        if let Some(url) = &url {
-            args.extend(["--session-store", url]);
-        }
-        let server = Server::start(&dir, &state, &args).await;
-        for name in ["runner", "deployer", "outsider", "once"] {
-            server.wait_identity_ready(name).await;
-        }
-        let other = match redis {
-            None => None,
-            Some(redis) => {
-                // The same keys and client credentials: a copy of the first replica's state.
-                let copy = tmp.path().join("state-b");
-                let ok = std::process::Command::new("cp").arg("-a").arg(&state).arg(&copy).status().unwrap();
-                assert!(ok.success());
-                let b = Server::start(&dir, &copy, &args).await;
-                b.wait_identity_ready("runner").await;
-                Some((b, redis))
-            }
-        };
+        let identities = ["runner", "deployer", "outsider", "once"];
+        let (state, server, b) = common::replicas(&dir, tmp.path(), url.as_deref(), &identities).await;
+        let other = b.zip(redis);
         let main = OAuth::new(&server, "default", "main");
         Fixture { _tmp: tmp, issuer, state, server, main, other }
     }

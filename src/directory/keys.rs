@@ -106,6 +106,7 @@ fn resolve_ring(
         current,
         published,
         rotation_due: ring.rotation_due(&policy),
+        verifiers: std::sync::OnceLock::new(),
     })
 }
 

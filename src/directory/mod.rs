@@ -145,6 +145,19 @@ pub struct ResolvedKey {
     /// Everything in JWKS: current, next, retired inside their window.
     pub published: Vec<Jwk>,
     pub rotation_due: i64,
+    /// Verifiers of `published`, decoded on first use in this snapshot (a JWT access token
+    /// presented back), not once per request.
+    pub verifiers: std::sync::OnceLock<Vec<crate::keys::VerifyingKey>>,
+}
+
+impl ResolvedKey {
+    /// The verifier of the published key `kid`.
+    pub fn verifier(&self, kid: &str) -> Option<&crate::keys::VerifyingKey> {
+        let all = self.verifiers.get_or_init(|| {
+            self.published.iter().filter_map(|jwk| crate::keys::VerifyingKey::from_jwk(jwk).ok()).collect()
+        });
+        all.iter().find(|v| v.kid() == kid)
+    }
 }
 
 /// A client as the server uses it.

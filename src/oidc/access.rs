@@ -8,7 +8,6 @@ use base64::Engine;
 use serde_json::Value;
 
 use crate::directory::Directory;
-use crate::keys::VerifyingKey;
 use crate::sessions::{AccessTokenView, SessionStore, StoreError};
 
 /// The JWT's header and claims, when `token` is shaped as one (not verified).
@@ -77,13 +76,7 @@ fn signed_by_client(dir: &Directory, view: &AccessTokenView, token: &str, header
         return false;
     };
     let kid = header.get("kid").and_then(Value::as_str).unwrap_or_default();
-    client
-        .key
-        .published
-        .iter()
-        .filter(|jwk| jwk.kid == kid)
-        .filter_map(|jwk| VerifyingKey::from_jwk(jwk).ok())
-        .any(|key| key.verify(token).is_ok())
+    client.key.verifier(kid).is_some_and(|key| key.verify(token).is_ok())
 }
 
 #[cfg(test)]

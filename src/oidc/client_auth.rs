@@ -188,7 +188,7 @@ async fn private_key_jwt(
         .map_err(|e| OAuthError::InvalidClient(format!("client_assertion refused: {e}")))?;
     let claims = client_assertion::unverified_claims(assertion)?;
     if claims.get("iss").and_then(Value::as_str) != Some(client.client_id.as_str()) {
-        return federated(ctx, client, &header, assertion, peer).await.map(|()| None);
+        return federated(ctx, client, assertion, peer).await.map(|()| None);
     }
     let keys = match (&client.assertion_keys, &client.keys_source) {
         (Some(keys), _) => Arc::clone(keys),
@@ -268,13 +268,7 @@ async fn spend_jti(
 
 /// An external JWT as the client's credential: it must meet the bounds of one of the
 /// identities the client names (of its own namespace), checked as a login is.
-async fn federated(
-    ctx: Context<'_>,
-    client: &ResolvedClient,
-    header: &checks::JwtHeader,
-    assertion: &str,
-    peer: IpAddr,
-) -> Result<(), OAuthError> {
+async fn federated(ctx: Context<'_>, client: &ResolvedClient, assertion: &str, peer: IpAddr) -> Result<(), OAuthError> {
     if client.federated_identities.is_empty() {
         return Err(OAuthError::InvalidClient(
             "client_assertion refused: iss and sub must both be the client_id".into(),
@@ -284,8 +278,6 @@ async fn federated(
         Some(view) => view.identities.values().filter(|i| client.federated_identities.contains(&i.key.name)).collect(),
         None => Vec::new(),
     };
-    // The header was read by the caller; `verify` reads it again, as a login does.
-    let _ = header;
     let login_ctx = ctx.login();
     let mut last = None;
     for identity in identities {

@@ -35,9 +35,33 @@ pub async fn handle(
         ProviderEndpoint::Discovery => document(request, &provider.discovery_json, 300),
         ProviderEndpoint::Jwks => document(request, &provider.jwks_json, provider.jwks_max_age),
         ProviderEndpoint::Authorize => authorize(state, dir, provider, request).await,
-        ProviderEndpoint::Token => token(state, dir, provider, request).await,
-        ProviderEndpoint::Introspect => introspect(state, dir, provider, request).await,
-        ProviderEndpoint::Revoke => revoke(state, dir, provider, request).await,
+        // A store refusal is counted by the store itself.
+        ProviderEndpoint::Token => {
+            async {
+                let (ctx, params) = client_call(state, dir, provider, request)?;
+                let r = oidc::token::respond(ctx, request, &params).await?;
+                Ok(json_response(StatusCode::OK, serde_json::to_string(&r).unwrap_or_default()))
+            }
+            .await
+        }
+        // RFC 7662: the token's description, or `{"active": false}`.
+        ProviderEndpoint::Introspect => {
+            async {
+                let (ctx, params) = client_call(state, dir, provider, request)?;
+                let answer = oidc::introspect::introspect(ctx, request, &params).await?;
+                Ok(json_response(StatusCode::OK, answer.to_string()))
+            }
+            .await
+        }
+        // RFC 7009: 200 with an empty body whether or not there was anything to revoke.
+        ProviderEndpoint::Revoke => {
+            async {
+                let (ctx, params) = client_call(state, dir, provider, request)?;
+                oidc::revoke::revoke(ctx, request, &params).await?;
+                Ok(json_response(StatusCode::OK, String::new()))
+            }
+            .await
+        }
         ProviderEndpoint::Userinfo => {
             return match userinfo(state, dir, provider, request).await {
                 Ok(claims) => no_store(json_response(StatusCode::OK, serde_json::Value::Object(claims).to_string())),
@@ -127,9 +151,16 @@ async fn issue_code(
     Ok(code)
 }
 
-/// What the token, introspection and revocation endpoints work with.
-fn context<'a>(state: &'a AppState, dir: &'a Directory, provider: &'a ResolvedProvider) -> oidc::token::Context<'a> {
-    oidc::token::Context {
+/// What the token, introspection and revocation endpoints work with: the form a client
+/// POSTs, and the context now.
+fn client_call<'a>(
+    state: &'a AppState,
+    dir: &'a Directory,
+    provider: &'a ResolvedProvider,
+    request: &Request<'_>,
+) -> Result<(oidc::token::Context<'a>, std::collections::HashMap<String, String>), OAuthError> {
+    let params = request.form()?;
+    let ctx = oidc::token::Context {
         dir,
         provider,
         store: &state.tokens,
@@ -137,46 +168,8 @@ fn context<'a>(state: &'a AppState, dir: &'a Directory, provider: &'a ResolvedPr
         issuers: &state.issuers,
         refetch_interval: state.refetch_interval,
         max_assertion_lifetime: state.max_assertion_lifetime,
-    }
-}
-
-async fn token(
-    state: &AppState,
-    dir: &Directory,
-    provider: &ResolvedProvider,
-    request: &Request<'_>,
-) -> Result<Response, OAuthError> {
-    let params = request.form()?;
-    let ctx = context(state, dir, provider);
-    // A store refusal is counted by the store itself.
-    let response = oidc::token::respond(ctx, request, &params).await?;
-    Ok(json_response(StatusCode::OK, serde_json::to_string(&response).unwrap_or_default()))
-}
-
-/// RFC 7662: the token's description, or `{"active": false}`.
-async fn introspect(
-    state: &AppState,
-    dir: &Directory,
-    provider: &ResolvedProvider,
-    request: &Request<'_>,
-) -> Result<Response, OAuthError> {
-    let params = request.form()?;
-    let ctx = context(state, dir, provider);
-    let answer = oidc::introspect::introspect(ctx, request, &params).await?;
-    Ok(json_response(StatusCode::OK, answer.to_string()))
-}
-
-/// RFC 7009: 200 with an empty body whether or not there was anything to revoke.
-async fn revoke(
-    state: &AppState,
-    dir: &Directory,
-    provider: &ResolvedProvider,
-    request: &Request<'_>,
-) -> Result<Response, OAuthError> {
-    let params = request.form()?;
-    let ctx = context(state, dir, provider);
-    oidc::revoke::revoke(ctx, request, &params).await?;
-    Ok(json_response(StatusCode::OK, String::new()))
+    };
+    Ok((ctx, params))
 }
 
 /// The userinfo claims; its errors are answered with RFC 6750 §3's Bearer challenges

@@ -206,28 +206,67 @@ pub fn kids(jwks: &serde_json::Value) -> Vec<String> {
     jwks["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap().to_owned()).collect()
 }
 
-/// Runs the independent verifier (Python jwcrypto) on `tokens` against `jwks`.
-pub fn verify_with_jwcrypto(jwks: &serde_json::Value, tokens: &[String]) -> serde_json::Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/verify_jwks.py");
-    let input = serde_json::json!({"jwks": jwks, "tokens": tokens}).to_string();
+/// One standalone server on `manifests` (the memory store), or, with `redis`, two replicas
+/// sharing that store: the second starts from a copy of the first's state folder (the same keys
+/// and client credentials, as one cluster's Secrets give every replica). Both allow the tests'
+/// loopback issuers and wait for `identities`. Gives the first replica's state folder.
+pub async fn replicas(
+    manifests: &Path,
+    base: &Path,
+    redis: Option<&str>,
+    identities: &[&str],
+) -> (PathBuf, Server, Option<Server>) {
+    let mut args = vec!["--allow-insecure-issuers", "--issuer-refetch-interval", "1"];
+    if let Some(url) = redis {
+        args.extend(["--session-store", url]);
+    }
+    let start = async |state: &Path| {
+        let server = Server::start(manifests, state, &args).await;
+        for name in identities {
+            server.wait_identity_ready(name).await;
+        }
+        server
+    };
+    let state = base.join("a");
+    let a = start(&state).await;
+    let b = match redis {
+        None => None,
+        Some(_) => {
+            let copy = base.join("b");
+            let ok = Command::new("cp").arg("-a").arg(&state).arg(&copy).status().unwrap();
+            assert!(ok.success(), "copying the first replica's state");
+            Some(start(&copy).await)
+        }
+    };
+    (state, a, b)
+}
+
+/// Runs `tests/<script>` (Python) with `input` as JSON on its standard input; its JSON answer.
+/// The one way the tests call their Python helpers (jwcrypto, authlib): a failure names the
+/// script and says how to install what it needs.
+pub fn python_json(script: &str, input: &serde_json::Value) -> serde_json::Value {
+    use std::io::Write;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join(script);
     let mut child = Command::new("python3")
-        .arg(&script)
+        .arg(&path)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("python3 is required for the independent JOSE verifier");
-    {
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-    }
+        .unwrap_or_else(|e| panic!("python3 is required for tests/{script}: {e}"));
+    child.stdin.take().unwrap().write_all(input.to_string().as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
-        "the jwcrypto verifier failed (install it with `python3 -m pip install -r tests/requirements.txt`):\n{}",
+        "tests/{script} failed (install what it needs with `python3 -m pip install -r tests/requirements.txt`):\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Runs the independent verifier (Python jwcrypto) on `tokens` against `jwks`.
+pub fn verify_with_jwcrypto(jwks: &serde_json::Value, tokens: &[String]) -> serde_json::Value {
+    python_json("verify_jwks.py", &serde_json::json!({"jwks": jwks, "tokens": tokens}))
 }
 
 /// The tests' own external issuer (Python jwcrypto over HTTPS); killed when dropped.
