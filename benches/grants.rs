@@ -32,6 +32,8 @@
 //! the single-core rate of the same work done raw with the same keys: verify (with the
 //! verifier the server uses, `login::jwks::ExternalKey`), then sign; target >= 0.6x.
 //!
+//! `cargo bench --bench grants -- --stores` runs the Redis / memory comparison alone.
+//!
 //! `OIDC_BENCH_SMOKE=1` (or `-- --smoke`) runs one short round of each phase, Redis sharing
 //! the cores, and checks the answers: each JWT access token verifies against the provider's
 //! JWKS with `typ: at+jwt` and names its client; introspection of the opaque token says
@@ -435,6 +437,8 @@ async fn main() {
     });
 
     // The served phases and the raw rates, in alternation.
+    let stores_only = std::env::args().any(|a| a == "--stores");
+    let rounds = if stores_only { 0 } else { rounds };
     let mut served: Vec<Vec<Metered>> = vec![Vec::new(); ROWS.len()];
     let mut raw: HashMap<&str, Vec<(f64, f64)>> = HashMap::new();
     let started = Instant::now();
@@ -463,69 +467,71 @@ async fn main() {
             served[i].push(metered(None, load).await);
         }
     }
-    let per_round = |f: &dyn Fn(usize) -> f64| support::median((0..rounds).map(f).collect());
+    if !stores_only {
+        let per_round = |f: &dyn Fn(usize) -> f64| support::median((0..rounds).map(f).collect());
 
-    println!(
-        "# cargo bench --bench grants   ({} cores; medians of {rounds} alternating rounds of {phase} s phases; \
+        println!(
+            "# cargo bench --bench grants   ({} cores; medians of {rounds} alternating rounds of {phase} s phases; \
          raw work on one core, served over loopback on the whole machine, memory store)",
-        support::cores()
-    );
-    println!("# CPU: microseconds per raw operation and per request (this process: server and load generator)");
-    println!(
-        "# raw: signing an access token with the key; X+Y: verifying a JWT with the X key, then signing with the Y key"
-    );
-    println!(
-        "{:<30} {:>11} {:>14} {:>7} {:>10} {:>7}   {:<42} target",
-        "phase", "raw", "raw ops/s", "CPU us", "served/s", "CPU us", "ratio"
-    );
-    for (i, (label, _, key)) in ROWS.iter().enumerate() {
-        let rate = per_round(&|r| served[i][r].rate);
-        let cpu = per_round(&|r| served[i][r].ours_us);
-        let (raw_text, raw_cpu) = match key {
-            Some(alg) => {
-                (format!("{:.0}", per_round(&|r| raw[alg][r].0)), format!("{:.1}", per_round(&|r| raw[alg][r].1)))
+            support::cores()
+        );
+        println!("# CPU: microseconds per raw operation and per request (this process: server and load generator)");
+        println!(
+            "# raw: signing an access token with the key; X+Y: verifying a JWT with the X key, then signing with the Y key"
+        );
+        println!(
+            "{:<30} {:>11} {:>14} {:>7} {:>10} {:>7}   {:<42} target",
+            "phase", "raw", "raw ops/s", "CPU us", "served/s", "CPU us", "ratio"
+        );
+        for (i, (label, _, key)) in ROWS.iter().enumerate() {
+            let rate = per_round(&|r| served[i][r].rate);
+            let cpu = per_round(&|r| served[i][r].ours_us);
+            let (raw_text, raw_cpu) = match key {
+                Some(alg) => {
+                    (format!("{:.0}", per_round(&|r| raw[alg][r].0)), format!("{:.1}", per_round(&|r| raw[alg][r].1)))
+                }
+                None => ("-".to_owned(), "-".to_owned()),
+            };
+            let vs_discovery = per_round(&|r| served[i][r].rate / served[0][r].rate);
+            let vs_raw = key.map(|alg| per_round(&|r| served[i][r].rate / raw[alg][r].0));
+            let mut ratio = String::new();
+            if i > 0 {
+                ratio = format!("{vs_discovery:.2}x discovery");
             }
-            None => ("-".to_owned(), "-".to_owned()),
-        };
-        let vs_discovery = per_round(&|r| served[i][r].rate / served[0][r].rate);
-        let vs_raw = key.map(|alg| per_round(&|r| served[i][r].rate / raw[alg][r].0));
-        let mut ratio = String::new();
-        if i > 0 {
-            ratio = format!("{vs_discovery:.2}x discovery");
+            if let (Some(alg), Some(v)) = (key, vs_raw) {
+                ratio = format!("{ratio}, {v:.2}x raw {alg}");
+            }
+            let target_text = match target(i) {
+                Some(("raw", t)) => format!(">= {t:.2}x raw: {}", verdict(vs_raw.unwrap_or(0.0), t)),
+                Some((_, t)) => format!(">= {t:.2}x discovery: {}", verdict(vs_discovery, t)),
+                None => "-".to_owned(),
+            };
+            let key_text = key.unwrap_or("-");
+            println!(
+                "{label:<30} {key_text:>11} {raw_text:>14} {raw_cpu:>7} {rate:>10.0} {cpu:>7.1}   {ratio:<42} {target_text}"
+            );
         }
-        if let (Some(alg), Some(v)) = (key, vs_raw) {
-            ratio = format!("{ratio}, {v:.2}x raw {alg}");
-        }
-        let target_text = match target(i) {
-            Some(("raw", t)) => format!(">= {t:.2}x raw: {}", verdict(vs_raw.unwrap_or(0.0), t)),
-            Some((_, t)) => format!(">= {t:.2}x discovery: {}", verdict(vs_discovery, t)),
-            None => "-".to_owned(),
-        };
-        let key_text = key.unwrap_or("-");
+        // What the wall clock cannot show on a shared VM: the RS256 request's CPU against a raw
+        // signature's, so what two idle cores would serve.
+        let (req_us, sign_us) = (per_round(&|r| served[2][r].ours_us), per_round(&|r| raw["RS256"][r].1));
         println!(
-            "{label:<30} {key_text:>11} {raw_text:>14} {raw_cpu:>7} {rate:>10.0} {cpu:>7.1}   {ratio:<42} {target_text}"
-        );
-    }
-    // What the wall clock cannot show on a shared VM: the RS256 request's CPU against a raw
-    // signature's, so what two idle cores would serve.
-    let (req_us, sign_us) = (per_round(&|r| served[2][r].ours_us), per_round(&|r| raw["RS256"][r].1));
-    println!(
-        "# RS256 client_credentials by CPU time: {req_us:.0} us per request (server and load) against {sign_us:.0} us \
+            "# RS256 client_credentials by CPU time: {req_us:.0} us per request (server and load) against {sign_us:.0} us \
          per raw signature: {} idle cores would serve {:.2}x raw single-core RS256",
-        support::cores(),
-        support::cores() as f64 * sign_us / req_us
-    );
-    for (i, name) in [(7, EXCHANGE_RAW), (8, PK_JWT_RAW)] {
-        let (req_us, raw_us) = (per_round(&|r| served[i][r].ours_us), per_round(&|r| raw[name][r].1));
-        println!(
-            "# {} by CPU time: {req_us:.0} us per request against {raw_us:.0} us raw {name}: {} idle cores would \
-             serve {:.2}x raw",
-            ROWS[i].0,
             support::cores(),
-            support::cores() as f64 * raw_us / req_us
+            support::cores() as f64 * sign_us / req_us
         );
+        for (i, name) in [(7, EXCHANGE_RAW), (8, PK_JWT_RAW)] {
+            let (req_us, raw_us) = (per_round(&|r| served[i][r].ours_us), per_round(&|r| raw[name][r].1));
+            println!(
+                "# {} by CPU time: {req_us:.0} us per request against {raw_us:.0} us raw {name}: {} idle cores would \
+             serve {:.2}x raw",
+                ROWS[i].0,
+                support::cores(),
+                support::cores() as f64 * raw_us / req_us
+            );
+        }
+        println!("# ({:.0} s)", started.elapsed().as_secs_f64());
     }
-    println!("# ({:.0} s)", started.elapsed().as_secs_f64());
 
     // The Redis store against the memory store, Redis on a core of its own.
     let metrics = Arc::new(Metrics::default());

@@ -78,11 +78,15 @@ impl Under {
     }
 
     /// The client `client_id` of `namespace` leaves the directory: the memory store's purge
-    /// drops its grants, Redis drops them by the client's index (as `drop_departed` does).
+    /// drops its grants, Redis drops them by the client's two indexes, its users' grants'
+    /// and its own (as `drop_departed` does).
     async fn depart_client(&self, namespace: &str, client_id: &str, now: i64) -> usize {
         match self {
             Self::Memory(m) => m.purge(now, &AllBut(client_id.to_owned())),
-            Self::Redis(r) => r.drop_owner(namespace, &Owner::Client { client_id }.suffix()).await.unwrap(),
+            Self::Redis(r) => {
+                let users = r.drop_owner(namespace, &Owner::Client { client_id }.suffix()).await.unwrap();
+                users + r.drop_owner(namespace, &Owner::ClientGrants { client_id }.suffix()).await.unwrap()
+            }
         }
     }
 
@@ -213,6 +217,9 @@ fn client_grant(ns: &str, client: &str, now: i64) -> ClientGrant {
 async fn run_row(backend: &Backend, row: &str, now: i64) {
     let ns = format!("{}-{row}", backend.name()).replace('_', "-");
     let ns = ns.as_str();
+    // The grants `redeemed` stores, as the token endpoint reads them with a refresh token.
+    let alice = GrantSubject::Code(Box::new(code(ns, "alice", now)));
+    let bob = GrantSubject::Code(Box::new(code(ns, "bob", now)));
     let which = backend.name();
     match row {
         "issue_and_lookup" => {
@@ -250,7 +257,7 @@ async fn run_row(backend: &Backend, row: &str, now: i64) {
             let (grant, t) = redeemed(&store, ns, "alice", now, 600, 3000).await;
             let next = mint(&grant, now + 10, 3600, Some((now + 610, now + 3000)), &["openid"]);
             let r1 = t.refresh.as_deref().unwrap();
-            let outcome = store.refresh(r1, &binding(ns), now + 10, 0, &next.issue).await.unwrap();
+            let outcome = store.refresh(r1, &alice, &binding(ns), now + 10, 0, &next.issue).await.unwrap();
             assert!(matches!(outcome, RefreshOutcome::Rotated(GrantSubject::Code(_))), "{which}: {outcome:?}");
             assert!(
                 store.refresh_token(r1, now + 10).await.unwrap().unwrap().rotated_at.is_some(),
@@ -273,13 +280,13 @@ async fn run_row(backend: &Backend, row: &str, now: i64) {
             let mut issued = vec![t.access.clone()];
             for at in [now + 1, now + 20] {
                 let next = mint(&grant, at, 3600, Some((at + 600, now + 3000)), &[]);
-                let outcome = store.refresh(r1, &binding(ns), at, 30, &next.issue).await.unwrap();
+                let outcome = store.refresh(r1, &alice, &binding(ns), at, 30, &next.issue).await.unwrap();
                 assert!(matches!(outcome, RefreshOutcome::Rotated(_)), "{which} at +{}: {outcome:?}", at - now);
                 issued.push(next.access);
             }
             // Past the interval (30 s from the first rotation, at +1): the family is revoked.
             let late = mint(&grant, now + 31, 3600, Some((now + 631, now + 3000)), &[]);
-            let outcome = store.refresh(r1, &binding(ns), now + 31, 30, &late.issue).await.unwrap();
+            let outcome = store.refresh(r1, &alice, &binding(ns), now + 31, 30, &late.issue).await.unwrap();
             assert_eq!(outcome, RefreshOutcome::Reused { revoked: true }, "{which}");
             for access in &issued {
                 assert_eq!(store.access_token(access, now + 31).await.unwrap(), None, "{which}: access revoked");
@@ -292,15 +299,15 @@ async fn run_row(backend: &Backend, row: &str, now: i64) {
             let r1 = t.refresh.as_deref().unwrap();
             let next = mint(&grant, now + 5, 3600, Some((now + 605, now + 3000)), &[]);
             assert!(matches!(
-                store.refresh(r1, &binding(ns), now + 5, 0, &next.issue).await.unwrap(),
+                store.refresh(r1, &alice, &binding(ns), now + 5, 0, &next.issue).await.unwrap(),
                 RefreshOutcome::Rotated(_)
             ));
             let again = mint(&grant, now + 6, 3600, Some((now + 606, now + 3000)), &[]);
-            let outcome = store.refresh(r1, &binding(ns), now + 6, 0, &again.issue).await.unwrap();
+            let outcome = store.refresh(r1, &alice, &binding(ns), now + 6, 0, &again.issue).await.unwrap();
             assert_eq!(outcome, RefreshOutcome::Reused { revoked: true }, "{which}");
             let r2 = next.refresh.as_deref().unwrap();
             let after = mint(&grant, now + 7, 3600, Some((now + 607, now + 3000)), &[]);
-            let outcome = store.refresh(r2, &binding(ns), now + 7, 0, &after.issue).await.unwrap();
+            let outcome = store.refresh(r2, &alice, &binding(ns), now + 7, 0, &after.issue).await.unwrap();
             assert_eq!(outcome, RefreshOutcome::Unknown, "{which}: the new refresh token went with the family");
             for access in [&t.access, &next.access, &again.access] {
                 assert_eq!(store.access_token(access, now + 7).await.unwrap(), None, "{which}");
@@ -314,7 +321,7 @@ async fn run_row(backend: &Backend, row: &str, now: i64) {
             let r1 = t.refresh.as_deref().unwrap();
             let next = mint(&grant, now + 5, 3600, Some((now + 1800, now + 3000)), &[]);
             assert!(matches!(
-                store.refresh(r1, &binding(ns), now + 5, 0, &next.issue).await.unwrap(),
+                store.refresh(r1, &alice, &binding(ns), now + 5, 0, &next.issue).await.unwrap(),
                 RefreshOutcome::Rotated(_)
             ));
             let late = now + 700;
@@ -324,7 +331,7 @@ async fn run_row(backend: &Backend, row: &str, now: i64) {
                 "{which}: a rotated token is read while its family lives"
             );
             let again = mint(&grant, late, 3600, Some((late + 600, now + 3000)), &[]);
-            let outcome = store.refresh(r1, &binding(ns), late, 0, &again.issue).await.unwrap();
+            let outcome = store.refresh(r1, &alice, &binding(ns), late, 0, &again.issue).await.unwrap();
             assert_eq!(outcome, RefreshOutcome::Reused { revoked: true }, "{which}");
             assert_eq!(store.refresh_token(next.refresh.as_deref().unwrap(), late).await.unwrap(), None, "{which}");
         }
@@ -338,8 +345,8 @@ async fn run_row(backend: &Backend, row: &str, now: i64) {
             );
             let own = binding(ns);
             let (x, y) = tokio::join!(
-                store.refresh(r1, &own, now + 1, 0, &a.issue),
-                store.refresh(r1, &own, now + 1, 0, &b.issue)
+                store.refresh(r1, &alice, &own, now + 1, 0, &a.issue),
+                store.refresh(r1, &alice, &own, now + 1, 0, &b.issue)
             );
             let outcomes = [x.unwrap(), y.unwrap()];
             let rotated = outcomes.iter().filter(|o| matches!(o, RefreshOutcome::Rotated(_))).count();
@@ -361,7 +368,7 @@ async fn run_row(backend: &Backend, row: &str, now: i64) {
                 GrantBinding { provider: "another-provider", ..binding(ns) },
                 GrantBinding { namespace: "another-namespace", ..binding(ns) },
             ] {
-                let outcome = store.refresh(r1, &other, now + 1, 0, &next.issue).await.unwrap();
+                let outcome = store.refresh(r1, &alice, &other, now + 1, 0, &next.issue).await.unwrap();
                 assert_eq!(outcome, RefreshOutcome::WrongBinding, "{which}: {other:?}");
             }
             assert!(
@@ -369,7 +376,7 @@ async fn run_row(backend: &Backend, row: &str, now: i64) {
                 "{which}: left as it was"
             );
             assert_eq!(store.access_token(&next.access, now + 1).await.unwrap(), None, "{which}: nothing issued");
-            let outcome = store.refresh(r1, &binding(ns), now + 1, 0, &next.issue).await.unwrap();
+            let outcome = store.refresh(r1, &alice, &binding(ns), now + 1, 0, &next.issue).await.unwrap();
             assert!(matches!(outcome, RefreshOutcome::Rotated(_)), "{which}: its own client still refreshes");
         }
         "revoke_access_vs_grant" => {
@@ -385,7 +392,7 @@ async fn run_row(backend: &Backend, row: &str, now: i64) {
             assert!(!store.revoke_grant(&handle::handle("forged", &grant)).await.unwrap(), "{which}");
             let next = mint(&grant, now + 1, 3600, Some((now + 601, now + 3000)), &[]);
             assert!(matches!(
-                store.refresh(refresh, &binding(ns), now + 1, 0, &next.issue).await.unwrap(),
+                store.refresh(refresh, &alice, &binding(ns), now + 1, 0, &next.issue).await.unwrap(),
                 RefreshOutcome::Rotated(_)
             ));
             // Revoking a refresh token (even a rotated one) revokes its grant and its access
@@ -413,7 +420,7 @@ async fn run_row(backend: &Backend, row: &str, now: i64) {
             assert_eq!(store.access_token(&t.access, now + 1).await.unwrap(), None, "{which}");
             let refresh = t.refresh.as_deref().unwrap();
             assert_eq!(store.refresh_token(refresh, now + 1).await.unwrap(), None, "{which}");
-            let outcome = store.refresh(refresh, &binding(ns), now + 1, 0, &other.issue).await.unwrap();
+            let outcome = store.refresh(refresh, &alice, &binding(ns), now + 1, 0, &other.issue).await.unwrap();
             assert_eq!(outcome, RefreshOutcome::Unknown, "{which}: the refresh token is revoked");
         }
         "expiry" => {
@@ -424,14 +431,14 @@ async fn run_row(backend: &Backend, row: &str, now: i64) {
             assert!(store.refresh_token(r1, now + 99).await.unwrap().is_some(), "{which}");
             assert_eq!(store.refresh_token(r1, now + 100).await.unwrap(), None, "{which}: idle expiry");
             let late = mint(&grant, now + 100, 3600, Some((now + 200, now + 150)), &[]);
-            let outcome = store.refresh(r1, &binding(ns), now + 100, 0, &late.issue).await.unwrap();
+            let outcome = store.refresh(r1, &alice, &binding(ns), now + 100, 0, &late.issue).await.unwrap();
             assert_eq!(outcome, RefreshOutcome::Unknown, "{which}: idle expiry");
             // Family: rotation never moves the absolute expiry, and what it issues ends there.
             let (grant, t) = redeemed(&store, ns, "bob", now, 100, 150).await;
             let next = mint(&grant, now + 90, 3600, Some((now + 190, now + 999)), &[]);
             let r1 = t.refresh.as_deref().unwrap();
             assert!(matches!(
-                store.refresh(r1, &binding(ns), now + 90, 0, &next.issue).await.unwrap(),
+                store.refresh(r1, &bob, &binding(ns), now + 90, 0, &next.issue).await.unwrap(),
                 RefreshOutcome::Rotated(_)
             ));
             let r2 = next.refresh.as_deref().unwrap();
@@ -440,7 +447,7 @@ async fn run_row(backend: &Backend, row: &str, now: i64) {
             let access = store.access_token(&next.access, now + 90).await.unwrap().unwrap();
             assert_eq!(access.expires_at, now + 150, "{which}: the access token ends with its family");
             let after = mint(&grant, now + 150, 3600, Some((now + 250, now + 999)), &[]);
-            let outcome = store.refresh(r2, &binding(ns), now + 150, 0, &after.issue).await.unwrap();
+            let outcome = store.refresh(r2, &bob, &binding(ns), now + 150, 0, &after.issue).await.unwrap();
             assert_eq!(outcome, RefreshOutcome::Unknown, "{which}: family expiry");
         }
         "quota_refusal_leaves_nothing" => {
@@ -450,7 +457,7 @@ async fn run_row(backend: &Backend, row: &str, now: i64) {
             let (grant, t) = redeemed(&store, ns, "alice", now, 600, 3000).await;
             let r1 = t.refresh.as_deref().unwrap();
             let next = mint(&grant, now + 1, 3600, Some((now + 601, now + 3000)), &[]);
-            let refused = store.refresh(r1, &binding(ns), now + 1, 0, &next.issue).await;
+            let refused = store.refresh(r1, &alice, &binding(ns), now + 1, 0, &next.issue).await;
             assert_eq!(refused, Err(StoreError::IdentityQuota { records: 3 }), "{which}");
             assert_eq!(refusals(&metrics, "access_token", "identity_quota"), 1, "{which}: counted once");
             assert!(
@@ -463,7 +470,7 @@ async fn run_row(backend: &Backend, row: &str, now: i64) {
             // room for exactly one more.
             assert!(store.revoke_access(&t.access).await.unwrap());
             let access_only = mint(&grant, now + 2, 3600, None, &[]);
-            let outcome = store.refresh(r1, &binding(ns), now + 2, 0, &access_only.issue).await.unwrap();
+            let outcome = store.refresh(r1, &alice, &binding(ns), now + 2, 0, &access_only.issue).await.unwrap();
             assert!(matches!(outcome, RefreshOutcome::Rotated(_)), "{which}: {outcome:?}");
             // A redemption refused at its second token stores neither.
             let code_hash = token_hash(&format!("{ns}-refused-code"));
@@ -509,7 +516,7 @@ async fn run_row(backend: &Backend, row: &str, now: i64) {
             for i in 1..=rotations {
                 let next = mint(&grant, now + i, 3600, Some((now + i + 600, now + 3000)), &[]);
                 let outcome =
-                    store.refresh(chain.last().unwrap(), &binding(ns), now + i, 0, &next.issue).await.unwrap();
+                    store.refresh(chain.last().unwrap(), &alice, &binding(ns), now + i, 0, &next.issue).await.unwrap();
                 assert!(matches!(outcome, RefreshOutcome::Rotated(_)), "{which} at {i}: {outcome:?}");
                 chain.push(next.refresh.unwrap());
                 marks += 1;
@@ -530,9 +537,9 @@ async fn run_row(backend: &Backend, row: &str, now: i64) {
             assert!((ROTATED_PRUNED_TO..=MAX_ROTATED_KEPT).contains(&remembered.len()), "{which}");
             // A forgotten token is only unknown; a remembered one revokes the family.
             let late = mint(&grant, at, 3600, Some((at + 600, now + 3000)), &[]);
-            let outcome = store.refresh(&chain[0], &binding(ns), at, 0, &late.issue).await.unwrap();
+            let outcome = store.refresh(&chain[0], &alice, &binding(ns), at, 0, &late.issue).await.unwrap();
             assert_eq!(outcome, RefreshOutcome::Unknown, "{which}: forgotten");
-            let outcome = store.refresh(&chain[expected[0]], &binding(ns), at, 0, &late.issue).await.unwrap();
+            let outcome = store.refresh(&chain[expected[0]], &alice, &binding(ns), at, 0, &late.issue).await.unwrap();
             assert_eq!(outcome, RefreshOutcome::Reused { revoked: true }, "{which}: remembered");
             assert_eq!(store.refresh_token(chain.last().unwrap(), at).await.unwrap(), None, "{which}: family gone");
         }
@@ -544,12 +551,12 @@ async fn run_row(backend: &Backend, row: &str, now: i64) {
             let r1 = t.refresh.as_deref().unwrap();
             let next = mint(&grant, now + 10, 60, Some((now + 110, now + 3000)), &[]);
             assert!(matches!(
-                store.refresh(r1, &binding(ns), now + 10, 0, &next.issue).await.unwrap(),
+                store.refresh(r1, &alice, &binding(ns), now + 10, 0, &next.issue).await.unwrap(),
                 RefreshOutcome::Rotated(_)
             ));
             under.purge(now + 105);
             let late = mint(&grant, now + 106, 60, Some((now + 206, now + 3000)), &[]);
-            let outcome = store.refresh(r1, &binding(ns), now + 106, 0, &late.issue).await.unwrap();
+            let outcome = store.refresh(r1, &alice, &binding(ns), now + 106, 0, &late.issue).await.unwrap();
             assert_eq!(outcome, RefreshOutcome::Reused { revoked: true }, "{which}: the mark was kept");
             // The grants of a departed client go, with their charges.
             let (_, t) = redeemed(&store, ns, "bob", now, 600, 3000).await;

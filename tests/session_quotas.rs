@@ -162,6 +162,22 @@ async fn quotas_and_departed_identities_on_redis() {
     let key = format!("oidcop:{{{}}}:tok", used.iter().map(|b| format!("{b:02x}")).collect::<String>());
     let ttl: i64 = common::redis::cli(redis.port, &["pttl", &key]).parse().unwrap();
     assert!(ttl > 0 && ttl <= 61_000, "a use extended the record past its charge: {ttl} ms");
+    // Expired records hold their room until a charge needs it: that charge sweeps them,
+    // gives their bytes back, and leaves the index with the live records only.
+    for i in 0..10 {
+        let hash = token_hash(&format!("brief-{i}"));
+        session.insert(hash, token("brief", &format!("id{i}"), 0), now() + 1).await.unwrap();
+    }
+    let over = session.insert(token_hash("brief-over"), token("brief", "late", 0), now() + 60).await;
+    assert!(matches!(over, Err(StoreError::NamespaceQuota { .. })), "{over:?}");
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    session.insert(token_hash("brief-late"), token("brief", "late", 0), now() + 60).await.unwrap();
+    let index = common::redis::cli(redis.port, &["zrange", "oidcop:{t:brief}:n", "0", "-1"]);
+    let live: Vec<&str> = index.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(live.len(), 1, "the expired members were not swept: {index}");
+    let bytes: usize = live[0].split('|').next().and_then(|b| b.trim().parse().ok()).unwrap();
+    let counted = common::redis::cli(redis.port, &["get", "oidcop:{t:brief}:b"]);
+    assert_eq!(counted.trim().parse::<usize>().ok(), Some(bytes), "the swept members' bytes were not given back");
     // Every tenant key lives in its namespace's slot and expires with its records.
     let tenant_keys = redis.keys("*{t:*");
     assert!(!tenant_keys.is_empty());

@@ -213,7 +213,7 @@ async fn refresh(
         GrantBinding { namespace: &ctx.provider.namespace, provider: &ctx.provider.name, client_id: &client.client_id };
     let outcome = ctx
         .store
-        .refresh(&r.refresh_token, &binding, ctx.now, reuse, &step)
+        .refresh(&r.refresh_token, &view.grant, &binding, ctx.now, reuse, &step)
         .await
         .map_err(|e| store_error(RecordKind::RefreshToken, e))?;
     match outcome {

@@ -81,8 +81,8 @@ fn owners(dir: &Directory) -> BTreeMap<(String, String), (Kind, String)> {
             out.insert((ns.clone(), suffix), (Kind::IdentityOidcAuth, i.key.name.clone()));
         }
         for c in view.clients.values() {
-            // Every grant of the client is indexed under it; its own (client_credentials)
-            // grants under its quota's index too, which goes with it.
+            // Its users' grants are indexed under it (`c:`), its own (client_credentials
+            // grants, spent assertions) under its quota's index (`cs:`): both go with it.
             for owner in [Owner::Client { client_id: &c.client_id }, Owner::ClientGrants { client_id: &c.client_id }] {
                 out.insert((ns.clone(), owner.suffix()), (Kind::OidcClient, c.name.clone()));
             }

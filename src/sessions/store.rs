@@ -10,8 +10,8 @@ use std::sync::Arc;
 use super::redis::RedisStore;
 use super::{
     AccessIssue, AccessTokenView, ClientGrant, CodeBinding, CodeRecord, CodeRedemption, GrantBinding, GrantId,
-    IdentityTokenRecord, Issue, MemoryStore, RefreshOutcome, RefreshView, StoreError, TokenError, TokenLimits,
-    TokenStore,
+    GrantSubject, IdentityTokenRecord, Issue, MemoryStore, RefreshOutcome, RefreshView, StoreError, TokenError,
+    TokenLimits, TokenStore,
 };
 use crate::api::ObjectKey;
 use crate::sessions::{AssertionSpend, AssertionUse};
@@ -213,10 +213,13 @@ impl SessionStore {
     /// presented within `reuse_interval` seconds of its rotation issues again; later, it
     /// revokes the whole grant (`Reused`). Two concurrent refreshes of one current token with
     /// `reuse_interval` 0 get one `Rotated` and one `Reused`. Refused at a quota, nothing
-    /// changes.
+    /// changes. `grant` is the grant [`SessionStore::refresh_token`] read the token under:
+    /// a shared store takes its owners and binding from it (they never change) instead of
+    /// reading them again; the token itself is checked in the atomic step.
     pub async fn refresh(
         &self,
         token: &str,
+        grant: &GrantSubject,
         binding: &GrantBinding<'_>,
         now: i64,
         reuse_interval: i64,
@@ -224,7 +227,7 @@ impl SessionStore {
     ) -> Result<RefreshOutcome, StoreError> {
         match self {
             Self::Memory(m) => m.refresh(token, binding, now, reuse_interval, issue),
-            Self::Redis(r) => r.refresh(token, binding, now, reuse_interval, issue).await,
+            Self::Redis(r) => r.refresh(token, grant, binding, now, reuse_interval, issue).await,
         }
     }
 

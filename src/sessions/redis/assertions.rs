@@ -20,11 +20,8 @@ impl RedisStore {
         if self.counted(RecordKind::ClientAssertion, set)?.is_none() {
             return Ok(AssertionSpend::Replayed);
         }
-        let owners = [
-            Owner::ClientGrants { client_id: spend.client_id },
-            Owner::Client { client_id: spend.client_id },
-            Owner::Provider { name: spend.provider },
-        ];
+        // The client's own index (`cs:`) is also what its departure drops.
+        let owners = [Owner::ClientGrants { client_id: spend.client_id }, Owner::Provider { name: spend.provider }];
         if let Err(e) = self.charge(&key, &spend.charge(), &owners, spend.expires_at).await {
             let mut del = redis::cmd("DEL");
             del.arg(&key);

@@ -1,4 +1,5 @@
-//! The Lua scripts on a grant's key `P:{<grant id>}:grant`. Each touches that one key, so
+//! The Lua scripts on a grant's key `P:{<grant id>}:grant`. Each touches that one key (and,
+//! on a single node, its namespace's quota keys in the same script), so
 //! Redis runs it atomically with respect to every replica's calls (a code is spent once, a
 //! refresh token rotates once, a replay or reuse deletes the whole grant). Fields:
 //!
@@ -11,12 +12,6 @@
 //!   userinfo token and reads the same way);
 //! - `r:<hex hash>` one refresh token: `<expires_at>:<issued_at>:<rotated_at or ->`;
 //! - `n` how many rotated refresh tokens the family remembers (absent: not counted yet).
-
-/// `KEYS[1]` = grant; `ARGV` = code JSON, binding, expires_at, expiry (unix ms).
-pub(super) const GRANT_PUT: &str = r"
-redis.call('HSET', KEYS[1], 'd', ARGV[1], 'b', ARGV[2], 'e', ARGV[3], 's', 0)
-redis.call('PEXPIREAT', KEYS[1], ARGV[4])
-return 1";
 
 /// `KEYS[1]` = grant; `ARGV` = binding, now, access field, access value, the key's new
 /// expiry (unix ms), a second binding (the verifier's other PKCE answer), refresh field (or
@@ -67,75 +62,151 @@ local e = redis.call('HGET', KEYS[1], 'e')
 if e then redis.call('PEXPIREAT', KEYS[1], string.format('%d', tonumber(e) * 1000)) end
 return 0";
 
-/// `KEYS[1]` = grant; `ARGV` = client grant JSON, access field, access value, expiry (unix
-/// ms).
-pub(super) const CLIENT_GRANT_PUT: &str = r"
-redis.call('HSET', KEYS[1], 'k', ARGV[1], ARGV[2], ARGV[3])
-redis.call('PEXPIREAT', KEYS[1], ARGV[4])
-return 1";
+use super::scripts::quota_functions;
 
-/// `KEYS[1]` = grant; `ARGV` = the presented refresh field, now, reuse interval (seconds),
-/// new access field, its value, new refresh field (or empty), its value, the key's new
-/// expiry (unix ms, never past the family's), how many rotated tokens to remember at most,
+/// The functions of the grant scripts that also run together with their charge (see
+/// `quota_functions!`).
+///
+/// `grant_put(key, A)`: `A` = code JSON, binding, expires_at, expiry (unix ms).
+///
+/// `client_grant_put(key, A)`: `A` = client grant JSON, access field, access value, expiry
+/// (unix ms).
+///
+/// `refresh(key, A, admit)`: `key` = the grant; `A` = the presented refresh field, now,
+/// reuse interval (seconds), new access field, its value, new refresh field (or empty), its
+/// value, the key's new expiry (unix ms, never past the family's), how many rotated tokens to remember at most,
 /// and how many to keep when forgetting. Returns `{0}` unknown or expired (idle or family),
 /// `{2, field, value, ...}` a rotated token presented after its reuse interval: the whole
 /// grant is deleted (its fields come back so their charges can be), or `{1}`: the presented
 /// token is rotated (a rotated one within its reuse interval keeps its first rotation time)
-/// and the new tokens stored. Only when the family's count of rotated tokens (`n`) passes
-/// the most to remember, or is not known, is the grant scanned: the oldest rotated marks are
-/// forgotten down to the number to keep, and expired access tokens dropped. Scanning at
-/// every refresh made each cost as much as the family's live tokens (one access token per
-/// refresh, living for the client's `accessTokenTTL`).
-pub(super) const GRANT_REFRESH: &str = r"
-local v = redis.call('HGET', KEYS[1], ARGV[1])
-if not v then return {0} end
-local now = tonumber(ARGV[2])
-local f = tonumber(redis.call('HGET', KEYS[1], 'f') or '0')
-if now >= f then return {0} end
-local exp, iat, rot = string.match(v, '^(%-?%d+):(%-?%d+):(.*)$')
-if rot ~= '-' and now >= tonumber(rot) + tonumber(ARGV[3]) then
-  local out = {2}
-  for _, x in ipairs(redis.call('HGETALL', KEYS[1])) do out[#out + 1] = x end
-  redis.call('DEL', KEYS[1])
-  return out
+/// and the new tokens stored, neither past the family's absolute expiry (`f`), whatever
+/// `A` says. `admit` (absent on a Cluster, where the charge came first) is asked right
+/// before the writes, once the token is known to rotate: a refusal `q, i` (a quota's, see
+/// `charge`) changes nothing and returns `{10 + q, i}`. Only when the family's count of
+/// rotated tokens (`n`) passes the most to remember, or is not known, is the grant scanned:
+/// the oldest rotated marks are forgotten down to the number to keep, and expired access
+/// tokens dropped. Scanning at every refresh made each cost as much as the family's live
+/// tokens (one access token per refresh, living for the client's `accessTokenTTL`).
+macro_rules! grant_functions {
+    () => {
+        r"
+local function grant_put(key, A)
+  redis.call('HSET', key, 'd', A[1], 'b', A[2], 'e', A[3], 's', 0)
+  redis.call('PEXPIREAT', key, A[4])
 end
-if now >= tonumber(exp) then return {0} end
-local marks = tonumber(redis.call('HGET', KEYS[1], 'n') or '-1')
-if rot == '-' then
-  redis.call('HSET', KEYS[1], ARGV[1], exp .. ':' .. iat .. ':' .. ARGV[2])
-  if marks >= 0 then marks = marks + 1 end
+local function client_grant_put(key, A)
+  redis.call('HSET', key, 'k', A[1], A[2], A[3])
+  redis.call('PEXPIREAT', key, A[4])
 end
-local keep = tonumber(ARGV[9])
-if marks < 0 or marks > keep then
-  local rotated = {}
-  local all = redis.call('HGETALL', KEYS[1])
-  for i = 1, #all, 2 do
-    local name, val = all[i], all[i + 1]
-    local p = string.sub(name, 1, 2)
-    if p == 'u:' then
-      if now >= tonumber(string.match(val, '^%-?%d+')) then redis.call('HDEL', KEYS[1], name) end
-    elseif p == 'r:' then
-      local e, _, r = string.match(val, '^(%-?%d+):(%-?%d+):(.*)$')
-      if r ~= '-' then
-        rotated[#rotated + 1] = {tonumber(r), name}
-      elseif now >= tonumber(e) then
-        redis.call('HDEL', KEYS[1], name)
+local function refresh(key, A, admit)
+  local got = redis.call('HMGET', key, A[1], 'f', 'n')
+  local v = got[1]
+  if not v then return {0} end
+  local now, f = tonumber(A[2]), tonumber(got[2] or '0')
+  if now >= f then return {0} end
+  local exp, iat, rot = string.match(v, '^(%-?%d+):(%-?%d+):(.*)$')
+  if rot ~= '-' and now >= tonumber(rot) + tonumber(A[3]) then
+    local out = {2}
+    for _, x in ipairs(redis.call('HGETALL', key)) do out[#out + 1] = x end
+    redis.call('DEL', key)
+    return out
+  end
+  if now >= tonumber(exp) then return {0} end
+  if admit then
+    local q, i = admit()
+    if q ~= 0 then return {10 + q, i} end
+  end
+  local marks = tonumber(got[3] or '-1')
+  if rot == '-' then
+    redis.call('HSET', key, A[1], exp .. ':' .. iat .. ':' .. A[2])
+    if marks >= 0 then marks = marks + 1 end
+  end
+  local keep = tonumber(A[9])
+  if marks < 0 or marks > keep then
+    local rotated = {}
+    local all = redis.call('HGETALL', key)
+    for i = 1, #all, 2 do
+      local name, val = all[i], all[i + 1]
+      local p = string.sub(name, 1, 2)
+      if p == 'u:' then
+        if now >= tonumber(string.match(val, '^%-?%d+')) then redis.call('HDEL', key, name) end
+      elseif p == 'r:' then
+        local e, _, r = string.match(val, '^(%-?%d+):(%-?%d+):(.*)$')
+        if r ~= '-' then
+          rotated[#rotated + 1] = {tonumber(r), name}
+        elseif now >= tonumber(e) then
+          redis.call('HDEL', key, name)
+        end
       end
     end
+    marks = #rotated
+    if #rotated > keep then
+      local kept = tonumber(A[10])
+      table.sort(rotated, function(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end)
+      for i = 1, #rotated - kept do redis.call('HDEL', key, rotated[i][2]) end
+      marks = kept
+    end
   end
-  marks = #rotated
-  if #rotated > keep then
-    local kept = tonumber(ARGV[10])
-    table.sort(rotated, function(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end)
-    for i = 1, #rotated - kept do redis.call('HDEL', KEYS[1], rotated[i][2]) end
-    marks = kept
+  -- Whatever the caller says, nothing outlives the family's absolute expiry.
+  local function capped(v)
+    local e, rest = string.match(v, '^(%-?%d+)(.*)$')
+    return string.format('%d', math.min(tonumber(e), f)) .. rest
   end
+  if A[6] ~= '' then
+    redis.call('HSET', key, 'n', marks, A[4], capped(A[5]), A[6], capped(A[7]))
+  else
+    redis.call('HSET', key, 'n', marks, A[4], capped(A[5]))
+  end
+  redis.call('PEXPIREAT', key, string.format('%d', math.min(tonumber(A[8]), f * 1000)), 'GT')
+  return {1}
 end
-redis.call('HSET', KEYS[1], 'n', marks)
-redis.call('HSET', KEYS[1], ARGV[4], ARGV[5])
-if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], ARGV[6], ARGV[7]) end
-redis.call('PEXPIREAT', KEYS[1], ARGV[8], 'GT')
-return {1}";
+"
+    };
+}
+
+/// `KEYS[1]` = grant; `ARGV` = `grant_put`'s `A`.
+pub(super) const GRANT_PUT: &str = concat!(grant_functions!(), "grant_put(KEYS[1], ARGV) return 0");
+
+/// `KEYS[1]` = grant; `ARGV` = `client_grant_put`'s `A`.
+pub(super) const CLIENT_GRANT_PUT: &str = concat!(grant_functions!(), "client_grant_put(KEYS[1], ARGV) return 0");
+
+/// `KEYS[1]` = grant; `ARGV` = `refresh`'s `A` (a Cluster: charged before).
+pub(super) const GRANT_REFRESH: &str = concat!(grant_functions!(), "return refresh(KEYS[1], ARGV)");
+
+/// On one node: `KEYS` = the grant, then `charge`'s `K`; `ARGV` = `code` or `client`, the
+/// 4 arguments of `grant_put` or `client_grant_put`, then `charge`'s `A`. Charges a new grant
+/// (a code, or a client grant and its token) and stores it in one step: `{0}`, or the refusal
+/// (`{1, i}`, `{2, i}`, see `charge`) with nothing stored.
+pub(super) const PUT_CHARGED: &str = concat!(
+    quota_functions!(),
+    grant_functions!(),
+    r"
+local q, i = charge({unpack(KEYS, 2)}, {unpack(ARGV, 6)})
+if q ~= 0 then return {q, i} end
+local put = grant_put
+if ARGV[1] == 'client' then put = client_grant_put end
+put(KEYS[1], {unpack(ARGV, 2, 5)})
+return {0}"
+);
+
+/// On one node: `KEYS` = the grant, then `charge`'s `K`; `ARGV` = the grant record's
+/// member and its new expiry (unix ms), `refresh`'s `A` (10), then `charge`'s `A`. Rotates
+/// and charges the new tokens in one step (refused at a quota: `{11, i}` or `{12, i}`,
+/// nothing changed); a rotation moves the grant record's charge to the given expiry when it
+/// ends earlier (the caller rounds it up, so most rotations find it covered and touch no
+/// index for it). Replies as `refresh`.
+pub(super) const GRANT_REFRESH_CHARGED: &str = concat!(
+    quota_functions!(),
+    grant_functions!(),
+    r"
+local K = {unpack(KEYS, 2)}
+local r = refresh(KEYS[1], {unpack(ARGV, 3, 12)}, function() return charge(K, {unpack(ARGV, 13)}) end)
+if r[1] == 1 then
+  local score = redis.call('ZSCORE', K[1], ARGV[1])
+  if score and tonumber(score) < tonumber(ARGV[2]) then bump(K, ARGV[1], ARGV[2]) end
+end
+return r"
+);
 
 /// `KEYS[1]` = grant; `ARGV[1]` = an access field. Deletes it; returns `{}` when there was
 /// none, else `{value, code JSON or '', client grant JSON or ''}` (for its charge).

@@ -6,28 +6,37 @@
 
 use redis::Value;
 
-use super::tenants::member;
+use super::tenants::{Part, member};
 use super::{Owner, RedisStore, hex, int, json_at, ms, text};
 use crate::sessions::{
-    AccessIssue, AccessTokenView, Charge, ClientGrant, CodeBinding, CodeRecord, CodeRedemption, GrantBinding, GrantId,
+    AccessIssue, AccessTokenView, ClientGrant, CodeBinding, CodeRecord, CodeRedemption, GrantBinding, GrantId,
     GrantSubject, Issue, MAX_ROTATED_KEPT, ROTATED_PRUNED_TO, RecordKind, RefreshOutcome, RefreshView, StoreError,
     grant_of, token_hash,
 };
 
 /// The owners a grant's records are charged to, and indexed under (so each goes with them).
-fn owners(subject: &GrantSubject) -> [Owner<'_>; 3] {
+/// A client's own grants are indexed under its quota's index (`cs:`) alone, which its
+/// departure drops with its users' grants (`c:`): one index fewer to write per token.
+fn owners(subject: &GrantSubject) -> Vec<Owner<'_>> {
     match subject {
-        GrantSubject::Code(code) => [
+        GrantSubject::Code(code) => vec![
             Owner::Identity { name: &code.identity.name, uid: &code.identity_uid, id: &code.identity_id },
             Owner::Client { client_id: &code.client_id },
             Owner::Provider { name: &code.provider },
         ],
-        GrantSubject::Client(grant) => [
-            Owner::ClientGrants { client_id: &grant.client_id },
-            Owner::Client { client_id: &grant.client_id },
-            Owner::Provider { name: &grant.provider },
-        ],
+        GrantSubject::Client(grant) => {
+            vec![Owner::ClientGrants { client_id: &grant.client_id }, Owner::Provider { name: &grant.provider }]
+        }
     }
+}
+
+/// Where a refresh moves its grant record's charge: its tokens' expiry rounded up to the
+/// hour, so the rotations of the next hour find the charge covering them and leave the
+/// indexes alone (a charge may outlast its record: a quota errs towards refusing, never
+/// towards holding more than its share).
+fn charge_step(until: i64) -> i64 {
+    const STEP: i64 = 3600;
+    until.saturating_add(STEP - 1).div_euclid(STEP).saturating_mul(STEP)
 }
 
 /// A token's field in its grant: `u:<hex>` (access) or `r:<hex>` (refresh).
@@ -92,23 +101,23 @@ fn pairs(reply: &[Value], start: usize) -> Vec<(String, String)> {
         .collect()
 }
 
-/// One charge to take: the record key it names, what it costs, until when.
-struct Part<'a> {
-    key: String,
-    charge: Charge<'a>,
-    expires_at: i64,
+/// One refresh's script call on a Cluster: the grant's key, the presented token's field,
+/// the request's time and reuse interval, until when the new tokens live, and the script's
+/// arguments.
+#[derive(Clone, Copy)]
+struct RefreshCall<'a> {
+    key: &'a str,
+    presented: &'a str,
+    now: i64,
+    reuse_interval: i64,
+    until: i64,
+    args: &'a [String],
 }
 
 impl RedisStore {
     /// Charges every part to the grant's namespace and owners, or none.
     async fn charge_parts(&self, subject: &GrantSubject, parts: &[Part<'_>]) -> Result<(), StoreError> {
-        for (i, part) in parts.iter().enumerate() {
-            if let Err(e) = self.charge(&part.key, &part.charge, &owners(subject), part.expires_at).await {
-                self.uncharge_parts(subject, &parts[..i]).await;
-                return Err(e);
-            }
-        }
-        Ok(())
+        self.charge_all(&owners(subject), parts).await
     }
 
     /// Moves the grant record's charge forward to `until` (its tokens' latest expiry). A
@@ -186,13 +195,43 @@ impl RedisStore {
         );
         let expires_at = record.expires_at;
         let key = self.key(&hash, "grant");
+        let json = serde_json::to_string(&record).map_err(|_| StoreError::Unavailable)?;
         let subject = GrantSubject::Code(Box::new(record));
-        self.charge(&key, &subject.charge(), &owners(&subject), expires_at).await?;
-        let GrantSubject::Code(record) = &subject else { return Err(StoreError::Unavailable) };
-        let json = serde_json::to_string(record).map_err(|_| StoreError::Unavailable)?;
+        let parts = [Part { key: key.clone(), charge: subject.charge(), expires_at }];
         let args = [json, binding, expires_at.to_string(), ms(expires_at)];
-        let put = self.run_script::<i64>("code_put", &self.scripts.grant_put, &key, &args).await.map(drop);
-        self.counted(RecordKind::Code, put)
+        self.put_charged("code_put", RecordKind::Code, &key, &subject, &parts, &args).await
+    }
+
+    /// Stores a new grant (`grant_put` or `client_grant_put` with `args`) charged with
+    /// `parts`: on one node in one script, on a Cluster charged first (and given back when
+    /// the write fails).
+    async fn put_charged(
+        &self,
+        op: &'static str,
+        kind: RecordKind,
+        key: &str,
+        subject: &GrantSubject,
+        parts: &[Part<'_>],
+        args: &[String],
+    ) -> Result<(), StoreError> {
+        let client = matches!(subject, GrantSubject::Client(_));
+        if self.one_keyspace() {
+            let (charge_keys, charge_args) = self.counted(kind, self.charge_call(&owners(subject), parts))?;
+            let keys: Vec<String> = std::iter::once(key.to_owned()).chain(charge_keys).collect();
+            let which = if client { "client" } else { "code" };
+            let args: Vec<String> =
+                std::iter::once(which.to_owned()).chain(args.iter().cloned()).chain(charge_args).collect();
+            let answer = self.run_script_on::<Vec<i64>>(op, &self.scripts.put_charged, &keys, &args).await;
+            return self.charged(&self.counted(kind, answer)?, parts);
+        }
+        self.charge_parts(subject, parts).await?;
+        let script = if client { &self.scripts.client_grant_put } else { &self.scripts.grant_put };
+        let put = self.run_script::<i64>(op, script, key, args).await.map(drop);
+        if let Err(e) = self.counted(kind, put) {
+            self.uncharge_parts(subject, parts).await;
+            return Err(e);
+        }
+        Ok(())
     }
 
     pub async fn redeem_code(
@@ -284,14 +323,8 @@ impl RedisStore {
                 expires_at: access.expires_at,
             },
         ];
-        self.charge_parts(&subject, &parts).await?;
         let args = [json, access_field, access_value(access, access.expires_at), ms(access.expires_at)];
-        let put = self.run_script::<i64>("client_grant_put", &self.scripts.client_grant_put, &key, &args).await;
-        if let Err(e) = self.counted(RecordKind::ClientGrant, put) {
-            self.uncharge_parts(&subject, &parts).await;
-            return Err(e);
-        }
-        Ok(())
+        self.put_charged("client_grant_put", RecordKind::ClientGrant, &key, &subject, &parts, &args).await
     }
 
     /// A token's field, its grant and the family's expiry, in one `HMGET`.
@@ -340,34 +373,25 @@ impl RedisStore {
         Ok(Some(RefreshView { grant, expires_at, family_expires_at, issued_at, rotated_at: rotated }))
     }
 
-    /// Reads the grant first (its owners, for the charges, and its binding), charges what
-    /// the refresh would issue, then rotates in one script, which decides under its key's
-    /// atomicity; the charges of what it did not issue are given back.
+    /// Rotates `token` of `grant` (the grant the caller read it under: its owners, for the
+    /// charges, and its binding, which never change). On one node a script decides under its
+    /// key's atomicity and charges what it issues in the same step; on a Cluster the charges
+    /// come first and those of what it did not issue are given back.
     pub async fn refresh(
         &self,
         token: &str,
+        grant: &GrantSubject,
         binding: &GrantBinding<'_>,
         now: i64,
         reuse_interval: i64,
         issue: &Issue,
     ) -> Result<RefreshOutcome, StoreError> {
         let Some(id) = grant_of(token) else { return Ok(RefreshOutcome::Unknown) };
-        let key = self.key(&id, "grant");
-        let presented = field("r", &token_hash(token));
-        let Some((value, subject, family)) = self.read("refresh_read", &key, &presented).await? else {
-            return Ok(RefreshOutcome::Unknown);
-        };
-        if !subject.bound_to(binding) {
+        if !grant.bound_to(binding) {
             return Ok(RefreshOutcome::WrongBinding);
         }
-        let Some(family) = family.filter(|f| now < *f) else { return Ok(RefreshOutcome::Unknown) };
-        let (expires_at, _, rotated) = parse_refresh(&value).ok_or(StoreError::Unavailable)?;
-        let reuse = rotated.is_some_and(|at| now >= at.saturating_add(reuse_interval));
-        if !reuse && now >= expires_at {
-            return Ok(RefreshOutcome::Unknown);
-        }
-        let parts = if reuse { Vec::new() } else { self.issue_parts(&key, &subject, issue, Some(family)) };
-        self.charge_parts(&subject, &parts).await?;
+        let key = self.key(&id, "grant");
+        let family = issue.refresh.as_ref().map_or(issue.access.expires_at, |r| r.family_expires_at);
         let access_expires = issue.access.expires_at.min(family);
         let (new_field, new_value, refresh_expires) = match &issue.refresh {
             Some(r) => {
@@ -376,41 +400,77 @@ impl RedisStore {
             }
             None => (String::new(), String::new(), access_expires),
         };
+        let until = access_expires.max(refresh_expires);
+        let presented = field("r", &token_hash(token));
         let args = [
-            presented,
+            presented.clone(),
             now.to_string(),
             reuse_interval.to_string(),
             field("u", &issue.access.hash),
             access_value(&issue.access, access_expires),
             new_field,
             new_value,
-            ms(access_expires.max(refresh_expires)),
+            ms(until),
             MAX_ROTATED_KEPT.to_string(),
             ROTATED_PRUNED_TO.to_string(),
         ];
-        let reply = self.run_script("refresh", &self.scripts.grant_refresh, &key, &args).await;
+        let parts = self.issue_parts(&key, grant, issue, Some(family));
+        let reply = if self.one_keyspace() {
+            let (charge_keys, charge_args) =
+                self.counted(RecordKind::AccessToken, self.charge_call(&owners(grant), &parts))?;
+            let keys: Vec<String> = std::iter::once(key.clone()).chain(charge_keys).collect();
+            let grant_member = member(grant.charge().bytes, &key);
+            let charged_until = ms(charge_step(until));
+            let args: Vec<String> = [grant_member, charged_until].into_iter().chain(args).chain(charge_args).collect();
+            let reply = self.run_script_on("refresh", &self.scripts.grant_refresh_charged, &keys, &args).await;
+            self.counted(RecordKind::AccessToken, reply)?
+        } else {
+            let call = RefreshCall { key: &key, presented: &presented, now, reuse_interval, until, args: &args };
+            self.refresh_charged_first(&call, grant, &parts).await?
+        };
+        match reply.first().and_then(int) {
+            Some(1) => Ok(RefreshOutcome::Rotated(grant.clone())),
+            Some(2) => {
+                self.uncharge_fields(&key, grant, &pairs(&reply, 1), true).await;
+                Ok(RefreshOutcome::Reused { revoked: true })
+            }
+            Some(code @ 11..=12) => {
+                let at = reply.get(1).and_then(int).unwrap_or(1);
+                self.charged(&[code - 10, at], &parts)?;
+                Err(StoreError::Unavailable)
+            }
+            _ => Ok(RefreshOutcome::Unknown),
+        }
+    }
+
+    /// A Cluster's refresh: the new tokens are charged (unless the token reads as reused:
+    /// a reuse must revoke even at a full quota), the script run, and the charges of what it
+    /// did not issue given back; a rotation moves the grant record's charge to `until`.
+    async fn refresh_charged_first(
+        &self,
+        call: &RefreshCall<'_>,
+        grant: &GrantSubject,
+        parts: &[Part<'_>],
+    ) -> Result<Vec<Value>, StoreError> {
+        let RefreshCall { key, presented, now, reuse_interval, until, args } = *call;
+        let Some((value, _, _)) = self.read("refresh_read", key, presented).await? else { return Ok(Vec::new()) };
+        let (_, _, rotated) = parse_refresh(&value).ok_or(StoreError::Unavailable)?;
+        let reuse = rotated.is_some_and(|at| now >= at.saturating_add(reuse_interval));
+        let parts = if reuse { &[][..] } else { parts };
+        self.charge_parts(grant, parts).await?;
+        let reply = self.run_script("refresh", &self.scripts.grant_refresh, key, args).await;
         let reply: Vec<Value> = match self.counted(RecordKind::AccessToken, reply) {
             Ok(reply) => reply,
             Err(e) => {
-                self.uncharge_parts(&subject, &parts).await;
+                self.uncharge_parts(grant, parts).await;
                 return Err(e);
             }
         };
         match reply.first().and_then(int) {
-            Some(1) => {
-                self.extend_grant_charge(&key, &subject, access_expires.max(refresh_expires)).await;
-                Ok(RefreshOutcome::Rotated(subject))
-            }
-            Some(2) => {
-                self.uncharge_parts(&subject, &parts).await;
-                self.uncharge_fields(&key, &subject, &pairs(&reply, 1), true).await;
-                Ok(RefreshOutcome::Reused { revoked: true })
-            }
-            _ => {
-                self.uncharge_parts(&subject, &parts).await;
-                Ok(RefreshOutcome::Unknown)
-            }
+            Some(1) => self.extend_grant_charge(key, grant, until).await,
+            _ => self.uncharge_parts(grant, parts).await,
         }
+        Ok(reply)
     }
 
     pub async fn revoke_access(&self, token: &str) -> Result<bool, StoreError> {
@@ -459,5 +519,6 @@ mod tests {
         assert_eq!(parse_refresh("12:3:5"), Some((12, 3, Some(5))));
         assert_eq!(parse_refresh("12"), None);
         assert_eq!(part_key("k", &field("u", &[0xab; 32])), "k|u:abababababababab");
+        assert_eq!((charge_step(3600), charge_step(3601), charge_step(7199)), (3600, 7200, 7200));
     }
 }

@@ -361,6 +361,8 @@ impl RedisStore {
             grant_undo: Lua::new(grant_scripts::GRANT_UNDO),
             client_grant_put: Lua::new(grant_scripts::CLIENT_GRANT_PUT),
             grant_refresh: Lua::new(grant_scripts::GRANT_REFRESH),
+            put_charged: Lua::new(grant_scripts::PUT_CHARGED),
+            grant_refresh_charged: Lua::new(grant_scripts::GRANT_REFRESH_CHARGED),
             access_revoke: Lua::new(grant_scripts::ACCESS_REVOKE),
             grant_revoke: Lua::new(grant_scripts::GRANT_REVOKE),
             quota_add: Lua::new(scripts::QUOTA_ADD),
@@ -380,6 +382,13 @@ impl RedisStore {
             probe,
             quotas: options.quotas,
         }))
+    }
+
+    /// Whether every key is on one node (a single node, or Sentinel's master), so one
+    /// script may touch keys of several slots: a grant's step and its quota charge then run
+    /// as one script, one round trip and atomic. A Cluster runs them one after the other.
+    fn one_keyspace(&self) -> bool {
+        !matches!(self.conn, Conn::Cluster(_))
     }
 
     fn key(&self, hash: &[u8; 32], kind: &str) -> String {

@@ -49,40 +49,120 @@ if ARGV[1] ~= 'peek' then
 end
 return {3, v[1], v[2], tostring(t), tostring(n)}";
 
-/// `KEYS` = the namespace's index, the namespace's byte count, the identity's index, then
-/// any further indexes the record belongs to (its client's, its provider's), all in the
-/// namespace's slot (`{t:<namespace>}`); `ARGV` = unused, member (`<bytes>|<record
-/// key>[|<part>]`), the record's expiry (unix ms), its bytes, the namespace's record and
-/// byte quotas, the identity's record quota. Now is Redis's clock (`TIME`), the clock
-/// that expires the records. Drops members past their expiry (at most 1000 a
-/// call, giving their bytes back), then refuses with `{1}` (namespace) or `{2}` (identity),
-/// or adds the member to every index and returns `{0}`. Each index expires with its last
-/// member, so a tenant that stops leaves nothing behind.
-pub(super) const QUOTA_ADD: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 1000)
-if #old > 0 then
-  local freed = 0
-  for _, m in ipairs(old) do
-    freed = freed + (tonumber(string.match(m, '^(%d+)|')) or 0)
-    redis.call('ZREM', KEYS[1], m)
+/// The quota functions every charging script starts with (Lua 5.1 `local function`s; a
+/// macro so scripts can be put together at compile time with `concat!`). On a single node
+/// (or Sentinel's master) a grant's step and its charge run as one script (see `grants.rs`);
+/// on a Cluster, where the grant and the namespace live in different slots, each runs alone.
+///
+/// `charge(K, A)`: `K` = the namespace's index, its byte count, the quota-counted owner's
+/// index (the identity's, or a client's own grants'), then any further indexes the records
+/// belong to (their client's, their provider's), all in the namespace's slot
+/// (`{t:<namespace>}`); `A` = the namespace's record and byte quotas, the owner's record
+/// quota, then for each record its expiry (unix ms) and its member (`<bytes>|<record
+/// key>[|<part>]`). Now is Redis's clock (`TIME`), the clock that expires the records. When
+/// the records would pass a quota, drops members past their expiry first (at most 1000 a
+/// call from the namespace's index, giving their bytes back), then refuses all the records
+/// with `1` (namespace) or `2` (owner) and the position of the first record over it, or
+/// adds every one to every index and returns `0`. Each index expires with its last member, so a tenant that stops leaves
+/// nothing behind.
+///
+/// `uncharge(K, M)`: `K` as above (no quotas read); gives back the charges of the members `M`.
+///
+/// `bump(K, member, expiry)`: moves a renewed record's expiry forward in every index it is
+/// in (never back), and the byte count's with them, so the count lives as long as the
+/// members it counts.
+macro_rules! quota_functions {
+    () => {
+        r"
+local function expire_at(k, at)
+  if redis.call('PEXPIREAT', k, at, 'GT') == 0 then redis.call('PEXPIREAT', k, at, 'NX') end
+end
+local function sweep(K, now)
+  local old = redis.call('ZRANGEBYSCORE', K[1], '-inf', now, 'LIMIT', 0, 1000)
+  if #old > 0 then
+    local freed = 0
+    for _, m in ipairs(old) do freed = freed + (tonumber(string.match(m, '^(%d+)|')) or 0) end
+    redis.call('ZREM', K[1], unpack(old))
+    if redis.call('DECRBY', K[2], freed) < 0 then redis.call('SET', K[2], 0, 'KEEPTTL') end
   end
-  if redis.call('DECRBY', KEYS[2], freed) < 0 then redis.call('SET', KEYS[2], 0, 'KEEPTTL') end
 end
-for i = 3, #KEYS do redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now) end
-local bytes = tonumber(redis.call('GET', KEYS[2]) or '0')
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[5]) or bytes + tonumber(ARGV[4]) > tonumber(ARGV[6]) then
-  return 1
+local function charge(K, A)
+  local n, bytes, last, adds = 0, 0, 0, {}
+  for i = 4, #A - 1, 2 do
+    n = n + 1
+    bytes = bytes + (tonumber(string.match(A[i + 1], '^(%d+)|')) or 0)
+    if tonumber(A[i]) > last then last = tonumber(A[i]) end
+    adds[#adds + 1] = A[i]
+    adds[#adds + 1] = A[i + 1]
+  end
+  if n == 0 then return 0 end
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local held = tonumber(redis.call('GET', K[2]) or '0')
+  local records, owned = redis.call('ZCARD', K[1]), redis.call('ZCARD', K[3])
+  local function over()
+    return records + n > tonumber(A[1]) or held + bytes > tonumber(A[2]) or owned + n > tonumber(A[3])
+  end
+  -- Expired members still count until swept, so an index never holds more than its quota;
+  -- they are swept when they would refuse a record, and the indexes no quota reads (a
+  -- client's, a provider's) on one charge in 16, so they stay near their live records.
+  local swept = over()
+  if swept then
+    sweep(K, now)
+    redis.call('ZREMRANGEBYSCORE', K[3], '-inf', now)
+    held = tonumber(redis.call('GET', K[2]) or '0')
+    records, owned = redis.call('ZCARD', K[1]), redis.call('ZCARD', K[3])
+    if over() then
+      -- The first record over a quota, as if charged one after the other.
+      local sum = held
+      for j = 1, n do
+        sum = sum + (tonumber(string.match(A[2 * j + 3], '^(%d+)|')) or 0)
+        if records + j > tonumber(A[1]) or sum > tonumber(A[2]) then return 1, j end
+        if owned + j > tonumber(A[3]) then return 2, j end
+      end
+    end
+  end
+  if swept or tonumber(t[2]) % 16 == 0 then
+    for i = 4, #K do redis.call('ZREMRANGEBYSCORE', K[i], '-inf', now) end
+  end
+  redis.call('INCRBY', K[2], bytes)
+  -- Every index has an expiry from the charge that made it, so an existing one only moves
+  -- later (`GT`); the byte count follows the namespace's index.
+  for i, k in ipairs(K) do
+    if i ~= 2 then redis.call('ZADD', k, unpack(adds)) end
+  end
+  local extended = (records == 0 and redis.call('PEXPIREAT', K[1], last) == 1)
+    or redis.call('PEXPIREAT', K[1], last, 'GT') == 1
+  if extended or held == 0 then expire_at(K[2], last) end
+  if owned == 0 then redis.call('PEXPIREAT', K[3], last) else redis.call('PEXPIREAT', K[3], last, 'GT') end
+  for i = 4, #K do expire_at(K[i], last) end
+  return 0
 end
-if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[7]) then return 2 end
-redis.call('INCRBY', KEYS[2], ARGV[4])
-for i = 1, #KEYS do
-  if i ~= 2 then redis.call('ZADD', KEYS[i], ARGV[3], ARGV[2]) end
-  redis.call('PEXPIREAT', KEYS[i], ARGV[3], 'NX')
-  redis.call('PEXPIREAT', KEYS[i], ARGV[3], 'GT')
+local function uncharge(K, M)
+  for _, m in ipairs(M) do
+    if redis.call('ZREM', K[1], m) == 1 then
+      if redis.call('DECRBY', K[2], tonumber(string.match(m, '^(%d+)|')) or 0) < 0 then
+        redis.call('SET', K[2], 0, 'KEEPTTL')
+      end
+    end
+    for i = 3, #K do redis.call('ZREM', K[i], m) end
+  end
 end
-return 0";
+local function bump(K, member, expiry)
+  for i = 1, #K do
+    if i ~= 2 then redis.call('ZADD', K[i], 'XX', 'GT', expiry, member) end
+    redis.call('PEXPIREAT', K[i], expiry, 'GT')
+  end
+end
+"
+    };
+}
+pub(super) use quota_functions;
+
+/// `KEYS` and `ARGV` are `charge`'s `K` and `A`: charges records to their namespace and
+/// owners (`{0}`), or refuses them all (`{1, i}` namespace, `{2, i}` owner; `i` the first
+/// record over the quota).
+pub(super) const QUOTA_ADD: &str = concat!(quota_functions!(), "return {charge(KEYS, ARGV)}");
 
 /// `KEYS` = an owner's index (an identity's, client's or provider's), the namespace's
 /// index, the namespace's byte count; `ARGV[1]` = how many members at most. Takes that many
@@ -103,28 +183,12 @@ for _, m in ipairs(members) do redis.call('ZREM', KEYS[1], m) end
 return keys";
 
 /// `KEYS` = the namespace's index, its byte count, then the owners' indexes; `ARGV` =
-/// member, expiry (unix ms). Moves a renewed record's expiry forward in every index it is
-/// in (never back), and the byte count's with them, so the count lives as long as the
-/// members it counts.
-pub(super) const INDEX_BUMP: &str = r"
-for i = 1, #KEYS do
-  if i ~= 2 then redis.call('ZADD', KEYS[i], 'XX', 'GT', ARGV[2], ARGV[1]) end
-  redis.call('PEXPIREAT', KEYS[i], ARGV[2], 'GT')
-end
-return 0";
+/// member, expiry (unix ms): `bump`.
+pub(super) const INDEX_BUMP: &str = concat!(quota_functions!(), "bump(KEYS, ARGV[1], ARGV[2]) return 0");
 
 /// `KEYS` = the namespace's index, its byte count, then the owners' indexes; `ARGV` =
-/// members. Gives revoked records' charges back.
-pub(super) const INDEX_REMOVE: &str = r"
-for _, m in ipairs(ARGV) do
-  if redis.call('ZREM', KEYS[1], m) == 1 then
-    if redis.call('DECRBY', KEYS[2], tonumber(string.match(m, '^(%d+)|')) or 0) < 0 then
-      redis.call('SET', KEYS[2], 0, 'KEEPTTL')
-    end
-  end
-  for i = 3, #KEYS do redis.call('ZREM', KEYS[i], m) end
-end
-return 0";
+/// members: `uncharge` (revoked records' charges given back).
+pub(super) const INDEX_REMOVE: &str = concat!(quota_functions!(), "uncharge(KEYS, ARGV) return 0");
 
 /// `KEYS[1]` = token. Deletes it, returning its record (nil when there was none).
 pub(super) const TOK_TAKE: &str = r"
@@ -167,6 +231,8 @@ pub(super) struct Scripts {
     pub(super) grant_undo: Lua,
     pub(super) client_grant_put: Lua,
     pub(super) grant_refresh: Lua,
+    pub(super) put_charged: Lua,
+    pub(super) grant_refresh_charged: Lua,
     pub(super) access_revoke: Lua,
     pub(super) grant_revoke: Lua,
     pub(super) quota_add: Lua,

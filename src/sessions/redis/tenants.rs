@@ -71,42 +71,59 @@ impl RedisStore {
         owners: &[Owner<'_>],
         expires_at: i64,
     ) -> Result<(), StoreError> {
-        let refused = self.charge_once(record_key, charge, owners, expires_at).await;
-        self.counted(charge.kind, refused)
+        let part = Part { key: record_key.to_owned(), charge: *charge, expires_at };
+        self.charge_all(owners, std::slice::from_ref(&part)).await
     }
 
-    async fn charge_once(
+    /// Charges every part (all of one namespace and owner) in one call, or none.
+    pub(super) async fn charge_all(&self, owners: &[Owner<'_>], parts: &[Part<'_>]) -> Result<(), StoreError> {
+        let Some(first) = parts.first() else { return Ok(()) };
+        let (keys, args) = self.counted(first.charge.kind, self.charge_call(owners, parts))?;
+        let answer = self.run_script_on::<Vec<i64>>("quota_add", &self.scripts.quota_add, &keys, &args).await;
+        self.charged(&self.counted(first.charge.kind, answer)?, parts)
+    }
+
+    /// The keys and arguments of `charge` (see `quota_functions!`) for `parts`, all of one
+    /// namespace and owner; refused when a part is larger than any record may be.
+    pub(super) fn charge_call(
         &self,
-        record_key: &str,
-        charge: &Charge<'_>,
         owners: &[Owner<'_>],
-        expires_at: i64,
-    ) -> Result<(), StoreError> {
-        if charge.bytes > crate::sessions::quota::MAX_RECORD_BYTES {
-            return Err(StoreError::RecordTooLarge {
-                bytes: charge.bytes,
-                limit: crate::sessions::quota::MAX_RECORD_BYTES,
-            });
+        parts: &[Part<'_>],
+    ) -> Result<(Vec<String>, Vec<String>), StoreError> {
+        let limit = crate::sessions::quota::MAX_RECORD_BYTES;
+        if let Some(big) = parts.iter().find(|p| p.charge.bytes > limit) {
+            return Err(StoreError::RecordTooLarge { bytes: big.charge.bytes, limit });
         }
-        let keys = self.charge_keys(charge.namespace, owners);
+        let namespace = parts.first().map_or("", |p| p.charge.namespace);
         let q = &self.quotas;
-        let args = [
-            String::new(),
-            member(charge.bytes, record_key),
-            ms(expires_at),
-            charge.bytes.to_string(),
-            q.namespace_records.to_string(),
-            q.namespace_bytes.to_string(),
-            q.identity_records.to_string(),
-        ];
-        match self.run_script_on::<i64>("quota_add", &self.scripts.quota_add, &keys, &args).await? {
-            0 => Ok(()),
-            1 => Err(StoreError::NamespaceQuota { records: q.namespace_records, bytes: q.namespace_bytes }),
-            _ => Err(match charge.owner {
+        let mut args = Vec::with_capacity(3 + 2 * parts.len());
+        args.extend([q.namespace_records.to_string(), q.namespace_bytes.to_string(), q.identity_records.to_string()]);
+        for part in parts {
+            args.push(ms(part.expires_at));
+            args.push(member(part.charge.bytes, &part.key));
+        }
+        Ok((self.charge_keys(namespace, owners), args))
+    }
+
+    /// What `charge`'s answer `{code, i}` means for `parts`: `0` charged, `1` refused at
+    /// the namespace's quota, `2` at the owner's; a refusal is counted as the kind of the
+    /// `i`th part (the first over the quota).
+    pub(super) fn charged(&self, answer: &[i64], parts: &[Part<'_>]) -> Result<(), StoreError> {
+        let q = &self.quotas;
+        let refused = match (answer.first(), parts.first()) {
+            (Some(0), _) => return Ok(()),
+            (Some(1), Some(_)) => StoreError::NamespaceQuota { records: q.namespace_records, bytes: q.namespace_bytes },
+            (Some(2), Some(part)) => match part.charge.owner {
                 crate::sessions::ChargeOwner::Identity(_) => StoreError::IdentityQuota { records: q.identity_records },
                 crate::sessions::ChargeOwner::Client { .. } => StoreError::ClientQuota { records: q.identity_records },
-            }),
+            },
+            _ => return Err(StoreError::Unavailable),
+        };
+        let at = answer.get(1).and_then(|i| usize::try_from(*i).ok()).and_then(|i| i.checked_sub(1));
+        if let Some(part) = at.and_then(|i| parts.get(i)).or(parts.first()) {
+            self.count_refusal(part.charge.kind, refused);
         }
+        Err(refused)
     }
 
     /// Moves a renewed record's expiry forward in its indexes, so renewals cannot keep
@@ -170,6 +187,14 @@ impl RedisStore {
             }
         }
     }
+}
+
+/// One record to charge: the record key its member names, what it costs, until when (unix
+/// seconds).
+pub(super) struct Part<'a> {
+    pub key: String,
+    pub charge: Charge<'a>,
+    pub expires_at: i64,
 }
 
 /// Members an owner's drop takes per script call, so no call blocks Redis for long.
