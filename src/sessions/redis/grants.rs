@@ -222,7 +222,11 @@ impl RedisStore {
             let args: Vec<String> =
                 std::iter::once(which.to_owned()).chain(args.iter().cloned()).chain(charge_args).collect();
             let answer = self.run_script_on::<Vec<i64>>(op, &self.scripts.put_charged, &keys, &args).await;
-            return self.charged(&self.counted(kind, answer)?, parts);
+            match self.counted(kind, answer) {
+                // Refused across slots before it ran: the two steps below.
+                Err(StoreError::Unavailable) if !self.one_keyspace() => {}
+                answer => return self.charged(&answer?, parts),
+            }
         }
         self.charge_parts(subject, parts).await?;
         let script = if client { &self.scripts.client_grant_put } else { &self.scripts.grant_put };
@@ -415,18 +419,28 @@ impl RedisStore {
             ROTATED_PRUNED_TO.to_string(),
         ];
         let parts = self.issue_parts(&key, grant, issue, Some(family));
-        let reply = if self.one_keyspace() {
+        let mut reply = None;
+        if self.one_keyspace() {
             let (charge_keys, charge_args) =
                 self.counted(RecordKind::AccessToken, self.charge_call(&owners(grant), &parts))?;
             let keys: Vec<String> = std::iter::once(key.clone()).chain(charge_keys).collect();
             let grant_member = member(grant.charge().bytes, &key);
             let charged_until = ms(charge_step(until));
-            let args: Vec<String> = [grant_member, charged_until].into_iter().chain(args).chain(charge_args).collect();
-            let reply = self.run_script_on("refresh", &self.scripts.grant_refresh_charged, &keys, &args).await;
-            self.counted(RecordKind::AccessToken, reply)?
-        } else {
-            let call = RefreshCall { key: &key, presented: &presented, now, reuse_interval, until, args: &args };
-            self.refresh_charged_first(&call, grant, &parts).await?
+            let args: Vec<String> =
+                [grant_member, charged_until].into_iter().chain(args.iter().cloned()).chain(charge_args).collect();
+            let answer = self.run_script_on("refresh", &self.scripts.grant_refresh_charged, &keys, &args).await;
+            match self.counted(RecordKind::AccessToken, answer) {
+                // Refused across slots before it ran: the two steps below.
+                Err(StoreError::Unavailable) if !self.one_keyspace() => {}
+                answer => reply = Some(answer?),
+            }
+        }
+        let reply: Vec<Value> = match reply {
+            Some(reply) => reply,
+            None => {
+                let call = RefreshCall { key: &key, presented: &presented, now, reuse_interval, until, args: &args };
+                self.refresh_charged_first(&call, grant, &parts).await?
+            }
         };
         match reply.first().and_then(int) {
             Some(1) => Ok(RefreshOutcome::Rotated(grant.clone())),

@@ -158,6 +158,9 @@ pub struct RedisStore {
     /// A single node's client, for a fresh connection that names why the store is down.
     probe: Option<redis::Client>,
     quotas: super::Quotas,
+    /// The store refused a script across slots (`CROSSSLOT`: a proxy that routes by slot
+    /// in front of a `redis://` URL): grants then charge in two steps, as on a Cluster.
+    cross_slot_refused: AtomicBool,
 }
 
 /// Unix seconds as the unix milliseconds `PEXPIREAT` takes, kept within year 9999 (a
@@ -381,6 +384,7 @@ impl RedisStore {
             down_cause: std::sync::Mutex::new(Some("not checked yet".into())),
             probe,
             quotas: options.quotas,
+            cross_slot_refused: AtomicBool::new(false),
         }))
     }
 
@@ -388,7 +392,7 @@ impl RedisStore {
     /// script may touch keys of several slots: a grant's step and its quota charge then run
     /// as one script, one round trip and atomic. A Cluster runs them one after the other.
     fn one_keyspace(&self) -> bool {
-        !matches!(self.conn, Conn::Cluster(_))
+        !matches!(self.conn, Conn::Cluster(_)) && !self.cross_slot_refused.load(Ordering::Relaxed)
     }
 
     fn key(&self, hash: &[u8; 32], kind: &str) -> String {
@@ -445,6 +449,16 @@ impl RedisStore {
         self.metrics.store_operation(op, started.elapsed(), result.as_ref().is_ok_and(Result::is_ok));
         match result {
             Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) if e.code() == Some("CROSSSLOT") => {
+                if !self.cross_slot_refused.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        op,
+                        "the session store refuses scripts across slots (a proxy routing by slot?): grants are \
+                         charged in a second step from now on"
+                    );
+                }
+                Err(StoreError::Unavailable)
+            }
             Ok(Err(e)) if is_out_of_memory(&e) => {
                 tracing::warn!(op, "session store at its maxmemory: the write was refused");
                 Err(StoreError::OutOfMemory)

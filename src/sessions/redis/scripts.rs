@@ -98,7 +98,9 @@ local function charge(K, A)
   if n == 0 then return 0 end
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  local held = tonumber(redis.call('GET', K[2]) or '0')
+  -- The first write grows memory, so a store at its maxmemory refuses the script here,
+  -- before anything is written (a script's later writes are let through once it wrote).
+  local held = redis.call('INCRBY', K[2], bytes) - bytes
   local records, owned = redis.call('ZCARD', K[1]), redis.call('ZCARD', K[3])
   local function over()
     return records + n > tonumber(A[1]) or held + bytes > tonumber(A[2]) or owned + n > tonumber(A[3])
@@ -110,9 +112,10 @@ local function charge(K, A)
   if swept then
     sweep(K, now)
     redis.call('ZREMRANGEBYSCORE', K[3], '-inf', now)
-    held = tonumber(redis.call('GET', K[2]) or '0')
+    held = tonumber(redis.call('GET', K[2]) or '0') - bytes
     records, owned = redis.call('ZCARD', K[1]), redis.call('ZCARD', K[3])
     if over() then
+      if redis.call('DECRBY', K[2], bytes) <= 0 then redis.call('DEL', K[2]) end
       -- The first record over a quota, as if charged one after the other.
       local sum = held
       for j = 1, n do
@@ -125,7 +128,6 @@ local function charge(K, A)
   if swept or tonumber(t[2]) % 16 == 0 then
     for i = 4, #K do redis.call('ZREMRANGEBYSCORE', K[i], '-inf', now) end
   end
-  redis.call('INCRBY', K[2], bytes)
   -- Every index has an expiry from the charge that made it, so an existing one only moves
   -- later (`GT`); the byte count follows the namespace's index.
   for i, k in ipairs(K) do
@@ -134,7 +136,7 @@ local function charge(K, A)
   local extended = (records == 0 and redis.call('PEXPIREAT', K[1], last) == 1)
     or redis.call('PEXPIREAT', K[1], last, 'GT') == 1
   if extended or held == 0 then expire_at(K[2], last) end
-  if owned == 0 then redis.call('PEXPIREAT', K[3], last) else redis.call('PEXPIREAT', K[3], last, 'GT') end
+  expire_at(K[3], last)
   for i = 4, #K do expire_at(K[i], last) end
   return 0
 end
