@@ -16,8 +16,10 @@
 //!
 //! Then the same directory on a second server whose store is a redis-server started here
 //! (unshared: one namespace and client make every request, so no tenant share applies), with
-//! this process (server and load) on core 0 and Redis on core 1 (`taskset`), as deployed:
-//! client_credentials and refresh, Redis / memory, target >= 0.7x.
+//! this process (server and load, on a runtime of one worker, as the operator sizes its own
+//! on one core) on core 0 and Redis on core 1 (`taskset`), as deployed: client_credentials
+//! and refresh against a second memory-store server on the same runtime, Redis / memory,
+//! target >= 0.7x.
 //!
 //! This VM's throughput drifts from one second to the next (other builds share it), so every
 //! phase runs `ROUNDS` times in alternation and each figure is the median of the rounds (each
@@ -381,6 +383,44 @@ async fn metered(other: Option<u32>, load: impl std::future::Future<Output = f64
     Metered { rate, ours_us: us(ours0, support::cpu_ns(std::process::id())), theirs_us: us(theirs0, theirs()) }
 }
 
+/// What the store comparison needs from the main run.
+struct Stores<'a> {
+    inputs: &'a Inputs,
+    materials: &'a Materials,
+    parties: &'a Parties,
+    redis: &'a support::redis::RedisServer,
+}
+
+impl Stores<'_> {
+    /// A server on the memory store and one on Redis (unshared: one namespace and client
+    /// make every request, so no tenant share applies), client_credentials and refresh on
+    /// each in alternating rounds: `[round][store][phase]`.
+    async fn compare(&self, rounds: usize, phase: f64) -> Vec<[[Metered; 2]; 2]> {
+        let memory = Served::start("memory", self.inputs, self.materials, SessionStore::memory(100_000_000)).await;
+        memory.check(self.parties).await;
+        let metrics = Arc::new(Metrics::default());
+        let unshared = Quotas::new(100_000_000, usize::MAX / 2, 100, usize::MAX);
+        let options = RedisOptions { quotas: unshared, ..RedisOptions::new(self.redis.url()) };
+        let redis_store = RedisStore::connect(&options, metrics).unwrap();
+        let on_redis = Served::start("redis", self.inputs, self.materials, SessionStore::Redis(redis_store)).await;
+        on_redis.check(self.parties).await;
+        let phases = [Phase::ClientCredentials("cc-opaque"), Phase::Refresh];
+        let mut results = Vec::new();
+        for round in 0..rounds {
+            let mut r = [[Metered::default(); 2]; 2];
+            for (s, server) in [&memory, &on_redis].into_iter().enumerate() {
+                for (p, phase_kind) in phases.into_iter().enumerate() {
+                    let tag = format!("{}-{round}", server.name);
+                    let load = server.load(phase_kind, self.parties, phase, &tag);
+                    r[s][p] = metered(Some(self.redis.pid()), load).await;
+                }
+            }
+            results.push(r);
+        }
+        results
+    }
+}
+
 fn verdict(ratio: f64, target: f64) -> &'static str {
     if ratio >= target { "ok" } else { "below target" }
 }
@@ -534,12 +574,6 @@ async fn main() {
     }
 
     // The Redis store against the memory store, Redis on a core of its own.
-    let metrics = Arc::new(Metrics::default());
-    let unshared = Quotas::new(100_000_000, usize::MAX / 2, 100, usize::MAX);
-    let options = RedisOptions { quotas: unshared, ..RedisOptions::new(redis.url()) };
-    let redis_store = RedisStore::connect(&options, metrics).unwrap();
-    let on_redis = Served::start("redis", &inputs, &materials, SessionStore::Redis(redis_store)).await;
-    on_redis.check(&parties).await;
     let cores = support::cores();
     let layout = if smoke {
         "shared (smoke run)".to_owned()
@@ -547,27 +581,29 @@ async fn main() {
         format!("shared: pinning not possible on {cores} core; Redis shares it")
     } else {
         match support::redis::pin(std::process::id(), "0").and_then(|()| support::redis::pin(redis.pid(), "1")) {
-            Ok(()) => "dedicated: this process (server and load) on core 0, redis-server on core 1".to_owned(),
+            Ok(()) => "dedicated: this process (server and load, one runtime worker) on core 0, redis-server on core 1"
+                .to_owned(),
             Err(e) => {
                 let _ = support::redis::pin(std::process::id(), &format!("0-{}", cores - 1));
                 format!("shared: pinning not possible ({e}); Redis shares the cores")
             }
         }
     };
-    let phases = [Phase::ClientCredentials("cc-opaque"), Phase::Refresh];
-    // [round][store][phase]
-    let mut results: Vec<[[Metered; 2]; 2]> = Vec::new();
-    for round in 0..store_rounds {
-        let mut r = [[Metered::default(); 2]; 2];
-        for (s, server) in [&memory, &on_redis].into_iter().enumerate() {
-            for (p, phase_kind) in phases.into_iter().enumerate() {
-                let tag = format!("{}-{round}", server.name);
-                let load = server.load(phase_kind, &parties, phase, &tag);
-                r[s][p] = metered(Some(redis.pid()), load).await;
-            }
-        }
-        results.push(r);
-    }
+    // Both servers and their load run on a runtime of one worker, as the operator runs on one
+    // core: tokio sizes its runtime by `available_parallelism`, which reads the CPU affinity
+    // and the cgroup's CPU quota. This process's own runtime was sized for the whole machine,
+    // and two workers taking turns on one core would charge both stores for their switches
+    // (the Redis store, with more wake-ups per request, more).
+    let stores = Stores { inputs: &inputs, materials: &materials, parties: &parties, redis: &redis };
+    let results = tokio::task::block_in_place(|| {
+        std::thread::scope(|scope| {
+            let measured = scope.spawn(|| {
+                let one_core = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build();
+                one_core.unwrap().block_on(stores.compare(store_rounds, phase))
+            });
+            measured.join().unwrap()
+        })
+    });
     println!(
         "# Redis store / memory store, {layout}; medians of {store_rounds} alternating rounds of {phase} s phases"
     );
