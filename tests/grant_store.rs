@@ -690,6 +690,38 @@ async fn a_redeemed_codes_charge_lasts_as_long_as_its_tokens() {
     );
 }
 
+/// A family refreshed often keeps few fields in its Redis hash: its expired access tokens
+/// are dropped when the hash has doubled since it was last read, so a refresh never reads
+/// all of a long family (and the hash never grows with its history).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_familys_grant_stays_small_in_redis() {
+    let redis = tokio::task::spawn_blocking(RedisServer::start).await.unwrap();
+    let store = Backend::Redis(redis.url()).store(quotas(10_000)).store();
+    let now = oidc_operator::clock::unix_now();
+    let ns = "long-family";
+    let (grant, t) = redeemed(&store, ns, "alice", now, 600, 3000).await;
+    let alice = GrantSubject::Code(Box::new(code(ns, "alice", now)));
+    let port: u16 = redis.url().rsplit(':').next().unwrap().trim_matches('/').parse().unwrap();
+    let grant_key = redis.keys("*:grant").into_iter().find(|k| k.contains(&hex(&grant))).unwrap();
+    let mut current = t.refresh.unwrap();
+    let mut most = 0;
+    for i in 1..=200 {
+        // Each access token lives 5 s; a refresh comes every 10 s.
+        let at = now + 10 * i;
+        let next = mint(&grant, at, 5, Some((at + 600, now + 3000)), &[]);
+        let outcome = store.refresh(&current, &alice, &binding(ns), at, 0, &next.issue).await.unwrap();
+        assert!(matches!(outcome, RefreshOutcome::Rotated(_)), "at {i}: {outcome:?}");
+        current = next.refresh.unwrap();
+        let fields: usize = common::redis::cli(port, &["hlen", &grant_key]).trim().parse().unwrap();
+        most = most.max(fields);
+    }
+    // 200 access tokens and 200 refresh tokens were issued; at most 64 rotated ones are
+    // remembered, and the hash is read again once it doubles.
+    assert!(most < 200, "the grant grew to {most} fields");
+    let view = store.refresh_token(&current, now + 2000).await.unwrap().expect("the current token reads");
+    assert!(view.rotated_at.is_none());
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

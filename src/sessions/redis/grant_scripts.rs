@@ -11,7 +11,9 @@
 //!   space-separated, empty for the grant's; a value of `<expires_at>` alone is the older
 //!   userinfo token and reads the same way);
 //! - `r:<hex hash>` one refresh token: `<expires_at>:<issued_at>:<rotated_at or ->`;
-//! - `n` how many rotated refresh tokens the family remembers (absent: not counted yet).
+//! - `n` how many rotated refresh tokens the family remembers (absent: not counted yet),
+//!   `q` their fields, oldest rotation first, `l` how many fields the grant held after it
+//!   was last scanned.
 
 /// `KEYS[1]` = grant; `ARGV` = binding, now, access field, access value, the key's new
 /// expiry (unix ms), a second binding (the verifier's other PKCE answer), refresh field (or
@@ -82,11 +84,14 @@ use super::scripts::quota_functions;
 /// and the new tokens stored, neither past the family's absolute expiry (`f`), whatever
 /// `A` says. `admit` (absent on a Cluster, where the charge came first) is asked right
 /// before the writes, once the token is known to rotate: a refusal `q, i` (a quota's, see
-/// `charge`) changes nothing and returns `{10 + q, i}`. Only when the family's count of
-/// rotated tokens (`n`) passes the most to remember, or is not known, is the grant scanned:
-/// the oldest rotated marks are forgotten down to the number to keep, and expired access
-/// tokens dropped. Scanning at every refresh made each cost as much as the family's live
-/// tokens (one access token per refresh, living for the client's `accessTokenTTL`).
+/// `charge`) changes nothing and returns `{10 + q, i}`. The family's rotated tokens are
+/// listed oldest first in `q` (`n` of them); past the most to remember, the oldest are
+/// forgotten down to the number to keep. The grant is scanned (expired access tokens and
+/// idle current refresh tokens dropped, `q` rebuilt) only when it holds twice the fields
+/// it held after the last scan (`l`), plus 32, or has no `q` yet: scanning whenever marks
+/// were forgotten made every 16th refresh read all the family's live access tokens (one per
+/// refresh, living for the client's `accessTokenTTL`), the greater part of a refresh's cost
+/// in Redis when a client refreshes often.
 macro_rules! grant_functions {
     () => {
         r"
@@ -99,7 +104,7 @@ local function client_grant_put(key, A)
   redis.call('PEXPIREAT', key, A[4])
 end
 local function refresh(key, A, admit)
-  local got = redis.call('HMGET', key, A[1], 'f', 'n')
+  local got = redis.call('HMGET', key, A[1], 'f', 'n', 'q', 'l')
   local v = got[1]
   if not v then return {0} end
   local now, f = tonumber(A[2]), tonumber(got[2] or '0')
@@ -116,36 +121,53 @@ local function refresh(key, A, admit)
     local q, i = admit()
     if q ~= 0 then return {10 + q, i} end
   end
-  local marks = tonumber(got[3] or '-1')
+  local marks, queue, live = tonumber(got[3] or '-1'), got[4], tonumber(got[5] or '0')
   if rot == '-' then
     redis.call('HSET', key, A[1], exp .. ':' .. iat .. ':' .. A[2])
-    if marks >= 0 then marks = marks + 1 end
+    if marks >= 0 and queue then
+      marks = marks + 1
+      if queue == '' then queue = A[1] else queue = queue .. ' ' .. A[1] end
+    end
   end
   local keep = tonumber(A[9])
-  if marks < 0 or marks > keep then
+  -- The whole grant is read only when it has doubled since it was last read (or when the
+  -- family's rotated tokens are not listed yet): the family's live access tokens then cost
+  -- each refresh a constant share, however many there are.
+  if marks < 0 or not queue or redis.call('HLEN', key) >= 2 * live + 32 then
     local rotated = {}
     local all = redis.call('HGETALL', key)
+    live = #all / 2
     for i = 1, #all, 2 do
       local name, val = all[i], all[i + 1]
       local p = string.sub(name, 1, 2)
       if p == 'u:' then
-        if now >= tonumber(string.match(val, '^%-?%d+')) then redis.call('HDEL', key, name) end
+        if now >= tonumber(string.match(val, '^%-?%d+')) then
+          redis.call('HDEL', key, name)
+          live = live - 1
+        end
       elseif p == 'r:' then
         local e, _, r = string.match(val, '^(%-?%d+):(%-?%d+):(.*)$')
         if r ~= '-' then
           rotated[#rotated + 1] = {tonumber(r), name}
         elseif now >= tonumber(e) then
           redis.call('HDEL', key, name)
+          live = live - 1
         end
       end
     end
-    marks = #rotated
-    if #rotated > keep then
-      local kept = tonumber(A[10])
-      table.sort(rotated, function(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end)
-      for i = 1, #rotated - kept do redis.call('HDEL', key, rotated[i][2]) end
-      marks = kept
-    end
+    table.sort(rotated, function(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end)
+    local names = {}
+    for i, r in ipairs(rotated) do names[i] = r[2] end
+    queue, marks = table.concat(names, ' '), #rotated
+  end
+  if marks > keep then
+    -- The oldest rotated tokens are forgotten down to the number to keep.
+    local names = {}
+    for name in string.gmatch(queue, '%S+') do names[#names + 1] = name end
+    local forget = #names - tonumber(A[10])
+    for i = 1, forget do redis.call('HDEL', key, names[i]) end
+    queue = table.concat(names, ' ', forget + 1)
+    marks, live = #names - forget, live - forget
   end
   -- Whatever the caller says, nothing outlives the family's absolute expiry.
   local function capped(v)
@@ -153,9 +175,9 @@ local function refresh(key, A, admit)
     return string.format('%d', math.min(tonumber(e), f)) .. rest
   end
   if A[6] ~= '' then
-    redis.call('HSET', key, 'n', marks, A[4], capped(A[5]), A[6], capped(A[7]))
+    redis.call('HSET', key, 'n', marks, 'q', queue, 'l', live, A[4], capped(A[5]), A[6], capped(A[7]))
   else
-    redis.call('HSET', key, 'n', marks, A[4], capped(A[5]))
+    redis.call('HSET', key, 'n', marks, 'q', queue, 'l', live, A[4], capped(A[5]))
   end
   redis.call('PEXPIREAT', key, string.format('%d', math.min(tonumber(A[8]), f * 1000)), 'GT')
   return {1}
