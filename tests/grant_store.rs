@@ -722,6 +722,39 @@ async fn a_long_familys_grant_stays_small_in_redis() {
     assert!(view.rotated_at.is_none());
 }
 
+/// Concurrent requests share pipelines on a single node (`batch.rs`, whose unit test shows
+/// the sharing), and each keeps its own answer: with the scripts flushed, every command
+/// meets its own NOSCRIPT and is sent again by body; at a client's quota exactly one of its
+/// concurrent grants is stored, whichever batches they travel in.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_requests_keep_their_own_answers_in_shared_pipelines() {
+    let redis = tokio::task::spawn_blocking(RedisServer::start).await.unwrap();
+    // A client's quota holds one client grant (the grant and its access token).
+    let store = Backend::Redis(redis.url()).store(quotas(2)).store();
+    let now = oidc_operator::clock::unix_now();
+    let port: u16 = redis.url().rsplit(':').next().unwrap().trim_matches('/').parse().unwrap();
+    common::redis::cli(port, &["script", "flush"]);
+    let attempts = (0..16).flat_map(|c| (0..4).map(move |a| (c, a)));
+    let results = futures::future::join_all(attempts.map(|(c, _)| {
+        let store = store.clone();
+        async move {
+            let id = new_grant_id().unwrap();
+            let m = mint(&id, now, 300, None, &[]);
+            let grant = client_grant("pipelined", &format!("svc-{c}"), now);
+            (c, store.insert_client_grant(id, grant, &m.issue.access).await)
+        }
+    }))
+    .await;
+    for c in 0..16 {
+        let mine: Vec<_> = results.iter().filter(|(owner, _)| *owner == c).map(|(_, r)| *r).collect();
+        let stored = mine.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(stored, 1, "client {c}: {mine:?}");
+        assert!(mine.iter().all(|r| r.is_ok() || *r == Err(StoreError::ClientQuota { records: 2 })), "{mine:?}");
+    }
+    let stored = common::redis::cli(port, &["eval", "return #redis.call('KEYS', '*:grant')", "0"]);
+    assert_eq!(stored.trim(), "16", "one grant per client");
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

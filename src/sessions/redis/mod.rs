@@ -19,6 +19,7 @@
 //!   endpoints answer with 503 `temporarily_unavailable`.
 
 mod assertions;
+mod batch;
 mod diagnose;
 mod grant_scripts;
 mod grants;
@@ -127,9 +128,9 @@ pub enum RedisSetupError {
     Ca { path: PathBuf, reason: String },
 }
 
-#[derive(Clone)]
 enum Conn {
-    Single(ConnectionManager),
+    /// A single node: commands go through the auto-pipelining [`batch::Batcher`].
+    Single(batch::Batcher),
     Cluster(ClusterConnection),
     Sentinel(Arc<SentinelConn>),
 }
@@ -137,7 +138,7 @@ enum Conn {
 impl Conn {
     async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> redis::RedisResult<T> {
         match self {
-            Self::Single(c) => cmd.query_async(&mut c.clone()).await,
+            Self::Single(b) => Ok(redis::from_redis_value(b.query(cmd).await?)?),
             Self::Cluster(c) => cmd.query_async(&mut c.clone()).await,
             Self::Sentinel(s) => s.query(cmd).await,
         }
@@ -352,9 +353,9 @@ impl RedisStore {
             }
             .map_err(|e| url_err(e.to_string()))?;
             probe = Some(client.clone());
-            Conn::Single(
+            Conn::Single(batch::Batcher::new(
                 ConnectionManager::new_lazy_with_config(client, manager_config).map_err(|e| url_err(e.to_string()))?,
-            )
+            ))
         };
         let scripts = Scripts {
             tok_put: Lua::new(TOK_PUT),
