@@ -483,22 +483,28 @@ async fn run_row(backend: &Backend, row: &str, now: i64) {
             assert_eq!(store2.access_token(&m.access, now).await.unwrap(), None, "{which}");
             assert_eq!(store2.refresh_token(m.refresh.as_deref().unwrap(), now).await.unwrap(), None, "{which}");
             store2.insert_code(token_hash(&format!("{ns}-room")), code(ns, "carol", now)).await.expect("room back");
-            // A client's own grants count against its quota, alone.
-            let (store3, metrics3) = backend.counted_store(quotas(3));
+            // A client's own grants count against its quota, alone; a client grant and its
+            // one token are one record, so two fit in a quota of two.
+            let (store3, metrics3) = backend.counted_store(quotas(2));
             let (first, second, third) = (new_grant_id().unwrap(), new_grant_id().unwrap(), new_grant_id().unwrap());
             let m1 = mint(&first, now, 300, None, &[]);
             store3.insert_client_grant(first, client_grant(ns, "svc", now), &m1.issue.access).await.unwrap();
+            let before = new_grant_id().unwrap();
+            let m0 = mint(&before, now, 300, None, &[]);
+            store3.insert_client_grant(before, client_grant(ns, "svc", now), &m0.issue.access).await.unwrap();
             let m2 = mint(&second, now, 300, None, &[]);
             let refused = store3.insert_client_grant(second, client_grant(ns, "svc", now), &m2.issue.access).await;
-            assert_eq!(refused, Err(StoreError::ClientQuota { records: 3 }), "{which}");
-            assert_eq!(refusals(&metrics3, "access_token", "client_quota"), 1, "{which}");
+            assert_eq!(refused, Err(StoreError::ClientQuota { records: 2 }), "{which}");
+            assert_eq!(refusals(&metrics3, "client_grant", "client_quota"), 1, "{which}");
             assert_eq!(store3.access_token(&m2.access, now).await.unwrap(), None, "{which}");
             let other = mint(&third, now, 300, None, &[]);
             store3
                 .insert_client_grant(third, client_grant(ns, "other-svc", now), &other.issue.access)
                 .await
                 .expect("another client is not refused");
+            // Revoking a client grant's token revokes the grant: nothing else lived in it.
             assert!(store3.revoke_access(&m1.access).await.unwrap());
+            assert!(!store3.revoke_grant(&m1.access).await.unwrap(), "{which}: the grant went with its token");
             let m3 = mint(&second, now, 300, None, &[]);
             store3
                 .insert_client_grant(second, client_grant(ns, "svc", now), &m3.issue.access)
@@ -729,8 +735,8 @@ async fn a_long_familys_grant_stays_small_in_redis() {
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_requests_keep_their_own_answers_in_shared_pipelines() {
     let redis = tokio::task::spawn_blocking(RedisServer::start).await.unwrap();
-    // A client's quota holds one client grant (the grant and its access token).
-    let store = Backend::Redis(redis.url()).store(quotas(2)).store();
+    // A client's quota holds one client grant (the grant and its access token, one record).
+    let store = Backend::Redis(redis.url()).store(quotas(1)).store();
     let now = oidc_operator::clock::unix_now();
     let port: u16 = redis.url().rsplit(':').next().unwrap().trim_matches('/').parse().unwrap();
     common::redis::cli(port, &["script", "flush"]);
@@ -749,7 +755,7 @@ async fn concurrent_requests_keep_their_own_answers_in_shared_pipelines() {
         let mine: Vec<_> = results.iter().filter(|(owner, _)| *owner == c).map(|(_, r)| *r).collect();
         let stored = mine.iter().filter(|r| r.is_ok()).count();
         assert_eq!(stored, 1, "client {c}: {mine:?}");
-        assert!(mine.iter().all(|r| r.is_ok() || *r == Err(StoreError::ClientQuota { records: 2 })), "{mine:?}");
+        assert!(mine.iter().all(|r| r.is_ok() || *r == Err(StoreError::ClientQuota { records: 1 })), "{mine:?}");
     }
     let stored = common::redis::cli(port, &["eval", "return #redis.call('KEYS', '*:grant')", "0"]);
     assert_eq!(stored.trim(), "16", "one grant per client");

@@ -203,12 +203,20 @@ pub async fn load_for<F>(addr: SocketAddr, seconds: f64, next: F) -> f64
 where
     F: Fn() -> hyper::Request<Full<Bytes>> + Send + Sync + 'static,
 {
+    load_with(addr, seconds, CONCURRENCY, next).await
+}
+
+/// [`load_for`] on `connections` connections.
+pub async fn load_with<F>(addr: SocketAddr, seconds: f64, connections: usize, next: F) -> f64
+where
+    F: Fn() -> hyper::Request<Full<Bytes>> + Send + Sync + 'static,
+{
     let next = Arc::new(next);
     let done = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(seconds);
     let mut tasks = Vec::new();
-    for _ in 0..CONCURRENCY {
+    for _ in 0..connections {
         let (next, done) = (Arc::clone(&next), Arc::clone(&done));
         tasks.push(tokio::spawn(async move {
             let mut sender = connection(addr).await;

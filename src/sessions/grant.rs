@@ -67,6 +67,12 @@ impl GrantSubject {
             && self.client_id() == binding.client_id
     }
 
+    /// Whether its access tokens are records of their own (a code grant's), or part of the
+    /// grant's record (a client grant's one token, see [`GrantSubject::charge`]).
+    pub fn tokens_charged_apart(&self) -> bool {
+        matches!(self, Self::Code(_))
+    }
+
     /// The owner the grant's records count against beside the namespace: the identity that
     /// consented, or the client itself.
     pub fn owner(&self) -> ChargeOwner<'_> {
@@ -76,7 +82,9 @@ impl GrantSubject {
         }
     }
 
-    /// What the grant record itself costs (the code, or the client grant).
+    /// What the grant record itself costs: the code, or the client grant with its one
+    /// access token (a client_credentials grant holds exactly one, issued with it and
+    /// living as long: one record, so each token costs a quota one charge to write).
     pub fn charge(&self) -> Charge<'_> {
         match self {
             Self::Code(c) => c.charge(),
@@ -90,7 +98,7 @@ impl GrantSubject {
                 Charge {
                     namespace: &c.namespace,
                     owner: self.owner(),
-                    bytes: super::quota::RECORD_OVERHEAD + text,
+                    bytes: super::quota::RECORD_OVERHEAD + text + TOKEN_OVERHEAD,
                     kind: RecordKind::ClientGrant,
                 }
             }

@@ -53,7 +53,9 @@ impl Grant {
     /// token still charged.
     fn charges(&self) -> Vec<Charge<'_>> {
         let mut out = vec![self.subject.charge()];
-        out.extend(self.access.iter().map(|a| self.subject.access_charge(&a.scopes)));
+        if self.subject.tokens_charged_apart() {
+            out.extend(self.access.iter().map(|a| self.subject.access_charge(&a.scopes)));
+        }
         out.extend(self.refresh.iter().filter(|r| r.charged).map(|_| self.subject.refresh_charge()));
         out
     }
@@ -228,7 +230,8 @@ impl MemoryStore {
         let mut released = Vec::new();
         access.retain(|a| {
             let keep = now < a.expires_at;
-            if !keep {
+            // A client grant's token goes with the grant's record, given back with it.
+            if !keep && subject.tokens_charged_apart() {
                 released.push(subject.access_charge(&a.scopes));
             }
             keep
@@ -521,6 +524,13 @@ impl TokenStore for MemoryStore {
         locked(&self.grants, |m| {
             let Some(grant) = m.get_mut(&id) else { return false };
             let Some(i) = grant.access.iter().position(|a| a.hash == hash) else { return false };
+            if !grant.subject.tokens_charged_apart() {
+                // A client grant's one token is the grant: both go.
+                if let Some(gone) = m.remove(&id) {
+                    self.release_grant(&gone);
+                }
+                return true;
+            }
             let gone = grant.access.remove(i);
             self.release_all(&[grant.subject.access_charge(&gone.scopes)]);
             true

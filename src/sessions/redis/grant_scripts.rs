@@ -230,13 +230,14 @@ end
 return r"
 );
 
-/// `KEYS[1]` = grant; `ARGV[1]` = an access field. Deletes it; returns `{}` when there was
-/// none, else `{value, code JSON or '', client grant JSON or ''}` (for its charge).
+/// `KEYS[1]` = grant; `ARGV[1]` = an access field. Deletes it (a client grant's one token:
+/// the whole grant, which is one record with it); returns `{}` when there was none, else
+/// `{value, code JSON or '', client grant JSON or ''}` (for its charge).
 pub(super) const ACCESS_REVOKE: &str = r"
-local v = redis.call('HGET', KEYS[1], ARGV[1])
-if not v then return {} end
-redis.call('HDEL', KEYS[1], ARGV[1])
-return {v, redis.call('HGET', KEYS[1], 'd') or '', redis.call('HGET', KEYS[1], 'k') or ''}";
+local got = redis.call('HMGET', KEYS[1], ARGV[1], 'd', 'k')
+if not got[1] then return {} end
+if got[3] then redis.call('DEL', KEYS[1]) else redis.call('HDEL', KEYS[1], ARGV[1]) end
+return {got[1], got[2] or '', got[3] or ''}";
 
 /// `KEYS[1]` = grant; `ARGV` = an access field, a refresh field (the presented token as
 /// either). Deletes the grant when the token is one of its own; returns its fields (for

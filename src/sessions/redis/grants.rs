@@ -146,6 +146,9 @@ impl RedisStore {
         }
         for (name, value) in fields {
             let bytes = if name.starts_with("u:") {
+                if !subject.tokens_charged_apart() {
+                    continue;
+                }
                 let scopes = parse_access(value).map(|a| a.3).unwrap_or_default();
                 subject.access_charge(&scopes).bytes
             } else if name.starts_with("r:") {
@@ -319,14 +322,8 @@ impl RedisStore {
         let json = serde_json::to_string(&grant).map_err(|_| StoreError::Unavailable)?;
         let subject = GrantSubject::Client(grant);
         let access_field = field("u", &access.hash);
-        let parts = [
-            Part { key: key.clone(), charge: subject.charge(), expires_at: access.expires_at },
-            Part {
-                key: part_key(&key, &access_field),
-                charge: subject.access_charge(&access.scopes),
-                expires_at: access.expires_at,
-            },
-        ];
+        // The grant and its one token are one record (`GrantSubject::charge`).
+        let parts = [Part { key: key.clone(), charge: subject.charge(), expires_at: access.expires_at }];
         let args = [json, access_field, access_value(access, access.expires_at), ms(access.expires_at)];
         self.put_charged("client_grant_put", RecordKind::ClientGrant, &key, &subject, &parts, &args).await
     }
@@ -495,7 +492,9 @@ impl RedisStore {
             self.run_script("access_revoke", &self.scripts.access_revoke, &key, std::slice::from_ref(&access)).await?;
         let Some(value) = reply.first().and_then(text) else { return Ok(false) };
         if let Ok(subject) = subject_of(reply.get(1).and_then(text), reply.get(2).and_then(text)) {
-            self.uncharge_fields(&key, &subject, &[(access, value.to_owned())], false).await;
+            // A client grant went whole with its one token (see `ACCESS_REVOKE`).
+            let whole = !subject.tokens_charged_apart();
+            self.uncharge_fields(&key, &subject, &[(access, value.to_owned())], whole).await;
         }
         Ok(true)
     }
