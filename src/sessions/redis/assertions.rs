@@ -16,7 +16,7 @@ impl RedisStore {
         let key = self.key(&spend.hash(), "jti");
         let mut cmd = redis::cmd("SET");
         cmd.arg(&key).arg(1).arg("NX").arg("PXAT").arg(ms(spend.expires_at));
-        let set: Result<Option<String>, StoreError> = self.run("assertion_spend", &cmd).await;
+        let set: Result<Option<String>, StoreError> = self.run("assertion_spend", cmd).await;
         if self.counted(RecordKind::ClientAssertion, set)?.is_none() {
             return Ok(AssertionSpend::Replayed);
         }
@@ -25,7 +25,7 @@ impl RedisStore {
         if let Err(e) = self.charge(&key, &spend.charge(), &owners, spend.expires_at).await {
             let mut del = redis::cmd("DEL");
             del.arg(&key);
-            if let Err(undo) = self.run::<i64>("assertion_undo", &del).await {
+            if let Err(undo) = self.run::<i64>("assertion_undo", del).await {
                 tracing::warn!(error = %undo, "a refused assertion's jti stays spent until its expiry");
             }
             return Err(e);

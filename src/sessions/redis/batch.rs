@@ -42,13 +42,13 @@ impl<C: Connection> Batcher<C> {
     }
 
     /// Sends `cmd` with the other requests' commands of the moment; its reply.
-    pub(super) async fn query(&self, cmd: &Cmd) -> RedisResult<Value> {
+    pub(super) async fn query(&self, cmd: Cmd) -> RedisResult<Value> {
         let started = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         if let Some((rx, conn)) = started {
             tokio::spawn(run(rx, conn));
         }
         let (reply, answer) = oneshot::channel();
-        if self.tx.send(Queued { cmd: cmd.clone(), reply }).await.is_err() {
+        if self.tx.send(Queued { cmd, reply }).await.is_err() {
             return Err(gone());
         }
         answer.await.unwrap_or_else(|_| Err(gone()))
@@ -169,7 +169,7 @@ mod tests {
                     tokio::spawn(async move {
                         let mut cmd = redis::cmd("ECHO");
                         cmd.arg(format!("w{i}"));
-                        batcher.query(&cmd).await
+                        batcher.query(cmd).await
                     })
                 })
                 .collect();

@@ -338,7 +338,7 @@ impl RedisStore {
         let mut cmd = redis::cmd("HMGET");
         cmd.arg(key).arg(field).arg("d").arg("k").arg("f");
         let (value, code, client, family): (Option<String>, Option<String>, Option<String>, Option<i64>) =
-            self.run(op, &cmd).await?;
+            self.run(op, cmd).await?;
         let Some(value) = value else { return Ok(None) };
         Ok(Some((value, subject_of(code.as_deref(), client.as_deref())?, family)))
     }

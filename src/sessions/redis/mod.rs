@@ -136,11 +136,11 @@ enum Conn {
 }
 
 impl Conn {
-    async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> redis::RedisResult<T> {
+    async fn query<T: FromRedisValue>(&self, cmd: Cmd) -> redis::RedisResult<T> {
         match self {
             Self::Single(b) => Ok(redis::from_redis_value(b.query(cmd).await?)?),
             Self::Cluster(c) => cmd.query_async(&mut c.clone()).await,
-            Self::Sentinel(s) => s.query(cmd).await,
+            Self::Sentinel(s) => s.query(&cmd).await,
         }
     }
 }
@@ -401,7 +401,7 @@ impl RedisStore {
     }
 
     /// Runs one command under the deadline, timing it; every failure is `Unavailable`.
-    async fn run<T: FromRedisValue>(&self, op: &'static str, cmd: &Cmd) -> Result<T, StoreError> {
+    async fn run<T: FromRedisValue>(&self, op: &'static str, cmd: Cmd) -> Result<T, StoreError> {
         let started = std::time::Instant::now();
         let result = tokio::time::timeout(self.timeout, self.conn.query::<T>(cmd)).await;
         self.settle(op, started, result)
@@ -428,11 +428,11 @@ impl RedisStore {
         args: &[String],
     ) -> Result<T, StoreError> {
         let started = std::time::Instant::now();
-        let first = tokio::time::timeout(self.timeout, self.conn.query::<T>(&script.cmd(true, keys, args))).await;
+        let first = tokio::time::timeout(self.timeout, self.conn.query::<T>(script.cmd(true, keys, args))).await;
         let result = match first {
             Ok(Err(e)) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
                 let left = self.timeout.saturating_sub(started.elapsed());
-                tokio::time::timeout(left, self.conn.query::<T>(&script.cmd(false, keys, args))).await
+                tokio::time::timeout(left, self.conn.query::<T>(script.cmd(false, keys, args))).await
             }
             other => other,
         };
@@ -509,7 +509,7 @@ impl RedisStore {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let up = self.run::<String>("ping", &redis::cmd("PING")).await.is_ok();
+            let up = self.run::<String>("ping", redis::cmd("PING")).await.is_ok();
             let cause = if up {
                 None
             } else {

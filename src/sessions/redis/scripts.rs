@@ -59,12 +59,12 @@ return {3, v[1], v[2], tostring(t), tostring(n)}";
 /// belong to (their client's, their provider's), all in the namespace's slot
 /// (`{t:<namespace>}`); `A` = the namespace's record and byte quotas, the owner's record
 /// quota, then for each record its expiry (unix ms) and its member (`<bytes>|<record
-/// key>[|<part>]`). Now is Redis's clock (`TIME`), the clock that expires the records. When
-/// the records would pass a quota, drops members past their expiry first (at most 1000 a
+/// key>[|<part>]`). When the records would pass a quota, drops members past their expiry
+/// first (now is Redis's clock, `TIME`, the clock that expires the records; at most 1000 a
 /// call from the namespace's index, giving their bytes back), then refuses all the records
 /// with `1` (namespace) or `2` (owner) and the position of the first record over it, or
-/// adds every one to every index and returns `0`. Each index expires with its last member, so a tenant that stops leaves
-/// nothing behind.
+/// adds every one to every index and returns `0`. Each index expires with its last member,
+/// so a tenant that stops leaves nothing behind.
 ///
 /// `uncharge(K, M)`: `K` as above (no quotas read); gives back the charges of the members `M`.
 ///
@@ -96,8 +96,11 @@ local function charge(K, A)
     adds[#adds + 1] = A[i + 1]
   end
   if n == 0 then return 0 end
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local function clock()
+    local t = redis.call('TIME')
+    return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  local now
   -- The first write grows memory, so a store at its maxmemory refuses the script here,
   -- before anything is written (a script's later writes are let through once it wrote).
   local held = redis.call('INCRBY', K[2], bytes) - bytes
@@ -107,9 +110,11 @@ local function charge(K, A)
   end
   -- Expired members still count until swept, so an index never holds more than its quota;
   -- they are swept when they would refuse a record, and the indexes no quota reads (a
-  -- client's, a provider's) on one charge in 16, so they stay near their live records.
+  -- client's, a provider's) whenever the namespace's count passes a multiple of 16, so they
+  -- stay near their live records.
   local swept = over()
   if swept then
+    now = clock()
     sweep(K, now)
     redis.call('ZREMRANGEBYSCORE', K[3], '-inf', now)
     held = tonumber(redis.call('GET', K[2]) or '0') - bytes
@@ -125,7 +130,8 @@ local function charge(K, A)
       end
     end
   end
-  if swept or tonumber(t[2]) % 16 == 0 then
+  if swept or math.floor((records + n) / 16) > math.floor(records / 16) then
+    now = now or clock()
     for i = 4, #K do redis.call('ZREMRANGEBYSCORE', K[i], '-inf', now) end
   end
   -- Every index has an expiry from the charge that made it, so an existing one only moves

@@ -40,12 +40,18 @@ impl Owner<'_> {
     /// The suffix of the owner's index key (unambiguous: JSON of its parts).
     pub fn suffix(&self) -> String {
         match self {
-            Self::Identity { name, uid, id } => format!("i:{}", serde_json::json!([name, uid, id])),
-            Self::Client { client_id } => format!("c:{}", serde_json::json!([client_id])),
-            Self::ClientGrants { client_id } => format!("cs:{}", serde_json::json!([client_id])),
-            Self::Provider { name } => format!("p:{}", serde_json::json!([name])),
+            Self::Identity { name, uid, id } => format!("i:{}", json(&(name, uid, id))),
+            Self::Client { client_id } => format!("c:{}", json(&[client_id])),
+            Self::ClientGrants { client_id } => format!("cs:{}", json(&[client_id])),
+            Self::Provider { name } => format!("p:{}", json(&[name])),
         }
     }
+}
+
+/// A JSON array of strings (a tuple or an array serializes as one), written straight to
+/// text: every charge names its owners, so this is on every request's path.
+fn json(parts: &impl serde::Serialize) -> String {
+    serde_json::to_string(parts).unwrap_or_default()
 }
 
 impl RedisStore {
@@ -183,7 +189,7 @@ impl RedisStore {
             for key in records.iter().filter(|k| k.starts_with(&format!("{}:{{", self.prefix))) {
                 let mut cmd = redis::cmd("DEL");
                 cmd.arg(key);
-                dropped += usize::try_from(self.run::<i64>("owner_drop", &cmd).await?).unwrap_or(0);
+                dropped += usize::try_from(self.run::<i64>("owner_drop", cmd).await?).unwrap_or(0);
             }
         }
     }
@@ -219,5 +225,9 @@ mod tests {
         assert_ne!(Owner::Client { client_id: "x" }.suffix(), Owner::Provider { name: "x" }.suffix());
         assert_ne!(Owner::Client { client_id: "x" }.suffix(), Owner::ClientGrants { client_id: "x" }.suffix());
         assert_eq!(member(12, "p:{ab}:tok"), "12|p:{ab}:tok");
+        // The index keys of stores already running.
+        let identity = Owner::Identity { name: "a\"b", uid: "u", id: "i" }.suffix();
+        assert_eq!(identity, format!("i:{}", serde_json::json!(["a\"b", "u", "i"])));
+        assert_eq!(Owner::Provider { name: "p" }.suffix(), r#"p:["p"]"#);
     }
 }
