@@ -15,8 +15,8 @@ use tokio::sync::{mpsc, oneshot};
 
 /// The most commands one pipeline carries.
 const MAX_BATCH: usize = 256;
-/// Commands waiting for the batching task; a sender past it waits (each caller has a
-/// deadline, so this bounds memory, not latency).
+/// Commands waiting for the batching task; a sender past it waits (under its deadline).
+/// Batches already taken wait on the connection, bounded by its response timeout.
 const QUEUE: usize = 4096;
 
 struct Queued {
@@ -76,6 +76,12 @@ async fn run<C: Connection>(mut rx: mpsc::Receiver<Queued>, conn: C) {
 }
 
 async fn send<C: Connection>(batch: Vec<Queued>, mut conn: C) {
+    // A caller past its deadline has answered 503: its command (a grant, a charge) must
+    // not be stored after all.
+    let batch: Vec<Queued> = batch.into_iter().filter(|q| !q.reply.is_closed()).collect();
+    if batch.is_empty() {
+        return;
+    }
     if batch.len() == 1 {
         for Queued { cmd, reply } in batch {
             let _ = reply.send(cmd.query_async::<Value>(&mut conn).await);
@@ -152,6 +158,29 @@ mod tests {
         fn get_db(&self) -> i64 {
             0
         }
+    }
+
+    /// A command whose caller stopped waiting (its deadline passed: it answered 503) is not
+    /// sent: a grant it would store must not appear after all.
+    #[tokio::test]
+    async fn a_command_nobody_waits_for_is_not_sent() {
+        let conn = Recording::default();
+        let mut batch = Vec::new();
+        let mut waiting = Vec::new();
+        for (i, abandoned) in [false, true, false].into_iter().enumerate() {
+            let (reply, answer) = oneshot::channel();
+            let mut cmd = redis::cmd("ECHO");
+            cmd.arg(format!("w{i}"));
+            batch.push(Queued { cmd, reply });
+            if !abandoned {
+                waiting.push(answer);
+            }
+        }
+        send(batch, conn.clone()).await;
+        assert_eq!(*conn.calls.lock().unwrap(), [2], "the abandoned command was sent");
+        let replies: Vec<Value> =
+            futures::future::join_all(waiting).await.into_iter().map(|r| r.unwrap().unwrap()).collect();
+        assert_eq!(replies, [Value::BulkString(b"w0".to_vec()), Value::BulkString(b"w2".to_vec())]);
     }
 
     /// Requests on separate tasks of a one-worker runtime (where each task woken runs next,

@@ -141,7 +141,7 @@ local function charge(K, A)
   end
   local extended = (records == 0 and redis.call('PEXPIREAT', K[1], last) == 1)
     or redis.call('PEXPIREAT', K[1], last, 'GT') == 1
-  if extended or held == 0 then expire_at(K[2], last) end
+  if extended or held <= 0 then expire_at(K[2], last) end
   expire_at(K[3], last)
   for i = 4, #K do expire_at(K[i], last) end
   return 0
