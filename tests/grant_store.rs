@@ -761,6 +761,37 @@ async fn concurrent_requests_keep_their_own_answers_in_shared_pipelines() {
     assert_eq!(stored.trim(), "16", "one grant per client");
 }
 
+/// A client's departure takes its users' grants whole, with every token's charge: its index
+/// lists each grant once (its tokens are listed only where a quota reads them, the
+/// namespace's and the identity's indexes), so the grant's fields name what to give back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_departed_client_takes_its_grants_and_their_tokens_charges() {
+    let redis = tokio::task::spawn_blocking(RedisServer::start).await.unwrap();
+    let under = Backend::Redis(redis.url()).store(quotas(100));
+    let store = under.store();
+    let now = oidc_operator::clock::unix_now();
+    let ns = "departures";
+    let (grant, t) = redeemed(&store, ns, "alice", now, 600, 3000).await;
+    let alice = GrantSubject::Code(Box::new(code(ns, "alice", now)));
+    let next = mint(&grant, now + 1, 3600, Some((now + 601, now + 3000)), &[]);
+    let outcome = store.refresh(t.refresh.as_deref().unwrap(), &alice, &binding(ns), now + 1, 0, &next.issue).await;
+    assert!(matches!(outcome, Ok(RefreshOutcome::Rotated(_))), "{outcome:?}");
+    let port: u16 = redis.url().rsplit(':').next().unwrap().trim_matches('/').parse().unwrap();
+    let grant_key = redis.keys("*:grant").into_iter().find(|k| k.contains(&hex(&grant))).unwrap();
+    let members = |index: &str| {
+        let listed = common::redis::cli(port, &["zrange", index, "0", "-1"]);
+        listed.lines().filter(|m| m.contains(&grant_key)).count()
+    };
+    let (namespace, identity) =
+        (format!("oidcop:{{t:{ns}}}:n"), redis.keys(&format!("*{{t:{ns}}}:i:*")).pop().unwrap());
+    assert_eq!(members(&namespace), 5, "the grant, two access and two refresh tokens are charged");
+    assert!(under.depart_client(ns, CLIENT, now).await >= 1);
+    assert_eq!(store.access_token(&next.access, now + 1).await.unwrap(), None);
+    assert_eq!((members(&namespace), members(&identity)), (0, 0), "charges left behind by the departed client");
+    let bytes = common::redis::cli(port, &["get", &format!("oidcop:{{t:{ns}}}:b")]);
+    assert_eq!(bytes.trim().parse::<i64>().unwrap_or(0), 0, "bytes left charged");
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -177,12 +177,14 @@ impl RedisStore {
             key: part_key(key, &field("u", &issue.access.hash)),
             charge: subject.access_charge(&issue.access.scopes),
             expires_at: cap(issue.access.expires_at),
+            everywhere: false,
         }];
         if let Some(r) = &issue.refresh {
             parts.push(Part {
                 key: part_key(key, &field("r", &r.hash)),
                 charge: subject.refresh_charge(),
                 expires_at: cap(r.expires_at),
+                everywhere: false,
             });
         }
         parts
@@ -200,7 +202,7 @@ impl RedisStore {
         let key = self.key(&hash, "grant");
         let json = serde_json::to_string(&record).map_err(|_| StoreError::Unavailable)?;
         let subject = GrantSubject::Code(Box::new(record));
-        let parts = [Part { key: key.clone(), charge: subject.charge(), expires_at }];
+        let parts = [Part { key: key.clone(), charge: subject.charge(), expires_at, everywhere: true }];
         let args = [json, binding, expires_at.to_string(), ms(expires_at)];
         self.put_charged("code_put", RecordKind::Code, &key, &subject, &parts, &args).await
     }
@@ -323,7 +325,8 @@ impl RedisStore {
         let subject = GrantSubject::Client(grant);
         let access_field = field("u", &access.hash);
         // The grant and its one token are one record (`GrantSubject::charge`).
-        let parts = [Part { key: key.clone(), charge: subject.charge(), expires_at: access.expires_at }];
+        let parts =
+            [Part { key: key.clone(), charge: subject.charge(), expires_at: access.expires_at, everywhere: true }];
         let args = [json, access_field, access_value(access, access.expires_at), ms(access.expires_at)];
         self.put_charged("client_grant_put", RecordKind::ClientGrant, &key, &subject, &parts, &args).await
     }
@@ -505,15 +508,28 @@ impl RedisStore {
         let hash = token_hash(token);
         let args = [field("u", &hash), field("r", &hash)];
         let reply: Vec<Value> = self.run_script("grant_revoke", &self.scripts.grant_revoke, &key, &args).await?;
+        Ok(self.gone_grant(&key, &reply).await)
+    }
+
+    /// Deletes the grant at `key` whole, giving back the charges of its record and its
+    /// tokens; whether it was there. A departed owner takes its grants so.
+    pub(super) async fn take_grant(&self, key: &str) -> Result<bool, StoreError> {
+        let reply: Vec<Value> = self.run_script("grant_take", &self.scripts.grant_take, key, &[]).await?;
+        Ok(self.gone_grant(key, &reply).await)
+    }
+
+    /// Gives back the charges of a deleted grant from its fields (`HGETALL`'s reply);
+    /// whether there was one.
+    async fn gone_grant(&self, key: &str, reply: &[Value]) -> bool {
         if reply.is_empty() {
-            return Ok(false);
+            return false;
         }
-        let fields = pairs(&reply, 0);
+        let fields = pairs(reply, 0);
         let get = |name: &str| fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
         if let Ok(subject) = subject_of(get("d"), get("k")) {
-            self.uncharge_fields(&key, &subject, &fields, true).await;
+            self.uncharge_fields(key, &subject, &fields, true).await;
         }
-        Ok(true)
+        true
     }
 }
 

@@ -374,6 +374,7 @@ impl RedisStore {
             index_bump: Lua::new(scripts::INDEX_BUMP),
             index_remove: Lua::new(scripts::INDEX_REMOVE),
             tok_take: Lua::new(scripts::TOK_TAKE),
+            grant_take: Lua::new(scripts::GRANT_TAKE),
         };
         Ok(Arc::new(Self {
             conn,

@@ -58,8 +58,9 @@ return {3, v[1], v[2], tostring(t), tostring(n)}";
 /// index (the identity's, or a client's own grants'), then any further indexes the records
 /// belong to (their client's, their provider's), all in the namespace's slot
 /// (`{t:<namespace>}`); `A` = the namespace's record and byte quotas, the owner's record
-/// quota, then for each record its expiry (unix ms) and its member (`<bytes>|<record
-/// key>[|<part>]`). When the records would pass a quota, drops members past their expiry
+/// quota, then for each record its expiry (unix ms), its member (`<bytes>|<record
+/// key>[|<part>]`) and `a` (listed in every index) or `q` (only in the first and third, the
+/// ones a quota reads: a grant's tokens). When the records would pass a quota, drops members past their expiry
 /// first (now is Redis's clock, `TIME`, the clock that expires the records; at most 1000 a
 /// call from the namespace's index, giving their bytes back), then refuses all the records
 /// with `1` (namespace) or `2` (owner) and the position of the first record over it, or
@@ -87,13 +88,18 @@ local function sweep(K, now)
   end
 end
 local function charge(K, A)
-  local n, bytes, last, adds = 0, 0, 0, {}
-  for i = 4, #A - 1, 2 do
+  local n, bytes, last, adds, rest, rest_last = 0, 0, 0, {}, {}, 0
+  for i = 4, #A - 2, 3 do
     n = n + 1
     bytes = bytes + (tonumber(string.match(A[i + 1], '^(%d+)|')) or 0)
     if tonumber(A[i]) > last then last = tonumber(A[i]) end
     adds[#adds + 1] = A[i]
     adds[#adds + 1] = A[i + 1]
+    if A[i + 2] == 'a' then
+      rest[#rest + 1] = A[i]
+      rest[#rest + 1] = A[i + 1]
+      if tonumber(A[i]) > rest_last then rest_last = tonumber(A[i]) end
+    end
   end
   if n == 0 then return 0 end
   local function clock()
@@ -124,7 +130,7 @@ local function charge(K, A)
       -- The first record over a quota, as if charged one after the other.
       local sum = held
       for j = 1, n do
-        sum = sum + (tonumber(string.match(A[2 * j + 3], '^(%d+)|')) or 0)
+        sum = sum + (tonumber(string.match(A[3 * j + 2], '^(%d+)|')) or 0)
         if records + j > tonumber(A[1]) or sum > tonumber(A[2]) then return 1, j end
         if owned + j > tonumber(A[3]) then return 2, j end
       end
@@ -136,14 +142,18 @@ local function charge(K, A)
   end
   -- Every index has an expiry from the charge that made it, so an existing one only moves
   -- later (`GT`); the byte count follows the namespace's index.
-  for i, k in ipairs(K) do
-    if i ~= 2 then redis.call('ZADD', k, unpack(adds)) end
-  end
+  redis.call('ZADD', K[1], unpack(adds))
+  redis.call('ZADD', K[3], unpack(adds))
   local extended = (records == 0 and redis.call('PEXPIREAT', K[1], last) == 1)
     or redis.call('PEXPIREAT', K[1], last, 'GT') == 1
   if extended or held <= 0 then expire_at(K[2], last) end
   expire_at(K[3], last)
-  for i = 4, #K do expire_at(K[i], last) end
+  if #rest > 0 then
+    for i = 4, #K do
+      redis.call('ZADD', K[i], unpack(rest))
+      expire_at(K[i], rest_last)
+    end
+  end
   return 0
 end
 local function uncharge(K, M)
@@ -198,6 +208,13 @@ pub(super) const INDEX_BUMP: &str = concat!(quota_functions!(), "bump(KEYS, ARGV
 /// members: `uncharge` (revoked records' charges given back).
 pub(super) const INDEX_REMOVE: &str = concat!(quota_functions!(), "uncharge(KEYS, ARGV) return 0");
 
+/// `KEYS[1]` = a grant. Deletes it, returning its fields (for their charges): a departed
+/// owner takes its grants whole.
+pub(super) const GRANT_TAKE: &str = r"
+local all = redis.call('HGETALL', KEYS[1])
+redis.call('DEL', KEYS[1])
+return all";
+
 /// `KEYS[1]` = token. Deletes it, returning its record (nil when there was none).
 pub(super) const TOK_TAKE: &str = r"
 local d = redis.call('HGET', KEYS[1], 'd')
@@ -248,4 +265,5 @@ pub(super) struct Scripts {
     pub(super) index_bump: Lua,
     pub(super) index_remove: Lua,
     pub(super) tok_take: Lua,
+    pub(super) grant_take: Lua,
 }

@@ -77,7 +77,7 @@ impl RedisStore {
         owners: &[Owner<'_>],
         expires_at: i64,
     ) -> Result<(), StoreError> {
-        let part = Part { key: record_key.to_owned(), charge: *charge, expires_at };
+        let part = Part { key: record_key.to_owned(), charge: *charge, expires_at, everywhere: true };
         self.charge_all(owners, std::slice::from_ref(&part)).await
     }
 
@@ -102,11 +102,12 @@ impl RedisStore {
         }
         let namespace = parts.first().map_or("", |p| p.charge.namespace);
         let q = &self.quotas;
-        let mut args = Vec::with_capacity(3 + 2 * parts.len());
+        let mut args = Vec::with_capacity(3 + 3 * parts.len());
         args.extend([q.namespace_records.to_string(), q.namespace_bytes.to_string(), q.identity_records.to_string()]);
         for part in parts {
             args.push(ms(part.expires_at));
             args.push(member(part.charge.bytes, &part.key));
+            args.push(if part.everywhere { "a" } else { "q" }.to_owned());
         }
         Ok((self.charge_keys(namespace, owners), args))
     }
@@ -185,8 +186,16 @@ impl RedisStore {
             if records.is_empty() {
                 return Ok(dropped);
             }
-            // Each record is in its own slot: one DEL each.
-            for key in records.iter().filter(|k| k.starts_with(&format!("{}:{{", self.prefix))) {
+            // Each record is in its own slot: one call each. A grant goes whole, its tokens'
+            // charges with it (a client's or provider's index lists the grant, not each
+            // token); an identity's index lists a grant once per token: taken once.
+            let own = format!("{}:{{", self.prefix);
+            let unique: std::collections::BTreeSet<&String> = records.iter().filter(|k| k.starts_with(&own)).collect();
+            for key in unique {
+                if key.ends_with(":grant") {
+                    dropped += usize::from(self.take_grant(key).await?);
+                    continue;
+                }
                 let mut cmd = redis::cmd("DEL");
                 cmd.arg(key);
                 dropped += usize::try_from(self.run::<i64>("owner_drop", cmd).await?).unwrap_or(0);
@@ -196,11 +205,15 @@ impl RedisStore {
 }
 
 /// One record to charge: the record key its member names, what it costs, until when (unix
-/// seconds).
+/// seconds), and whether every owner's index lists it or only those a quota reads (the
+/// namespace's and the charged owner's): a grant's tokens need no member in its client's and
+/// provider's indexes, whose departures take the grant by its own member and give its
+/// tokens' charges back through its fields.
 pub(super) struct Part<'a> {
     pub key: String,
     pub charge: Charge<'a>,
     pub expires_at: i64,
+    pub everywhere: bool,
 }
 
 /// Members an owner's drop takes per script call, so no call blocks Redis for long.
