@@ -122,18 +122,27 @@ local function refresh(key, A, admit)
     if q ~= 0 then return {10 + q, i} end
   end
   local marks, queue, live = tonumber(got[3] or '-1'), got[4], tonumber(got[5] or '0')
+  -- The presented token's rotation mark, written with the new tokens (or before a scan).
+  local marked = nil
   if rot == '-' then
-    redis.call('HSET', key, A[1], exp .. ':' .. iat .. ':' .. A[2])
+    marked = exp .. ':' .. iat .. ':' .. A[2]
     if marks >= 0 and queue then
       marks = marks + 1
       if queue == '' then queue = A[1] else queue = queue .. ' ' .. A[1] end
     end
   end
   local keep = tonumber(A[9])
+  -- Fields to delete, deleted after the writes: a script's first write decides whether a
+  -- Redis at its maxmemory refuses it, so it must be one that grows memory.
+  local drop = {}
   -- The whole grant is read only when it has doubled since it was last read (or when the
   -- family's rotated tokens are not listed yet): the family's live access tokens then cost
   -- each refresh a constant share, however many there are.
   if marks < 0 or not queue or redis.call('HLEN', key) >= 2 * live + 32 then
+    if marked then
+      redis.call('HSET', key, A[1], marked)
+      marked = nil
+    end
     local rotated = {}
     local all = redis.call('HGETALL', key)
     live = #all / 2
@@ -142,7 +151,7 @@ local function refresh(key, A, admit)
       local p = string.sub(name, 1, 2)
       if p == 'u:' then
         if now >= tonumber(string.match(val, '^%-?%d+')) then
-          redis.call('HDEL', key, name)
+          drop[#drop + 1] = name
           live = live - 1
         end
       elseif p == 'r:' then
@@ -150,7 +159,7 @@ local function refresh(key, A, admit)
         if r ~= '-' then
           rotated[#rotated + 1] = {tonumber(r), name}
         elseif now >= tonumber(e) then
-          redis.call('HDEL', key, name)
+          drop[#drop + 1] = name
           live = live - 1
         end
       end
@@ -165,7 +174,7 @@ local function refresh(key, A, admit)
     local names = {}
     for name in string.gmatch(queue, '%S+') do names[#names + 1] = name end
     local forget = #names - tonumber(A[10])
-    for i = 1, forget do redis.call('HDEL', key, names[i]) end
+    for i = 1, forget do drop[#drop + 1] = names[i] end
     queue = table.concat(names, ' ', forget + 1)
     marks, live = #names - forget, live - forget
   end
@@ -174,11 +183,17 @@ local function refresh(key, A, admit)
     local e, rest = string.match(v, '^(%-?%d+)(.*)$')
     return string.format('%d', math.min(tonumber(e), f)) .. rest
   end
+  local writes = {'n', marks, 'q', queue, 'l', live, A[4], capped(A[5])}
   if A[6] ~= '' then
-    redis.call('HSET', key, 'n', marks, 'q', queue, 'l', live, A[4], capped(A[5]), A[6], capped(A[7]))
-  else
-    redis.call('HSET', key, 'n', marks, 'q', queue, 'l', live, A[4], capped(A[5]))
+    writes[#writes + 1] = A[6]
+    writes[#writes + 1] = capped(A[7])
   end
+  if marked then
+    writes[#writes + 1] = A[1]
+    writes[#writes + 1] = marked
+  end
+  redis.call('HSET', key, unpack(writes))
+  for i = 1, #drop, 1000 do redis.call('HDEL', key, unpack(drop, i, math.min(i + 999, #drop))) end
   redis.call('PEXPIREAT', key, string.format('%d', math.min(tonumber(A[8]), f * 1000)), 'GT')
   return {1}
 end
