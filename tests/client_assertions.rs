@@ -171,10 +171,8 @@ impl Fixture {
         let jwks = JwksServer::start(tmp.path().join("published"));
         jwks.publish(&[&keys.0["ES256"]["public"]]);
         write_manifest(&dir, "all.yaml", &manifests(&issuer, &keys, &jwks.url));
-        let redis = shared.then(RedisServer::start);
-        let url = redis.as_ref().map(RedisServer::url);
-        let (state, a, b) = common::replicas(&dir, tmp.path(), url.as_deref(), &["ci"]).await;
-        Fixture { _tmp: tmp, issuer, keys, state, jwks, a, b, _redis: redis }
+        let r = common::replicas(&dir, tmp.path(), shared, &["ci"]).await;
+        Fixture { _tmp: tmp, issuer, keys, state: r.state, jwks, a: r.a, b: r.b, _redis: r.redis }
     }
 
     fn oauth(&self, other: bool) -> OAuth {

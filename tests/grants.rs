@@ -90,10 +90,8 @@ impl Fixture {
         std::fs::create_dir(&manifests).unwrap();
         let issuer = ExternalIssuer::start(tmp.path()).await;
         write_manifest(&manifests, "all.yaml", &manifests_text(&issuer, true));
-        let redis = shared.then(RedisServer::start);
-        let url = redis.as_ref().map(RedisServer::url);
-        let (state, a, b) = common::replicas(&manifests, tmp.path(), url.as_deref(), &["runner"]).await;
-        Fixture { _tmp: tmp, issuer, manifests, state, a, b, _redis: redis }
+        let r = common::replicas(&manifests, tmp.path(), shared, &["runner"]).await;
+        Fixture { _tmp: tmp, issuer, manifests, state: r.state, a: r.a, b: r.b, _redis: r.redis }
     }
 
     /// Provider `provider` as seen through replica `b` when there is one and `other`.

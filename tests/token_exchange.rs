@@ -102,13 +102,10 @@ impl Fixture {
         std::fs::create_dir(&dir).unwrap();
         let issuer = ExternalIssuer::start(tmp.path()).await;
         write_manifest(&dir, "all.yaml", &manifests(&issuer));
-        let redis = shared.then(RedisServer::start);
-        let url = redis.as_ref().map(RedisServer::url);
         let identities = ["runner", "deployer", "outsider", "once"];
-        let (state, server, b) = common::replicas(&dir, tmp.path(), url.as_deref(), &identities).await;
-        let other = b.zip(redis);
-        let main = OAuth::new(&server, "default", "main");
-        Fixture { _tmp: tmp, issuer, state, server, main, other }
+        let r = common::replicas(&dir, tmp.path(), shared, &identities).await;
+        let main = OAuth::new(&r.a, "default", "main");
+        Fixture { _tmp: tmp, issuer, state: r.state, server: r.a, main, other: r.b.zip(r.redis) }
     }
 
     fn client_id(&self, client: &str) -> String {

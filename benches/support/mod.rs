@@ -211,28 +211,7 @@ pub async fn load_with<F>(addr: SocketAddr, seconds: f64, connections: usize, ne
 where
     F: Fn() -> hyper::Request<Full<Bytes>> + Send + Sync + 'static,
 {
-    let next = Arc::new(next);
-    let done = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let deadline = start + Duration::from_secs_f64(seconds);
-    let mut tasks = Vec::new();
-    for _ in 0..connections {
-        let (next, done) = (Arc::clone(&next), Arc::clone(&done));
-        tasks.push(tokio::spawn(async move {
-            let mut sender = connection(addr).await;
-            while Instant::now() < deadline {
-                let (status, answer) = send(&mut sender, next()).await;
-                assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
-                done.fetch_add(1, Ordering::Relaxed);
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let done = done.load(Ordering::Relaxed);
-    assert!(done > 0, "no request was answered in {seconds} s");
-    done as f64 / start.elapsed().as_secs_f64()
+    load_chains(addr, seconds, vec![(); connections], move |()| next(), |(), _| ()).await
 }
 
 /// Runs one keep-alive connection per chain for `seconds`: each sends `next(&state)`, every

@@ -297,12 +297,9 @@ async fn federated(ctx: Context<'_>, client: &ResolvedClient, assertion: &str, p
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::oidc::grant::params;
     use base64::Engine;
     use warp::http::{HeaderMap, HeaderValue, Method, header};
-
-    fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-    }
 
     fn with(authorization: Option<&str>, form: &[(&str, &str)]) -> Result<Presented, OAuthError> {
         let mut h = HeaderMap::new();

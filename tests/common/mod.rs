@@ -206,18 +206,25 @@ pub fn kids(jwks: &serde_json::Value) -> Vec<String> {
     jwks["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap().to_owned()).collect()
 }
 
-/// One standalone server on `manifests` (the memory store), or, with `redis`, two replicas
-/// sharing that store: the second starts from a copy of the first's state folder (the same keys
-/// and client credentials, as one cluster's Secrets give every replica). Both allow the tests'
-/// loopback issuers and wait for `identities`. Gives the first replica's state folder.
-pub async fn replicas(
-    manifests: &Path,
-    base: &Path,
-    redis: Option<&str>,
-    identities: &[&str],
-) -> (PathBuf, Server, Option<Server>) {
+/// One standalone server, or two replicas sharing one Redis.
+pub struct Replicas {
+    /// The first replica's state folder (its keys and client credentials).
+    pub state: PathBuf,
+    pub a: Server,
+    pub b: Option<Server>,
+    /// The store the two share (kept running while they do).
+    pub redis: Option<redis::RedisServer>,
+}
+
+/// One standalone server on `manifests` (the memory store), or, when `shared`, two replicas
+/// sharing a Redis started here: the second starts from a copy of the first's state folder
+/// (the same keys and client credentials, as one cluster's Secrets give every replica). Both
+/// allow the tests' loopback issuers and wait for `identities`.
+pub async fn replicas(manifests: &Path, base: &Path, shared: bool, identities: &[&str]) -> Replicas {
+    let redis = shared.then(redis::RedisServer::start);
+    let url = redis.as_ref().map(redis::RedisServer::url);
     let mut args = vec!["--allow-insecure-issuers", "--issuer-refetch-interval", "1"];
-    if let Some(url) = redis {
+    if let Some(url) = &url {
         args.extend(["--session-store", url]);
     }
     let start = async |state: &Path| {
@@ -238,7 +245,7 @@ pub async fn replicas(
             Some(start(&copy).await)
         }
     };
-    (state, a, b)
+    Replicas { state, a, b, redis }
 }
 
 /// Runs `tests/<script>` (Python) with `input` as JSON on its standard input; its JSON answer.

@@ -56,6 +56,23 @@ impl TokenRequest {
     }
 }
 
+/// What a grant issues for an entity (a refresh, a token exchange).
+#[derive(Debug)]
+pub struct EntityGrant {
+    /// The granted scopes (`openid` first when an ID token is issued).
+    pub scopes: Vec<String>,
+    /// The entity id (`sub`).
+    pub subject: String,
+    /// The granted scopes' claims, as they are now (OpenID Connect Core §12.2 on refresh).
+    pub claims: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A request's parameters from `(name, value)` pairs, for the parsers' tests.
+#[cfg(test)]
+pub(crate) fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
 /// The grants this server implements, as discovery lists them.
 pub const SUPPORTED: [GrantType; 4] = GrantType::ALL;
 

@@ -6,8 +6,7 @@
 
 use std::collections::HashMap;
 
-use serde_json::{Map, Value};
-
+use super::EntityGrant;
 use crate::directory::{Directory, IssuedBy, ResolvedClient, ResolvedProvider};
 use crate::oidc::{OAuthError, authorize, claims, required};
 use crate::sessions::CodeRecord;
@@ -35,16 +34,6 @@ impl RefreshRequest {
     }
 }
 
-/// What a refresh issues.
-#[derive(Debug)]
-pub struct Refreshed {
-    pub scopes: Vec<String>,
-    /// The entity id (`sub`).
-    pub subject: String,
-    /// The granted scopes' claims now (OpenID Connect Core §12.2: current claims).
-    pub claims: Map<String, Value>,
-}
-
 /// Decides a refresh of the grant `code` started. Pure: the token was found live by the
 /// store; here the grant must be this client's at this provider, the scope no wider, and
 /// the entity must still exist and still be admitted by the client's assignments.
@@ -55,7 +44,7 @@ pub fn decide(
     code: &CodeRecord,
     r: &RefreshRequest,
     now: i64,
-) -> Result<Refreshed, OAuthError> {
+) -> Result<EntityGrant, OAuthError> {
     if code.namespace != provider.namespace || code.provider != provider.name || code.client_id != client.client_id {
         return Err(OAuthError::InvalidGrant(
             "the refresh token was not issued to this client by this provider".into(),
@@ -83,5 +72,5 @@ pub fn decide(
     if !authorize::admitted(dir, client, identity) {
         return Err(OAuthError::InvalidGrant("the entity is no longer admitted by the client's assignments".into()));
     }
-    Ok(Refreshed { scopes, subject: identity.id.clone(), claims })
+    Ok(EntityGrant { scopes, subject: identity.id.clone(), claims })
 }

@@ -24,8 +24,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
-
+use super::EntityGrant;
 use crate::directory::{Directory, ResolvedClient, ResolvedIdentity, ResolvedProvider};
 use crate::oidc::{OAuthError, authorize, claims, required};
 use crate::sessions::Alias;
@@ -180,17 +179,6 @@ pub fn target<'a>(
         })
 }
 
-/// What the exchange issues.
-#[derive(Debug)]
-pub struct Exchanged {
-    /// The granted scopes (`openid` first when an ID token is issued).
-    pub scopes: Vec<String>,
-    /// The entity id (`sub`).
-    pub subject: String,
-    /// The granted scopes' claims.
-    pub claims: Map<String, Value>,
-}
-
 /// Decides an exchange for the entity the subject token proved. Pure. The target's
 /// assignments must admit the entity (`invalid_target` otherwise); scopes other than
 /// `openid` must be among the provider's `scopesSupported` (`invalid_scope`), set no claim
@@ -202,7 +190,7 @@ pub fn decide(
     entity: (&ResolvedIdentity, &Alias),
     r: &ExchangeRequest,
     now: i64,
-) -> Result<Exchanged, OAuthError> {
+) -> Result<EntityGrant, OAuthError> {
     let (identity, alias) = entity;
     if !authorize::admitted(dir, target, identity) {
         return Err(OAuthError::InvalidTarget(
@@ -229,16 +217,13 @@ pub fn decide(
     }
     claims::check_required_values(view, &scopes, entity, now)?;
     let claims = claims::scope_claims(view, &scopes, &claims::entity_context(identity, alias), now)?;
-    Ok(Exchanged { scopes, subject: identity.id.clone(), claims })
+    Ok(EntityGrant { scopes, subject: identity.id.clone(), claims })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-    }
+    use crate::oidc::grant::params;
 
     #[test]
     fn parameters() {

@@ -6,6 +6,7 @@
 
 use redis::Value;
 
+use super::scripts::Lua;
 use super::tenants::{Part, member};
 use super::{Owner, RedisStore, hex, int, json_at, ms, text};
 use crate::sessions::{
@@ -99,6 +100,16 @@ fn pairs(reply: &[Value], start: usize) -> Vec<(String, String)> {
             _ => None,
         })
         .collect()
+}
+
+/// A grant's script call: its operation (for the metrics), the kind of record a refusal
+/// counts, the script, the grant's key.
+#[derive(Clone, Copy)]
+struct Step<'a> {
+    op: &'static str,
+    kind: RecordKind,
+    script: &'a Lua,
+    key: &'a str,
 }
 
 /// One refresh's script call on a Cluster: the grant's key, the presented token's field,
@@ -207,6 +218,25 @@ impl RedisStore {
         self.put_charged("code_put", RecordKind::Code, &key, &subject, &parts, &args).await
     }
 
+    /// On one node: runs `step`'s script with `args`, then the charge of `parts` to the
+    /// grant's owners, as one script (see `PUT_CHARGED`); `None` when the store refused a
+    /// script across slots before it ran, so the caller takes two steps.
+    async fn run_charged<T: redis::FromRedisValue>(
+        &self,
+        step: Step<'_>,
+        args: Vec<String>,
+        subject: &GrantSubject,
+        parts: &[Part<'_>],
+    ) -> Result<Option<T>, StoreError> {
+        let (charge_keys, charge_args) = self.counted(step.kind, self.charge_call(&owners(subject), parts))?;
+        let keys: Vec<String> = std::iter::once(step.key.to_owned()).chain(charge_keys).collect();
+        let args: Vec<String> = args.into_iter().chain(charge_args).collect();
+        match self.counted(step.kind, self.run_script_on::<T>(step.op, step.script, &keys, &args).await) {
+            Err(StoreError::Unavailable) if !self.one_keyspace() => Ok(None),
+            answer => answer.map(Some),
+        }
+    }
+
     /// Stores a new grant (`grant_put` or `client_grant_put` with `args`) charged with
     /// `parts`: on one node in one script, on a Cluster charged first (and given back when
     /// the write fails).
@@ -221,16 +251,11 @@ impl RedisStore {
     ) -> Result<(), StoreError> {
         let client = matches!(subject, GrantSubject::Client(_));
         if self.one_keyspace() {
-            let (charge_keys, charge_args) = self.counted(kind, self.charge_call(&owners(subject), parts))?;
-            let keys: Vec<String> = std::iter::once(key.to_owned()).chain(charge_keys).collect();
             let which = if client { "client" } else { "code" };
-            let args: Vec<String> =
-                std::iter::once(which.to_owned()).chain(args.iter().cloned()).chain(charge_args).collect();
-            let answer = self.run_script_on::<Vec<i64>>(op, &self.scripts.put_charged, &keys, &args).await;
-            match self.counted(kind, answer) {
-                // Refused across slots before it ran: the two steps below.
-                Err(StoreError::Unavailable) if !self.one_keyspace() => {}
-                answer => return self.charged(&answer?, parts),
+            let args = std::iter::once(which.to_owned()).chain(args.iter().cloned()).collect();
+            let step = Step { op, kind, script: &self.scripts.put_charged, key };
+            if let Some(answer) = self.run_charged::<Vec<i64>>(step, args, subject, parts).await? {
+                return self.charged(&answer, parts);
             }
         }
         self.charge_parts(subject, parts).await?;
@@ -421,19 +446,11 @@ impl RedisStore {
         let parts = self.issue_parts(&key, grant, issue, Some(family));
         let mut reply = None;
         if self.one_keyspace() {
-            let (charge_keys, charge_args) =
-                self.counted(RecordKind::AccessToken, self.charge_call(&owners(grant), &parts))?;
-            let keys: Vec<String> = std::iter::once(key.clone()).chain(charge_keys).collect();
             let grant_member = member(grant.charge().bytes, &key);
-            let charged_until = ms(charge_step(until));
-            let args: Vec<String> =
-                [grant_member, charged_until].into_iter().chain(args.iter().cloned()).chain(charge_args).collect();
-            let answer = self.run_script_on("refresh", &self.scripts.grant_refresh_charged, &keys, &args).await;
-            match self.counted(RecordKind::AccessToken, answer) {
-                // Refused across slots before it ran: the two steps below.
-                Err(StoreError::Unavailable) if !self.one_keyspace() => {}
-                answer => reply = Some(answer?),
-            }
+            let args = [grant_member, ms(charge_step(until))].into_iter().chain(args.iter().cloned()).collect();
+            let kind = RecordKind::AccessToken;
+            let step = Step { op: "refresh", kind, script: &self.scripts.grant_refresh_charged, key: &key };
+            reply = self.run_charged(step, args, grant, &parts).await?;
         }
         let reply: Vec<Value> = match reply {
             Some(reply) => reply,
