@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use super::grant::{TokenRequest, authorization_code, client_credentials, refresh_token};
+use super::grant::{EntityGrant, TokenRequest, authorization_code, client_credentials, refresh_token};
 use super::issue::{self, AccessClaims, IdTokenBinding, TokenResponse};
 use super::request::Request;
 use super::{OAuthError, client_auth};
@@ -16,7 +16,7 @@ use crate::login::external::IssuerRegistry;
 use crate::paths::ProviderEndpoint;
 use crate::sessions::{
     AccessIssue, ClientGrant, CodeBinding, GrantBinding, GrantId, GrantSubject, Issue, RecordKind, RefreshIssue,
-    RefreshOutcome, SessionStore, StoreError, grant_of, new_grant_id, token_hash,
+    RefreshOutcome, RefreshRead, RefreshView, SessionStore, StoreError, grant_of, new_grant_id, token_hash,
 };
 
 /// What every grant works with: one directory snapshot, the provider asked, the store, now;
@@ -176,6 +176,27 @@ async fn exchange_code(
     })
 }
 
+/// A refresh's decision for the token `view` reads, or `None` for a rotated token presented
+/// after its reuse interval: that goes straight to the store, which revokes its grant (RFC
+/// 9700 §4.14.2), whatever else is wrong with the request: a thief or its victim reusing it
+/// must not be able to dodge the revocation by asking for a wider scope or after the entity
+/// changed.
+fn decide_refresh(
+    ctx: Context<'_>,
+    client: &ResolvedClient,
+    r: &refresh_token::RefreshRequest,
+    view: &RefreshView,
+    reuse: i64,
+) -> Result<Option<EntityGrant>, OAuthError> {
+    let GrantSubject::Code(code) = &view.grant else {
+        return Err(OAuthError::InvalidGrant("the refresh token is invalid, expired or revoked".into()));
+    };
+    if view.rotated_at.is_some_and(|at| ctx.now >= at.saturating_add(reuse)) {
+        return Ok(None);
+    }
+    refresh_token::decide(ctx.dir, ctx.provider, client, code, r, ctx.now).map(Some)
+}
+
 /// The refresh token grant: the grant must still hold (client, entity, assignments), then
 /// the store rotates the token in one step and the new tokens carry current claims.
 async fn refresh(
@@ -184,23 +205,26 @@ async fn refresh(
     r: &refresh_token::RefreshRequest,
 ) -> Result<TokenResponse, OAuthError> {
     let invalid = || OAuthError::InvalidGrant("the refresh token is invalid, expired or revoked".into());
-    let view = ctx
-        .store
-        .refresh_token(&r.refresh_token, ctx.now)
-        .await
-        .map_err(|e| store_error(RecordKind::RefreshToken, e))?;
-    let view = view.ok_or_else(invalid)?;
-    let GrantSubject::Code(code) = &view.grant else { return Err(invalid()) };
+    let unavailable = |e| store_error(RecordKind::RefreshToken, e);
     let reuse = issue::secs(client.refresh_token_reuse_interval);
-    // A replaced token presented after its reuse interval goes straight to the store, which
-    // revokes its grant (RFC 9700 §4.14.2), whatever else is wrong with the request: a thief
-    // or its victim reusing it must not be able to dodge the revocation by asking for a
-    // wider scope or after the entity changed.
-    let reused = view.rotated_at.is_some_and(|at| ctx.now >= at.saturating_add(reuse));
-    let decided = match reused {
-        true => None,
-        false => Some(refresh_token::decide(ctx.dir, ctx.provider, client, code, r, ctx.now)?),
+    let read = ctx.store.refresh_read(&r.refresh_token, ctx.now).await.map_err(unavailable)?;
+    let (view, decided) = match read.ok_or_else(invalid)? {
+        RefreshRead::Checked(view) => {
+            let decided = decide_refresh(ctx, client, r, &view, reuse)?;
+            (view, decided)
+        }
+        RefreshRead::Remembered(view) => match decide_refresh(ctx, client, r, &view, reuse) {
+            Ok(decided) => (view, decided),
+            // Only the stored token tells whether a refusal must revoke its family instead.
+            Err(_) => {
+                let view = ctx.store.refresh_token(&r.refresh_token, ctx.now).await.map_err(unavailable)?;
+                let view = view.ok_or_else(invalid)?;
+                let decided = decide_refresh(ctx, client, r, &view, reuse)?;
+                (view, decided)
+            }
+        },
     };
+    let GrantSubject::Code(code) = &view.grant else { return Err(invalid()) };
     let grant = grant_of(&r.refresh_token).ok_or_else(invalid)?;
     let narrowed = match &decided {
         Some(d) if d.scopes != code.scopes => d.scopes.clone(),

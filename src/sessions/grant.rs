@@ -214,6 +214,19 @@ pub struct RefreshView {
     pub rotated_at: Option<i64>,
 }
 
+/// A refresh token as the refresh driver reads it before deciding.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RefreshRead {
+    /// As stored.
+    Checked(RefreshView),
+    /// Only its grant is known (a shared store's replica remembers the grants it read:
+    /// their records and family expiries never change); the token's own fields read as not
+    /// rotated, idle until the family's expiry, issued at 0. The store's refresh step checks
+    /// the token itself; a driver whose decision refuses reads it ([`super::SessionStore::refresh_token`])
+    /// to tell a reused token, which revokes its family whatever else is wrong.
+    Remembered(RefreshView),
+}
+
 /// What a refresh did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RefreshOutcome {

@@ -19,7 +19,7 @@ mod store;
 pub use assertion::{AssertionSpend, AssertionUse};
 pub use grant::{
     AccessIssue, AccessTokenView, ClientGrant, GrantBinding, GrantSubject, Issue, MAX_ROTATED_KEPT, ROTATED_PRUNED_TO,
-    RefreshIssue, RefreshOutcome, RefreshView, TOKEN_OVERHEAD,
+    RefreshIssue, RefreshOutcome, RefreshRead, RefreshView, TOKEN_OVERHEAD,
 };
 pub use handle::{GrantId, grant_of, new_grant_id, new_handle};
 pub use memory::MemoryStore;

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use super::redis::RedisStore;
 use super::{
     AccessIssue, AccessTokenView, ClientGrant, CodeBinding, CodeRecord, CodeRedemption, GrantBinding, GrantId,
-    GrantSubject, IdentityTokenRecord, Issue, MemoryStore, RefreshOutcome, RefreshView, StoreError, TokenError,
-    TokenLimits, TokenStore,
+    GrantSubject, IdentityTokenRecord, Issue, MemoryStore, RefreshOutcome, RefreshRead, RefreshView, StoreError,
+    TokenError, TokenLimits, TokenStore,
 };
 use crate::api::ObjectKey;
 use crate::sessions::{AssertionSpend, AssertionUse};
@@ -204,6 +204,15 @@ impl SessionStore {
         match self {
             Self::Memory(m) => Ok(m.refresh_token(token, now)),
             Self::Redis(r) => r.refresh_token(token, now).await,
+        }
+    }
+
+    /// `token` as a refresh reads it before deciding: a shared store may answer from the
+    /// grants this replica read before, without a round trip (see [`RefreshRead`]).
+    pub async fn refresh_read(&self, token: &str, now: i64) -> Result<Option<RefreshRead>, StoreError> {
+        match self {
+            Self::Memory(m) => Ok(m.refresh_token(token, now).map(RefreshRead::Checked)),
+            Self::Redis(r) => r.refresh_read(token, now).await,
         }
     }
 

@@ -11,8 +11,8 @@ use super::tenants::{Part, member};
 use super::{Owner, RedisStore, hex, int, json_at, ms, text};
 use crate::sessions::{
     AccessIssue, AccessTokenView, ClientGrant, CodeBinding, CodeRecord, CodeRedemption, GrantBinding, GrantId,
-    GrantSubject, Issue, MAX_ROTATED_KEPT, ROTATED_PRUNED_TO, RecordKind, RefreshOutcome, RefreshView, StoreError,
-    grant_of, token_hash,
+    GrantSubject, Issue, MAX_ROTATED_KEPT, ROTATED_PRUNED_TO, RecordKind, RefreshOutcome, RefreshRead, RefreshView,
+    StoreError, grant_of, token_hash,
 };
 
 /// The owners a grant's records are charged to, and indexed under (so each goes with them).
@@ -399,7 +399,19 @@ impl RedisStore {
         if (rotated.is_none() && now >= expires_at) || now >= family_expires_at {
             return Ok(None);
         }
+        self.grant_cache.remember(id, &grant, family_expires_at, now);
         Ok(Some(RefreshView { grant, expires_at, family_expires_at, issued_at, rotated_at: rotated }))
+    }
+
+    /// `token` as a refresh reads it: from the grants this replica remembers, else read.
+    pub async fn refresh_read(&self, token: &str, now: i64) -> Result<Option<RefreshRead>, StoreError> {
+        let Some(id) = grant_of(token) else { return Ok(None) };
+        if let Some((grant, family_expires_at)) = self.grant_cache.get(&id, now) {
+            let view =
+                RefreshView { grant, expires_at: family_expires_at, family_expires_at, issued_at: 0, rotated_at: None };
+            return Ok(Some(RefreshRead::Remembered(view)));
+        }
+        Ok(self.refresh_token(token, now).await?.map(RefreshRead::Checked))
     }
 
     /// Rotates `token` of `grant` (the grant the caller read it under: its owners, for the
@@ -462,6 +474,7 @@ impl RedisStore {
         match reply.first().and_then(int) {
             Some(1) => Ok(RefreshOutcome::Rotated(grant.clone())),
             Some(2) => {
+                self.grant_cache.forget(&id);
                 self.uncharge_fields(&key, grant, &pairs(&reply, 1), true).await;
                 Ok(RefreshOutcome::Reused { revoked: true })
             }
@@ -525,6 +538,9 @@ impl RedisStore {
         let hash = token_hash(token);
         let args = [field("u", &hash), field("r", &hash)];
         let reply: Vec<Value> = self.run_script("grant_revoke", &self.scripts.grant_revoke, &key, &args).await?;
+        if !reply.is_empty() {
+            self.grant_cache.forget(&id);
+        }
         Ok(self.gone_grant(&key, &reply).await)
     }
 

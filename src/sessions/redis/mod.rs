@@ -21,6 +21,7 @@
 mod assertions;
 mod batch;
 mod diagnose;
+mod grant_cache;
 mod grant_scripts;
 mod grants;
 mod scripts;
@@ -162,6 +163,8 @@ pub struct RedisStore {
     /// The store refused a script across slots (`CROSSSLOT`: a proxy that routes by slot
     /// in front of a `redis://` URL): grants then charge in two steps, as on a Cluster.
     cross_slot_refused: AtomicBool,
+    /// The grants this replica read refresh tokens under (see `grant_cache`).
+    grant_cache: grant_cache::GrantCache,
 }
 
 /// Unix seconds as the unix milliseconds `PEXPIREAT` takes, kept within year 9999 (a
@@ -387,6 +390,7 @@ impl RedisStore {
             probe,
             quotas: options.quotas,
             cross_slot_refused: AtomicBool::new(false),
+            grant_cache: grant_cache::GrantCache::default(),
         }))
     }
 
