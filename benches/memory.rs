@@ -29,10 +29,6 @@ mod support;
 
 use support::now;
 
-/// The binary's allocator, so the figures are the binary's.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Logins measured (a smoke run's is [`SMOKE_LOGINS`]).
 const LOGINS: usize = 1_000_000;
 const SMOKE_LOGINS: usize = 2_000;

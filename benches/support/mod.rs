@@ -13,6 +13,12 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 
+/// The binary's allocator (`src/main.rs`), so every bench's figures are the binary's: with
+/// glibc's, the same requests spent a third of the Redis store's client work in `malloc`,
+/// `realloc` and `free`, and the benches measured an operator nobody runs.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Seconds each load phase runs.
 pub const LOAD_SECONDS: f64 = 3.0;
 /// Seconds each load phase runs in a smoke run.
