@@ -688,9 +688,9 @@ async fn a_redeemed_codes_charge_lasts_as_long_as_its_tokens() {
     let lines: Vec<&str> = listed.lines().collect();
     let grant_key = redis.keys("*:grant").into_iter().find(|k| k.contains(&hex(&grant))).unwrap();
     let at = lines.iter().position(|m| m.ends_with(&format!("|{grant_key}"))).expect("the grant record is charged");
-    let until: i64 = lines[at + 1].parse().unwrap();
+    let until: f64 = lines[at + 1].parse().unwrap();
     assert!(
-        until >= (now + 1800) * 1000,
+        until >= ((now + 1800) * 1000) as f64,
         "charged until {until}, its refresh token lives until {}",
         (now + 1800) * 1000
     );

@@ -58,14 +58,21 @@ return {3, v[1], v[2], tostring(t), tostring(n)}";
 /// index (the identity's, or a client's own grants'), then any further indexes the records
 /// belong to (their client's, their provider's), all in the namespace's slot
 /// (`{t:<namespace>}`); `A` = the namespace's record and byte quotas, the owner's record
-/// quota, then for each record its expiry (unix ms), its member (`<bytes>|<record
-/// key>[|<part>]`) and `a` (listed in every index) or `q` (only in the first and third, the
-/// ones a quota reads: a grant's tokens). When the records would pass a quota, drops members past their expiry
+/// quota, then for each record its score (its expiry in unix ms, with a fraction that keeps
+/// scores apart: `tenants::score`), its member (`<bytes>|<record key>[|<part>]`) and `a`
+/// (listed in every index) or `q` (only in the first and third, the ones a quota reads: a
+/// grant's tokens). When the records would pass a quota, drops members past their expiry
 /// first (now is Redis's clock, `TIME`, the clock that expires the records; at most 1000 a
 /// call from the namespace's index, giving their bytes back), then refuses all the records
 /// with `1` (namespace) or `2` (owner) and the position of the first record over it, or
-/// adds every one to every index and returns `0`. Each index expires with its last member,
-/// so a tenant that stops leaves nothing behind.
+/// adds every one to every index and returns `0`. Each index expires with its last member
+/// (rounded up to a whole millisecond), so a tenant that stops leaves nothing behind.
+///
+/// `expire_at(k, at, existed)` moves a key's expiry to `at` if later. Every index has had an
+/// expiry since the charge that made it, so a key known to exist needs one `PEXPIREAT GT`
+/// and a key known to be new one plain `PEXPIREAT`; when the caller does not know
+/// (`existed` nil), a `GT` that changed nothing is followed by an `NX` (at a busy tenant's
+/// rate most records share their index's millisecond, so that was two calls per index).
 ///
 /// `uncharge(K, M)`: `K` as above (no quotas read); gives back the charges of the members `M`.
 ///
@@ -75,8 +82,12 @@ return {3, v[1], v[2], tostring(t), tostring(n)}";
 macro_rules! quota_functions {
     () => {
         r"
-local function expire_at(k, at)
-  if redis.call('PEXPIREAT', k, at, 'GT') == 0 then redis.call('PEXPIREAT', k, at, 'NX') end
+local function expire_at(k, at, existed)
+  if existed == false then
+    redis.call('PEXPIREAT', k, at)
+  elseif redis.call('PEXPIREAT', k, at, 'GT') == 0 and existed == nil then
+    redis.call('PEXPIREAT', k, at, 'NX')
+  end
 end
 local function sweep(K, now)
   local old = redis.call('ZRANGEBYSCORE', K[1], '-inf', now, 'LIMIT', 0, 1000)
@@ -92,13 +103,14 @@ local function charge(K, A)
   for i = 4, #A - 2, 3 do
     n = n + 1
     bytes = bytes + (tonumber(string.match(A[i + 1], '^(%d+)|')) or 0)
-    if tonumber(A[i]) > last then last = tonumber(A[i]) end
+    local at = math.ceil(tonumber(A[i]))
+    if at > last then last = at end
     adds[#adds + 1] = A[i]
     adds[#adds + 1] = A[i + 1]
     if A[i + 2] == 'a' then
       rest[#rest + 1] = A[i]
       rest[#rest + 1] = A[i + 1]
-      if tonumber(A[i]) > rest_last then rest_last = tonumber(A[i]) end
+      if at > rest_last then rest_last = at end
     end
   end
   if n == 0 then return 0 end
@@ -147,7 +159,7 @@ local function charge(K, A)
   local extended = (records == 0 and redis.call('PEXPIREAT', K[1], last) == 1)
     or redis.call('PEXPIREAT', K[1], last, 'GT') == 1
   if extended or held <= 0 then expire_at(K[2], last) end
-  expire_at(K[3], last)
+  expire_at(K[3], last, owned > 0)
   if #rest > 0 then
     for i = 4, #K do
       redis.call('ZADD', K[i], unpack(rest))
@@ -235,8 +247,12 @@ impl Lua {
 
     /// The call, by hash (`EVALSHA`) or by body (`EVAL`, which also caches it on the node).
     pub(super) fn cmd(&self, by_sha: bool, keys: &[String], args: &[String]) -> Cmd {
-        let mut cmd = if by_sha { redis::cmd("EVALSHA") } else { redis::cmd("EVAL") };
-        cmd.arg(if by_sha { self.sha.as_str() } else { self.body }).arg(keys.len());
+        // Sized once: grown argument by argument, the command's buffer was reallocated
+        // several times per call.
+        let script = if by_sha { self.sha.as_str() } else { self.body };
+        let data = keys.iter().chain(args).map(String::len).sum::<usize>() + script.len() + 16;
+        let mut cmd = Cmd::with_capacity(3 + keys.len() + args.len(), data);
+        cmd.arg(if by_sha { "EVALSHA" } else { "EVAL" }).arg(script).arg(keys.len());
         for k in keys {
             cmd.arg(k);
         }
