@@ -73,11 +73,14 @@ const REDIRECT: &str = "https://app.example/callback";
 const ENTITY: &str = "bench-entity";
 /// Alternating rounds of the served phases, and of the two stores.
 const ROUNDS: usize = 3;
-const STORE_ROUNDS: usize = 5;
+/// The store comparison's rounds: this VM's speed drifts by a quarter from one second to the
+/// next, and a single round's ratio ranged from 0.62x to 1.00x in one run; the median of
+/// nine moves far less between runs than that of five did.
+const STORE_ROUNDS: usize = 9;
 /// Connections (and refresh chains) of the store comparison, the same for both stores: a
 /// shared store adds round trips' waits to every request, so a server's capacity with it is
 /// reached only with many requests in flight. The table prints how busy each core was: with
-/// 64, the Redis server's core idled a third of the time on refresh (two round trips each)
+/// 64, the Redis server's core idled a third of the time on refresh (then two round trips each)
 /// while the memory store's was saturated, which measured the load generator, not the store.
 const STORE_CONNECTIONS: usize = 256;
 /// Seconds of each load phase, and of each raw signing measurement.

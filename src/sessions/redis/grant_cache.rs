@@ -9,8 +9,11 @@
 //! driver reads the token when its decision refuses, so a reused token still revokes its
 //! family whatever else is wrong with the request (RFC 9700 §4.14.2).
 //!
-//! Bounded: at most [`CAPACITY`] grants; when full, the expired ones go, and if none had
-//! expired every one (the next refreshes read again).
+//! Bounded: at most [`CAPACITY`] grants of at most [`LARGEST`] bytes each (a larger record,
+//! a long `redirect_uri` or `nonce`, is read each time). When full, the expired ones go, and
+//! if that leaves it more than three quarters full, every one (the next refreshes read
+//! again): either way the next sweep is a quarter of the capacity away, so a replica with
+//! more live grants than it can remember does not sweep at every new one.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
@@ -19,6 +22,8 @@ use crate::sessions::{GrantId, GrantSubject};
 
 /// Grants remembered at most (a code record is a few hundred bytes).
 pub(super) const CAPACITY: usize = 8192;
+/// The largest grant remembered, by its quota charge's bytes.
+pub(super) const LARGEST: usize = 2048;
 
 #[derive(Default)]
 pub(super) struct GrantCache {
@@ -43,13 +48,16 @@ impl GrantCache {
     }
 
     pub(super) fn remember(&self, id: GrantId, grant: &GrantSubject, family_expires_at: i64, now: i64) {
+        if grant.charge().bytes > LARGEST {
+            return;
+        }
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         if entries.contains_key(&id) {
             return;
         }
         if entries.len() >= CAPACITY {
             entries.retain(|_, e| now < e.family_expires_at);
-            if entries.len() >= CAPACITY {
+            if entries.len() > CAPACITY / 4 * 3 {
                 entries.clear();
             }
         }
@@ -92,19 +100,34 @@ mod tests {
         assert_eq!(cache.get(&[1; 32], 100), None, "an expired family is not remembered");
         assert_eq!(cache.len(), 0);
 
+        let fill = |cache: &GrantCache, from: usize, to: usize, family: i64| {
+            for i in from..to {
+                let mut id = [0u8; 32];
+                id[..8].copy_from_slice(&(i as u64).to_le_bytes());
+                cache.remember(id, &grant(2), family, 0);
+            }
+        };
         // Full of live grants: every one goes, and the newcomer stays.
-        for i in 0..CAPACITY {
-            let mut id = [0u8; 32];
-            id[..8].copy_from_slice(&(i as u64).to_le_bytes());
-            cache.remember(id, &grant(2), 1000, 0);
-        }
+        fill(&cache, 0, CAPACITY, 1000);
         assert_eq!(cache.len(), CAPACITY);
         cache.remember([9; 32], &grant(9), 1000, 0);
         assert_eq!(cache.len(), 1);
-        // Full with expired ones among them: only those go.
-        cache.remember([8; 32], &grant(8), 10, 0);
         cache.forget(&[9; 32]);
         assert_eq!(cache.get(&[9; 32], 0), None);
-        assert_eq!(cache.get(&[8; 32], 0), Some((grant(8), 10)));
+
+        // Full, half of it expired by now: only those go.
+        fill(&cache, 0, CAPACITY / 2, 10);
+        fill(&cache, CAPACITY / 2, CAPACITY, 1000);
+        cache.remember([8; 32], &grant(8), 1000, 20);
+        assert_eq!(cache.len(), CAPACITY / 2 + 1);
+        assert_eq!(cache.get(&[8; 32], 20), Some((grant(8), 1000)));
+
+        // A large record is read each time.
+        let mut large = grant(7);
+        if let GrantSubject::Client(c) = &mut large {
+            c.scopes = vec!["s".repeat(LARGEST)];
+        }
+        cache.remember([7; 32], &large, 1000, 0);
+        assert_eq!(cache.get(&[7; 32], 0), None);
     }
 }
