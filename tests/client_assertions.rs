@@ -574,4 +574,21 @@ async fn a_client_publishing_its_keys_at_a_jwks_uri() {
         m.send(&asserted(client_credentials(), Some(&id2), &a)).await.status == 200
     })
     .await;
+
+    // The jwksUri goes down (404): an assertion naming a kid it never published makes the
+    // operator fetch again, which fails, and the status says so; the keys fetched before
+    // still authenticate the client (they are younger than --issuer-keys-max-age).
+    std::fs::remove_file(f.jwks.dir.join("jwks.json")).unwrap();
+    let failed = |l: &str| l.contains("OidcClient") && l.contains("pk-uri") && l.contains("JwksUriFailed");
+    common::eventually(15, "pk-uri's failed fetch to reach its status", async || {
+        let eddsa = f2.assertion_of("pk-uri", "EdDSA", &m.url("token"));
+        let r = m.send(&asserted(client_credentials(), Some(&id2), &eddsa)).await;
+        assert_eq!((r.status, r.error()), (401, Some("invalid_client")), "{}", r.body);
+        f2.a.output().lines().any(failed)
+    })
+    .await;
+    let r = main
+        .send(&asserted(client_credentials(), Some(&id), &f.assertion_of("pk-uri", "ES256", &main.url("token"))))
+        .await;
+    assert_eq!(r.status, 200, "a jwksUri down for a moment locked the client out: {}", r.body);
 }

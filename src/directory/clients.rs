@@ -78,7 +78,7 @@ pub(super) fn resolve(
                 refs.client_ids.insert((k.namespace.clone(), creds.client_id.clone()), k.name.clone());
                 let client = resolved(obj, &k, creds, key, &inputs.policy, assertion_keys);
                 served.insert(k.clone(), Arc::new(client));
-                Readiness::ready(format!("client_id {}", creds.client_id))
+                keys_readiness(obj, &refs).unwrap_or_else(|| Readiness::ready(format!("client_id {}", creds.client_id)))
             }
             (Ok(_), None) => not_ready("CredentialsPending", "credentials are being generated".into()),
             (Err(r), _) => r,
@@ -94,6 +94,20 @@ pub(super) fn resolve(
         statuses.push(ObjectStatus::of(Kind::OidcClient, &obj.metadata, readiness, facts));
     }
     Resolution { served, statuses }
+}
+
+/// Why a served client whose keys are published at `spec.jwksUri` is not Ready: the last
+/// fetch failed. It is served all the same, as an identity whose issuer is failing is: the
+/// token endpoint uses the keys fetched before while they are younger than
+/// `--issuer-keys-max-age` (then answers 503 until a fetch succeeds), so a `jwksUri` that is
+/// down for a moment does not lock the client out.
+fn keys_readiness(obj: &OidcClient, refs: &References<'_>) -> Option<Readiness> {
+    let source = super::identities::client_keys_source(&obj.spec)?;
+    let Some(Err(e)) = refs.health.get(&source) else { return None };
+    Some(not_ready(
+        "JwksUriFailed",
+        format!("spec.jwksUri: {e}; keys fetched before are used until they are older than --issuer-keys-max-age"),
+    ))
 }
 
 /// Clients in claim order: a client holds its id if the previous snapshot served its
@@ -184,11 +198,6 @@ fn resolve_client(
                 ),
             ));
         }
-    }
-    if let Some(source) = super::identities::client_keys_source(&obj.spec)
-        && let Some(Err(e)) = refs.health.get(&source)
-    {
-        return Err(not_ready("JwksUriFailed", format!("spec.jwksUri: {e}")));
     }
     let assertion_keys = match &obj.spec.jwks {
         Some(set) => Some(Arc::new(assertion_keys(set, creds)?)),
