@@ -317,8 +317,14 @@ impl RedisStore {
                 let record: CodeRecord = json_at(&reply, 1).ok_or(StoreError::Unavailable)?;
                 let subject = GrantSubject::Code(Box::new(record));
                 // The tokens it issued are charged to the same owners until their expiry;
-                // refused at a quota, they are never handed out.
-                if let Err(e) = self.charge_parts(&subject, &self.issue_parts(&key, &subject, issue, family)).await {
+                // refused at a quota, they are never handed out. The code record stays in the
+                // grant as long as its tokens do: its charge, made until the code's expiry,
+                // follows them in the same call, as the memory store charges a grant for its
+                // whole life.
+                let parts = self.issue_parts(&key, &subject, issue, family);
+                let until = access_expires.max(refresh_expires);
+                let moved = (key.as_str(), &subject.charge());
+                if let Err(e) = self.charge_all_moving(&owners(&subject), &parts, moved, until).await {
                     // Refused (or not answered): the tokens must not keep the grant alive
                     // uncharged until their expiry.
                     let fields = [access_field, refresh_field];
@@ -328,10 +334,6 @@ impl RedisStore {
                     }
                     return Err(e);
                 }
-                // The code record stays in the grant as long as its tokens do: its charge,
-                // made until the code's expiry, follows them, as the memory store charges a
-                // grant for its whole life.
-                self.extend_grant_charge(&key, &subject, access_expires.max(refresh_expires)).await;
                 let GrantSubject::Code(record) = subject else { return Err(StoreError::Unavailable) };
                 Ok(CodeRedemption::Fresh(record))
             }

@@ -373,6 +373,7 @@ impl RedisStore {
             access_revoke: Lua::new(grant_scripts::ACCESS_REVOKE),
             grant_revoke: Lua::new(grant_scripts::GRANT_REVOKE),
             quota_add: Lua::new(scripts::QUOTA_ADD),
+            quota_add_bump: Lua::new(scripts::QUOTA_ADD_BUMP),
             index_drop: Lua::new(scripts::INDEX_DROP),
             index_bump: Lua::new(scripts::INDEX_BUMP),
             index_remove: Lua::new(scripts::INDEX_REMOVE),

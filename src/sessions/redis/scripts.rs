@@ -194,6 +194,18 @@ pub(super) use quota_functions;
 /// record over the quota).
 pub(super) const QUOTA_ADD: &str = concat!(quota_functions!(), "return {charge(KEYS, ARGV)}");
 
+/// `KEYS` = `charge`'s `K`; `ARGV` = a record's member and its new expiry (unix ms), then
+/// `charge`'s `A`: charges the records and, once charged, moves that record's charge forward
+/// (`bump`) in the same call: a code redemption charges its tokens and keeps the grant's
+/// record charged as long as they live in one round trip. Replies as `QUOTA_ADD`.
+pub(super) const QUOTA_ADD_BUMP: &str = concat!(
+    quota_functions!(),
+    r"
+local q, i = charge(KEYS, {unpack(ARGV, 3)})
+if q == 0 then bump(KEYS, ARGV[1], ARGV[2]) end
+return {q, i}"
+);
+
 /// `KEYS` = an owner's index (an identity's, client's or provider's), the namespace's
 /// index, the namespace's byte count; `ARGV[1]` = how many members at most. Takes that many
 /// members off the owner's index and the namespace's (giving their bytes back); returns
@@ -277,6 +289,7 @@ pub(super) struct Scripts {
     pub(super) access_revoke: Lua,
     pub(super) grant_revoke: Lua,
     pub(super) quota_add: Lua,
+    pub(super) quota_add_bump: Lua,
     pub(super) index_drop: Lua,
     pub(super) index_bump: Lua,
     pub(super) index_remove: Lua,

@@ -89,6 +89,23 @@ impl RedisStore {
         self.charged(&self.counted(first.charge.kind, answer)?, parts)
     }
 
+    /// Charges every part (as [`RedisStore::charge_all`]) and, once charged, moves the
+    /// record `moved` (its key and charge) forward to `until` in its indexes (as
+    /// [`RedisStore::extend_charge`]), in one call.
+    pub(super) async fn charge_all_moving(
+        &self,
+        owners: &[Owner<'_>],
+        parts: &[Part<'_>],
+        moved: (&str, &Charge<'_>),
+        until: i64,
+    ) -> Result<(), StoreError> {
+        let Some(first) = parts.first() else { return Ok(()) };
+        let (keys, charge_args) = self.counted(first.charge.kind, self.charge_call(owners, parts))?;
+        let args: Vec<String> = [member(moved.1.bytes, moved.0), ms(until)].into_iter().chain(charge_args).collect();
+        let answer = self.run_script_on::<Vec<i64>>("quota_add", &self.scripts.quota_add_bump, &keys, &args).await;
+        self.charged(&self.counted(first.charge.kind, answer)?, parts)
+    }
+
     /// The keys and arguments of `charge` (see `quota_functions!`) for `parts`, all of one
     /// namespace and owner; refused when a part is larger than any record may be.
     pub(super) fn charge_call(
