@@ -65,7 +65,10 @@ pub(super) fn resolve(
                 let resolved = Arc::new(resolved(obj, &k, id, &inputs.policy));
                 by_id.insert(id.to_owned(), Arc::clone(&resolved));
                 served.insert(k, Arc::clone(&resolved));
-                discovery_readiness(&resolved, materials, &login_url)
+                match review_readiness(&resolved, &inputs.policy) {
+                    Some(unavailable) => unavailable,
+                    None => discovery_readiness(&resolved, materials, &login_url),
+                }
             }
         };
         let facts = StatusFacts::Identity { identity_id: id, login_url: login_url.clone() };
@@ -167,6 +170,20 @@ fn resolved(obj: &IdentityOidcAuth, k: &ObjectKey, id: &str, policy: &super::Pol
         },
         source: issuer_source(&obj.spec),
     }
+}
+
+/// Why a served identity with `spec.tokenReview` is not Ready: no API server answers its
+/// TokenReviews (standalone), so every login with it is refused (as when its issuer cannot
+/// be read). It stays served, holding its id, as an identity whose issuer is failing does.
+fn review_readiness(identity: &ResolvedIdentity, policy: &super::Policy) -> Option<Readiness> {
+    (identity.spec.token_review && !policy.token_reviews).then(|| {
+        not_ready(
+            "TokenReviewUnavailable",
+            "spec.tokenReview: no Kubernetes API server answers TokenReviews here (standalone), so every \
+             login with this identity is refused; set it to false or run the operator on a cluster"
+                .into(),
+        )
+    })
 }
 
 /// A served identity is Ready once its issuer's discovery document names its bound issuer.

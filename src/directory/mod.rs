@@ -62,6 +62,10 @@ pub struct Policy {
     /// (`--max-token-ttl`). Infisical allows up to ten years; a token nobody revokes would
     /// then hold its tenant's quota for as long.
     pub max_token_ttl: i64,
+    /// Whether an API server answers the TokenReviews of identities with `spec.tokenReview`:
+    /// on a cluster; not standalone, where such an identity's logins are refused and its
+    /// status says why.
+    pub token_reviews: bool,
 }
 
 /// `--max-token-ttl`'s default: 31 days.
@@ -69,7 +73,7 @@ pub const DEFAULT_MAX_TOKEN_TTL: i64 = 31 * 24 * 3600;
 
 impl Default for Policy {
     fn default() -> Self {
-        Self { max_token_ttl: DEFAULT_MAX_TOKEN_TTL }
+        Self { max_token_ttl: DEFAULT_MAX_TOKEN_TTL, token_reviews: true }
     }
 }
 

@@ -414,7 +414,7 @@ fn token_lifetimes_are_cut_to_the_policy() {
     let inputs = Inputs {
         identities: arcs![long, short],
         clients: arcs![app],
-        policy: Policy { max_token_ttl: 3600 },
+        policy: Policy { max_token_ttl: 3600, ..Policy::default() },
         ..Inputs::default()
     };
     let m = materials(&inputs);
@@ -425,6 +425,36 @@ fn token_lifetimes_are_cut_to_the_policy() {
     let app = dir.namespace("ns").unwrap().clients.values().next().unwrap();
     assert_eq!(app.access_token_ttl, 3600);
     assert_eq!(Policy::default().max_token_ttl, 31 * 24 * 3600);
+}
+
+/// Standalone, no API server answers TokenReviews: an identity asking for them is served
+/// (it holds its id) but not Ready, and says why; on a cluster the same identity is Ready.
+#[test]
+fn a_token_review_identity_is_not_ready_without_an_api_server() {
+    let mut reviewed = identity_obj("ns", "reviewed", "e-reviewed", None);
+    reviewed.spec.token_review = true;
+    let plain = identity_obj("ns", "plain", "e-plain", None);
+    for (token_reviews, ready) in [(false, false), (true, true)] {
+        let inputs = Inputs {
+            identities: arcs![reviewed.clone(), plain.clone()],
+            policy: Policy { token_reviews, ..Policy::default() },
+            ..Inputs::default()
+        };
+        let mut m = materials(&inputs);
+        for identity in &inputs.identities {
+            let source = super::identities::issuer_source(&identity.spec);
+            m.issuer_health.insert(source, Ok(identity.spec.bound_issuer.clone()));
+        }
+        let dir = build(&inputs, &m, &ExternalUrl::new("https://x"), NOW, None);
+        assert!(dir.identity_by_id("e-reviewed").is_some(), "served either way");
+        let r = &status(&dir, Kind::IdentityOidcAuth, "reviewed").readiness;
+        assert_eq!(r.ready, ready, "token_reviews {token_reviews}: {r:?}");
+        if !ready {
+            assert_eq!(r.reason, "TokenReviewUnavailable");
+            assert!(r.message.contains("spec.tokenReview"), "{}", r.message);
+        }
+        assert!(status(&dir, Kind::IdentityOidcAuth, "plain").readiness.ready, "others are untouched");
+    }
 }
 
 /// A `private_key_jwt` client with the given keys and federated identities.

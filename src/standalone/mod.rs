@@ -173,6 +173,7 @@ impl Shell {
             self.broken_files = broken;
             self.inputs = inputs;
             self.inputs.policy.max_token_ttl = self.options.serve.max_token_ttl;
+            self.inputs.policy.token_reviews = false;
             // Any problem may hide what a file declares (broken YAML, a typo in `kind`, a
             // field refused on the first load): remove nothing until every file reads cleanly.
             self.complete = problems.is_empty();
