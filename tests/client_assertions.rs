@@ -555,6 +555,10 @@ async fn a_client_publishing_its_keys_at_a_jwks_uri() {
         .await;
     let line = refused.unwrap_or_else(|| panic!("pk-metadata never refused:\n{}", f.a.output()));
     assert!(line.contains("spec.jwksUri") && line.contains("169.254.169.254"), "{line}");
+    // Served, but with no keys ever fetched: the token endpoint cannot authenticate it now.
+    let never = f.assertion_of("pk-metadata", "ES256", &main.url("token"));
+    let r = main.send(&asserted(client_credentials(), Some(&f.client_id("pk-metadata")), &never)).await;
+    assert_eq!((r.status, r.error()), (503, Some("temporarily_unavailable")), "{}", r.body);
 
     let r = main
         .send(&asserted(client_credentials(), Some(&id), &f.assertion_of("pk-uri", "ES256", &main.url("token"))))

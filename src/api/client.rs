@@ -345,16 +345,17 @@ pub struct OidcClientStatus {
     /// The Secret holding `client_id` and `client_secret`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_name: Option<String>,
-    /// The grants the client may use, once Ready.
+    /// The grants the client may use, once served (Ready, or a `jwksUri` failing).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub grant_types: Vec<GrantType>,
-    /// The client authentication methods it may use, once Ready.
+    /// The client authentication methods it may use, once served.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub token_endpoint_auth_methods: Vec<ClientAuthMethod>,
-    /// The `kid`s of its registered `private_key_jwt` keys, once Ready.
+    /// The `kid`s of its registered `private_key_jwt` keys (`spec.jwks`, or what the last
+    /// fetch of `spec.jwksUri` found), once served.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub key_ids: Vec<String>,
-    /// The IdentityOidcAuth objects whose JWTs authenticate it, once Ready.
+    /// The IdentityOidcAuth objects whose JWTs authenticate it, once served.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub federated_identities: Vec<String>,
 }

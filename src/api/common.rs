@@ -236,12 +236,13 @@ impl Readiness {
 
 /// Not-Ready reasons that clear without anyone changing a spec: material being generated, an
 /// issuer being fetched or retried, a key another object is waiting for, a held deletion.
-pub const PROGRESSING_REASONS: [&str; 7] = [
+pub const PROGRESSING_REASONS: [&str; 8] = [
     "CredentialsPending",
     "DeletionHeld",
     "DiscoveryFailed",
     "DiscoveryPending",
     "IdentityIdPending",
+    "JwksUriFailed",
     "KeyMaterialPending",
     "KeyNotReady",
 ];

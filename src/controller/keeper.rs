@@ -38,7 +38,7 @@ const RING_RETRY: i64 = 2;
 /// At most this many Secrets are deleted or marked for deletion in one pass.
 const GC_PER_PASS: usize = 16;
 
-type Health = BTreeMap<IssuerSource, Result<String, String>>;
+type Health = BTreeMap<IssuerSource, Result<crate::login::external::Fetched, String>>;
 
 /// Runs forever.
 pub async fn run(ctx: Arc<Context>) {

@@ -28,7 +28,7 @@ struct References<'a> {
     /// The declared IdentityOidcAuth objects a client may federate with.
     identities: BTreeSet<ObjectKey>,
     /// What the last fetches of clients' `jwksUri`s (and issuers) gave.
-    health: &'a BTreeMap<crate::login::external::IssuerSource, Result<String, String>>,
+    health: &'a BTreeMap<crate::login::external::IssuerSource, Result<crate::login::external::Fetched, String>>,
 }
 
 /// Resolves every client, in claim order. A client is served once its references resolve
@@ -68,7 +68,10 @@ pub(super) fn resolve(
         let mut effective = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let readiness = match (readiness, creds) {
             (Ok((key, assertion_keys)), Some(creds)) => {
-                let kids = assertion_keys.iter().flat_map(|k| k.keys.iter().map(|k| k.jwk.kid.clone())).collect();
+                let kids = match &assertion_keys {
+                    Some(keys) => keys.keys.iter().map(|k| k.jwk.kid.clone()).collect(),
+                    None => published_key_ids(obj, &refs),
+                };
                 effective = (
                     obj.spec.grant_types.clone(),
                     obj.spec.auth_methods(),
@@ -99,15 +102,23 @@ pub(super) fn resolve(
 /// Why a served client whose keys are published at `spec.jwksUri` is not Ready: the last
 /// fetch failed. It is served all the same, as an identity whose issuer is failing is: the
 /// token endpoint uses the keys fetched before while they are younger than
-/// `--issuer-keys-max-age` (then answers 503 until a fetch succeeds), so a `jwksUri` that is
-/// down for a moment does not lock the client out.
+/// `--issuer-keys-max-age` (and answers 503 `temporarily_unavailable` without them, until a
+/// fetch succeeds), so a `jwksUri` that is down for a moment does not lock the client out.
+/// The fetch's error says when the keys it still has are too old.
 fn keys_readiness(obj: &OidcClient, refs: &References<'_>) -> Option<Readiness> {
     let source = super::identities::client_keys_source(&obj.spec)?;
     let Some(Err(e)) = refs.health.get(&source) else { return None };
-    Some(not_ready(
-        "JwksUriFailed",
-        format!("spec.jwksUri: {e}; keys fetched before are used until they are older than --issuer-keys-max-age"),
-    ))
+    Some(not_ready("JwksUriFailed", format!("spec.jwksUri: {e}")))
+}
+
+/// The `kid`s its `spec.jwksUri` published at the last fetch that succeeded, while the last
+/// fetch did (none while it fails: the status then says why).
+fn published_key_ids(obj: &OidcClient, refs: &References<'_>) -> Vec<String> {
+    let source = super::identities::client_keys_source(&obj.spec);
+    match source.and_then(|s| refs.health.get(&s)) {
+        Some(Ok(fetched)) => fetched.key_ids.clone(),
+        _ => Vec::new(),
+    }
 }
 
 /// Clients in claim order: a client holds its id if the previous snapshot served its

@@ -192,9 +192,12 @@ fn discovery_readiness(identity: &ResolvedIdentity, materials: &Materials, login
     match materials.issuer_health.get(source) {
         None => not_ready("DiscoveryPending", format!("spec.oidcDiscoveryUrl: fetching {}", source.discovery_url)),
         Some(Err(e)) => not_ready("DiscoveryFailed", format!("spec.oidcDiscoveryUrl: {e}")),
-        Some(Ok(issuer)) if *issuer != identity.spec.bound_issuer => not_ready(
+        Some(Ok(fetched)) if fetched.issuer != identity.spec.bound_issuer => not_ready(
             "IssuerMismatch",
-            format!("spec.boundIssuer: the discovery document at spec.oidcDiscoveryUrl names issuer {issuer:?}"),
+            format!(
+                "spec.boundIssuer: the discovery document at spec.oidcDiscoveryUrl names issuer {:?}",
+                fetched.issuer
+            ),
         ),
         Some(Ok(_)) => Readiness::ready(format!("logs in at {login_url} with identityId {}", identity.id)),
     }

@@ -87,7 +87,7 @@ pub struct Materials {
     pub identity_ids: BTreeMap<ObjectKey, String>,
     /// What fetching each external issuer gave: its `issuer`, or why it failed. Absent while
     /// the first fetch is under way.
-    pub issuer_health: BTreeMap<IssuerSource, Result<String, String>>,
+    pub issuer_health: BTreeMap<IssuerSource, Result<crate::login::external::Fetched, String>>,
     /// Clients whose `spec.secretName` names a Secret that is not theirs (never written over).
     pub secret_conflicts: BTreeSet<ObjectKey>,
     /// The order in which the standalone shell first saw each identity and client (arrival
@@ -210,7 +210,7 @@ pub struct ResolvedProvider {
     pub name: String,
     pub namespace: String,
     pub issuer: String,
-    /// Names of the Ready clients it serves.
+    /// Names of the clients it serves (Ready, or failing only to fetch their `jwksUri`).
     pub clients: BTreeSet<String>,
     pub scopes: Vec<String>,
     /// PKCE methods accepted at authorize (`spec.pkceMethods`).

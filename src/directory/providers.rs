@@ -1,8 +1,8 @@
 //! Providers (OidcProvider): an issuer, its discovery document and its JWKS.
 //!
 //! Tenant rules here: a provider names clients and scopes of its own namespace only
-//! ([`in_namespace`]), serves only the Ready clients of its namespace that it allows, and
-//! publishes only their keys. Its issuer path names its namespace.
+//! ([`in_namespace`]), serves only the served clients of its namespace that it allows (Ready,
+//! or Ready=False only because their `jwksUri` fetch failed), and publishes only their keys. Its issuer path names its namespace.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

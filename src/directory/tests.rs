@@ -7,6 +7,7 @@ use super::*;
 use crate::api::{OidcAssignmentSpec, OidcClientSpec, OidcKeySpec, OidcProviderSpec, OidcScopeSpec};
 use crate::keys::ring::KeyRing;
 use crate::keys::{JwkSet, KeyVersion, rotation};
+use crate::login::external::Fetched;
 
 const NOW: i64 = 1_700_000_000;
 
@@ -443,7 +444,8 @@ fn a_token_review_identity_is_not_ready_without_an_api_server() {
         let mut m = materials(&inputs);
         for identity in &inputs.identities {
             let source = super::identities::issuer_source(&identity.spec);
-            m.issuer_health.insert(source, Ok(identity.spec.bound_issuer.clone()));
+            let fetched = Fetched { issuer: identity.spec.bound_issuer.clone(), key_ids: Vec::new() };
+            m.issuer_health.insert(source, Ok(fetched));
         }
         let dir = build(&inputs, &m, &ExternalUrl::new("https://x"), NOW, None);
         assert!(dir.identity_by_id("e-reviewed").is_some(), "served either way");
@@ -455,6 +457,42 @@ fn a_token_review_identity_is_not_ready_without_an_api_server() {
         }
         assert!(status(&dir, Kind::IdentityOidcAuth, "plain").readiness.ready, "others are untouched");
     }
+}
+
+/// A client publishing its keys at `spec.jwksUri` shows the `kid`s the last fetch found; one
+/// whose last fetch failed is not Ready and says why, but stays served (the token endpoint
+/// uses the keys fetched before while they are young enough).
+#[test]
+fn jwks_uri_clients_show_the_fetched_key_ids_and_stay_served_when_a_fetch_fails() {
+    let uri_client = |name: &str| {
+        let mut c = key_jwt_client(name, serde_json::Value::Null, &[]);
+        c.spec.jwks_uri = Some(format!("https://keys.example/{name}/jwks"));
+        c
+    };
+    let inputs = Inputs {
+        clients: arcs![uri_client("published"), uri_client("failing")],
+        providers: arcs![provider("p", &["*"], &[])],
+        ..Inputs::default()
+    };
+    let mut m = materials(&inputs);
+    let source = |name: &str| super::identities::client_keys_source(&uri_client(name).spec).unwrap();
+    let fetched =
+        Fetched { issuer: "https://keys.example/published/jwks".into(), key_ids: vec!["a".into(), "b".into()] };
+    m.issuer_health.insert(source("published"), Ok(fetched));
+    m.issuer_health.insert(source("failing"), Err("HTTP 404".into()));
+    let dir = build(&inputs, &m, &ExternalUrl::new("https://x"), NOW, None);
+    let key_ids = |name: &str| match &status(&dir, Kind::OidcClient, name).facts {
+        StatusFacts::Client { key_ids, .. } => key_ids.clone(),
+        _ => panic!(),
+    };
+    assert!(status(&dir, Kind::OidcClient, "published").readiness.ready);
+    assert_eq!(key_ids("published"), ["a", "b"]);
+    let r = &status(&dir, Kind::OidcClient, "failing").readiness;
+    assert_eq!((r.ready, r.reason.as_str()), (false, "JwksUriFailed"));
+    assert!(r.message.starts_with("spec.jwksUri: HTTP 404"), "{}", r.message);
+    assert!(key_ids("failing").is_empty());
+    let served: Vec<&str> = dir.namespace("ns").unwrap().clients.values().map(|c| c.name.as_str()).collect();
+    assert!(served.contains(&"failing") && served.contains(&"published"), "{served:?}");
 }
 
 /// A `private_key_jwt` client with the given keys and federated identities.

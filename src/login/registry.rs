@@ -137,7 +137,23 @@ impl IssuerRegistry {
     }
 }
 
-/// What each issuer's last fetch gave: its `issuer`, or why it failed (absent while the first
+/// What a successful fetch of an issuer (or a client's `jwksUri`) gave, as statuses show it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fetched {
+    /// The discovery document's `issuer` (a `jwksUri`'s own URL).
+    pub issuer: String,
+    /// The `kid`s of its usable keys (empty ones left out).
+    pub key_ids: Vec<String>,
+}
+
+impl Fetched {
+    pub fn of(keys: &super::jwks::IssuerKeys) -> Self {
+        let key_ids = keys.keys.iter().map(|k| k.jwk.kid.clone()).filter(|kid| !kid.is_empty()).collect();
+        Self { issuer: keys.issuer.clone(), key_ids }
+    }
+}
+
+/// What each issuer's last fetch gave ([`Fetched`]), or why it failed (absent while the first
 /// fetch runs). Starts background fetches of issuers never fetched or whose keys are older
 /// than [`KEYS_MAX_AGE`], when their backoff allows; never waits for them. Drops issuers no
 /// identity names.
@@ -146,7 +162,7 @@ pub fn refresh_health(
     sources: Vec<IssuerSource>,
     refetch_interval: i64,
     now: i64,
-) -> std::collections::BTreeMap<IssuerSource, Result<String, String>> {
+) -> std::collections::BTreeMap<IssuerSource, Result<Fetched, String>> {
     registry.retain(&sources);
     let max_age = registry.limits().issuer_keys_max_age;
     let mut health = std::collections::BTreeMap::new();
@@ -172,7 +188,7 @@ pub fn refresh_health(
                 k.fetched_at
             ))),
             (Some(e), _) => Some(Err(e.to_string())),
-            (None, Some(k)) => Some(Ok(k.issuer.clone())),
+            (None, Some(k)) => Some(Ok(Fetched::of(&k))),
             (None, None) => None,
         };
         if let Some(state) = state {
