@@ -91,7 +91,11 @@ async fn run(options: Options) -> Result<(), StandaloneError> {
         shared,
         metrics,
         materials,
-        inputs: directory::Inputs::default(),
+        // No API server answers TokenReviews here (set again with every load).
+        inputs: directory::Inputs {
+            policy: directory::Policy { token_reviews: false, ..directory::Policy::default() },
+            ..directory::Inputs::default()
+        },
         last_files: None,
         last_good: manifests::LastGood::new(),
         complete: false,
