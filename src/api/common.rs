@@ -236,13 +236,14 @@ impl Readiness {
 
 /// Not-Ready reasons that clear without anyone changing a spec: material being generated, an
 /// issuer being fetched or retried, a key another object is waiting for, a held deletion.
-pub const PROGRESSING_REASONS: [&str; 8] = [
+pub const PROGRESSING_REASONS: [&str; 9] = [
     "CredentialsPending",
     "DeletionHeld",
     "DiscoveryFailed",
     "DiscoveryPending",
     "IdentityIdPending",
     "JwksUriFailed",
+    "JwksUriPending",
     "KeyMaterialPending",
     "KeyNotReady",
 ];

@@ -99,16 +99,19 @@ pub(super) fn resolve(
     Resolution { served, statuses }
 }
 
-/// Why a served client whose keys are published at `spec.jwksUri` is not Ready: the last
-/// fetch failed. It is served all the same, as an identity whose issuer is failing is: the
+/// Why a served client whose keys are published at `spec.jwksUri` is not Ready: the first
+/// fetch is still running, or the last one failed. It is served all the same, as an identity whose issuer is failing is: the
 /// token endpoint uses the keys fetched before while they are younger than
 /// `--issuer-keys-max-age` (and answers 503 `temporarily_unavailable` without them, until a
 /// fetch succeeds), so a `jwksUri` that is down for a moment does not lock the client out.
 /// The fetch's error says when the keys it still has are too old.
 fn keys_readiness(obj: &OidcClient, refs: &References<'_>) -> Option<Readiness> {
     let source = super::identities::client_keys_source(&obj.spec)?;
-    let Some(Err(e)) = refs.health.get(&source) else { return None };
-    Some(not_ready("JwksUriFailed", format!("spec.jwksUri: {e}")))
+    match refs.health.get(&source) {
+        None => Some(not_ready("JwksUriPending", format!("spec.jwksUri: fetching {}", source.discovery_url))),
+        Some(Err(e)) => Some(not_ready("JwksUriFailed", format!("spec.jwksUri: {e}"))),
+        Some(Ok(_)) => None,
+    }
 }
 
 /// The `kid`s its `spec.jwksUri` published at the last fetch that succeeded, while the last

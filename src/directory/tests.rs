@@ -470,7 +470,7 @@ fn jwks_uri_clients_show_the_fetched_key_ids_and_stay_served_when_a_fetch_fails(
         c
     };
     let inputs = Inputs {
-        clients: arcs![uri_client("published"), uri_client("failing")],
+        clients: arcs![uri_client("published"), uri_client("failing"), uri_client("pending")],
         providers: arcs![provider("p", &["*"], &[])],
         ..Inputs::default()
     };
@@ -491,8 +491,12 @@ fn jwks_uri_clients_show_the_fetched_key_ids_and_stay_served_when_a_fetch_fails(
     assert_eq!((r.ready, r.reason.as_str()), (false, "JwksUriFailed"));
     assert!(r.message.starts_with("spec.jwksUri: HTTP 404"), "{}", r.message);
     assert!(key_ids("failing").is_empty());
+    // Never fetched yet (the first fetch is running): pending, not Ready.
+    let r = &status(&dir, Kind::OidcClient, "pending").readiness;
+    assert_eq!((r.ready, r.reason.as_str()), (false, "JwksUriPending"));
+    assert!(r.message.contains("https://keys.example/pending/jwks"), "{}", r.message);
     let served: Vec<&str> = dir.namespace("ns").unwrap().clients.values().map(|c| c.name.as_str()).collect();
-    assert!(served.contains(&"failing") && served.contains(&"published"), "{served:?}");
+    assert_eq!(served.len(), 3, "{served:?}");
 }
 
 /// A `private_key_jwt` client with the given keys and federated identities.
