@@ -5,7 +5,7 @@
 //! client credentials, removes credentials Secrets of deleted clients, and asks each kind's
 //! controller to reconcile the objects whose outcome changed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +23,6 @@ use crate::credentials;
 use crate::directory::{self, Directory, Inputs, Materials, ObjectKey};
 use crate::keys::ring::KeyPolicy;
 use crate::keys::{KeyVersion, rotation};
-use crate::login::external::IssuerSource;
 use crate::metrics::ObjectLabels;
 use crate::reconcile::secrets::{self, SecretOwner};
 
@@ -38,7 +37,7 @@ const RING_RETRY: i64 = 2;
 /// At most this many Secrets are deleted or marked for deletion in one pass.
 const GC_PER_PASS: usize = 16;
 
-type Health = BTreeMap<IssuerSource, Result<crate::login::external::Fetched, String>>;
+type Health = crate::login::external::IssuerHealth;
 
 /// Runs forever.
 pub async fn run(ctx: Arc<Context>) {

@@ -28,7 +28,7 @@ struct References<'a> {
     /// The declared IdentityOidcAuth objects a client may federate with.
     identities: BTreeSet<ObjectKey>,
     /// What the last fetches of clients' `jwksUri`s (and issuers) gave.
-    health: &'a BTreeMap<crate::login::external::IssuerSource, Result<crate::login::external::Fetched, String>>,
+    health: &'a crate::login::external::IssuerHealth,
 }
 
 /// Resolves every client, in claim order. A client is served once its references resolve
@@ -68,9 +68,11 @@ pub(super) fn resolve(
         let mut effective = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let readiness = match (readiness, creds) {
             (Ok((key, assertion_keys)), Some(creds)) => {
-                let kids = match &assertion_keys {
-                    Some(keys) => keys.keys.iter().map(|k| k.jwk.kid.clone()).collect(),
-                    None => published_key_ids(obj, &refs),
+                let published = published_keys(obj, &refs);
+                let kids = match (&assertion_keys, &published) {
+                    (Some(keys), _) => keys.keys.iter().map(|k| k.jwk.kid.clone()).collect(),
+                    (None, Some(Ok(kids))) => kids.clone(),
+                    (None, _) => Vec::new(),
                 };
                 effective = (
                     obj.spec.grant_types.clone(),
@@ -81,7 +83,10 @@ pub(super) fn resolve(
                 refs.client_ids.insert((k.namespace.clone(), creds.client_id.clone()), k.name.clone());
                 let client = resolved(obj, &k, creds, key, &inputs.policy, assertion_keys);
                 served.insert(k.clone(), Arc::new(client));
-                keys_readiness(obj, &refs).unwrap_or_else(|| Readiness::ready(format!("client_id {}", creds.client_id)))
+                match published {
+                    Some(Err(why)) => why,
+                    _ => Readiness::ready(format!("client_id {}", creds.client_id)),
+                }
             }
             (Ok(_), None) => not_ready("CredentialsPending", "credentials are being generated".into()),
             (Err(r), _) => r,
@@ -99,29 +104,20 @@ pub(super) fn resolve(
     Resolution { served, statuses }
 }
 
-/// Why a served client whose keys are published at `spec.jwksUri` is not Ready: the first
-/// fetch is still running, or the last one failed. It is served all the same, as an identity whose issuer is failing is: the
-/// token endpoint uses the keys fetched before while they are younger than
-/// `--issuer-keys-max-age` (and answers 503 `temporarily_unavailable` without them, until a
-/// fetch succeeds), so a `jwksUri` that is down for a moment does not lock the client out.
-/// The fetch's error says when the keys it still has are too old.
-fn keys_readiness(obj: &OidcClient, refs: &References<'_>) -> Option<Readiness> {
+/// What the fetches of a client's `spec.jwksUri` gave: `None` without one; the `kid`s the
+/// last fetch found, or why the client is not Ready: its first fetch is still running, or
+/// the last one failed. Such a client is served all the same, as an identity whose issuer
+/// is failing is: the token endpoint uses the keys fetched before while they are younger
+/// than `--issuer-keys-max-age` (and answers 503 `temporarily_unavailable` without them,
+/// until a fetch succeeds), so a `jwksUri` that is down for a moment does not lock the
+/// client out. The fetch's error says when the keys it still has are too old.
+fn published_keys(obj: &OidcClient, refs: &References<'_>) -> Option<Result<Vec<String>, Readiness>> {
     let source = super::identities::client_keys_source(&obj.spec)?;
-    match refs.health.get(&source) {
-        None => Some(not_ready("JwksUriPending", format!("spec.jwksUri: fetching {}", source.discovery_url))),
-        Some(Err(e)) => Some(not_ready("JwksUriFailed", format!("spec.jwksUri: {e}"))),
-        Some(Ok(_)) => None,
-    }
-}
-
-/// The `kid`s its `spec.jwksUri` published at the last fetch that succeeded, while the last
-/// fetch did (none while it fails: the status then says why).
-fn published_key_ids(obj: &OidcClient, refs: &References<'_>) -> Vec<String> {
-    let source = super::identities::client_keys_source(&obj.spec);
-    match source.and_then(|s| refs.health.get(&s)) {
-        Some(Ok(fetched)) => fetched.key_ids.clone(),
-        _ => Vec::new(),
-    }
+    Some(match refs.health.get(&source) {
+        None => Err(not_ready("JwksUriPending", format!("spec.jwksUri: fetching {}", source.discovery_url))),
+        Some(Err(e)) => Err(not_ready("JwksUriFailed", format!("spec.jwksUri: {e}"))),
+        Some(Ok(fetched)) => Ok(fetched.key_ids.clone()),
+    })
 }
 
 /// Clients in claim order: a client holds its id if the previous snapshot served its

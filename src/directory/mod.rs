@@ -87,7 +87,7 @@ pub struct Materials {
     pub identity_ids: BTreeMap<ObjectKey, String>,
     /// What fetching each external issuer gave: its `issuer`, or why it failed. Absent while
     /// the first fetch is under way.
-    pub issuer_health: BTreeMap<IssuerSource, Result<crate::login::external::Fetched, String>>,
+    pub issuer_health: crate::login::external::IssuerHealth,
     /// Clients whose `spec.secretName` names a Secret that is not theirs (never written over).
     pub secret_conflicts: BTreeSet<ObjectKey>,
     /// The order in which the standalone shell first saw each identity and client (arrival

@@ -2,7 +2,8 @@
 //!
 //! Tenant rules here: a provider names clients and scopes of its own namespace only
 //! ([`in_namespace`]), serves only the served clients of its namespace that it allows (Ready,
-//! or Ready=False only because their `jwksUri` fetch failed), and publishes only their keys. Its issuer path names its namespace.
+//! or Ready=False only because their `jwksUri` fetch failed), and publishes only their
+//! keys. Its issuer path names its namespace.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

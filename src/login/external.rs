@@ -18,7 +18,7 @@ use tokio_rustls::rustls;
 use super::clip;
 use super::fetch_policy::{self, AddressRefused, FetchPolicy, FetchState, UrlRefused};
 pub use super::jwks::{ExternalKey, IssuerKeys, MAX_KEYS_WITHOUT_KID, SignatureError, verify_signature};
-pub use super::registry::{Fetched, IssuerRegistry, refresh_health};
+pub use super::registry::{Fetched, IssuerHealth, IssuerRegistry, refresh_health};
 
 /// Largest discovery document or JWKS accepted.
 pub const MAX_DOCUMENT_BYTES: usize = 256 * 1024;

@@ -153,6 +153,9 @@ impl Fetched {
     }
 }
 
+/// What the last fetch of each issuer (or client `jwksUri`) gave, or why it failed.
+pub type IssuerHealth = std::collections::BTreeMap<IssuerSource, Result<Fetched, String>>;
+
 /// What each issuer's last fetch gave ([`Fetched`]), or why it failed (absent while the first
 /// fetch runs). Starts background fetches of issuers never fetched or whose keys are older
 /// than [`KEYS_MAX_AGE`], when their backoff allows; never waits for them. Drops issuers no
@@ -162,7 +165,7 @@ pub fn refresh_health(
     sources: Vec<IssuerSource>,
     refetch_interval: i64,
     now: i64,
-) -> std::collections::BTreeMap<IssuerSource, Result<Fetched, String>> {
+) -> IssuerHealth {
     registry.retain(&sources);
     let max_age = registry.limits().issuer_keys_max_age;
     let mut health = std::collections::BTreeMap::new();

@@ -176,6 +176,12 @@ async fn exchange_code(
     })
 }
 
+/// The refusal of a refresh token that is unknown, expired, revoked or not a refresh
+/// token of a code grant (RFC 6749 §5.2 `invalid_grant`).
+fn invalid_refresh() -> OAuthError {
+    OAuthError::InvalidGrant("the refresh token is invalid, expired or revoked".into())
+}
+
 /// A refresh's decision for the token `view` reads, or `None` for a rotated token presented
 /// after its reuse interval: that goes straight to the store, which revokes its grant (RFC
 /// 9700 §4.14.2), whatever else is wrong with the request: a thief or its victim reusing it
@@ -188,9 +194,7 @@ fn decide_refresh(
     view: &RefreshView,
     reuse: i64,
 ) -> Result<Option<EntityGrant>, OAuthError> {
-    let GrantSubject::Code(code) = &view.grant else {
-        return Err(OAuthError::InvalidGrant("the refresh token is invalid, expired or revoked".into()));
-    };
+    let GrantSubject::Code(code) = &view.grant else { return Err(invalid_refresh()) };
     if view.rotated_at.is_some_and(|at| ctx.now >= at.saturating_add(reuse)) {
         return Ok(None);
     }
@@ -204,11 +208,10 @@ async fn refresh(
     client: &ResolvedClient,
     r: &refresh_token::RefreshRequest,
 ) -> Result<TokenResponse, OAuthError> {
-    let invalid = || OAuthError::InvalidGrant("the refresh token is invalid, expired or revoked".into());
     let unavailable = |e| store_error(RecordKind::RefreshToken, e);
     let reuse = issue::secs(client.refresh_token_reuse_interval);
     let read = ctx.store.refresh_read(&r.refresh_token, ctx.now).await.map_err(unavailable)?;
-    let (view, decided) = match read.ok_or_else(invalid)? {
+    let (view, decided) = match read.ok_or_else(invalid_refresh)? {
         RefreshRead::Checked(view) => {
             let decided = decide_refresh(ctx, client, r, &view, reuse)?;
             (view, decided)
@@ -218,14 +221,14 @@ async fn refresh(
             // Only the stored token tells whether a refusal must revoke its family instead.
             Err(_) => {
                 let view = ctx.store.refresh_token(&r.refresh_token, ctx.now).await.map_err(unavailable)?;
-                let view = view.ok_or_else(invalid)?;
+                let view = view.ok_or_else(invalid_refresh)?;
                 let decided = decide_refresh(ctx, client, r, &view, reuse)?;
                 (view, decided)
             }
         },
     };
-    let GrantSubject::Code(code) = &view.grant else { return Err(invalid()) };
-    let grant = grant_of(&r.refresh_token).ok_or_else(invalid)?;
+    let GrantSubject::Code(code) = &view.grant else { return Err(invalid_refresh()) };
+    let grant = grant_of(&r.refresh_token).ok_or_else(invalid_refresh)?;
     let narrowed = match &decided {
         Some(d) if d.scopes != code.scopes => d.scopes.clone(),
         _ => Vec::new(),
@@ -253,10 +256,10 @@ async fn refresh(
                 "the refresh token was not issued to this client by this provider".into(),
             ));
         }
-        RefreshOutcome::Unknown => return Err(invalid()),
+        RefreshOutcome::Unknown => return Err(invalid_refresh()),
     }
     // Rotated although it read as reused: a store that disagrees issues nothing here.
-    let Some(decided) = decided else { return Err(invalid()) };
+    let Some(decided) = decided else { return Err(invalid_refresh()) };
     let expires_at = step.access.expires_at.min(view.family_expires_at);
     let audiences = [client.client_id.clone()];
     let access_claims = AccessClaims {

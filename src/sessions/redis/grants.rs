@@ -323,8 +323,8 @@ impl RedisStore {
                 // whole life.
                 let parts = self.issue_parts(&key, &subject, issue, family);
                 let until = access_expires.max(refresh_expires);
-                let moved = (key.as_str(), &subject.charge());
-                if let Err(e) = self.charge_all_moving(&owners(&subject), &parts, moved, until).await {
+                let moved = (key.as_str(), &subject.charge(), until);
+                if let Err(e) = self.charge_moving(&owners(&subject), &parts, Some(moved)).await {
                     // Refused (or not answered): the tokens must not keep the grant alive
                     // uncharged until their expiry.
                     let fields = [access_field, refresh_field];

@@ -83,26 +83,28 @@ impl RedisStore {
 
     /// Charges every part (all of one namespace and owner) in one call, or none.
     pub(super) async fn charge_all(&self, owners: &[Owner<'_>], parts: &[Part<'_>]) -> Result<(), StoreError> {
-        let Some(first) = parts.first() else { return Ok(()) };
-        let (keys, args) = self.counted(first.charge.kind, self.charge_call(owners, parts))?;
-        let answer = self.run_script_on::<Vec<i64>>("quota_add", &self.scripts.quota_add, &keys, &args).await;
-        self.charged(&self.counted(first.charge.kind, answer)?, parts)
+        self.charge_moving(owners, parts, None).await
     }
 
     /// Charges every part (as [`RedisStore::charge_all`]) and, once charged, moves the
-    /// record `moved` (its key and charge) forward to `until` in its indexes (as
-    /// [`RedisStore::extend_charge`]), in one call.
-    pub(super) async fn charge_all_moving(
+    /// record `moved` names (its key, its charge, until when) forward in its indexes (as
+    /// [`RedisStore::extend_charge`]), in the same call (`QUOTA_ADD_BUMP`).
+    pub(super) async fn charge_moving(
         &self,
         owners: &[Owner<'_>],
         parts: &[Part<'_>],
-        moved: (&str, &Charge<'_>),
-        until: i64,
+        moved: Option<(&str, &Charge<'_>, i64)>,
     ) -> Result<(), StoreError> {
         let Some(first) = parts.first() else { return Ok(()) };
         let (keys, charge_args) = self.counted(first.charge.kind, self.charge_call(owners, parts))?;
-        let args: Vec<String> = [member(moved.1.bytes, moved.0), ms(until)].into_iter().chain(charge_args).collect();
-        let answer = self.run_script_on::<Vec<i64>>("quota_add", &self.scripts.quota_add_bump, &keys, &args).await;
+        let (script, args) = match moved {
+            None => (&self.scripts.quota_add, charge_args),
+            Some((key, charge, until)) => {
+                let moved = [member(charge.bytes, key), ms(until)];
+                (&self.scripts.quota_add_bump, moved.into_iter().chain(charge_args).collect())
+            }
+        };
+        let answer = self.run_script_on::<Vec<i64>>("quota_add", script, &keys, &args).await;
         self.charged(&self.counted(first.charge.kind, answer)?, parts)
     }
 
